@@ -1,0 +1,115 @@
+//! Customer accounts: the owners of wallets (and later of keys, agents and
+//! jobs). This module alone writes the `accounts` table; the wallet that
+//! goes with each account is the ledger's, created in the same transaction
+//! by the facade.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::clock::UnixMillis;
+use crate::error::{Error, Result};
+use crate::ids::random_id;
+
+/// The longest account name.
+pub const ACCOUNT_NAME_CHARS_MAX: usize = 200;
+/// The longest plan name.
+pub const PLAN_CHARS_MAX: usize = 64;
+/// Accounts listed in one call, at most.
+pub const ACCOUNTS_LIST_MAX: usize = 10_000;
+/// The plan of an account created without one.
+pub const DEFAULT_PLAN: &str = "free";
+
+/// An account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// `acct_` and 32 hex digits.
+    pub id: String,
+    /// A human name.
+    pub name: String,
+    /// The plan name (free text; plans are data).
+    pub plan: String,
+    /// When it was created.
+    pub created_at: UnixMillis,
+}
+
+/// What a new account needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// A human name, 1 to [`ACCOUNT_NAME_CHARS_MAX`] characters.
+    pub name: String,
+    /// The plan; [`DEFAULT_PLAN`] when `None`.
+    pub plan: Option<String>,
+    /// Whether its wallet may go below zero (postpaid accounts).
+    pub allow_negative: bool,
+}
+
+impl NewAccount {
+    /// A prepaid account on the default plan.
+    pub fn named(name: impl Into<String>) -> Self {
+        NewAccount {
+            name: name.into(),
+            plan: None,
+            allow_negative: false,
+        }
+    }
+}
+
+/// Inserts a new account row and returns it.
+pub(crate) fn insert(tx: &Transaction<'_>, new: &NewAccount, now: UnixMillis) -> Result<Account> {
+    let name = new.name.trim();
+    if name.is_empty() || name.chars().count() > ACCOUNT_NAME_CHARS_MAX {
+        return Err(Error::invalid(
+            "name",
+            format!("must be 1 to {ACCOUNT_NAME_CHARS_MAX} characters"),
+        ));
+    }
+    let plan = new.plan.as_deref().unwrap_or(DEFAULT_PLAN).trim();
+    if plan.is_empty() || plan.chars().count() > PLAN_CHARS_MAX {
+        return Err(Error::invalid(
+            "plan",
+            format!("must be 1 to {PLAN_CHARS_MAX} characters"),
+        ));
+    }
+    let account = Account {
+        id: random_id("acct_"),
+        name: name.to_owned(),
+        plan: plan.to_owned(),
+        created_at: now,
+    };
+    tx.execute(
+        "INSERT INTO accounts (id, name, plan, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![account.id, account.name, account.plan, account.created_at],
+    )?;
+    Ok(account)
+}
+
+/// An account by id.
+pub fn get(conn: &Connection, id: &str) -> Result<Account> {
+    conn.query_row(
+        "SELECT id, name, plan, created_at FROM accounts WHERE id = ?1",
+        [id],
+        from_row,
+    )
+    .optional()?
+    .ok_or_else(|| Error::NotFound {
+        what: "account",
+        id: id.to_owned(),
+    })
+}
+
+/// Accounts in creation order, at most [`ACCOUNTS_LIST_MAX`].
+pub fn list(conn: &Connection) -> Result<Vec<Account>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, name, plan, created_at FROM accounts ORDER BY created_at, id LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([ACCOUNTS_LIST_MAX as i64], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
+    Ok(Account {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        plan: row.get(2)?,
+        created_at: row.get(3)?,
+    })
+}

@@ -1,0 +1,146 @@
+//! The core's one error type. Every refusal the core can make is a variant
+//! here with a stable machine code ([`Error::code`]); the appliance maps each
+//! code to an HTTP status in one table and never invents an error of its own.
+//! Operating errors return `Err`; broken invariants are bugs and assert.
+
+use crate::money::AmountError;
+
+/// Everything the core can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A request field is missing, malformed or out of its bounds.
+    #[error("invalid {field}: {message}")]
+    InvalidRequest {
+        /// The offending field, as the caller named it.
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An amount was negative, zero, finer than a micro-credit or too large.
+    #[error("invalid amount: {0}")]
+    InvalidAmount(#[from] AmountError),
+    /// The thing asked for does not exist (or belongs to another account).
+    #[error("{what} not found: {id}")]
+    NotFound {
+        /// The kind of thing: `account`, `transfer`, `hold`, ...
+        what: &'static str,
+        /// The id that was asked for.
+        id: String,
+    },
+    /// The wallet's available balance does not cover the amount.
+    #[error("insufficient credits: {required_micros} micro-credits required, {available_micros} available")]
+    InsufficientCredits {
+        /// Micro-credits the operation needs.
+        required_micros: i64,
+        /// Micro-credits available in the wallet.
+        available_micros: i64,
+    },
+    /// A transfer id was replayed with fields that differ from the first use.
+    #[error("transfer {id} exists with a different {field}")]
+    ExistsWithDifferentFields {
+        /// The replayed transfer id.
+        id: String,
+        /// The first field that differs.
+        field: &'static str,
+    },
+    /// The hold was already captured, released or expired.
+    #[error("hold {hold_id} is already resolved by {resolved_by}")]
+    HoldAlreadyResolved {
+        /// The hold.
+        hold_id: String,
+        /// The transfer that resolved it.
+        resolved_by: String,
+    },
+    /// A capture arrived at or after the hold's deadline.
+    #[error("hold {hold_id} passed its deadline")]
+    HoldExpired {
+        /// The hold.
+        hold_id: String,
+    },
+    /// A capture asked for more than the hold reserved.
+    #[error("capture of {requested_micros} exceeds the hold of {held_micros} micro-credits")]
+    CaptureExceedsHold {
+        /// Micro-credits asked for.
+        requested_micros: i64,
+        /// Micro-credits the hold reserved.
+        held_micros: i64,
+    },
+    /// Refunds of a charge would exceed the charge.
+    #[error("refund of {requested_micros} exceeds the {refundable_micros} micro-credits still refundable")]
+    RefundExceedsCharge {
+        /// Micro-credits asked for.
+        requested_micros: i64,
+        /// Micro-credits of the charge not yet refunded.
+        refundable_micros: i64,
+    },
+    /// The referenced transfer is of a kind the operation does not accept
+    /// (for example refunding a grant, or capturing something that is not a hold).
+    #[error("transfer {id} is a {kind}, which {operation} does not accept")]
+    WrongTransferKind {
+        /// The referenced transfer.
+        id: String,
+        /// Its kind.
+        kind: String,
+        /// The operation that refused it.
+        operation: &'static str,
+    },
+    /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
+    #[error("balance would exceed its maximum")]
+    BalanceLimit,
+    /// The database was written by a newer creditgate.
+    #[error("database schema version {found} is newer than this build supports ({supported}); upgrade creditgate")]
+    SchemaTooNew {
+        /// The version in the file.
+        found: i64,
+        /// The newest version this build knows.
+        supported: i64,
+    },
+    /// SQLite failed (disk, corruption, a constraint the core did not expect).
+    #[error("storage error: {0}")]
+    Storage(#[from] rusqlite::Error),
+    /// No connection could be had from the pool.
+    #[error("connection pool error: {0}")]
+    Pool(#[from] r2d2::Error),
+}
+
+impl Error {
+    /// The stable machine code of this error: the `data.error` of the API.
+    /// One arm per variant; the appliance maps codes to statuses.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidRequest { .. } => "invalid_request",
+            Error::InvalidAmount(_) => "invalid_amount",
+            Error::NotFound { .. } => "not_found",
+            Error::InsufficientCredits { .. } => "insufficient_credits",
+            Error::ExistsWithDifferentFields { .. } => "exists_with_different_fields",
+            Error::HoldAlreadyResolved { .. } => "hold_already_resolved",
+            Error::HoldExpired { .. } => "hold_expired",
+            Error::CaptureExceedsHold { .. } => "capture_exceeds_hold",
+            Error::RefundExceedsCharge { .. } => "refund_exceeds_charge",
+            Error::WrongTransferKind { .. } => "wrong_transfer_kind",
+            Error::BalanceLimit => "balance_limit",
+            Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::Storage(_) => "storage_error",
+            Error::Pool(_) => "storage_unavailable",
+        }
+    }
+
+    /// Whether the fault is the server's (storage) rather than the caller's.
+    pub fn is_server_fault(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage(_) | Error::Pool(_) | Error::SchemaTooNew { .. }
+        )
+    }
+
+    pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            field: field.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The core's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,831 @@
+//! The double-entry credit ledger, after TigerBeetle's accounts and
+//! transfers. This module alone writes `ledger_accounts`, `transfers` and
+//! `open_holds`; everything else asks it.
+//!
+//! Invariants it keeps (and `verify` checks from the outside):
+//! - every movement is an immutable transfer between two ledger accounts, and
+//!   the materialised balances change in the same transaction;
+//! - debits equal credits, posted and pending separately;
+//! - a wallet never goes below zero unless flagged: the check and the debit
+//!   are one conditional `UPDATE ... WHERE available >= amount`;
+//! - a hold resolves at most once (a unique index), and a capture never
+//!   exceeds its hold or arrives at or after its deadline;
+//! - a transfer id replayed with the same fields returns the first transfer;
+//!   with other fields it is [`Error::ExistsWithDifferentFields`].
+//!
+//! Functions here take an open write transaction and `now`; the facade
+//! composes them. Amounts are micro-credits.
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixMillis;
+use crate::error::{Error, Result};
+use crate::ids::validate_caller_id;
+use crate::money::{AMOUNT_MICROS_MAX, BALANCE_MICROS_MAX};
+
+/// The ledger account that funds grants (may go negative: it is the
+/// system's equity side).
+pub const GRANTS_ACCOUNT: &str = "system:grants";
+/// The ledger account that receives holds (pending) and captures (posted).
+pub const REVENUE_ACCOUNT: &str = "system:revenue";
+
+/// The longest memo kept on a transfer.
+pub const MEMO_CHARS_MAX: usize = 512;
+/// Holds the expiry sweep resolves in one call, at most.
+pub const EXPIRE_BATCH_MAX: usize = 256;
+/// Entries in one page of history, at most.
+pub const HISTORY_PAGE_MAX: usize = 200;
+
+/// What a transfer does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransferKind {
+    /// A top-up: `system:grants` -> wallet, posted.
+    Grant,
+    /// A reservation: wallet -> `system:revenue`, pending.
+    Hold,
+    /// Posts all or part of a hold; the rest returns to the wallet.
+    Capture,
+    /// Voids a hold at the caller's request.
+    Release,
+    /// Voids a hold whose deadline passed.
+    Expire,
+    /// Reverses (part of) a capture: `system:revenue` -> wallet, posted.
+    Refund,
+}
+
+impl TransferKind {
+    /// The kind's name in the database and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransferKind::Grant => "grant",
+            TransferKind::Hold => "hold",
+            TransferKind::Capture => "capture",
+            TransferKind::Release => "release",
+            TransferKind::Expire => "expire",
+            TransferKind::Refund => "refund",
+        }
+    }
+
+    fn parse(name: &str) -> Option<TransferKind> {
+        Some(match name {
+            "grant" => TransferKind::Grant,
+            "hold" => TransferKind::Hold,
+            "capture" => TransferKind::Capture,
+            "release" => TransferKind::Release,
+            "expire" => TransferKind::Expire,
+            "refund" => TransferKind::Refund,
+            _ => return None,
+        })
+    }
+}
+
+/// One immutable transfer, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    /// Position in the ledger (1, 2, 3, ... with no gaps).
+    pub seq: i64,
+    /// The caller-chosen unique id.
+    pub id: String,
+    /// What it does.
+    pub kind: TransferKind,
+    /// Code of the debited ledger account (`wallet:<account>` or `system:*`).
+    pub debit_account: String,
+    /// Code of the credited ledger account.
+    pub credit_account: String,
+    /// Micro-credits moved (for a release or expiry: the voided hold amount).
+    pub amount: i64,
+    /// For captures, releases and expiries: the hold resolved.
+    pub pending_id: Option<String>,
+    /// For refunds: the capture reversed.
+    pub refund_of: Option<String>,
+    /// For holds: when the hold expires, if ever.
+    pub deadline: Option<UnixMillis>,
+    /// Free text from the caller.
+    pub memo: String,
+    /// When it was recorded.
+    pub created_at: UnixMillis,
+}
+
+/// A transfer and whether this call created it or replayed an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferOutcome {
+    /// The transfer (the first one, on a replay).
+    pub transfer: Transfer,
+    /// True if the id existed with the same fields and nothing moved now.
+    pub replayed: bool,
+}
+
+/// A wallet's balance in micro-credits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Balance {
+    /// What may be spent or held now: `posted - pending`.
+    pub available: i64,
+    /// Reserved by open holds.
+    pub pending: i64,
+    /// Settled: credits posted minus debits posted.
+    pub posted: i64,
+}
+
+/// The ledger account code of an account's wallet.
+pub fn wallet_code(account_id: &str) -> String {
+    format!("wallet:{account_id}")
+}
+
+/// Creates the wallet of a new account.
+pub(crate) fn create_wallet(
+    tx: &Transaction<'_>,
+    account_id: &str,
+    allow_negative: bool,
+    now: UnixMillis,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO ledger_accounts (code, kind, account_id, allow_negative, created_at)
+         VALUES (?1, 'wallet', ?2, ?3, ?4)",
+        params![wallet_code(account_id), account_id, allow_negative, now],
+    )?;
+    Ok(())
+}
+
+/// A transfer about to be written.
+struct NewTransfer<'a> {
+    id: &'a str,
+    kind: TransferKind,
+    debit: i64,
+    credit: i64,
+    amount: i64,
+    pending_id: Option<&'a str>,
+    refund_of: Option<&'a str>,
+    deadline: Option<UnixMillis>,
+    memo: &'a str,
+}
+
+/// Credits an account's wallet from `system:grants`.
+pub(crate) fn grant(
+    tx: &Transaction<'_>,
+    id: &str,
+    account_id: &str,
+    amount: i64,
+    memo: &str,
+    now: UnixMillis,
+) -> Result<TransferOutcome> {
+    validate(id, amount, memo)?;
+    let wallet = wallet_id(tx, account_id)?;
+    let new = NewTransfer {
+        id,
+        kind: TransferKind::Grant,
+        debit: system_id(tx, GRANTS_ACCOUNT)?,
+        credit: wallet,
+        amount,
+        pending_id: None,
+        refund_of: None,
+        deadline: None,
+        memo,
+    };
+    if let Some(outcome) = replay(tx, &new)? {
+        return Ok(outcome);
+    }
+    post(tx, new.debit, new.credit, amount)?;
+    insert(tx, &new, now)
+}
+
+/// Reserves `amount` of a wallet until captured, released or expired at
+/// `deadline`. Refused with [`Error::InsufficientCredits`] if the wallet's
+/// available balance (open holds included) does not cover it.
+pub(crate) fn hold(
+    tx: &Transaction<'_>,
+    id: &str,
+    account_id: &str,
+    amount: i64,
+    deadline: Option<UnixMillis>,
+    memo: &str,
+    now: UnixMillis,
+) -> Result<TransferOutcome> {
+    validate(id, amount, memo)?;
+    if let Some(deadline) = deadline {
+        if deadline <= now {
+            return Err(Error::invalid("deadline", "must be in the future"));
+        }
+    }
+    let wallet = wallet_id(tx, account_id)?;
+    let new = NewTransfer {
+        id,
+        kind: TransferKind::Hold,
+        debit: wallet,
+        credit: system_id(tx, REVENUE_ACCOUNT)?,
+        amount,
+        pending_id: None,
+        refund_of: None,
+        deadline,
+        memo,
+    };
+    if let Some(outcome) = replay(tx, &new)? {
+        return Ok(outcome);
+    }
+    let reserved = tx.execute(
+        "UPDATE ledger_accounts SET debits_pending = debits_pending + ?2
+         WHERE id = ?1
+           AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
+        params![wallet, amount],
+    )?;
+    if reserved != 1 {
+        return Err(insufficient(tx, wallet, amount));
+    }
+    tx.execute(
+        "UPDATE ledger_accounts SET credits_pending = credits_pending + ?2 WHERE id = ?1",
+        params![new.credit, amount],
+    )?;
+    let outcome = insert(tx, &new, now)?;
+    tx.execute(
+        "INSERT INTO open_holds (transfer_id, wallet, amount, deadline) VALUES (?1, ?2, ?3, ?4)",
+        params![id, wallet, amount, deadline],
+    )?;
+    Ok(outcome)
+}
+
+/// Posts `amount` of hold `hold_id` (at most the hold); the rest of the
+/// hold returns to the wallet. Refused at or after the hold's deadline.
+pub(crate) fn capture(
+    tx: &Transaction<'_>,
+    id: &str,
+    hold_id: &str,
+    amount: i64,
+    now: UnixMillis,
+) -> Result<TransferOutcome> {
+    validate(id, amount, "")?;
+    let hold = load_hold(tx, hold_id, "capture")?;
+    let new = NewTransfer {
+        id,
+        kind: TransferKind::Capture,
+        debit: hold.debit,
+        credit: hold.credit,
+        amount,
+        pending_id: Some(hold_id),
+        refund_of: None,
+        deadline: None,
+        memo: "",
+    };
+    if let Some(outcome) = replay(tx, &new)? {
+        return Ok(outcome);
+    }
+    ensure_open(tx, hold_id)?;
+    if hold.deadline.is_some_and(|deadline| now >= deadline) {
+        return Err(Error::HoldExpired {
+            hold_id: hold_id.to_owned(),
+        });
+    }
+    if amount > hold.amount {
+        return Err(Error::CaptureExceedsHold {
+            requested_micros: amount,
+            held_micros: hold.amount,
+        });
+    }
+    resolve_pending(tx, &hold, hold_id)?;
+    post(tx, hold.debit, hold.credit, amount)?;
+    insert(tx, &new, now)
+}
+
+/// Voids hold `hold_id`: the whole amount returns to the wallet.
+pub(crate) fn release(
+    tx: &Transaction<'_>,
+    id: &str,
+    hold_id: &str,
+    now: UnixMillis,
+) -> Result<TransferOutcome> {
+    void(tx, id, hold_id, TransferKind::Release, now)
+}
+
+/// Expires up to [`EXPIRE_BATCH_MAX`] open holds whose deadline is at or
+/// before `now`, each with the deterministic id `expire:<hold id>`.
+pub(crate) fn expire_due(tx: &Transaction<'_>, now: UnixMillis) -> Result<Vec<TransferOutcome>> {
+    let due: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT transfer_id FROM open_holds
+             WHERE deadline IS NOT NULL AND deadline <= ?1
+             ORDER BY deadline, transfer_id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, EXPIRE_BATCH_MAX as i64], |row| row.get(0))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    due.iter()
+        .map(|hold_id| {
+            let id = format!("expire:{hold_id}");
+            void(tx, &id, hold_id, TransferKind::Expire, now)
+        })
+        .collect()
+}
+
+/// Reverses `amount` of capture `charge_id` back to the wallet it came
+/// from; all refunds of one capture never exceed it.
+pub(crate) fn refund(
+    tx: &Transaction<'_>,
+    id: &str,
+    charge_id: &str,
+    amount: i64,
+    memo: &str,
+    now: UnixMillis,
+) -> Result<TransferOutcome> {
+    validate(id, amount, memo)?;
+    let charge = find_transfer(tx, charge_id)?.ok_or_else(|| Error::NotFound {
+        what: "transfer",
+        id: charge_id.to_owned(),
+    })?;
+    if charge.kind != TransferKind::Capture {
+        return Err(Error::WrongTransferKind {
+            id: charge_id.to_owned(),
+            kind: charge.kind.as_str().to_owned(),
+            operation: "refund",
+        });
+    }
+    let new = NewTransfer {
+        id,
+        kind: TransferKind::Refund,
+        debit: account_id_of(tx, &charge.credit_account)?,
+        credit: account_id_of(tx, &charge.debit_account)?,
+        amount,
+        pending_id: None,
+        refund_of: Some(charge_id),
+        deadline: None,
+        memo,
+    };
+    if let Some(outcome) = replay(tx, &new)? {
+        return Ok(outcome);
+    }
+    let refunded: i64 = tx.query_row(
+        "SELECT coalesce(sum(amount), 0) FROM transfers WHERE refund_of = ?1",
+        [charge_id],
+        |row| row.get(0),
+    )?;
+    let refundable = charge.amount - refunded;
+    if amount > refundable {
+        return Err(Error::RefundExceedsCharge {
+            requested_micros: amount,
+            refundable_micros: refundable,
+        });
+    }
+    post(tx, new.debit, new.credit, amount)?;
+    insert(tx, &new, now)
+}
+
+/// The balance of an account's wallet.
+pub fn balance(conn: &Connection, account_id: &str) -> Result<Balance> {
+    conn.query_row(
+        "SELECT credits_posted - debits_posted, debits_pending
+         FROM ledger_accounts WHERE account_id = ?1",
+        [account_id],
+        |row| {
+            let posted: i64 = row.get(0)?;
+            let pending: i64 = row.get(1)?;
+            Ok(Balance {
+                available: posted - pending,
+                pending,
+                posted,
+            })
+        },
+    )
+    .optional()?
+    .ok_or_else(|| Error::NotFound {
+        what: "account",
+        id: account_id.to_owned(),
+    })
+}
+
+/// One page of an account's transfers, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    /// The transfers, newest first.
+    pub transfers: Vec<Transfer>,
+    /// Pass this back to get the next (older) page; `None` at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// Transfers that touched an account's wallet, newest first, `limit` (at
+/// most [`HISTORY_PAGE_MAX`]) at a time, continuing after `cursor`.
+pub fn history(
+    conn: &Connection,
+    account_id: &str,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<HistoryPage> {
+    let limit = limit.clamp(1, HISTORY_PAGE_MAX);
+    let wallet: i64 = conn
+        .query_row(
+            "SELECT id FROM ledger_accounts WHERE account_id = ?1",
+            [account_id],
+            |row| row.get(0),
+        )
+        .optional()?
+        .ok_or_else(|| Error::NotFound {
+            what: "account",
+            id: account_id.to_owned(),
+        })?;
+    let before = match cursor {
+        None => i64::MAX,
+        Some(cursor) => decode_cursor(cursor)?,
+    };
+    let mut stmt = conn.prepare_cached(&format!(
+        "{TRANSFER_SELECT} WHERE t.seq < ?2 AND (t.debit_account = ?1 OR t.credit_account = ?1)
+         ORDER BY t.seq DESC LIMIT ?3"
+    ))?;
+    let mut transfers = stmt
+        .query_map(params![wallet, before, limit as i64 + 1], transfer_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let next_cursor = if transfers.len() > limit {
+        transfers.truncate(limit);
+        transfers.last().map(|last| encode_cursor(last.seq))
+    } else {
+        None
+    };
+    Ok(HistoryPage {
+        transfers,
+        next_cursor,
+    })
+}
+
+/// A transfer by id.
+pub fn find_transfer(conn: &Connection, id: &str) -> Result<Option<Transfer>> {
+    let mut stmt = conn.prepare_cached(&format!("{TRANSFER_SELECT} WHERE t.id = ?1"))?;
+    Ok(stmt.query_row([id], transfer_from_row).optional()?)
+}
+
+// Cursors are opaque to callers: a version letter and the position, in hex.
+fn encode_cursor(seq: i64) -> String {
+    hex::encode(format!("h1:{seq}"))
+}
+
+fn decode_cursor(cursor: &str) -> Result<i64> {
+    let bad = || Error::invalid("cursor", "not a cursor this server issued");
+    let bytes = hex::decode(cursor).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    text.strip_prefix("h1:")
+        .and_then(|seq| seq.parse::<i64>().ok())
+        .filter(|seq| *seq > 0)
+        .ok_or_else(bad)
+}
+
+const TRANSFER_SELECT: &str = "SELECT t.seq, t.id, t.kind, d.code, c.code, t.amount, t.pending_id,
+        t.refund_of, t.deadline, t.memo, t.created_at
+    FROM transfers t
+    JOIN ledger_accounts d ON d.id = t.debit_account
+    JOIN ledger_accounts c ON c.id = t.credit_account";
+
+fn transfer_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Transfer> {
+    let kind: String = row.get(2)?;
+    Ok(Transfer {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        kind: TransferKind::parse(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                rusqlite::types::Type::Text,
+                format!("unknown transfer kind {kind}").into(),
+            )
+        })?,
+        debit_account: row.get(3)?,
+        credit_account: row.get(4)?,
+        amount: row.get(5)?,
+        pending_id: row.get(6)?,
+        refund_of: row.get(7)?,
+        deadline: row.get(8)?,
+        memo: row.get(9)?,
+        created_at: row.get(10)?,
+    })
+}
+
+fn validate(id: &str, amount: i64, memo: &str) -> Result<()> {
+    validate_caller_id("transfer_id", id)?;
+    if amount <= 0 {
+        return Err(Error::InvalidAmount(crate::money::AmountError::Zero));
+    }
+    if amount > AMOUNT_MICROS_MAX {
+        return Err(Error::InvalidAmount(crate::money::AmountError::TooLarge));
+    }
+    if memo.chars().count() > MEMO_CHARS_MAX {
+        return Err(Error::invalid(
+            "memo",
+            format!("must be at most {MEMO_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn wallet_id(tx: &Transaction<'_>, account_id: &str) -> Result<i64> {
+    tx.query_row(
+        "SELECT id FROM ledger_accounts WHERE account_id = ?1",
+        [account_id],
+        |row| row.get(0),
+    )
+    .optional()?
+    .ok_or_else(|| Error::NotFound {
+        what: "account",
+        id: account_id.to_owned(),
+    })
+}
+
+fn system_id(tx: &Transaction<'_>, code: &str) -> Result<i64> {
+    account_id_of(tx, code)
+}
+
+fn account_id_of(tx: &Transaction<'_>, code: &str) -> Result<i64> {
+    let mut stmt = tx.prepare_cached("SELECT id FROM ledger_accounts WHERE code = ?1")?;
+    Ok(stmt.query_row([code], |row| row.get(0))?)
+}
+
+fn insufficient(tx: &Transaction<'_>, wallet: i64, required: i64) -> Error {
+    let available = tx.query_row(
+        "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id = ?1",
+        [wallet],
+        |row| row.get::<_, i64>(0),
+    );
+    match available {
+        Ok(available) => Error::InsufficientCredits {
+            required_micros: required,
+            available_micros: available,
+        },
+        Err(err) => Error::Storage(err),
+    }
+}
+
+/// Moves `amount` posted from `debit` to `credit`: the debit side is
+/// checked and written in one conditional statement, the credit side
+/// refuses to pass a wallet's maximum balance.
+fn post(tx: &Transaction<'_>, debit: i64, credit: i64, amount: i64) -> Result<()> {
+    let debited = tx.execute(
+        "UPDATE ledger_accounts SET debits_posted = debits_posted + ?2
+         WHERE id = ?1
+           AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
+        params![debit, amount],
+    )?;
+    if debited != 1 {
+        return Err(insufficient(tx, debit, amount));
+    }
+    let credited = tx.execute(
+        "UPDATE ledger_accounts SET credits_posted = credits_posted + ?2
+         WHERE id = ?1 AND (kind = 'system' OR credits_posted - debits_posted + ?2 <= ?3)",
+        params![credit, amount, BALANCE_MICROS_MAX],
+    )?;
+    if credited != 1 {
+        return Err(Error::BalanceLimit);
+    }
+    Ok(())
+}
+
+/// An open or resolved hold, as the resolving operations need it.
+struct HoldRow {
+    debit: i64,
+    credit: i64,
+    amount: i64,
+    deadline: Option<UnixMillis>,
+}
+
+fn load_hold(tx: &Transaction<'_>, hold_id: &str, operation: &'static str) -> Result<HoldRow> {
+    let row = tx
+        .query_row(
+            "SELECT kind, debit_account, credit_account, amount, deadline FROM transfers WHERE id = ?1",
+            [hold_id],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    HoldRow {
+                        debit: row.get(1)?,
+                        credit: row.get(2)?,
+                        amount: row.get(3)?,
+                        deadline: row.get(4)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    match row {
+        None => Err(Error::NotFound {
+            what: "hold",
+            id: hold_id.to_owned(),
+        }),
+        Some((kind, hold)) if kind == "hold" => Ok(hold),
+        Some((kind, _)) => Err(Error::WrongTransferKind {
+            id: hold_id.to_owned(),
+            kind,
+            operation,
+        }),
+    }
+}
+
+fn ensure_open(tx: &Transaction<'_>, hold_id: &str) -> Result<()> {
+    let resolved_by: Option<String> = tx
+        .query_row(
+            "SELECT id FROM transfers WHERE pending_id = ?1",
+            [hold_id],
+            |row| row.get(0),
+        )
+        .optional()?;
+    match resolved_by {
+        Some(resolved_by) => Err(Error::HoldAlreadyResolved {
+            hold_id: hold_id.to_owned(),
+            resolved_by,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Removes a hold's pending amounts from both sides and its open-hold row.
+fn resolve_pending(tx: &Transaction<'_>, hold: &HoldRow, hold_id: &str) -> Result<()> {
+    let removed = tx.execute("DELETE FROM open_holds WHERE transfer_id = ?1", [hold_id])?;
+    assert_eq!(removed, 1, "an unresolved hold has exactly one open_holds row");
+    tx.execute(
+        "UPDATE ledger_accounts SET debits_pending = debits_pending - ?2 WHERE id = ?1",
+        params![hold.debit, hold.amount],
+    )?;
+    tx.execute(
+        "UPDATE ledger_accounts SET credits_pending = credits_pending - ?2 WHERE id = ?1",
+        params![hold.credit, hold.amount],
+    )?;
+    Ok(())
+}
+
+fn void(
+    tx: &Transaction<'_>,
+    id: &str,
+    hold_id: &str,
+    kind: TransferKind,
+    now: UnixMillis,
+) -> Result<TransferOutcome> {
+    validate_caller_id("transfer_id", id)?;
+    let operation = kind.as_str();
+    let hold = load_hold(tx, hold_id, operation)?;
+    let new = NewTransfer {
+        id,
+        kind,
+        debit: hold.debit,
+        credit: hold.credit,
+        amount: hold.amount,
+        pending_id: Some(hold_id),
+        refund_of: None,
+        deadline: None,
+        memo: "",
+    };
+    if let Some(outcome) = replay(tx, &new)? {
+        return Ok(outcome);
+    }
+    ensure_open(tx, hold_id)?;
+    resolve_pending(tx, &hold, hold_id)?;
+    insert(tx, &new, now)
+}
+
+/// If `new.id` exists: the first transfer when every field matches, else
+/// [`Error::ExistsWithDifferentFields`] naming the first that differs.
+fn replay(tx: &Transaction<'_>, new: &NewTransfer<'_>) -> Result<Option<TransferOutcome>> {
+    let existing = tx
+        .query_row(
+            "SELECT kind, debit_account, credit_account, amount, pending_id, refund_of, deadline, memo
+             FROM transfers WHERE id = ?1",
+            [new.id],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, Option<String>>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, Option<i64>>(6)?,
+                    row.get::<_, String>(7)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((kind, debit, credit, amount, pending_id, refund_of, deadline, memo)) = existing else {
+        return Ok(None);
+    };
+    let differs = |field: &'static str| Error::ExistsWithDifferentFields {
+        id: new.id.to_owned(),
+        field,
+    };
+    if kind != new.kind.as_str() {
+        return Err(differs("kind"));
+    }
+    if debit != new.debit {
+        return Err(differs("debit_account"));
+    }
+    if credit != new.credit {
+        return Err(differs("credit_account"));
+    }
+    if amount != new.amount {
+        return Err(differs("amount"));
+    }
+    if pending_id.as_deref() != new.pending_id {
+        return Err(differs("pending_id"));
+    }
+    if refund_of.as_deref() != new.refund_of {
+        return Err(differs("refund_of"));
+    }
+    if deadline != new.deadline {
+        return Err(differs("deadline"));
+    }
+    if memo != new.memo {
+        return Err(differs("memo"));
+    }
+    let transfer = find_transfer(tx, new.id)?.ok_or_else(|| Error::NotFound {
+        what: "transfer",
+        id: new.id.to_owned(),
+    })?;
+    Ok(Some(TransferOutcome {
+        transfer,
+        replayed: true,
+    }))
+}
+
+/// The chain hash of a transfer: SHA-256 over the previous chain value and
+/// the row's fields, each length-prefixed so no two rows encode alike.
+pub(crate) fn chain_hash(previous: &[u8], row: &ChainFields<'_>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    let mut field = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    field(&row.seq.to_le_bytes());
+    field(row.id.as_bytes());
+    field(row.kind.as_bytes());
+    field(&row.debit.to_le_bytes());
+    field(&row.credit.to_le_bytes());
+    field(&row.amount.to_le_bytes());
+    field(row.pending_id.unwrap_or("\u{0}").as_bytes());
+    field(row.refund_of.unwrap_or("\u{0}").as_bytes());
+    field(&row.deadline.map_or([0xff; 8], i64::to_le_bytes));
+    field(row.memo.as_bytes());
+    field(&row.created_at.to_le_bytes());
+    hasher.finalize().into()
+}
+
+/// The fields of a transfer row the chain covers.
+pub(crate) struct ChainFields<'a> {
+    pub(crate) seq: i64,
+    pub(crate) id: &'a str,
+    pub(crate) kind: &'a str,
+    pub(crate) debit: i64,
+    pub(crate) credit: i64,
+    pub(crate) amount: i64,
+    pub(crate) pending_id: Option<&'a str>,
+    pub(crate) refund_of: Option<&'a str>,
+    pub(crate) deadline: Option<i64>,
+    pub(crate) memo: &'a str,
+    pub(crate) created_at: i64,
+}
+
+fn insert(tx: &Transaction<'_>, new: &NewTransfer<'_>, now: UnixMillis) -> Result<TransferOutcome> {
+    let last: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT seq, chain FROM transfers ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    let (last_seq, previous) = last.unwrap_or((0, Vec::new()));
+    let seq = last_seq + 1;
+    let chain = chain_hash(
+        &previous,
+        &ChainFields {
+            seq,
+            id: new.id,
+            kind: new.kind.as_str(),
+            debit: new.debit,
+            credit: new.credit,
+            amount: new.amount,
+            pending_id: new.pending_id,
+            refund_of: new.refund_of,
+            deadline: new.deadline,
+            memo: new.memo,
+            created_at: now,
+        },
+    );
+    tx.prepare_cached(
+        "INSERT INTO transfers (seq, id, kind, debit_account, credit_account, amount, pending_id,
+                                refund_of, deadline, memo, created_at, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        seq,
+        new.id,
+        new.kind.as_str(),
+        new.debit,
+        new.credit,
+        new.amount,
+        new.pending_id,
+        new.refund_of,
+        new.deadline,
+        new.memo,
+        now,
+        chain.as_slice()
+    ])?;
+    let transfer = find_transfer(tx, new.id)?.ok_or_else(|| Error::NotFound {
+        what: "transfer",
+        id: new.id.to_owned(),
+    })?;
+    // Pair assertion: what was written reads back as written.
+    assert_eq!(
+        (transfer.seq, transfer.amount, transfer.kind),
+        (seq, new.amount, new.kind),
+        "a transfer reads back as it was written"
+    );
+    Ok(TransferOutcome {
+        transfer,
+        replayed: false,
+    })
+}

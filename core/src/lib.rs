@@ -1,0 +1,200 @@
+//! # creditgate: the core of a self-hostable credits gateway
+//!
+//! A synchronous, deterministic library: a double-entry credit ledger with
+//! holds, captures and releases, over SQLite. It has **no networking code**
+//! and **takes no timestamps from the OS** in its logic: time comes from the
+//! [`Clock`] you hand to [`Gate::open`], so tests and embedders can drive it
+//! with a [`ManualClock`]. The `creditgate` binary (crate
+//! `creditgate-appliance`) wraps it with a CLI and HTTP.
+//!
+//! [`Gate`] is the facade and the API boundary: every operation goes through
+//! it, and it composes the concept modules inside one write transaction.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use creditgate::{Gate, ManualClock, NewAccount, StoreOptions};
+//! use rust_decimal::Decimal;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let gate = Gate::open(&StoreOptions::new(dir.path().join("g.db")), Arc::new(ManualClock::new(0)))?;
+//! let account = gate.create_account(&NewAccount::named("demo"))?;
+//! gate.grant("grant-1", &account.id, Decimal::from(100), "welcome")?;
+//! let hold = gate.hold("hold-1", &account.id, Decimal::new(165, 4), None, "job")?;
+//! gate.capture("capture-1", &hold.transfer.id, Decimal::new(165, 4))?;
+//! assert_eq!(gate.balance(&account.id)?.available, 99_983_500);
+//! assert!(gate.verify_ledger()?.is_ok());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod accounts;
+pub mod clock;
+pub mod error;
+pub mod ids;
+pub mod ledger;
+pub mod money;
+pub mod store;
+pub mod verify;
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+pub use accounts::{Account, NewAccount};
+pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use error::{Error, Result};
+pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
+pub use store::{Store, StoreOptions, Synchronous};
+pub use verify::{VerifyReport, Violation};
+
+/// The facade embedders hold: one store, one clock, every operation.
+#[derive(Debug)]
+pub struct Gate {
+    store: Store,
+    clock: Arc<dyn Clock>,
+}
+
+impl Gate {
+    /// Opens (creating and migrating if needed) the database of `options`.
+    pub fn open(options: &StoreOptions, clock: Arc<dyn Clock>) -> Result<Gate> {
+        Ok(Gate {
+            store: Store::open(options)?,
+            clock,
+        })
+    }
+
+    /// The clock this gate reads.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The underlying store (for backups and for tests that inspect SQL).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates an account and its wallet, atomically.
+    pub fn create_account(&self, new: &NewAccount) -> Result<Account> {
+        let now = self.clock.now();
+        self.store.write(|tx| {
+            let account = accounts::insert(tx, new, now)?;
+            ledger::create_wallet(tx, &account.id, new.allow_negative, now)?;
+            Ok(account)
+        })
+    }
+
+    /// An account by id.
+    pub fn account(&self, id: &str) -> Result<Account> {
+        self.store.read(|conn| accounts::get(conn, id))
+    }
+
+    /// Every account, oldest first (at most [`accounts::ACCOUNTS_LIST_MAX`]).
+    pub fn list_accounts(&self) -> Result<Vec<Account>> {
+        self.store.read(accounts::list)
+    }
+
+    /// Tops up an account's wallet by `amount` credits. Idempotent on
+    /// `transfer_id`.
+    pub fn grant(
+        &self,
+        transfer_id: &str,
+        account_id: &str,
+        amount: Decimal,
+        memo: &str,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        self.store
+            .write(|tx| ledger::grant(tx, transfer_id, account_id, micros, memo, now))
+    }
+
+    /// Reserves `amount` credits of an account's wallet until captured,
+    /// released, or expired at `deadline`. Idempotent on `transfer_id`.
+    pub fn hold(
+        &self,
+        transfer_id: &str,
+        account_id: &str,
+        amount: Decimal,
+        deadline: Option<UnixMillis>,
+        memo: &str,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        self.store.write(|tx| {
+            ledger::hold(tx, transfer_id, account_id, micros, deadline, memo, now)
+        })
+    }
+
+    /// Posts `amount` credits of hold `hold_id`; the rest returns to the
+    /// wallet. Idempotent on `transfer_id`.
+    pub fn capture(
+        &self,
+        transfer_id: &str,
+        hold_id: &str,
+        amount: Decimal,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        self.store
+            .write(|tx| ledger::capture(tx, transfer_id, hold_id, micros, now))
+    }
+
+    /// Voids hold `hold_id`. Idempotent on `transfer_id`.
+    pub fn release(&self, transfer_id: &str, hold_id: &str) -> Result<TransferOutcome> {
+        let now = self.clock.now();
+        self.store
+            .write(|tx| ledger::release(tx, transfer_id, hold_id, now))
+    }
+
+    /// Expires the holds whose deadline the clock has reached (a bounded
+    /// batch; call again while it returns [`ledger::EXPIRE_BATCH_MAX`]).
+    pub fn expire_due_holds(&self) -> Result<Vec<TransferOutcome>> {
+        let now = self.clock.now();
+        self.store.write(|tx| ledger::expire_due(tx, now))
+    }
+
+    /// Refunds `amount` credits of capture `charge_id` to its wallet.
+    /// Idempotent on `transfer_id`.
+    pub fn refund(
+        &self,
+        transfer_id: &str,
+        charge_id: &str,
+        amount: Decimal,
+        memo: &str,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        self.store
+            .write(|tx| ledger::refund(tx, transfer_id, charge_id, micros, memo, now))
+    }
+
+    /// An account's balance (micro-credits).
+    pub fn balance(&self, account_id: &str) -> Result<Balance> {
+        self.store.read(|conn| ledger::balance(conn, account_id))
+    }
+
+    /// A page of an account's transfers, newest first.
+    pub fn history(
+        &self,
+        account_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        self.store
+            .read(|conn| ledger::history(conn, account_id, cursor, limit))
+    }
+
+    /// A transfer by id.
+    pub fn transfer(&self, id: &str) -> Result<Transfer> {
+        self.store
+            .read(|conn| ledger::find_transfer(conn, id))?
+            .ok_or_else(|| Error::NotFound {
+                what: "transfer",
+                id: id.to_owned(),
+            })
+    }
+
+    /// Checks every ledger invariant against the database.
+    pub fn verify_ledger(&self) -> Result<VerifyReport> {
+        self.store.read(verify::verify)
+    }
+}

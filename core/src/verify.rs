@@ -1,0 +1,344 @@
+//! `ledger verify`: checks every ledger invariant of design.md §3 from the
+//! outside, by reading the database, never by trusting the code that wrote
+//! it. Read-only; it owns no table. Each violation names the check and the
+//! rows involved, so an operator can find what was tampered with.
+
+use rusqlite::Connection;
+
+use crate::error::Result;
+use crate::ledger::{chain_hash, ChainFields};
+
+/// Violations reported in full, at most; the count beyond is still given.
+pub const VIOLATIONS_REPORTED_MAX: usize = 1_000;
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The check that failed, e.g. `balance_replay`.
+    pub check: &'static str,
+    /// What exactly is wrong, naming accounts, transfers or holds.
+    pub detail: String,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VerifyReport {
+    /// Transfers read.
+    pub transfers: i64,
+    /// Ledger accounts read.
+    pub accounts: i64,
+    /// Holds still open.
+    pub open_holds: i64,
+    /// What is broken; empty when the ledger is sound.
+    pub violations: Vec<Violation>,
+    /// Violations found beyond [`VIOLATIONS_REPORTED_MAX`].
+    pub violations_omitted: usize,
+}
+
+impl VerifyReport {
+    /// True when no invariant is broken.
+    pub fn is_ok(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    fn push(&mut self, check: &'static str, detail: String) {
+        if self.violations.len() < VIOLATIONS_REPORTED_MAX {
+            self.violations.push(Violation { check, detail });
+        } else {
+            self.violations_omitted += 1;
+        }
+    }
+}
+
+/// Runs every check. Call it on a read connection inside one read
+/// transaction so all checks see the same snapshot.
+pub fn verify(conn: &Connection) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    conn.execute_batch("BEGIN")?;
+    let result = run_checks(conn, &mut report);
+    conn.execute_batch("COMMIT")?;
+    result?;
+    Ok(report)
+}
+
+fn run_checks(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    report.transfers = conn.query_row("SELECT count(*) FROM transfers", [], |r| r.get(0))?;
+    report.accounts = conn.query_row("SELECT count(*) FROM ledger_accounts", [], |r| r.get(0))?;
+    report.open_holds = conn.query_row("SELECT count(*) FROM open_holds", [], |r| r.get(0))?;
+    check_debits_equal_credits(conn, report)?;
+    check_balances_replay(conn, report)?;
+    check_no_wallet_below_zero(conn, report)?;
+    check_open_holds(conn, report)?;
+    check_resolutions(conn, report)?;
+    check_refunds(conn, report)?;
+    check_shapes(conn, report)?;
+    check_immutability(conn, report)?;
+    Ok(())
+}
+
+/// Collects `(label, detail)` rows of a query that lists violations.
+fn each_row(
+    conn: &Connection,
+    sql: &str,
+    report: &mut VerifyReport,
+    check: &'static str,
+) -> Result<()> {
+    let mut stmt = conn.prepare(sql)?;
+    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    for detail in rows {
+        report.push(check, detail?);
+    }
+    Ok(())
+}
+
+fn check_debits_equal_credits(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    let (dp, cp, dq, cq): (i64, i64, i64, i64) = conn.query_row(
+        "SELECT coalesce(sum(debits_posted), 0), coalesce(sum(credits_posted), 0),
+                coalesce(sum(debits_pending), 0), coalesce(sum(credits_pending), 0)
+         FROM ledger_accounts",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    if dp != cp {
+        report.push(
+            "debits_equal_credits",
+            format!("posted debits {dp} != posted credits {cp}"),
+        );
+    }
+    if dq != cq {
+        report.push(
+            "debits_equal_credits",
+            format!("pending debits {dq} != pending credits {cq}"),
+        );
+    }
+    Ok(())
+}
+
+fn check_balances_replay(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    // Posted amounts: grants, captures and refunds. Pending: holds with no
+    // resolution. Each materialised column must equal its replay.
+    each_row(
+        conn,
+        "WITH replay AS (
+            SELECT a.id, a.code, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending,
+              (SELECT coalesce(sum(amount), 0) FROM transfers
+                 WHERE debit_account = a.id AND kind IN ('grant', 'capture', 'refund')) AS r_dp,
+              (SELECT coalesce(sum(amount), 0) FROM transfers
+                 WHERE credit_account = a.id AND kind IN ('grant', 'capture', 'refund')) AS r_cp,
+              (SELECT coalesce(sum(h.amount), 0) FROM transfers h
+                 WHERE h.debit_account = a.id AND h.kind = 'hold'
+                   AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = h.id)) AS r_dq,
+              (SELECT coalesce(sum(h.amount), 0) FROM transfers h
+                 WHERE h.credit_account = a.id AND h.kind = 'hold'
+                   AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = h.id)) AS r_cq
+            FROM ledger_accounts a)
+         SELECT code || ': materialised (debits_posted ' || debits_posted || ', credits_posted '
+                || credits_posted || ', debits_pending ' || debits_pending || ', credits_pending '
+                || credits_pending || ') != replay of transfers (' || r_dp || ', ' || r_cp || ', '
+                || r_dq || ', ' || r_cq || ')'
+         FROM replay
+         WHERE debits_posted != r_dp OR credits_posted != r_cp
+            OR debits_pending != r_dq OR credits_pending != r_cq
+         ORDER BY id",
+        report,
+        "balance_replay",
+    )
+}
+
+fn check_no_wallet_below_zero(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT code || ': available ' || (credits_posted - debits_posted - debits_pending)
+                || ' below zero without allow_negative'
+         FROM ledger_accounts
+         WHERE allow_negative = 0 AND credits_posted - debits_posted - debits_pending < 0
+         ORDER BY id",
+        report,
+        "wallet_below_zero",
+    )
+}
+
+fn check_open_holds(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT a.code || ': debits_pending ' || a.debits_pending || ' != sum of open holds '
+                || coalesce((SELECT sum(amount) FROM open_holds o WHERE o.wallet = a.id), 0)
+         FROM ledger_accounts a
+         WHERE a.kind = 'wallet'
+           AND a.debits_pending != coalesce((SELECT sum(amount) FROM open_holds o WHERE o.wallet = a.id), 0)
+         ORDER BY a.id",
+        report,
+        "pending_equals_open_holds",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'hold ' || h.id || ' is unresolved but not in open_holds (or differs there)'
+         FROM transfers h
+         WHERE h.kind = 'hold'
+           AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = h.id)
+           AND NOT EXISTS (SELECT 1 FROM open_holds o WHERE o.transfer_id = h.id
+                             AND o.wallet = h.debit_account AND o.amount = h.amount
+                             AND o.deadline IS h.deadline)
+         ORDER BY h.seq",
+        report,
+        "open_holds_match_transfers",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'open hold ' || o.transfer_id || ' has no unresolved hold transfer'
+         FROM open_holds o
+         WHERE NOT EXISTS (SELECT 1 FROM transfers h WHERE h.id = o.transfer_id AND h.kind = 'hold')
+            OR EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = o.transfer_id)
+         ORDER BY o.transfer_id",
+        report,
+        "open_holds_match_transfers",
+    )
+}
+
+fn check_resolutions(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT 'hold ' || pending_id || ' resolved ' || count(*) || ' times'
+         FROM transfers WHERE pending_id IS NOT NULL
+         GROUP BY pending_id HAVING count(*) > 1 ORDER BY pending_id",
+        report,
+        "hold_resolved_once",
+    )?;
+    each_row(
+        conn,
+        "SELECT r.kind || ' ' || r.id || ' resolves ' || r.pending_id || ', which is '
+                || coalesce('a ' || h.kind, 'missing')
+         FROM transfers r LEFT JOIN transfers h ON h.id = r.pending_id
+         WHERE r.pending_id IS NOT NULL AND (h.id IS NULL OR h.kind != 'hold')
+         ORDER BY r.seq",
+        report,
+        "resolution_targets_hold",
+    )?;
+    each_row(
+        conn,
+        "SELECT r.kind || ' ' || r.id || ' of ' || r.amount || ' does not fit hold ' || h.id
+                || ' of ' || h.amount
+         FROM transfers r JOIN transfers h ON h.id = r.pending_id
+         WHERE (r.kind = 'capture' AND r.amount > h.amount)
+            OR (r.kind IN ('release', 'expire') AND r.amount != h.amount)
+            OR r.debit_account != h.debit_account OR r.credit_account != h.credit_account
+            OR r.seq < h.seq
+         ORDER BY r.seq",
+        report,
+        "resolution_fits_hold",
+    )
+}
+
+fn check_refunds(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT 'refunds of ' || c.id || ' total ' || sum(f.amount) || ', above its '
+                || c.amount || ' (or it is a ' || c.kind || ')'
+         FROM transfers f JOIN transfers c ON c.id = f.refund_of
+         GROUP BY c.id
+         HAVING sum(f.amount) > c.amount OR c.kind != 'capture'
+             OR sum(f.debit_account != c.credit_account OR f.credit_account != c.debit_account) > 0
+         ORDER BY c.seq",
+        report,
+        "refund_within_charge",
+    )
+}
+
+fn check_shapes(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    // Which ledger accounts each kind may move between.
+    each_row(
+        conn,
+        "SELECT t.kind || ' ' || t.id || ' moves ' || d.code || ' -> ' || c.code
+         FROM transfers t
+         JOIN ledger_accounts d ON d.id = t.debit_account
+         JOIN ledger_accounts c ON c.id = t.credit_account
+         WHERE NOT CASE t.kind
+           WHEN 'grant' THEN d.code = 'system:grants' AND c.kind = 'wallet'
+           WHEN 'refund' THEN d.code = 'system:revenue' AND c.kind = 'wallet'
+           ELSE d.kind = 'wallet' AND c.code = 'system:revenue'
+         END
+         ORDER BY t.seq",
+        report,
+        "transfer_shape",
+    )
+}
+
+fn check_immutability(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    let triggers: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'
+         AND name IN ('transfers_are_never_updated', 'transfers_are_never_deleted')",
+        [],
+        |r| r.get(0),
+    )?;
+    if triggers != 2 {
+        report.push(
+            "transfers_immutable",
+            "the triggers that forbid updating or deleting transfers are missing".to_owned(),
+        );
+    }
+    let sequence: i64 = conn
+        .query_row(
+            "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'transfers'), 0)",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0);
+    let mut stmt = conn.prepare(
+        "SELECT seq, id, kind, debit_account, credit_account, amount, pending_id, refund_of,
+                deadline, memo, created_at, chain
+         FROM transfers ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut previous: Vec<u8> = Vec::new();
+    let mut expected_seq = 1i64;
+    while let Some(row) = rows.next()? {
+        let seq: i64 = row.get(0)?;
+        let id: String = row.get(1)?;
+        let kind: String = row.get(2)?;
+        let pending_id: Option<String> = row.get(6)?;
+        let refund_of: Option<String> = row.get(7)?;
+        let memo: String = row.get(9)?;
+        let stored: Vec<u8> = row.get(11)?;
+        if seq != expected_seq {
+            report.push(
+                "transfers_immutable",
+                format!("transfers {expected_seq}..{} are missing (deleted)", seq - 1),
+            );
+        }
+        let computed = chain_hash(
+            &previous,
+            &ChainFields {
+                seq,
+                id: &id,
+                kind: &kind,
+                debit: row.get(3)?,
+                credit: row.get(4)?,
+                amount: row.get(5)?,
+                pending_id: pending_id.as_deref(),
+                refund_of: refund_of.as_deref(),
+                deadline: row.get(8)?,
+                memo: &memo,
+                created_at: row.get(10)?,
+            },
+        );
+        if computed.as_slice() != stored.as_slice() {
+            report.push(
+                "transfers_immutable",
+                format!("transfer {id} (seq {seq}) was changed after it was written: its chain hash does not match"),
+            );
+        }
+        // Chain onward from what is stored, so one changed row is reported once.
+        previous = stored;
+        expected_seq = seq + 1;
+    }
+    if sequence > expected_seq - 1 {
+        report.push(
+            "transfers_immutable",
+            format!(
+                "transfers {}..{sequence} are missing (deleted)",
+                expected_seq
+            ),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,96 @@
+-- creditgate schema: migration 0, the one source of truth.
+--
+-- Embedded by core (`store::SCHEMA_SQL`) and applied on open when
+-- `PRAGMA user_version` is 0. Later changes are appended as numbered
+-- migrations in core/src/store.rs; this file is never edited once released.
+--
+-- Money is integer micro-credits (1 credit = 1,000,000) everywhere in SQL.
+-- Timestamps are Unix milliseconds from the injected clock.
+
+-- A customer account: owns one wallet in the ledger.
+CREATE TABLE accounts (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    plan        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+
+-- Ledger accounts (TigerBeetle-style): a wallet per account plus system
+-- accounts. Balances are materialised here and updated in the same
+-- transaction as each transfer. Wallets are credit-normal:
+-- available = credits_posted - debits_posted - debits_pending.
+CREATE TABLE ledger_accounts (
+    id               INTEGER PRIMARY KEY,
+    code             TEXT NOT NULL UNIQUE,
+    kind             TEXT NOT NULL CHECK (kind IN ('wallet', 'system')),
+    account_id       TEXT UNIQUE REFERENCES accounts (id),
+    allow_negative   INTEGER NOT NULL DEFAULT 0 CHECK (allow_negative IN (0, 1)),
+    debits_posted    INTEGER NOT NULL DEFAULT 0 CHECK (debits_posted >= 0),
+    credits_posted   INTEGER NOT NULL DEFAULT 0 CHECK (credits_posted >= 0),
+    debits_pending   INTEGER NOT NULL DEFAULT 0 CHECK (debits_pending >= 0),
+    credits_pending  INTEGER NOT NULL DEFAULT 0 CHECK (credits_pending >= 0),
+    created_at       INTEGER NOT NULL,
+    -- The database's own backstop for "no wallet below zero"; the ledger
+    -- checks first with a conditional write and a typed error.
+    CHECK (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= 0),
+    CHECK ((kind = 'wallet') = (account_id IS NOT NULL))
+) STRICT;
+
+-- Immutable transfers. `seq` orders history; `id` is caller-chosen.
+-- kind: grant (system:grants -> wallet, posted), hold (wallet -> system:revenue,
+-- pending), capture (posts a hold, all or part), release and expire (void a
+-- hold), refund (system:revenue -> wallet, posted, reverses a capture).
+-- `amount` of a release/expire is the voided hold amount.
+-- `chain` is SHA-256 over the previous row's chain and this row's fields, so
+-- `ledger verify` detects an update or delete even if the triggers are dropped.
+CREATE TABLE transfers (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    kind            TEXT NOT NULL
+                    CHECK (kind IN ('grant', 'hold', 'capture', 'release', 'expire', 'refund')),
+    debit_account   INTEGER NOT NULL REFERENCES ledger_accounts (id),
+    credit_account  INTEGER NOT NULL REFERENCES ledger_accounts (id),
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    pending_id      TEXT REFERENCES transfers (id),
+    refund_of       TEXT REFERENCES transfers (id),
+    deadline        INTEGER,
+    memo            TEXT NOT NULL DEFAULT '',
+    created_at      INTEGER NOT NULL,
+    chain           BLOB NOT NULL,
+    CHECK (debit_account <> credit_account),
+    CHECK ((kind IN ('capture', 'release', 'expire')) = (pending_id IS NOT NULL)),
+    CHECK ((kind = 'refund') = (refund_of IS NOT NULL)),
+    CHECK (deadline IS NULL OR kind = 'hold')
+) STRICT;
+
+-- A hold resolves at most once, as a database fact.
+CREATE UNIQUE INDEX transfers_one_resolution_per_hold
+    ON transfers (pending_id) WHERE pending_id IS NOT NULL;
+CREATE INDEX transfers_refund_of ON transfers (refund_of) WHERE refund_of IS NOT NULL;
+CREATE INDEX transfers_debit_account ON transfers (debit_account, seq);
+CREATE INDEX transfers_credit_account ON transfers (credit_account, seq);
+
+CREATE TRIGGER transfers_are_never_updated BEFORE UPDATE ON transfers
+BEGIN
+    SELECT RAISE(ABORT, 'transfers are immutable');
+END;
+CREATE TRIGGER transfers_are_never_deleted BEFORE DELETE ON transfers
+BEGIN
+    SELECT RAISE(ABORT, 'transfers are immutable');
+END;
+
+-- Open holds: a hold's row lives here from its hold transfer until its
+-- resolution (capture, release or expire) and is deleted in that same
+-- transaction. Derived state, cross-checked by `ledger verify`; it exists so
+-- the expiry sweep and pending sums do not scan every transfer.
+CREATE TABLE open_holds (
+    transfer_id     TEXT PRIMARY KEY REFERENCES transfers (id),
+    wallet          INTEGER NOT NULL REFERENCES ledger_accounts (id),
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    deadline        INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX open_holds_deadline ON open_holds (deadline) WHERE deadline IS NOT NULL;
+
+INSERT INTO ledger_accounts (code, kind, allow_negative, created_at)
+VALUES ('system:grants', 'system', 1, 0),
+       ('system:revenue', 'system', 0, 0);
