@@ -1,1 +1,17 @@
-fn main(){}
+//! The `creditgate` binary: parses the command line and hands it to
+//! [`cli::run`]. The only place `anyhow` and process exit codes live.
+
+mod cli;
+mod render;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match cli::run(std::env::args_os()) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("creditgate: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

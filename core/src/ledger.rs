@@ -202,11 +202,6 @@ pub(crate) fn hold(
     now: UnixMillis,
 ) -> Result<TransferOutcome> {
     validate(id, amount, memo)?;
-    if let Some(deadline) = deadline {
-        if deadline <= now {
-            return Err(Error::invalid("deadline", "must be in the future"));
-        }
-    }
     let wallet = wallet_id(tx, account_id)?;
     let new = NewTransfer {
         id,
@@ -221,6 +216,11 @@ pub(crate) fn hold(
     };
     if let Some(outcome) = replay(tx, &new)? {
         return Ok(outcome);
+    }
+    // After the replay check: a retried hold whose deadline has since
+    // passed still returns its first result.
+    if deadline.is_some_and(|deadline| deadline <= now) {
+        return Err(Error::invalid("deadline", "must be in the future"));
     }
     let reserved = tx.execute(
         "UPDATE ledger_accounts SET debits_pending = debits_pending + ?2

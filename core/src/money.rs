@@ -31,6 +31,23 @@ pub enum AmountError {
     /// The amount exceeds [`AMOUNT_MICROS_MAX`].
     #[error("amount exceeds the maximum of 1000000000 credits")]
     TooLarge,
+    /// The text is not a plain decimal number.
+    #[error("amount is not a decimal number")]
+    NotANumber,
+}
+
+/// Parses a plain decimal number of credits (`20`, `0.0165`), as typed on
+/// a command line. No exponents, no floats.
+pub fn parse_credits(text: &str) -> Result<Decimal, AmountError> {
+    let text = text.trim();
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'+');
+    if !plain {
+        return Err(AmountError::NotANumber);
+    }
+    text.parse::<Decimal>().map_err(|_| AmountError::NotANumber)
 }
 
 /// Converts credits to micro-credits exactly, refusing negative, too precise
@@ -90,6 +107,10 @@ mod tests {
         check("1000000000.000001", Err(AmountError::TooLarge));
         check("79228162514264337593543950335", Err(AmountError::TooLarge));
         assert_eq!(positive_micros(Decimal::ZERO), Err(AmountError::Zero));
+        assert_eq!(parse_credits(" 0.0165 "), Ok(Decimal::new(165, 4)));
+        assert_eq!(parse_credits("1e3"), Err(AmountError::NotANumber));
+        assert_eq!(parse_credits("ten"), Err(AmountError::NotANumber));
+        assert_eq!(parse_credits(""), Err(AmountError::NotANumber));
     }
 
     #[test]

@@ -1,0 +1,289 @@
+//! The command line of design.md §8: parse, open the gate, call one facade
+//! function, render. No business logic lives here.
+//!
+//! Exit codes: 0 success; 1 the core refused (the error is printed, as JSON
+//! with `--json`) or `ledger verify` found violations; 2 the command itself
+//! could not run (bad flags, unreadable database).
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use creditgate::ids::random_id;
+use creditgate::ledger::HISTORY_PAGE_MAX;
+use creditgate::money::parse_credits;
+use creditgate::{Gate, NewAccount, StoreOptions, Synchronous, SystemClock};
+use serde_json::{json, Value};
+
+use crate::render;
+
+#[derive(Debug, Parser)]
+#[command(name = "creditgate", version, about = "A self-hostable credits gateway for AI agents")]
+struct Cli {
+    /// The database file (created if missing).
+    #[arg(long, global = true, env = "CREDITGATE_DB", default_value = "./creditgate.db")]
+    db: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    /// SQLite durability: `full` (an acknowledged write survives power loss)
+    /// or `normal` (faster; may lose the last writes on power loss).
+    #[arg(long, global = true, env = "CREDITGATE_SYNCHRONOUS", value_enum, default_value = "full")]
+    synchronous: SyncArg,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum SyncArg {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create and list accounts.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+    /// Grant credits and read balances.
+    #[command(subcommand)]
+    Credits(CreditsCommand),
+    /// Check the ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Copy the database, consistent as of one instant, to DEST.
+    Backup {
+        /// Where to write the copy (must not exist).
+        dest: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountsCommand {
+    /// Create an account with an empty wallet.
+    Create {
+        /// A human name for the account.
+        #[arg(long)]
+        name: String,
+        /// The plan name.
+        #[arg(long)]
+        plan: Option<String>,
+        /// Let the wallet go below zero (postpaid).
+        #[arg(long)]
+        allow_negative: bool,
+    },
+    /// List accounts, oldest first.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum CreditsCommand {
+    /// Add credits to an account's wallet.
+    Grant(GrantArgs),
+    /// Show an account's available, pending and posted credits.
+    Balance {
+        /// The account id.
+        #[arg(long)]
+        account: String,
+    },
+    /// Show an account's transfers, newest first.
+    History {
+        /// The account id.
+        #[arg(long)]
+        account: String,
+        /// Transfers per page.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// The `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct GrantArgs {
+    /// The account id.
+    #[arg(long)]
+    account: String,
+    /// Credits to add: a positive decimal with at most 6 places.
+    #[arg(long)]
+    amount: String,
+    /// A note kept on the transfer.
+    #[arg(long, default_value = "")]
+    memo: String,
+    /// A transfer id, to make the grant safe to retry (random if omitted).
+    #[arg(long)]
+    id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Check every ledger invariant; exit 1 naming each violation.
+    Verify,
+}
+
+/// What a command produced: a JSON object, a line for people, and whether
+/// it succeeded.
+struct Output {
+    json: Value,
+    text: String,
+    ok: bool,
+}
+
+impl Output {
+    fn ok(json: Value, text: impl Into<String>) -> Output {
+        Output {
+            json,
+            text: text.into(),
+            ok: true,
+        }
+    }
+}
+
+/// Parses `args`, runs the command and prints its output.
+pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode> {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return Ok(ExitCode::from(if err.use_stderr() { 2 } else { 0 }));
+        }
+    };
+    let mut options = StoreOptions::new(&cli.db);
+    options.synchronous = match cli.synchronous {
+        SyncArg::Full => Synchronous::Full,
+        SyncArg::Normal => Synchronous::Normal,
+    };
+    let gate = Gate::open(&options, Arc::new(SystemClock))
+        .with_context(|| format!("cannot open database {}", cli.db.display()))?;
+    let output = match execute(&gate, cli.command) {
+        Ok(output) => output,
+        Err(err) => Output {
+            text: format!("error: {err}"),
+            json: render::error(&err),
+            ok: false,
+        },
+    };
+    if cli.json {
+        println!("{}", output.json);
+    } else if output.ok {
+        println!("{}", output.text);
+    } else {
+        eprintln!("{}", output.text);
+    }
+    Ok(if output.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
+    match command {
+        Command::Accounts(AccountsCommand::Create {
+            name,
+            plan,
+            allow_negative,
+        }) => {
+            let account = gate.create_account(&NewAccount {
+                name,
+                plan,
+                allow_negative,
+            })?;
+            let text = format!(
+                "created account {} ({}, plan {})",
+                account.id, account.name, account.plan
+            );
+            Ok(Output::ok(render::account(&account), text))
+        }
+        Command::Accounts(AccountsCommand::List) => {
+            let accounts = gate.list_accounts()?;
+            let text = accounts
+                .iter()
+                .map(|a| format!("{}\t{}\t{}", a.id, a.plan, a.name))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = json!({ "accounts": accounts.iter().map(render::account).collect::<Vec<_>>() });
+            Ok(Output::ok(json, text))
+        }
+        Command::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
+        Command::Credits(CreditsCommand::Balance { account }) => {
+            let balance = gate.balance(&account)?;
+            let json = render::balance(&account, &balance);
+            let text = format!(
+                "available {}  pending {}  posted {}",
+                json["available"], json["pending"], json["posted"]
+            );
+            Ok(Output::ok(json, text))
+        }
+        Command::Credits(CreditsCommand::History {
+            account,
+            limit,
+            cursor,
+        }) => {
+            let page = gate.history(&account, cursor.as_deref(), limit.min(HISTORY_PAGE_MAX))?;
+            let transfers: Vec<Value> = page.transfers.iter().map(render::transfer).collect();
+            let text = transfers
+                .iter()
+                .map(|t| format!("{}\t{}\t{}\t{}", t["created_at"], t["kind"], t["amount"], t["id"]))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = json!({ "transfers": transfers, "next_cursor": page.next_cursor });
+            Ok(Output::ok(json, text))
+        }
+        Command::Ledger(LedgerCommand::Verify) => {
+            let report = gate.verify_ledger()?;
+            let summary = format!(
+                "{} transfers, {} ledger accounts, {} open holds",
+                report.transfers, report.accounts, report.open_holds
+            );
+            let text = if report.is_ok() {
+                format!("ledger ok: {summary}")
+            } else {
+                let mut lines = vec![format!(
+                    "ledger verify FAILED: {} violation(s) in {summary}",
+                    report.violations.len() + report.violations_omitted
+                )];
+                lines.extend(
+                    report
+                        .violations
+                        .iter()
+                        .map(|v| format!("  {}: {}", v.check, v.detail)),
+                );
+                lines.join("\n")
+            };
+            Ok(Output {
+                json: render::verify_report(&report),
+                text,
+                ok: report.is_ok(),
+            })
+        }
+        Command::Backup { dest } => {
+            gate.store().backup(&dest)?;
+            let json = json!({ "id": dest.display().to_string(), "path": dest.display().to_string() });
+            Ok(Output::ok(json, format!("backup written to {}", dest.display())))
+        }
+    }
+}
+
+fn grant(gate: &Gate, args: GrantArgs) -> creditgate::Result<Output> {
+    let amount = parse_credits(&args.amount)?;
+    let id = args.id.unwrap_or_else(|| random_id("grant_"));
+    let outcome = gate.grant(&id, &args.account, amount, &args.memo)?;
+    let balance = gate.balance(&args.account)?;
+    let mut json = render::balance(&args.account, &balance);
+    json["id"] = json!(outcome.transfer.id);
+    json["amount"] = render::credits(outcome.transfer.amount);
+    json["replayed"] = json!(outcome.replayed);
+    let text = format!(
+        "granted {} to {} ({}); available {}",
+        json["amount"],
+        args.account,
+        if outcome.replayed { "replayed, nothing moved" } else { outcome.transfer.id.as_str() },
+        json["available"]
+    );
+    Ok(Output::ok(json, text))
+}

@@ -1,0 +1,86 @@
+//! Rendering core values for people and for `--json`. Credits are written as
+//! exact JSON numbers (`20`, `0.0165`), never through floats; timestamps as
+//! RFC 3339. The only module of the binary that knows output shapes.
+
+use creditgate::clock::format_rfc3339;
+use creditgate::money::to_credits;
+use creditgate::{Account, Balance, Error, Transfer, VerifyReport};
+use serde_json::{json, Number, Value};
+
+/// Micro-credits as an exact JSON number of credits.
+pub fn credits(micros: i64) -> Value {
+    let text = to_credits(micros).to_string();
+    // `Decimal`'s display is always a valid JSON number, and with
+    // serde_json's arbitrary_precision it is kept digit for digit.
+    text.parse::<Number>().map_or(Value::String(text), Value::Number)
+}
+
+/// An account.
+pub fn account(account: &Account) -> Value {
+    json!({
+        "id": account.id,
+        "name": account.name,
+        "plan": account.plan,
+        "created_at": format_rfc3339(account.created_at),
+    })
+}
+
+/// A balance: available, pending and posted credits.
+pub fn balance(account_id: &str, balance: &Balance) -> Value {
+    json!({
+        "account_id": account_id,
+        "available": credits(balance.available),
+        "pending": credits(balance.pending),
+        "posted": credits(balance.posted),
+    })
+}
+
+/// A transfer.
+pub fn transfer(transfer: &Transfer) -> Value {
+    json!({
+        "id": transfer.id,
+        "seq": transfer.seq,
+        "kind": transfer.kind.as_str(),
+        "debit_account": transfer.debit_account,
+        "credit_account": transfer.credit_account,
+        "amount": credits(transfer.amount),
+        "pending_id": transfer.pending_id,
+        "refund_of": transfer.refund_of,
+        "deadline": transfer.deadline.map(format_rfc3339),
+        "memo": transfer.memo,
+        "created_at": format_rfc3339(transfer.created_at),
+    })
+}
+
+/// A verification report.
+pub fn verify_report(report: &VerifyReport) -> Value {
+    json!({
+        "ok": report.is_ok(),
+        "transfers": report.transfers,
+        "accounts": report.accounts,
+        "open_holds": report.open_holds,
+        "violations": report.violations.iter().map(|v| json!({
+            "check": v.check,
+            "detail": v.detail,
+        })).collect::<Vec<_>>(),
+        "violations_omitted": report.violations_omitted,
+    })
+}
+
+/// A core error as `{error, message}` plus the fields an agent needs to act.
+pub fn error(err: &Error) -> Value {
+    let mut body = json!({ "error": err.code(), "message": err.to_string() });
+    match err {
+        Error::InvalidRequest { field, .. } => body["field"] = json!(field),
+        Error::InsufficientCredits {
+            required_micros,
+            available_micros,
+        } => {
+            body["required"] = credits(*required_micros);
+            body["available"] = credits(*available_micros);
+        }
+        Error::ExistsWithDifferentFields { field, .. } => body["field"] = json!(field),
+        _ => {}
+    }
+    body
+}
