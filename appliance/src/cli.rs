@@ -21,17 +21,32 @@ use serde_json::{json, Value};
 use crate::render;
 
 #[derive(Debug, Parser)]
-#[command(name = "creditgate", version, about = "A self-hostable credits gateway for AI agents")]
+#[command(
+    name = "creditgate",
+    version,
+    about = "A self-hostable credits gateway for AI agents"
+)]
 struct Cli {
     /// The database file (created if missing).
-    #[arg(long, global = true, env = "CREDITGATE_DB", default_value = "./creditgate.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "CREDITGATE_DB",
+        default_value = "./creditgate.db"
+    )]
     db: PathBuf,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
     /// SQLite durability: `full` (an acknowledged write survives power loss)
     /// or `normal` (faster; may lose the last writes on power loss).
-    #[arg(long, global = true, env = "CREDITGATE_SYNCHRONOUS", value_enum, default_value = "full")]
+    #[arg(
+        long,
+        global = true,
+        env = "CREDITGATE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full"
+    )]
     synchronous: SyncArg,
     #[command(subcommand)]
     command: Command,
@@ -109,7 +124,7 @@ struct GrantArgs {
     #[arg(long)]
     account: String,
     /// Credits to add: a positive decimal with at most 6 places.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     amount: String,
     /// A note kept on the transfer.
     #[arg(long, default_value = "")]
@@ -125,12 +140,13 @@ enum LedgerCommand {
     Verify,
 }
 
-/// What a command produced: a JSON object, a line for people, and whether
-/// it succeeded.
+/// What a command produced: a JSON object, a text for people, whether it
+/// succeeded, and whether the text is an error message (for stderr).
 struct Output {
     json: Value,
     text: String,
     ok: bool,
+    is_error: bool,
 }
 
 impl Output {
@@ -139,6 +155,7 @@ impl Output {
             json,
             text: text.into(),
             ok: true,
+            is_error: false,
         }
     }
 }
@@ -165,14 +182,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             text: format!("error: {err}"),
             json: render::error(&err),
             ok: false,
+            is_error: true,
         },
     };
     if cli.json {
         println!("{}", output.json);
-    } else if output.ok {
-        println!("{}", output.text);
-    } else {
+    } else if output.is_error {
         eprintln!("{}", output.text);
+    } else {
+        println!("{}", output.text);
     }
     Ok(if output.ok {
         ExitCode::SUCCESS
@@ -206,7 +224,8 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
                 .map(|a| format!("{}\t{}\t{}", a.id, a.plan, a.name))
                 .collect::<Vec<_>>()
                 .join("\n");
-            let json = json!({ "accounts": accounts.iter().map(render::account).collect::<Vec<_>>() });
+            let json =
+                json!({ "accounts": accounts.iter().map(render::account).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
         }
         Command::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
@@ -228,7 +247,12 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
             let transfers: Vec<Value> = page.transfers.iter().map(render::transfer).collect();
             let text = transfers
                 .iter()
-                .map(|t| format!("{}\t{}\t{}\t{}", t["created_at"], t["kind"], t["amount"], t["id"]))
+                .map(|t| {
+                    format!(
+                        "{}\t{}\t{}\t{}",
+                        t["created_at"], t["kind"], t["amount"], t["id"]
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join("\n");
             let json = json!({ "transfers": transfers, "next_cursor": page.next_cursor });
@@ -259,12 +283,17 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
                 json: render::verify_report(&report),
                 text,
                 ok: report.is_ok(),
+                is_error: false,
             })
         }
         Command::Backup { dest } => {
             gate.store().backup(&dest)?;
-            let json = json!({ "id": dest.display().to_string(), "path": dest.display().to_string() });
-            Ok(Output::ok(json, format!("backup written to {}", dest.display())))
+            let json =
+                json!({ "id": dest.display().to_string(), "path": dest.display().to_string() });
+            Ok(Output::ok(
+                json,
+                format!("backup written to {}", dest.display()),
+            ))
         }
     }
 }
@@ -282,7 +311,11 @@ fn grant(gate: &Gate, args: GrantArgs) -> creditgate::Result<Output> {
         "granted {} to {} ({}); available {}",
         json["amount"],
         args.account,
-        if outcome.replayed { "replayed, nothing moved" } else { outcome.transfer.id.as_str() },
+        if outcome.replayed {
+            "replayed, nothing moved"
+        } else {
+            outcome.transfer.id.as_str()
+        },
         json["available"]
     );
     Ok(Output::ok(json, text))

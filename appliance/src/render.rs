@@ -12,7 +12,8 @@ pub fn credits(micros: i64) -> Value {
     let text = to_credits(micros).to_string();
     // `Decimal`'s display is always a valid JSON number, and with
     // serde_json's arbitrary_precision it is kept digit for digit.
-    text.parse::<Number>().map_or(Value::String(text), Value::Number)
+    text.parse::<Number>()
+        .map_or(Value::String(text), Value::Number)
 }
 
 /// An account.

@@ -3,7 +3,9 @@
 //! goes with each account is the ledger's, created in the same transaction
 //! by the facade.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::store::Tx;
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -54,7 +56,7 @@ impl NewAccount {
 }
 
 /// Inserts a new account row and returns it.
-pub(crate) fn insert(tx: &Transaction<'_>, new: &NewAccount, now: UnixMillis) -> Result<Account> {
+pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<Account> {
     let name = new.name.trim();
     if name.is_empty() || name.chars().count() > ACCOUNT_NAME_CHARS_MAX {
         return Err(Error::invalid(
@@ -75,10 +77,13 @@ pub(crate) fn insert(tx: &Transaction<'_>, new: &NewAccount, now: UnixMillis) ->
         plan: plan.to_owned(),
         created_at: now,
     };
-    tx.execute(
-        "INSERT INTO accounts (id, name, plan, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![account.id, account.name, account.plan, account.created_at],
-    )?;
+    tx.prepare_cached("INSERT INTO accounts (id, name, plan, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![
+            account.id,
+            account.name,
+            account.plan,
+            account.created_at
+        ])?;
     Ok(account)
 }
 

@@ -96,6 +96,16 @@ pub enum Error {
         /// The newest version this build knows.
         supported: i64,
     },
+    /// The batch holding this write could not be committed; nothing of it
+    /// was kept.
+    #[error("the write could not be committed: {message}")]
+    CommitFailed {
+        /// SQLite's reason.
+        message: String,
+    },
+    /// The writer thread has stopped (the store is shutting down).
+    #[error("the store's writer has stopped")]
+    WriterStopped,
     /// SQLite failed (disk, corruption, a constraint the core did not expect).
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
@@ -121,6 +131,8 @@ impl Error {
             Error::WrongTransferKind { .. } => "wrong_transfer_kind",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::CommitFailed { .. } => "storage_error",
+            Error::WriterStopped => "storage_unavailable",
             Error::Storage(_) => "storage_error",
             Error::Pool(_) => "storage_unavailable",
         }
@@ -130,7 +142,11 @@ impl Error {
     pub fn is_server_fault(&self) -> bool {
         matches!(
             self,
-            Error::Storage(_) | Error::Pool(_) | Error::SchemaTooNew { .. }
+            Error::Storage(_)
+                | Error::Pool(_)
+                | Error::SchemaTooNew { .. }
+                | Error::CommitFailed { .. }
+                | Error::WriterStopped
         )
     }
 

@@ -16,7 +16,9 @@
 //! Functions here take an open write transaction and `now`; the facade
 //! composes them. Amounts are micro-credits.
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::store::Tx;
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
@@ -134,16 +136,21 @@ pub fn wallet_code(account_id: &str) -> String {
 
 /// Creates the wallet of a new account.
 pub(crate) fn create_wallet(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     account_id: &str,
     allow_negative: bool,
     now: UnixMillis,
 ) -> Result<()> {
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO ledger_accounts (code, kind, account_id, allow_negative, created_at)
          VALUES (?1, 'wallet', ?2, ?3, ?4)",
-        params![wallet_code(account_id), account_id, allow_negative, now],
-    )?;
+    )?
+    .execute(params![
+        wallet_code(account_id),
+        account_id,
+        allow_negative,
+        now
+    ])?;
     Ok(())
 }
 
@@ -162,7 +169,7 @@ struct NewTransfer<'a> {
 
 /// Credits an account's wallet from `system:grants`.
 pub(crate) fn grant(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     account_id: &str,
     amount: i64,
@@ -193,7 +200,7 @@ pub(crate) fn grant(
 /// `deadline`. Refused with [`Error::InsufficientCredits`] if the wallet's
 /// available balance (open holds included) does not cover it.
 pub(crate) fn hold(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     account_id: &str,
     amount: i64,
@@ -222,31 +229,32 @@ pub(crate) fn hold(
     if deadline.is_some_and(|deadline| deadline <= now) {
         return Err(Error::invalid("deadline", "must be in the future"));
     }
-    let reserved = tx.execute(
-        "UPDATE ledger_accounts SET debits_pending = debits_pending + ?2
+    let reserved = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET debits_pending = debits_pending + ?2
          WHERE id = ?1
            AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
-        params![wallet, amount],
-    )?;
+        )?
+        .execute(params![wallet, amount])?;
     if reserved != 1 {
         return Err(insufficient(tx, wallet, amount));
     }
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE ledger_accounts SET credits_pending = credits_pending + ?2 WHERE id = ?1",
-        params![new.credit, amount],
-    )?;
+    )?
+    .execute(params![new.credit, amount])?;
     let outcome = insert(tx, &new, now)?;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO open_holds (transfer_id, wallet, amount, deadline) VALUES (?1, ?2, ?3, ?4)",
-        params![id, wallet, amount, deadline],
-    )?;
+    )?
+    .execute(params![id, wallet, amount, deadline])?;
     Ok(outcome)
 }
 
 /// Posts `amount` of hold `hold_id` (at most the hold); the rest of the
 /// hold returns to the wallet. Refused at or after the hold's deadline.
 pub(crate) fn capture(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     hold_id: &str,
     amount: i64,
@@ -287,7 +295,7 @@ pub(crate) fn capture(
 
 /// Voids hold `hold_id`: the whole amount returns to the wallet.
 pub(crate) fn release(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     hold_id: &str,
     now: UnixMillis,
@@ -297,7 +305,7 @@ pub(crate) fn release(
 
 /// Expires up to [`EXPIRE_BATCH_MAX`] open holds whose deadline is at or
 /// before `now`, each with the deterministic id `expire:<hold id>`.
-pub(crate) fn expire_due(tx: &Transaction<'_>, now: UnixMillis) -> Result<Vec<TransferOutcome>> {
+pub(crate) fn expire_due(tx: &Tx<'_>, now: UnixMillis) -> Result<Vec<TransferOutcome>> {
     let due: Vec<String> = {
         let mut stmt = tx.prepare_cached(
             "SELECT transfer_id FROM open_holds
@@ -318,7 +326,7 @@ pub(crate) fn expire_due(tx: &Transaction<'_>, now: UnixMillis) -> Result<Vec<Tr
 /// Reverses `amount` of capture `charge_id` back to the wallet it came
 /// from; all refunds of one capture never exceed it.
 pub(crate) fn refund(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     charge_id: &str,
     amount: i64,
@@ -351,11 +359,9 @@ pub(crate) fn refund(
     if let Some(outcome) = replay(tx, &new)? {
         return Ok(outcome);
     }
-    let refunded: i64 = tx.query_row(
-        "SELECT coalesce(sum(amount), 0) FROM transfers WHERE refund_of = ?1",
-        [charge_id],
-        |row| row.get(0),
-    )?;
+    let refunded: i64 = tx
+        .prepare_cached("SELECT coalesce(sum(amount), 0) FROM transfers WHERE refund_of = ?1")?
+        .query_row([charge_id], |row| row.get(0))?;
     let refundable = charge.amount - refunded;
     if amount > refundable {
         return Err(Error::RefundExceedsCharge {
@@ -509,34 +515,31 @@ fn validate(id: &str, amount: i64, memo: &str) -> Result<()> {
     Ok(())
 }
 
-fn wallet_id(tx: &Transaction<'_>, account_id: &str) -> Result<i64> {
-    tx.query_row(
-        "SELECT id FROM ledger_accounts WHERE account_id = ?1",
-        [account_id],
-        |row| row.get(0),
-    )
-    .optional()?
-    .ok_or_else(|| Error::NotFound {
-        what: "account",
-        id: account_id.to_owned(),
-    })
+fn wallet_id(tx: &Tx<'_>, account_id: &str) -> Result<i64> {
+    tx.prepare_cached("SELECT id FROM ledger_accounts WHERE account_id = ?1")?
+        .query_row([account_id], |row| row.get(0))
+        .optional()?
+        .ok_or_else(|| Error::NotFound {
+            what: "account",
+            id: account_id.to_owned(),
+        })
 }
 
-fn system_id(tx: &Transaction<'_>, code: &str) -> Result<i64> {
+fn system_id(tx: &Tx<'_>, code: &str) -> Result<i64> {
     account_id_of(tx, code)
 }
 
-fn account_id_of(tx: &Transaction<'_>, code: &str) -> Result<i64> {
+fn account_id_of(tx: &Tx<'_>, code: &str) -> Result<i64> {
     let mut stmt = tx.prepare_cached("SELECT id FROM ledger_accounts WHERE code = ?1")?;
     Ok(stmt.query_row([code], |row| row.get(0))?)
 }
 
-fn insufficient(tx: &Transaction<'_>, wallet: i64, required: i64) -> Error {
-    let available = tx.query_row(
-        "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id = ?1",
-        [wallet],
-        |row| row.get::<_, i64>(0),
-    );
+fn insufficient(tx: &Tx<'_>, wallet: i64, required: i64) -> Error {
+    let available = tx
+        .prepare_cached(
+            "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id = ?1",
+        )
+        .and_then(|mut stmt| stmt.query_row([wallet], |row| row.get::<_, i64>(0)));
     match available {
         Ok(available) => Error::InsufficientCredits {
             required_micros: required,
@@ -549,21 +552,23 @@ fn insufficient(tx: &Transaction<'_>, wallet: i64, required: i64) -> Error {
 /// Moves `amount` posted from `debit` to `credit`: the debit side is
 /// checked and written in one conditional statement, the credit side
 /// refuses to pass a wallet's maximum balance.
-fn post(tx: &Transaction<'_>, debit: i64, credit: i64, amount: i64) -> Result<()> {
-    let debited = tx.execute(
-        "UPDATE ledger_accounts SET debits_posted = debits_posted + ?2
+fn post(tx: &Tx<'_>, debit: i64, credit: i64, amount: i64) -> Result<()> {
+    let debited = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET debits_posted = debits_posted + ?2
          WHERE id = ?1
            AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
-        params![debit, amount],
-    )?;
+        )?
+        .execute(params![debit, amount])?;
     if debited != 1 {
         return Err(insufficient(tx, debit, amount));
     }
-    let credited = tx.execute(
-        "UPDATE ledger_accounts SET credits_posted = credits_posted + ?2
+    let credited = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET credits_posted = credits_posted + ?2
          WHERE id = ?1 AND (kind = 'system' OR credits_posted - debits_posted + ?2 <= ?3)",
-        params![credit, amount, BALANCE_MICROS_MAX],
-    )?;
+        )?
+        .execute(params![credit, amount, BALANCE_MICROS_MAX])?;
     if credited != 1 {
         return Err(Error::BalanceLimit);
     }
@@ -578,7 +583,7 @@ struct HoldRow {
     deadline: Option<UnixMillis>,
 }
 
-fn load_hold(tx: &Transaction<'_>, hold_id: &str, operation: &'static str) -> Result<HoldRow> {
+fn load_hold(tx: &Tx<'_>, hold_id: &str, operation: &'static str) -> Result<HoldRow> {
     let row = tx
         .query_row(
             "SELECT kind, debit_account, credit_account, amount, deadline FROM transfers WHERE id = ?1",
@@ -610,7 +615,7 @@ fn load_hold(tx: &Transaction<'_>, hold_id: &str, operation: &'static str) -> Re
     }
 }
 
-fn ensure_open(tx: &Transaction<'_>, hold_id: &str) -> Result<()> {
+fn ensure_open(tx: &Tx<'_>, hold_id: &str) -> Result<()> {
     let resolved_by: Option<String> = tx
         .query_row(
             "SELECT id FROM transfers WHERE pending_id = ?1",
@@ -628,22 +633,27 @@ fn ensure_open(tx: &Transaction<'_>, hold_id: &str) -> Result<()> {
 }
 
 /// Removes a hold's pending amounts from both sides and its open-hold row.
-fn resolve_pending(tx: &Transaction<'_>, hold: &HoldRow, hold_id: &str) -> Result<()> {
-    let removed = tx.execute("DELETE FROM open_holds WHERE transfer_id = ?1", [hold_id])?;
-    assert_eq!(removed, 1, "an unresolved hold has exactly one open_holds row");
-    tx.execute(
+fn resolve_pending(tx: &Tx<'_>, hold: &HoldRow, hold_id: &str) -> Result<()> {
+    let removed = tx
+        .prepare_cached("DELETE FROM open_holds WHERE transfer_id = ?1")?
+        .execute([hold_id])?;
+    assert_eq!(
+        removed, 1,
+        "an unresolved hold has exactly one open_holds row"
+    );
+    tx.prepare_cached(
         "UPDATE ledger_accounts SET debits_pending = debits_pending - ?2 WHERE id = ?1",
-        params![hold.debit, hold.amount],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![hold.debit, hold.amount])?;
+    tx.prepare_cached(
         "UPDATE ledger_accounts SET credits_pending = credits_pending - ?2 WHERE id = ?1",
-        params![hold.credit, hold.amount],
-    )?;
+    )?
+    .execute(params![hold.credit, hold.amount])?;
     Ok(())
 }
 
 fn void(
-    tx: &Transaction<'_>,
+    tx: &Tx<'_>,
     id: &str,
     hold_id: &str,
     kind: TransferKind,
@@ -673,7 +683,7 @@ fn void(
 
 /// If `new.id` exists: the first transfer when every field matches, else
 /// [`Error::ExistsWithDifferentFields`] naming the first that differs.
-fn replay(tx: &Transaction<'_>, new: &NewTransfer<'_>) -> Result<Option<TransferOutcome>> {
+fn replay(tx: &Tx<'_>, new: &NewTransfer<'_>) -> Result<Option<TransferOutcome>> {
     let existing = tx
         .query_row(
             "SELECT kind, debit_account, credit_account, amount, pending_id, refund_of, deadline, memo
@@ -693,7 +703,8 @@ fn replay(tx: &Transaction<'_>, new: &NewTransfer<'_>) -> Result<Option<Transfer
             },
         )
         .optional()?;
-    let Some((kind, debit, credit, amount, pending_id, refund_of, deadline, memo)) = existing else {
+    let Some((kind, debit, credit, amount, pending_id, refund_of, deadline, memo)) = existing
+    else {
         return Ok(None);
     };
     let differs = |field: &'static str| Error::ExistsWithDifferentFields {
@@ -772,7 +783,7 @@ pub(crate) struct ChainFields<'a> {
     pub(crate) created_at: i64,
 }
 
-fn insert(tx: &Transaction<'_>, new: &NewTransfer<'_>, now: UnixMillis) -> Result<TransferOutcome> {
+fn insert(tx: &Tx<'_>, new: &NewTransfer<'_>, now: UnixMillis) -> Result<TransferOutcome> {
     let last: Option<(i64, Vec<u8>)> = tx
         .prepare_cached("SELECT seq, chain FROM transfers ORDER BY seq DESC LIMIT 1")?
         .query_row([], |row| Ok((row.get(0)?, row.get(1)?)))

@@ -75,8 +75,9 @@ impl Gate {
     /// Creates an account and its wallet, atomically.
     pub fn create_account(&self, new: &NewAccount) -> Result<Account> {
         let now = self.clock.now();
-        self.store.write(|tx| {
-            let account = accounts::insert(tx, new, now)?;
+        let new = new.clone();
+        self.store.write(move |tx| {
+            let account = accounts::insert(tx, &new, now)?;
             ledger::create_wallet(tx, &account.id, new.allow_negative, now)?;
             Ok(account)
         })
@@ -103,8 +104,9 @@ impl Gate {
     ) -> Result<TransferOutcome> {
         let micros = money::positive_micros(amount)?;
         let now = self.clock.now();
+        let (id, account, memo) = owned3(transfer_id, account_id, memo);
         self.store
-            .write(|tx| ledger::grant(tx, transfer_id, account_id, micros, memo, now))
+            .write(move |tx| ledger::grant(tx, &id, &account, micros, &memo, now))
     }
 
     /// Reserves `amount` credits of an account's wallet until captured,
@@ -119,9 +121,9 @@ impl Gate {
     ) -> Result<TransferOutcome> {
         let micros = money::positive_micros(amount)?;
         let now = self.clock.now();
-        self.store.write(|tx| {
-            ledger::hold(tx, transfer_id, account_id, micros, deadline, memo, now)
-        })
+        let (id, account, memo) = owned3(transfer_id, account_id, memo);
+        self.store
+            .write(move |tx| ledger::hold(tx, &id, &account, micros, deadline, &memo, now))
     }
 
     /// Posts `amount` credits of hold `hold_id`; the rest returns to the
@@ -134,22 +136,24 @@ impl Gate {
     ) -> Result<TransferOutcome> {
         let micros = money::positive_micros(amount)?;
         let now = self.clock.now();
+        let (id, hold) = (transfer_id.to_owned(), hold_id.to_owned());
         self.store
-            .write(|tx| ledger::capture(tx, transfer_id, hold_id, micros, now))
+            .write(move |tx| ledger::capture(tx, &id, &hold, micros, now))
     }
 
     /// Voids hold `hold_id`. Idempotent on `transfer_id`.
     pub fn release(&self, transfer_id: &str, hold_id: &str) -> Result<TransferOutcome> {
         let now = self.clock.now();
+        let (id, hold) = (transfer_id.to_owned(), hold_id.to_owned());
         self.store
-            .write(|tx| ledger::release(tx, transfer_id, hold_id, now))
+            .write(move |tx| ledger::release(tx, &id, &hold, now))
     }
 
     /// Expires the holds whose deadline the clock has reached (a bounded
     /// batch; call again while it returns [`ledger::EXPIRE_BATCH_MAX`]).
     pub fn expire_due_holds(&self) -> Result<Vec<TransferOutcome>> {
         let now = self.clock.now();
-        self.store.write(|tx| ledger::expire_due(tx, now))
+        self.store.write(move |tx| ledger::expire_due(tx, now))
     }
 
     /// Refunds `amount` credits of capture `charge_id` to its wallet.
@@ -163,8 +167,9 @@ impl Gate {
     ) -> Result<TransferOutcome> {
         let micros = money::positive_micros(amount)?;
         let now = self.clock.now();
+        let (id, charge, memo) = owned3(transfer_id, charge_id, memo);
         self.store
-            .write(|tx| ledger::refund(tx, transfer_id, charge_id, micros, memo, now))
+            .write(move |tx| ledger::refund(tx, &id, &charge, micros, &memo, now))
     }
 
     /// An account's balance (micro-credits).
@@ -197,4 +202,10 @@ impl Gate {
     pub fn verify_ledger(&self) -> Result<VerifyReport> {
         self.store.read(verify::verify)
     }
+}
+
+/// Owned copies of three borrowed strings, for a write that runs on the
+/// writer thread.
+fn owned3(a: &str, b: &str, c: &str) -> (String, String, String) {
+    (a.to_owned(), b.to_owned(), c.to_owned())
 }

@@ -1,20 +1,35 @@
-//! The SQLite store: the connection pool for readers, the one writer
-//! connection, pragmas and migrations. It owns *how* SQL reaches the disk,
-//! not what the SQL says: concept modules write their own tables inside the
-//! transactions this module hands them.
+//! The SQLite store: the connection pool for readers, the one writer and
+//! its group commit, pragmas and migrations. It owns *how* SQL reaches the
+//! disk, not what the SQL says: concept modules write their own tables
+//! inside the [`Tx`] this module hands them.
 //!
-//! Durability contract: WAL mode, `synchronous=FULL` by default, so a
-//! committed write is on disk before [`Store::write`] returns. Every write is
-//! one `BEGIN IMMEDIATE` transaction on the writer connection; dropping it on
-//! error rolls everything back, so a refused operation changes nothing.
+//! Durability contract: WAL mode, `synchronous=FULL` by default, so a write
+//! is on disk before [`Store::write`] returns.
+//!
+//! Group commit (leader/follower): concurrent [`Store::write`] calls queue
+//! their operations (a bounded queue: callers block when it is full). The
+//! caller that finds no batch running becomes the leader: it takes up to
+//! [`BATCH_OPS_MAX`] queued operations, runs them in one `BEGIN IMMEDIATE`
+//! transaction with a savepoint each, and commits once, so many operations
+//! share one fsync; then it takes the next batch, and after
+//! [`LEADER_BATCHES_MAX`] batches hands the lead to the owner of the next
+//! queued operation so that no caller waits on others forever. An operation
+//! that fails rolls back to its savepoint (it changes nothing) while the
+//! others commit; each caller gets its own result only after the commit is
+//! durable. An uncontended write runs on its caller's thread, with no hop.
 //! Readers use pooled connections opened `query_only`.
 
+use std::any::Any;
+use std::collections::VecDeque;
+use std::ops::Deref;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
 use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
@@ -34,6 +49,16 @@ pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 
 /// Reader connections in the pool, at most.
 pub const READ_POOL_SIZE_MAX: u32 = 16;
+
+/// Write operations committed together in one transaction, at most.
+pub const BATCH_OPS_MAX: usize = 256;
+
+/// Batches one leader runs before handing the lead to another caller.
+pub const LEADER_BATCHES_MAX: usize = 4;
+
+/// Write operations waiting for the writer, at most; callers beyond it
+/// block until there is room (backpressure, not unbounded memory).
+pub const WRITE_QUEUE_OPS_MAX: usize = 4_096;
 
 /// SQLite's `synchronous` setting for the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -77,8 +102,80 @@ impl StoreOptions {
     }
 }
 
-/// An open database: one writer, a pool of readers.
+/// A write transaction (strictly: one operation's savepoint inside the
+/// batch's transaction). Only the store makes one, so a function that takes
+/// `&Tx` is known to run inside the write path.
+pub struct Tx<'a> {
+    conn: &'a Connection,
+}
+
+impl Deref for Tx<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// How a job's result reaches its caller, once the batch's fate is known:
+/// called with `Some(reason)` if the batch did not commit.
+type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+
+/// Runs an operation; says whether to keep its changes and how to deliver
+/// its result.
+type RunOp = Box<dyn FnOnce(&Tx<'_>) -> (bool, Completion) + Send>;
+
+/// One queued write operation.
+struct Job {
+    /// Runs the operation; says whether to keep its changes and how to
+    /// deliver its result.
+    run: RunOp,
+    /// Tells the caller its operation never ran because the batch failed.
+    abort: Completion,
+    /// Asks the caller to lead the next batches.
+    promote: Box<dyn Fn() + Send>,
+}
+
+/// What reaches a waiting caller: its result, or the lead.
+enum Message<T> {
+    Done(Delivery<T>),
+    Lead,
+}
+
+/// The queue of operations and whether a leader is running batches.
+struct Queue {
+    jobs: VecDeque<Job>,
+    leader: bool,
+}
+
+/// What a caller receives: its own result, or the panic its operation
+/// raised (re-raised in the caller's thread).
+type Delivery<T> = std::result::Result<Result<T>, Box<dyn Any + Send>>;
+
+/// Counters of the write path, for benchmarks and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteStats {
+    /// Batches the writer has run (committed or not).
+    pub batches: u64,
+    /// Operations the writer has run.
+    pub ops: u64,
+    /// Operations queued and not yet taken by the writer.
+    pub queued: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    ops: AtomicU64,
+    queued: AtomicU64,
+}
+
+/// An open database: one write connection behind a group-commit queue, a
+/// pool of readers.
 pub struct Store {
+    counters: Counters,
+    queue: Mutex<Queue>,
+    queue_has_room: Condvar,
     writer: Mutex<Connection>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
@@ -111,7 +208,8 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         configure(&writer, synchronous)?;
-        let mode: String = writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        let mode: String =
+            writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::invalid(
                 "db",
@@ -131,6 +229,12 @@ impl Store {
             .min_idle(Some(0))
             .build(manager)?;
         Ok(Store {
+            counters: Counters::default(),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                leader: false,
+            }),
+            queue_has_room: Condvar::new(),
             writer: Mutex::new(writer),
             readers,
             path: options.path.clone(),
@@ -142,15 +246,120 @@ impl Store {
         &self.path
     }
 
-    /// Runs `op` in one `BEGIN IMMEDIATE` transaction on the writer and
-    /// commits if it returns `Ok`; on `Err` (or a panic) the transaction is
-    /// dropped and rolled back, leaving the database as it was.
-    pub fn write<T>(&self, op: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = self.lock_writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let value = op(&tx)?;
-        tx.commit()?;
-        Ok(value)
+    /// Runs `op` inside the write path and returns its result once it is
+    /// durable. `op` runs under its own savepoint in a batch: if it returns
+    /// `Err` (or panics) its changes are rolled back and nothing it did
+    /// remains; if it returns `Ok` its changes commit with the batch. A
+    /// panic in `op` is re-raised in the caller's thread.
+    pub fn write<T, F>(&self, op: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        // Room for the lead and the result.
+        let (deliver, delivery) = mpsc::sync_channel::<Message<T>>(2);
+        let abort_deliver = deliver.clone();
+        let promote_deliver = deliver.clone();
+        let job = Job {
+            run: Box::new(move |tx: &Tx<'_>| {
+                let outcome = catch_unwind(AssertUnwindSafe(|| op(tx)));
+                let keep = matches!(outcome, Ok(Ok(_)));
+                let completion: Completion = Box::new(move |batch_failure: Option<&str>| {
+                    let delivered = match (outcome, batch_failure) {
+                        (Ok(Ok(_)), Some(message)) => Ok(Err(Error::CommitFailed {
+                            message: message.to_owned(),
+                        })),
+                        (Ok(result), _) => Ok(result),
+                        (Err(panic), _) => Err(panic),
+                    };
+                    // The caller may have gone away; nothing to do then.
+                    let _ = deliver.send(Message::Done(delivered));
+                });
+                (keep, completion)
+            }),
+            abort: Box::new(move |batch_failure: Option<&str>| {
+                let _ = abort_deliver.send(Message::Done(Ok(Err(Error::CommitFailed {
+                    message: batch_failure.unwrap_or("the batch failed").to_owned(),
+                }))));
+            }),
+            promote: Box::new(move || {
+                let _ = promote_deliver.send(Message::Lead);
+            }),
+        };
+        let lead = {
+            let mut queue = self.lock_queue();
+            while queue.jobs.len() >= WRITE_QUEUE_OPS_MAX {
+                queue = self
+                    .queue_has_room
+                    .wait(queue)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            queue.jobs.push_back(job);
+            self.counters.queued.fetch_add(1, Ordering::SeqCst);
+            !std::mem::replace(&mut queue.leader, true)
+        };
+        if lead {
+            self.lead();
+        }
+        loop {
+            match delivery.recv() {
+                Ok(Message::Done(Ok(result))) => return result,
+                Ok(Message::Done(Err(panic))) => resume_unwind(panic),
+                Ok(Message::Lead) => self.lead(),
+                Err(_) => return Err(Error::WriterStopped),
+            }
+        }
+    }
+
+    /// Runs batches from the queue until it is empty, or hands the lead on
+    /// after [`LEADER_BATCHES_MAX`] batches. Called only by the one caller
+    /// that holds the lead (`Queue::leader`).
+    fn lead(&self) {
+        let mut conn = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for _ in 0..LEADER_BATCHES_MAX {
+            let batch: Vec<Job> = {
+                let mut queue = self.lock_queue();
+                if queue.jobs.is_empty() {
+                    queue.leader = false;
+                    return;
+                }
+                let take = queue.jobs.len().min(BATCH_OPS_MAX);
+                queue.jobs.drain(..take).collect()
+            };
+            self.queue_has_room.notify_all();
+            let taken = batch.len() as u64;
+            self.counters.queued.fetch_sub(taken, Ordering::SeqCst);
+            self.counters.batches.fetch_add(1, Ordering::SeqCst);
+            self.counters.ops.fetch_add(taken, Ordering::SeqCst);
+            run_batch(&mut conn, batch);
+        }
+        // Decide under the lock, so a caller queueing now either sees the
+        // lead still taken (and is served) or takes it itself.
+        let mut queue = self.lock_queue();
+        match queue.jobs.front() {
+            Some(next) => (next.promote)(),
+            None => queue.leader = false,
+        }
+    }
+
+    fn lock_queue(&self) -> MutexGuard<'_, Queue> {
+        // Jobs run outside this lock and catch their own panics, so a
+        // poisoned queue still holds a consistent list.
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The write path's counters.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            batches: self.counters.batches.load(Ordering::SeqCst),
+            ops: self.counters.ops.load(Ordering::SeqCst),
+            queued: self.counters.queued.load(Ordering::SeqCst),
+        }
     }
 
     /// Runs `op` on a pooled read-only connection.
@@ -162,21 +371,70 @@ impl Store {
     /// Copies the database, consistent as of one instant, to `dest` (which
     /// must not exist) with `VACUUM INTO`.
     pub fn backup(&self, dest: &Path) -> Result<()> {
-        let conn = self.lock_writer();
         let dest = dest
             .to_str()
             .ok_or_else(|| Error::invalid("dest", "path is not valid UTF-8"))?;
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
         conn.execute("VACUUM INTO ?1", [dest])?;
         Ok(())
     }
+}
 
-    fn lock_writer(&self) -> MutexGuard<'_, Connection> {
-        // A panic inside a write closure poisons the mutex, but the
-        // transaction it held was rolled back when it unwound: the
-        // connection is clean, so take it back.
-        self.writer
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// Runs one batch in one transaction and delivers every result after the
+/// commit (or its failure).
+fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
+    let mut ran: Vec<Completion> = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    let failure = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Err(err) => Some(err.to_string()),
+        Ok(mut tx) => {
+            let mut failure = None;
+            for job in jobs.by_ref() {
+                match run_one(&mut tx, job) {
+                    Ok(completion) => ran.push(completion),
+                    Err((message, completion)) => {
+                        ran.push(completion);
+                        failure = Some(message);
+                        break;
+                    }
+                }
+            }
+            match failure {
+                // Dropping the transaction rolls the whole batch back.
+                Some(message) => Some(message),
+                None => tx.commit().err().map(|err| err.to_string()),
+            }
+        }
+    };
+    for completion in ran {
+        completion(failure.as_deref());
+    }
+    for job in jobs {
+        (job.abort)(failure.as_deref());
+    }
+}
+
+/// Runs one job under its own savepoint: kept if it succeeded, rolled back
+/// if it failed. Fails (and so fails the batch) only if SQLite cannot
+/// settle the savepoint.
+fn run_one(
+    tx: &mut rusqlite::Transaction<'_>,
+    job: Job,
+) -> std::result::Result<Completion, (String, Completion)> {
+    let mut savepoint = match tx.savepoint() {
+        Ok(savepoint) => savepoint,
+        Err(err) => return Err((err.to_string(), job.abort)),
+    };
+    let (keep, completion) = (job.run)(&Tx { conn: &savepoint });
+    let settled = if keep {
+        savepoint.commit()
+    } else {
+        savepoint.rollback().and_then(|()| savepoint.commit())
+    };
+    match settled {
+        Ok(()) => Ok(completion),
+        Err(err) => Err((err.to_string(), completion)),
     }
 }
 
@@ -241,7 +499,11 @@ mod tests {
         assert!(matches!(err, Error::SchemaTooNew { found, .. } if found == SCHEMA_VERSION + 1));
         let conn = Connection::open(&path).expect("reopen raw");
         let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0))
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+                [],
+                |r| r.get(0),
+            )
             .expect("count tables");
         assert_eq!(tables, 0, "nothing was created in the newer database");
     }
@@ -273,6 +535,99 @@ mod tests {
     }
 
     #[test]
+    fn a_panicking_write_rolls_back_reraises_and_leaves_the_writer_alive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&StoreOptions::new(dir.path().join("p.db"))).expect("open");
+        let panicked = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            store.write(|tx| -> Result<()> {
+                tx.execute(
+                    "INSERT INTO accounts (id, name, plan, created_at) VALUES ('p', 'n', 'p', 0)",
+                    [],
+                )?;
+                panic!("bug in an operation");
+            })
+        }));
+        assert!(panicked.is_err(), "the panic reaches the caller");
+        store
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO accounts (id, name, plan, created_at) VALUES ('q', 'n', 'p', 0)",
+                    [],
+                )?;
+                Ok(())
+            })
+            .expect("the writer still works");
+        let ids: Vec<String> = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT id FROM accounts ORDER BY id")?;
+                let rows = stmt.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<_>>()?)
+            })
+            .expect("ids");
+        assert_eq!(ids, ["q"]);
+    }
+
+    #[test]
+    fn one_failing_operation_in_a_batch_rolls_back_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = std::sync::Arc::new(
+            Store::open(&StoreOptions::new(dir.path().join("b.db"))).expect("open"),
+        );
+        // Hold the writer busy until all 48 operations are queued, so they
+        // form one batch; every third fails after writing a row.
+        let blocker = {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let observer = store.clone();
+                store.write(move |_tx| {
+                    while observer.write_stats().queued < 48 {
+                        std::thread::yield_now();
+                    }
+                    Ok(())
+                })
+            })
+        };
+        while store.write_stats().ops < 1 {
+            std::thread::yield_now();
+        }
+        let handles: Vec<_> = (0..48)
+            .map(|i| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    store.write(move |tx| {
+                        tx.execute(
+                            "INSERT INTO accounts (id, name, plan, created_at) VALUES (?1, 'n', 'p', 0)",
+                            [format!("a{i:02}")],
+                        )?;
+                        if i % 3 == 0 {
+                            return Err(Error::invalid("test", "refused"));
+                        }
+                        Ok(i)
+                    })
+                })
+            })
+            .collect();
+        blocker.join().expect("blocker").expect("blocker op");
+        let results: Vec<_> = handles
+            .into_iter()
+            .map(|h| h.join().expect("join"))
+            .collect();
+        for (i, result) in results.iter().enumerate() {
+            assert_eq!(result.is_ok(), i % 3 != 0, "operation {i}: {result:?}");
+        }
+        let count: i64 = store
+            .read(|c| Ok(c.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?))
+            .expect("count");
+        assert_eq!(count, 32, "exactly the successful operations were kept");
+        let stats = store.write_stats();
+        assert_eq!(
+            (stats.batches, stats.ops),
+            (2, 49),
+            "the 48 ran as one batch"
+        );
+    }
+
+    #[test]
     fn bundled_sqlite_is_past_the_wal_reset_bug() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&StoreOptions::new(dir.path().join("v.db"))).expect("open");
@@ -280,6 +635,9 @@ mod tests {
             .read(|c| Ok(c.query_row("SELECT sqlite_version()", [], |r| r.get(0))?))
             .expect("version");
         let parts: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
-        assert!(parts >= vec![3, 51, 3], "SQLite {version} has the WAL-reset bug");
+        assert!(
+            parts >= vec![3, 51, 3],
+            "SQLite {version} has the WAL-reset bug"
+        );
     }
 }

@@ -302,7 +302,10 @@ fn check_immutability(conn: &Connection, report: &mut VerifyReport) -> Result<()
         if seq != expected_seq {
             report.push(
                 "transfers_immutable",
-                format!("transfers {expected_seq}..{} are missing (deleted)", seq - 1),
+                format!(
+                    "transfers {expected_seq}..{} are missing (deleted)",
+                    seq - 1
+                ),
             );
         }
         let computed = chain_hash(

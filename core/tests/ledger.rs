@@ -40,15 +40,24 @@ fn account(gate: &Gate, funded: &str) -> String {
         .create_account(&NewAccount::named("test"))
         .expect("create account");
     if credits(funded) > Decimal::ZERO {
-        gate.grant(&format!("seed-{}", account.id), &account.id, credits(funded), "seed")
-            .expect("seed grant");
+        gate.grant(
+            &format!("seed-{}", account.id),
+            &account.id,
+            credits(funded),
+            "seed",
+        )
+        .expect("seed grant");
     }
     account.id
 }
 
 fn assert_verified(gate: &Gate) {
     let report = gate.verify_ledger().expect("verify runs");
-    assert!(report.is_ok(), "ledger verify failed: {:#?}", report.violations);
+    assert!(
+        report.is_ok(),
+        "ledger verify failed: {:#?}",
+        report.violations
+    );
 }
 
 /// Every row of every table, so a refused operation can be shown to change
@@ -56,7 +65,13 @@ fn assert_verified(gate: &Gate) {
 fn snapshot(fx: &Fixture) -> String {
     let conn = rusqlite::Connection::open(&fx.path).expect("raw open");
     let mut out = String::new();
-    for table in ["accounts", "ledger_accounts", "transfers", "open_holds", "sqlite_sequence"] {
+    for table in [
+        "accounts",
+        "ledger_accounts",
+        "transfers",
+        "open_holds",
+        "sqlite_sequence",
+    ] {
         let mut stmt = conn
             .prepare(&format!("SELECT * FROM {table} ORDER BY 1"))
             .expect("prepare dump");
@@ -84,7 +99,11 @@ fn check_refused<T: std::fmt::Debug>(
     let before = snapshot(fx);
     let err = op(&fx.gate).expect_err("operation must be refused");
     assert_eq!(err.code(), code, "unexpected error {err}");
-    assert_eq!(before, snapshot(fx), "a refused operation changed the database");
+    assert_eq!(
+        before,
+        snapshot(fx),
+        "a refused operation changed the database"
+    );
     err
 }
 
@@ -101,16 +120,24 @@ fn grant_hold_capture_release_move_exactly_what_they_say() {
         .expect("hold");
     assert_eq!(hold.transfer.kind, TransferKind::Hold);
     let b = balance(&fx.gate);
-    assert_eq!((b.available, b.pending, b.posted), (70_000_000, 30_000_000, 100_000_000));
+    assert_eq!(
+        (b.available, b.pending, b.posted),
+        (70_000_000, 30_000_000, 100_000_000)
+    );
 
     // Partial capture: 0.0165 is charged, the rest of the hold returns.
     fx.gate
         .capture("c1", "h1", credits("0.0165"))
         .expect("capture");
     let b = balance(&fx.gate);
-    assert_eq!((b.available, b.pending, b.posted), (99_983_500, 0, 99_983_500));
+    assert_eq!(
+        (b.available, b.pending, b.posted),
+        (99_983_500, 0, 99_983_500)
+    );
 
-    fx.gate.hold("h2", &acct, credits("50"), None, "").expect("hold 2");
+    fx.gate
+        .hold("h2", &acct, credits("50"), None, "")
+        .expect("hold 2");
     fx.gate.release("r2", "h2").expect("release");
     let b = balance(&fx.gate);
     assert_eq!((b.available, b.pending), (99_983_500, 0));
@@ -138,20 +165,30 @@ fn refusals_change_nothing() {
     check_refused(&fx, "capture_exceeds_hold", |g| {
         g.capture("c1", "h1", credits("4.000001"))
     });
-    check_refused(&fx, "invalid_amount", |g| g.grant("g", &acct, credits("-1"), ""));
-    check_refused(&fx, "invalid_amount", |g| g.grant("g", &acct, credits("0"), ""));
+    check_refused(&fx, "invalid_amount", |g| {
+        g.grant("g", &acct, credits("-1"), "")
+    });
+    check_refused(&fx, "invalid_amount", |g| {
+        g.grant("g", &acct, credits("0"), "")
+    });
     check_refused(&fx, "invalid_amount", |g| {
         g.grant("g", &acct, credits("0.0000001"), "")
     });
     check_refused(&fx, "invalid_amount", |g| {
         g.grant("g", &acct, credits("1000000001"), "")
     });
-    check_refused(&fx, "not_found", |g| g.grant("g", "acct_nobody", credits("1"), ""));
-    check_refused(&fx, "not_found", |g| g.capture("c", "no-such-hold", credits("1")));
+    check_refused(&fx, "not_found", |g| {
+        g.grant("g", "acct_nobody", credits("1"), "")
+    });
+    check_refused(&fx, "not_found", |g| {
+        g.capture("c", "no-such-hold", credits("1"))
+    });
     check_refused(&fx, "wrong_transfer_kind", |g| {
         g.capture("c", &format!("seed-{acct}"), credits("1"))
     });
-    check_refused(&fx, "invalid_request", |g| g.grant("", &acct, credits("1"), ""));
+    check_refused(&fx, "invalid_request", |g| {
+        g.grant("", &acct, credits("1"), "")
+    });
     check_refused(&fx, "invalid_request", |g| {
         g.grant("has space", &acct, credits("1"), "")
     });
@@ -172,8 +209,12 @@ fn refusals_change_nothing() {
 fn a_hold_resolves_at_most_once() {
     let fx = fresh();
     let acct = account(&fx.gate, "10");
-    fx.gate.hold("h1", &acct, credits("5"), None, "").expect("hold");
-    fx.gate.capture("capture:job1", "h1", credits("5")).expect("capture");
+    fx.gate
+        .hold("h1", &acct, credits("5"), None, "")
+        .expect("hold");
+    fx.gate
+        .capture("capture:job1", "h1", credits("5"))
+        .expect("capture");
 
     // Retrying the same resolution is a replay; nothing moves.
     let again = fx
@@ -181,14 +222,19 @@ fn a_hold_resolves_at_most_once() {
         .capture("capture:job1", "h1", credits("5"))
         .expect("replay");
     assert!(again.replayed);
-    let err = check_refused(&fx, "hold_already_resolved", |g| g.release("release:job1", "h1"));
+    let err = check_refused(&fx, "hold_already_resolved", |g| {
+        g.release("release:job1", "h1")
+    });
     assert!(
         matches!(err, Error::HoldAlreadyResolved { ref resolved_by, .. } if resolved_by == "capture:job1")
     );
     check_refused(&fx, "hold_already_resolved", |g| {
         g.capture("capture:other", "h1", credits("1"))
     });
-    assert_eq!(fx.gate.balance(&acct).expect("balance").available, 5_000_000);
+    assert_eq!(
+        fx.gate.balance(&acct).expect("balance").available,
+        5_000_000
+    );
     assert_verified(&fx.gate);
 }
 
@@ -196,25 +242,39 @@ fn a_hold_resolves_at_most_once() {
 fn replay_returns_the_first_transfer_and_different_fields_are_refused() {
     let fx = fresh();
     let acct = account(&fx.gate, "0");
-    let first = fx.gate.grant("g1", &acct, credits("7"), "top-up").expect("grant");
+    let first = fx
+        .gate
+        .grant("g1", &acct, credits("7"), "top-up")
+        .expect("grant");
     fx.clock.advance(Duration::from_secs(5));
-    let second = fx.gate.grant("g1", &acct, credits("7"), "top-up").expect("replay");
+    let second = fx
+        .gate
+        .grant("g1", &acct, credits("7"), "top-up")
+        .expect("replay");
     assert!(!first.replayed && second.replayed);
-    assert_eq!(first.transfer, second.transfer, "the first result, timestamp included");
+    assert_eq!(
+        first.transfer, second.transfer,
+        "the first result, timestamp included"
+    );
     assert_eq!(fx.gate.balance(&acct).expect("balance").posted, 7_000_000);
 
-    let check_field = |field: &str, op: &dyn Fn(&Gate) -> creditgate::Result<creditgate::TransferOutcome>| {
-        let err = check_refused(&fx, "exists_with_different_fields", op);
-        assert!(
-            matches!(err, Error::ExistsWithDifferentFields { field: f, .. } if f == field),
-            "expected field {field}, got {err}"
-        );
-    };
+    let check_field =
+        |field: &str, op: &dyn Fn(&Gate) -> creditgate::Result<creditgate::TransferOutcome>| {
+            let err = check_refused(&fx, "exists_with_different_fields", op);
+            assert!(
+                matches!(err, Error::ExistsWithDifferentFields { field: f, .. } if f == field),
+                "expected field {field}, got {err}"
+            );
+        };
     check_field("amount", &|g| g.grant("g1", &acct, credits("8"), "top-up"));
     check_field("memo", &|g| g.grant("g1", &acct, credits("7"), "other"));
-    check_field("kind", &|g| g.hold("g1", &acct, credits("7"), None, "top-up"));
+    check_field("kind", &|g| {
+        g.hold("g1", &acct, credits("7"), None, "top-up")
+    });
     let other = account(&fx.gate, "0");
-    check_field("credit_account", &|g| g.grant("g1", &other, credits("7"), "top-up"));
+    check_field("credit_account", &|g| {
+        g.grant("g1", &other, credits("7"), "top-up")
+    });
     assert_verified(&fx.gate);
 }
 
@@ -228,14 +288,19 @@ fn expiry_releases_due_holds_with_deterministic_ids() {
     fx.gate
         .hold("later", &acct, credits("4"), Some(START + 10_000), "")
         .expect("hold later");
-    fx.gate.hold("never", &acct, credits("1"), None, "").expect("hold never");
+    fx.gate
+        .hold("never", &acct, credits("1"), None, "")
+        .expect("hold never");
 
     assert!(fx.gate.expire_due_holds().expect("sweep").is_empty());
     fx.clock.advance(Duration::from_millis(1_000));
     let expired = fx.gate.expire_due_holds().expect("sweep");
     let ids: Vec<_> = expired.iter().map(|o| o.transfer.id.as_str()).collect();
     assert_eq!(ids, ["expire:soon"]);
-    assert_eq!(fx.gate.balance(&acct).expect("balance").available, 5_000_000);
+    assert_eq!(
+        fx.gate.balance(&acct).expect("balance").available,
+        5_000_000
+    );
     check_refused(&fx, "hold_already_resolved", |g| g.release("r", "soon"));
 
     fx.clock.advance(Duration::from_secs(3600));
@@ -251,9 +316,13 @@ fn expiry_releases_due_holds_with_deterministic_ids() {
 fn refunds_never_exceed_the_charge() {
     let fx = fresh();
     let acct = account(&fx.gate, "20");
-    fx.gate.hold("h", &acct, credits("10"), None, "").expect("hold");
+    fx.gate
+        .hold("h", &acct, credits("10"), None, "")
+        .expect("hold");
     fx.gate.capture("c", "h", credits("8")).expect("capture");
-    fx.gate.refund("f1", "c", credits("5"), "bad output").expect("refund 1");
+    fx.gate
+        .refund("f1", "c", credits("5"), "bad output")
+        .expect("refund 1");
     let err = check_refused(&fx, "refund_exceeds_charge", |g| {
         g.refund("f2", "c", credits("3.5"), "")
     });
@@ -264,9 +333,16 @@ fn refunds_never_exceed_the_charge() {
             ..
         }
     ));
-    fx.gate.refund("f2", "c", credits("3"), "").expect("refund rest");
-    check_refused(&fx, "wrong_transfer_kind", |g| g.refund("f3", "h", credits("1"), ""));
-    assert_eq!(fx.gate.balance(&acct).expect("balance").available, 20_000_000);
+    fx.gate
+        .refund("f2", "c", credits("3"), "")
+        .expect("refund rest");
+    check_refused(&fx, "wrong_transfer_kind", |g| {
+        g.refund("f3", "h", credits("1"), "")
+    });
+    assert_eq!(
+        fx.gate.balance(&acct).expect("balance").available,
+        20_000_000
+    );
     assert_verified(&fx.gate);
 }
 
@@ -285,7 +361,10 @@ fn an_account_flagged_to_allow_it_may_go_negative() {
         .hold("h", &postpaid.id, credits("25"), None, "")
         .expect("hold beyond zero");
     fx.gate.capture("c", "h", credits("25")).expect("capture");
-    assert_eq!(fx.gate.balance(&postpaid.id).expect("balance").available, -25_000_000);
+    assert_eq!(
+        fx.gate.balance(&postpaid.id).expect("balance").available,
+        -25_000_000
+    );
     assert_verified(&fx.gate);
 }
 
@@ -302,10 +381,7 @@ fn history_pages_newest_first_with_an_opaque_cursor() {
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let page = fx
-            .gate
-            .history(&acct, cursor.as_deref(), 3)
-            .expect("page");
+        let page = fx.gate.history(&acct, cursor.as_deref(), 3).expect("page");
         assert!(page.transfers.len() <= 3);
         seen.extend(page.transfers.iter().map(|t| t.id.clone()));
         match page.next_cursor {
@@ -315,13 +391,26 @@ fn history_pages_newest_first_with_an_opaque_cursor() {
     }
     assert_eq!(seen, ["g6", "g5", "g4", "g3", "g2", "g1", "g0"]);
     assert_eq!(
-        fx.gate.history(&other, None, 10).expect("other").transfers.len(),
+        fx.gate
+            .history(&other, None, 10)
+            .expect("other")
+            .transfers
+            .len(),
         1,
         "history is per account"
     );
-    let err = fx.gate.history(&acct, Some("zz"), 3).expect_err("bad cursor");
+    let err = fx
+        .gate
+        .history(&acct, Some("zz"), 3)
+        .expect_err("bad cursor");
     assert_eq!(err.code(), "invalid_request");
-    assert_eq!(fx.gate.history("acct_x", None, 3).expect_err("no account").code(), "not_found");
+    assert_eq!(
+        fx.gate
+            .history("acct_x", None, 3)
+            .expect_err("no account")
+            .code(),
+        "not_found"
+    );
 }
 
 #[test]
@@ -368,7 +457,8 @@ fn one_transfer_id_from_eight_threads_moves_once() {
             let (gate, barrier, acct) = (gate.clone(), barrier.clone(), acct.clone());
             std::thread::spawn(move || {
                 barrier.wait();
-                gate.grant("same-id", &acct, credits("3"), "").expect("grant or replay")
+                gate.grant("same-id", &acct, credits("3"), "")
+                    .expect("grant or replay")
             })
         })
         .collect::<Vec<_>>()
@@ -378,8 +468,16 @@ fn one_transfer_id_from_eight_threads_moves_once() {
     assert_eq!(outcomes.iter().filter(|o| !o.replayed).count(), 1);
     assert!(outcomes.windows(2).all(|w| w[0].transfer == w[1].transfer));
     assert_eq!(gate.balance(&acct).expect("balance").posted, 3_000_000);
-    let err = gate.grant("same-id", &acct, credits("4"), "").expect_err("differs");
-    assert!(matches!(err, Error::ExistsWithDifferentFields { field: "amount", .. }));
+    let err = gate
+        .grant("same-id", &acct, credits("4"), "")
+        .expect_err("differs");
+    assert!(matches!(
+        err,
+        Error::ExistsWithDifferentFields {
+            field: "amount",
+            ..
+        }
+    ));
     assert_verified(&gate);
 }
 
@@ -408,10 +506,17 @@ fn tampering_with_a_balance_is_named_by_verify() {
     );
     let found = violations(&fx.gate);
     assert!(
-        found.iter().any(|(check, detail)| check == "balance_replay" && detail.contains(&acct)),
+        found
+            .iter()
+            .any(|(check, detail)| check == "balance_replay" && detail.contains(&acct)),
         "{found:?}"
     );
-    assert!(found.iter().any(|(check, _)| check == "debits_equal_credits"), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|(check, _)| check == "debits_equal_credits"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -435,10 +540,14 @@ fn tampering_with_a_transfer_is_named_by_verify() {
     );
     let found = violations(&fx.gate);
     assert!(
-        found.iter().any(|(check, detail)| check == "transfers_immutable" && detail.contains("g2")),
+        found
+            .iter()
+            .any(|(check, detail)| check == "transfers_immutable" && detail.contains("g2")),
         "{found:?}"
     );
-    assert!(found.iter().any(|(check, detail)| check == "transfers_immutable" && detail.contains("triggers")));
+    assert!(found
+        .iter()
+        .any(|(check, detail)| check == "transfers_immutable" && detail.contains("triggers")));
 }
 
 #[test]
@@ -455,7 +564,9 @@ fn deleting_the_newest_transfer_is_named_by_verify() {
     );
     let found = violations(&fx.gate);
     assert!(
-        found.iter().any(|(check, detail)| check == "transfers_immutable" && detail.contains("missing")),
+        found
+            .iter()
+            .any(|(check, detail)| check == "transfers_immutable" && detail.contains("missing")),
         "{found:?}"
     );
 }
@@ -464,11 +575,17 @@ fn deleting_the_newest_transfer_is_named_by_verify() {
 fn a_negative_wallet_and_a_lost_open_hold_are_named_by_verify() {
     let fx = fresh();
     let acct = account(&fx.gate, "10");
-    fx.gate.hold("h", &acct, credits("2"), None, "").expect("hold");
+    fx.gate
+        .hold("h", &acct, credits("2"), None, "")
+        .expect("hold");
     tamper(&fx, "DELETE FROM open_holds");
     let found = violations(&fx.gate);
-    assert!(found.iter().any(|(c, d)| c == "pending_equals_open_holds" && d.contains(&acct)));
-    assert!(found.iter().any(|(c, d)| c == "open_holds_match_transfers" && d.contains("hold h")));
+    assert!(found
+        .iter()
+        .any(|(c, d)| c == "pending_equals_open_holds" && d.contains(&acct)));
+    assert!(found
+        .iter()
+        .any(|(c, d)| c == "open_holds_match_transfers" && d.contains("hold h")));
 
     let fx = fresh();
     let acct = account(&fx.gate, "1");
@@ -478,7 +595,12 @@ fn a_negative_wallet_and_a_lost_open_hold_are_named_by_verify() {
           UPDATE ledger_accounts SET debits_posted = debits_posted + 5000000 WHERE account_id = '{acct}'"),
     );
     let found = violations(&fx.gate);
-    assert!(found.iter().any(|(c, d)| c == "wallet_below_zero" && d.contains(&acct)), "{found:?}");
+    assert!(
+        found
+            .iter()
+            .any(|(c, d)| c == "wallet_below_zero" && d.contains(&acct)),
+        "{found:?}"
+    );
 }
 
 #[test]

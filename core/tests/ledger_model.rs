@@ -14,12 +14,29 @@ const ACCOUNTS: usize = 3;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Grant { account: usize, micros: i64 },
-    Hold { account: usize, micros: i64, ttl_ms: Option<i64> },
-    Capture { hold: usize, per_mille: i64 },
-    Release { hold: usize },
-    Refund { capture: usize, micros: i64 },
-    Advance { ms: i64 },
+    Grant {
+        account: usize,
+        micros: i64,
+    },
+    Hold {
+        account: usize,
+        micros: i64,
+        ttl_ms: Option<i64>,
+    },
+    Capture {
+        hold: usize,
+        per_mille: i64,
+    },
+    Release {
+        hold: usize,
+    },
+    Refund {
+        capture: usize,
+        micros: i64,
+    },
+    Advance {
+        ms: i64,
+    },
     Expire,
     ReplayLast,
 }
@@ -27,8 +44,13 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..ACCOUNTS, 1..40_000_000i64).prop_map(|(account, micros)| Op::Grant { account, micros }),
-        (0..ACCOUNTS, 1..25_000_000i64, prop::option::of(1..5_000i64))
-            .prop_map(|(account, micros, ttl_ms)| Op::Hold { account, micros, ttl_ms }),
+        (0..ACCOUNTS, 1..25_000_000i64, prop::option::of(1..5_000i64)).prop_map(
+            |(account, micros, ttl_ms)| Op::Hold {
+                account,
+                micros,
+                ttl_ms
+            }
+        ),
         (0..16usize, 0..1_100i64).prop_map(|(hold, per_mille)| Op::Capture { hold, per_mille }),
         (0..16usize).prop_map(|hold| Op::Release { hold }),
         (0..8usize, 1..20_000_000i64).prop_map(|(capture, micros)| Op::Refund { capture, micros }),
@@ -90,7 +112,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let clock = Arc::new(ManualClock::new(0));
     let gate = Gate::open(&options, clock.clone()).expect("open");
     let ids: Vec<String> = (0..ACCOUNTS)
-        .map(|_| gate.create_account(&NewAccount::named("m")).expect("account").id)
+        .map(|_| {
+            gate.create_account(&NewAccount::named("m"))
+                .expect("account")
+                .id
+        })
         .collect();
     let mut model = Model::default();
     let mut last: Option<Replay> = None;
@@ -99,27 +125,42 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::Grant { account, micros: m } => {
                 let id = format!("g{step}");
-                gate.grant(&id, &ids[account], micros(m), "").expect("grant");
+                gate.grant(&id, &ids[account], micros(m), "")
+                    .expect("grant");
                 model.posted[account] += m;
                 let acct = ids[account].clone();
                 last = Some(Box::new(move |g| g.grant(&id, &acct, micros(m), "")));
             }
-            Op::Hold { account, micros: m, ttl_ms } => {
+            Op::Hold {
+                account,
+                micros: m,
+                ttl_ms,
+            } => {
                 let id = format!("h{step}");
                 let deadline = ttl_ms.map(|ttl| model.now + ttl);
                 let result = gate.hold(&id, &ids[account], micros(m), deadline, "");
                 if model.available(account) >= m {
                     result.expect("hold fits");
                     model.pending[account] += m;
-                    model.holds.push(ModelHold { id: id.clone(), account, micros: m, deadline, state: HoldState::Open });
+                    model.holds.push(ModelHold {
+                        id: id.clone(),
+                        account,
+                        micros: m,
+                        deadline,
+                        state: HoldState::Open,
+                    });
                     let acct = ids[account].clone();
-                    last = Some(Box::new(move |g| g.hold(&id, &acct, micros(m), deadline, "")));
+                    last = Some(Box::new(move |g| {
+                        g.hold(&id, &acct, micros(m), deadline, "")
+                    }));
                 } else {
                     prop_assert_eq!(result.expect_err("overdraw").code(), "insufficient_credits");
                 }
             }
             Op::Capture { hold, per_mille } => {
-                let Some(h) = model.holds.get_mut(hold) else { continue };
+                let Some(h) = model.holds.get_mut(hold) else {
+                    continue;
+                };
                 let amount = (h.micros * per_mille / 1_000).max(1);
                 let id = format!("c{step}");
                 let result = gate.capture(&id, &h.id, micros(amount));
@@ -140,18 +181,28 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         h.state = HoldState::Resolved;
                         model.pending[h.account] -= h.micros;
                         model.posted[h.account] -= amount;
-                        model.captures.push(ModelCapture { id: id.clone(), account: h.account, micros: amount, refunded: 0 });
+                        model.captures.push(ModelCapture {
+                            id: id.clone(),
+                            account: h.account,
+                            micros: amount,
+                            refunded: 0,
+                        });
                         let hold_id = h.id.clone();
                         last = Some(Box::new(move |g| g.capture(&id, &hold_id, micros(amount))));
                     }
                 }
             }
             Op::Release { hold } => {
-                let Some(h) = model.holds.get_mut(hold) else { continue };
+                let Some(h) = model.holds.get_mut(hold) else {
+                    continue;
+                };
                 let id = format!("r{step}");
                 let result = gate.release(&id, &h.id);
                 if h.state == HoldState::Resolved {
-                    prop_assert_eq!(result.expect_err("resolved").code(), "hold_already_resolved");
+                    prop_assert_eq!(
+                        result.expect_err("resolved").code(),
+                        "hold_already_resolved"
+                    );
                 } else {
                     result.expect("release");
                     h.state = HoldState::Resolved;
@@ -161,11 +212,16 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Refund { capture, micros: m } => {
-                let Some(c) = model.captures.get_mut(capture) else { continue };
+                let Some(c) = model.captures.get_mut(capture) else {
+                    continue;
+                };
                 let id = format!("f{step}");
                 let result = gate.refund(&id, &c.id, micros(m), "");
                 if c.refunded + m > c.micros {
-                    prop_assert_eq!(result.expect_err("too much").code(), "refund_exceeds_charge");
+                    prop_assert_eq!(
+                        result.expect_err("too much").code(),
+                        "refund_exceeds_charge"
+                    );
                 } else {
                     result.expect("refund");
                     c.refunded += m;
@@ -202,11 +258,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         }
         for (i, id) in ids.iter().enumerate() {
             let b = gate.balance(id).expect("balance");
-            prop_assert_eq!((b.posted, b.pending), (model.posted[i], model.pending[i]), "account {} after step {}", i, step);
+            prop_assert_eq!(
+                (b.posted, b.pending),
+                (model.posted[i], model.pending[i]),
+                "account {} after step {}",
+                i,
+                step
+            );
             prop_assert!(b.available >= 0);
         }
         let report = gate.verify_ledger().expect("verify");
-        prop_assert!(report.is_ok(), "verify after step {}: {:?}", step, report.violations);
+        prop_assert!(
+            report.is_ok(),
+            "verify after step {}: {:?}",
+            step,
+            report.violations
+        );
     }
     Ok(())
 }
