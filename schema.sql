@@ -94,3 +94,78 @@ CREATE INDEX open_holds_deadline ON open_holds (deadline) WHERE deadline IS NOT 
 INSERT INTO ledger_accounts (code, kind, allow_negative, created_at)
 VALUES ('system:grants', 'system', 1, 0),
        ('system:revenue', 'system', 0, 0);
+
+-- ---------------------------------------------------------------------------
+-- Price catalogs (module `pricing`): immutable versions, exactly one active.
+-- ---------------------------------------------------------------------------
+CREATE TABLE price_versions (
+    version      TEXT PRIMARY KEY,
+    catalog      TEXT NOT NULL,        -- the validated catalog, as JSON
+    digest       TEXT NOT NULL,        -- SHA-256 of `catalog`
+    imported_at  INTEGER NOT NULL,
+    active       INTEGER NOT NULL DEFAULT 0 CHECK (active IN (0, 1)),
+    retired      INTEGER NOT NULL DEFAULT 0 CHECK (retired IN (0, 1)),
+    CHECK (NOT (active = 1 AND retired = 1))
+) STRICT;
+CREATE UNIQUE INDEX price_versions_one_active ON price_versions (active) WHERE active = 1;
+CREATE TRIGGER price_versions_catalog_is_immutable BEFORE UPDATE OF catalog, digest, version ON price_versions
+BEGIN
+    SELECT RAISE(ABORT, 'a price version is immutable');
+END;
+
+-- ---------------------------------------------------------------------------
+-- Generation jobs (module `jobs`): the idempotent state machine.
+-- ---------------------------------------------------------------------------
+CREATE TABLE jobs (
+    id                 TEXT PRIMARY KEY,            -- job_<hex>, the task_id
+    account_id         TEXT NOT NULL REFERENCES accounts (id),
+    request_id         TEXT NOT NULL,
+    fingerprint        TEXT NOT NULL,               -- SHA-256 of the normalised request
+    request            TEXT NOT NULL,               -- the normalised request, JSON
+    product            TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    price_version      TEXT NOT NULL REFERENCES price_versions (version),
+    estimate_micros    INTEGER NOT NULL CHECK (estimate_micros > 0),
+    estimate           TEXT NOT NULL,               -- the priced estimate with breakdown, JSON
+    hold_id            TEXT NOT NULL UNIQUE REFERENCES transfers (id),
+    usage_event_id     TEXT NOT NULL UNIQUE,
+    provider           TEXT NOT NULL,
+    upstream_model     TEXT NOT NULL,
+    provider_task_id   TEXT,
+    status             TEXT NOT NULL
+                       CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'canceled', 'expired')),
+    submit_attempts    INTEGER NOT NULL DEFAULT 0,
+    submit_started_at  INTEGER,                     -- set before a provider submit, for crash reconciliation
+    polls              INTEGER NOT NULL DEFAULT 0,
+    poll_errors        INTEGER NOT NULL DEFAULT 0,
+    next_run_at        INTEGER NOT NULL,
+    lease_until        INTEGER,
+    deadline           INTEGER NOT NULL,
+    output_token       TEXT NOT NULL,               -- unguessable part of output URLs
+    outputs            TEXT,                        -- JSON array of {url, mime}
+    seed               INTEGER,
+    error_code         TEXT,
+    error_message      TEXT,
+    charged_micros     INTEGER,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    finished_at        INTEGER,
+    UNIQUE (account_id, request_id),
+    CHECK ((status IN ('succeeded', 'failed', 'canceled', 'expired')) = (finished_at IS NOT NULL)),
+    CHECK ((status = 'succeeded') = (charged_micros IS NOT NULL))
+) STRICT;
+CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_deadline ON jobs (deadline) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_account_created ON jobs (account_id, created_at);
+CREATE INDEX jobs_status_created ON jobs (status, created_at);
+
+-- One usage event per charge: links a succeeded job to its capture.
+CREATE TABLE usage_events (
+    id           TEXT PRIMARY KEY,
+    job_id       TEXT NOT NULL UNIQUE REFERENCES jobs (id),
+    account_id   TEXT NOT NULL REFERENCES accounts (id),
+    transfer_id  TEXT NOT NULL UNIQUE REFERENCES transfers (id),
+    amount       INTEGER NOT NULL CHECK (amount > 0),
+    model        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL
+) STRICT;

@@ -69,6 +69,9 @@ enum Command {
     /// Check the ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Import, list, activate and retire price catalogs; estimate a request.
+    #[command(subcommand)]
+    Prices(PricesCommand),
     /// Copy the database, consistent as of one instant, to DEST.
     Backup {
         /// Where to write the copy (must not exist).
@@ -132,6 +135,33 @@ struct GrantArgs {
     /// A transfer id, to make the grant safe to retry (random if omitted).
     #[arg(long)]
     id: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum PricesCommand {
+    /// Validate a catalog file and store it as a new immutable price version.
+    Import {
+        /// The catalog (JSON; see fixtures/catalogs/README.md).
+        file: PathBuf,
+    },
+    /// List price versions.
+    List,
+    /// Make VERSION the active price version.
+    Activate {
+        /// The price version.
+        version: String,
+    },
+    /// Stop honouring VERSION for new requests (it must not be active).
+    Retire {
+        /// The price version.
+        version: String,
+    },
+    /// Price a request: the same JSON body as `POST /v1/credits/estimate`,
+    /// given inline, as `@FILE`, or `-` for standard input.
+    Estimate {
+        /// The request body.
+        body: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -286,6 +316,7 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
                 is_error: false,
             })
         }
+        Command::Prices(command) => prices(gate, command),
         Command::Backup { dest } => {
             gate.store().backup(&dest)?;
             let json =
@@ -319,4 +350,98 @@ fn grant(gate: &Gate, args: GrantArgs) -> creditgate::Result<Output> {
         json["available"]
     );
     Ok(Output::ok(json, text))
+}
+
+fn prices(gate: &Gate, command: PricesCommand) -> creditgate::Result<Output> {
+    match command {
+        PricesCommand::Import { file } => {
+            let text = read_input(&file.display().to_string(), "file")?;
+            let outcome = gate.import_catalog(&text)?;
+            let json = json!({
+                "id": outcome.version,
+                "price_version": outcome.version,
+                "created": outcome.created,
+                "active": outcome.active,
+            });
+            let text = format!(
+                "{} price version {}{}",
+                if outcome.created {
+                    "imported"
+                } else {
+                    "already had"
+                },
+                outcome.version,
+                if outcome.active { " (active)" } else { "" }
+            );
+            Ok(Output::ok(json, text))
+        }
+        PricesCommand::List => {
+            let versions = gate.price_versions()?;
+            let text = versions
+                .iter()
+                .map(|v| {
+                    let state = if v.active {
+                        "active"
+                    } else if v.retired {
+                        "retired"
+                    } else {
+                        ""
+                    };
+                    format!("{}\t{} models\t{}", v.version, v.models, state)
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = json!({ "price_versions": versions.iter().map(render::price_version).collect::<Vec<_>>() });
+            Ok(Output::ok(json, text))
+        }
+        PricesCommand::Activate { version } => {
+            gate.activate_price_version(&version)?;
+            Ok(Output::ok(
+                json!({ "id": version, "price_version": version, "active": true }),
+                format!("price version {version} is active"),
+            ))
+        }
+        PricesCommand::Retire { version } => {
+            gate.retire_price_version(&version)?;
+            Ok(Output::ok(
+                json!({ "id": version, "price_version": version, "retired": true }),
+                format!("price version {version} is retired"),
+            ))
+        }
+        PricesCommand::Estimate { body } => {
+            let text = read_input(&body, "body")?;
+            let value: Value =
+                serde_json::from_str(&text).map_err(|err| creditgate::Error::InvalidRequest {
+                    field: "body".into(),
+                    message: format!("is not valid JSON: {err}"),
+                })?;
+            let estimate = gate.estimate_body(&value)?;
+            let json = render::estimate(&estimate);
+            let text = format!(
+                "{} credits for {} ({}, price version {})",
+                json["credits"], estimate.model, estimate.product, estimate.price_version
+            );
+            Ok(Output::ok(json, text))
+        }
+    }
+}
+
+/// The text of `source`: `-` for standard input, `@PATH` or a path for
+/// `file`-like arguments, else the argument itself.
+fn read_input(source: &str, field: &str) -> creditgate::Result<String> {
+    let unreadable = |err: std::io::Error| creditgate::Error::InvalidRequest {
+        field: field.to_owned(),
+        message: format!("cannot read {source}: {err}"),
+    };
+    if source == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(unreadable)?;
+        Ok(text)
+    } else if let Some(path) = source.strip_prefix('@') {
+        std::fs::read_to_string(path).map_err(unreadable)
+    } else if field == "file" {
+        std::fs::read_to_string(source).map_err(unreadable)
+    } else {
+        Ok(source.to_owned())
+    }
 }

@@ -4,6 +4,8 @@
 
 use creditgate::clock::format_rfc3339;
 use creditgate::money::to_credits;
+use creditgate::pricing::versions::PriceVersionInfo;
+use creditgate::pricing::Estimate;
 use creditgate::{Account, Balance, Error, Transfer, VerifyReport};
 use serde_json::{json, Number, Value};
 
@@ -53,6 +55,24 @@ pub fn transfer(transfer: &Transfer) -> Value {
     })
 }
 
+/// A price version.
+pub fn price_version(info: &PriceVersionInfo) -> Value {
+    json!({
+        "price_version": info.version,
+        "active": info.active,
+        "retired": info.retired,
+        "models": info.models,
+        "imported_at": format_rfc3339(info.imported_at),
+        "digest": info.digest,
+    })
+}
+
+/// An estimate: `credits` (the total), `breakdown` and `price_version`.
+pub fn estimate(estimate: &Estimate) -> Value {
+    // `Estimate` serialises credits as exact JSON numbers.
+    serde_json::to_value(estimate).unwrap_or_else(|_| json!({}))
+}
+
 /// A verification report.
 pub fn verify_report(report: &VerifyReport) -> Value {
     json!({
@@ -81,6 +101,22 @@ pub fn error(err: &Error) -> Value {
             body["available"] = credits(*available_micros);
         }
         Error::ExistsWithDifferentFields { field, .. } => body["field"] = json!(field),
+        Error::UnknownPriceVersion { active, .. } => body["active_price_version"] = json!(active),
+        Error::InvalidCatalog(inner) => body["path"] = json!(inner.path),
+        Error::Estimate(inner) => {
+            if let Some(field) = inner.field() {
+                body["field"] = json!(field);
+            }
+            match inner {
+                creditgate::pricing::EstimateError::UnknownModel { close_matches, .. } => {
+                    body["close_matches"] = json!(close_matches);
+                }
+                creditgate::pricing::EstimateError::InvalidOption { allowed, .. } => {
+                    body["allowed"] = json!(allowed);
+                }
+                _ => {}
+            }
+        }
         _ => {}
     }
     body

@@ -85,6 +85,31 @@ pub enum Error {
         /// The operation that refused it.
         operation: &'static str,
     },
+    /// A request cannot be priced (unknown model, option not allowed, ...).
+    #[error("{0}")]
+    Estimate(#[from] crate::pricing::EstimateError),
+    /// A catalog failed validation on import; nothing of it was stored.
+    #[error("invalid catalog at {}: {}", .0.path, .0.message)]
+    InvalidCatalog(#[from] crate::pricing::CatalogError),
+    /// The requested price version does not exist or is retired.
+    #[error("price version {requested} is {}; the active version is {}", if *retired { "retired" } else { "unknown" }, active.as_deref().unwrap_or("(none)"))]
+    UnknownPriceVersion {
+        /// The version asked for.
+        requested: String,
+        /// Whether it exists but is retired.
+        retired: bool,
+        /// The version requests are priced with now.
+        active: Option<String>,
+    },
+    /// A different catalog was already imported under this version.
+    #[error("price version {version} already exists with a different catalog; import a new version instead")]
+    PriceVersionConflict {
+        /// The version.
+        version: String,
+    },
+    /// No catalog has been imported yet.
+    #[error("no price catalog has been imported")]
+    NoPriceCatalog,
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
@@ -129,6 +154,11 @@ impl Error {
             Error::CaptureExceedsHold { .. } => "capture_exceeds_hold",
             Error::RefundExceedsCharge { .. } => "refund_exceeds_charge",
             Error::WrongTransferKind { .. } => "wrong_transfer_kind",
+            Error::Estimate(inner) => inner.code(),
+            Error::InvalidCatalog(_) => "invalid_catalog",
+            Error::UnknownPriceVersion { .. } => "unknown_price_version",
+            Error::PriceVersionConflict { .. } => "price_version_conflict",
+            Error::NoPriceCatalog => "no_price_catalog",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::CommitFailed { .. } => "storage_error",

@@ -1,0 +1,191 @@
+//! The facade: [`Gate`], the one type embedders hold. Every operation goes
+//! through it; where an operation spans two concepts it composes their
+//! modules inside one `Store::write`, so both effects commit or neither does.
+//! It reads the clock once per operation and passes `now` down.
+//!
+//! Submodules add the operations of one area each: [`pricing`] (catalogs
+//! and estimates).
+
+mod pricing;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use rust_decimal::Decimal;
+
+use crate::accounts::{self, Account, NewAccount};
+use crate::clock::{Clock, UnixMillis};
+use crate::error::{Error, Result};
+use crate::ledger::{self, Balance, HistoryPage, Transfer, TransferOutcome};
+use crate::money;
+use crate::pricing::Catalog;
+use crate::store::{Store, StoreOptions};
+use crate::verify::{self, VerifyReport};
+
+/// The facade embedders hold: one store, one clock, every operation.
+#[derive(Debug)]
+pub struct Gate {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    /// Parsed catalogs by version. Versions are immutable, so entries never
+    /// go stale.
+    catalogs: RwLock<HashMap<String, Arc<Catalog>>>,
+}
+
+impl Gate {
+    /// Opens (creating and migrating if needed) the database of `options`.
+    pub fn open(options: &StoreOptions, clock: Arc<dyn Clock>) -> Result<Gate> {
+        Ok(Gate {
+            store: Store::open(options)?,
+            clock,
+            catalogs: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The clock this gate reads.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// The underlying store (for backups and for tests that inspect SQL).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates an account and its wallet, atomically.
+    pub fn create_account(&self, new: &NewAccount) -> Result<Account> {
+        let now = self.clock.now();
+        let new = new.clone();
+        self.store.write(move |tx| {
+            let account = accounts::insert(tx, &new, now)?;
+            ledger::create_wallet(tx, &account.id, new.allow_negative, now)?;
+            Ok(account)
+        })
+    }
+
+    /// An account by id.
+    pub fn account(&self, id: &str) -> Result<Account> {
+        self.store.read(|conn| accounts::get(conn, id))
+    }
+
+    /// Every account, oldest first (at most [`accounts::ACCOUNTS_LIST_MAX`]).
+    pub fn list_accounts(&self) -> Result<Vec<Account>> {
+        self.store.read(accounts::list)
+    }
+
+    /// Tops up an account's wallet by `amount` credits. Idempotent on
+    /// `transfer_id`.
+    pub fn grant(
+        &self,
+        transfer_id: &str,
+        account_id: &str,
+        amount: Decimal,
+        memo: &str,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        let (id, account, memo) = owned3(transfer_id, account_id, memo);
+        self.store
+            .write(move |tx| ledger::grant(tx, &id, &account, micros, &memo, now))
+    }
+
+    /// Reserves `amount` credits of an account's wallet until captured,
+    /// released, or expired at `deadline`. Idempotent on `transfer_id`.
+    pub fn hold(
+        &self,
+        transfer_id: &str,
+        account_id: &str,
+        amount: Decimal,
+        deadline: Option<UnixMillis>,
+        memo: &str,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        let (id, account, memo) = owned3(transfer_id, account_id, memo);
+        self.store
+            .write(move |tx| ledger::hold(tx, &id, &account, micros, deadline, &memo, now))
+    }
+
+    /// Posts `amount` credits of hold `hold_id`; the rest returns to the
+    /// wallet. Idempotent on `transfer_id`.
+    pub fn capture(
+        &self,
+        transfer_id: &str,
+        hold_id: &str,
+        amount: Decimal,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        let (id, hold) = (transfer_id.to_owned(), hold_id.to_owned());
+        self.store
+            .write(move |tx| ledger::capture(tx, &id, &hold, micros, now))
+    }
+
+    /// Voids hold `hold_id`. Idempotent on `transfer_id`.
+    pub fn release(&self, transfer_id: &str, hold_id: &str) -> Result<TransferOutcome> {
+        let now = self.clock.now();
+        let (id, hold) = (transfer_id.to_owned(), hold_id.to_owned());
+        self.store
+            .write(move |tx| ledger::release(tx, &id, &hold, now))
+    }
+
+    /// Expires the holds whose deadline the clock has reached (a bounded
+    /// batch; call again while it returns [`ledger::EXPIRE_BATCH_MAX`]).
+    pub fn expire_due_holds(&self) -> Result<Vec<TransferOutcome>> {
+        let now = self.clock.now();
+        self.store.write(move |tx| ledger::expire_due(tx, now))
+    }
+
+    /// Refunds `amount` credits of capture `charge_id` to its wallet.
+    /// Idempotent on `transfer_id`.
+    pub fn refund(
+        &self,
+        transfer_id: &str,
+        charge_id: &str,
+        amount: Decimal,
+        memo: &str,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        let (id, charge, memo) = owned3(transfer_id, charge_id, memo);
+        self.store
+            .write(move |tx| ledger::refund(tx, &id, &charge, micros, &memo, now))
+    }
+
+    /// An account's balance (micro-credits).
+    pub fn balance(&self, account_id: &str) -> Result<Balance> {
+        self.store.read(|conn| ledger::balance(conn, account_id))
+    }
+
+    /// A page of an account's transfers, newest first.
+    pub fn history(
+        &self,
+        account_id: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<HistoryPage> {
+        self.store
+            .read(|conn| ledger::history(conn, account_id, cursor, limit))
+    }
+
+    /// A transfer by id.
+    pub fn transfer(&self, id: &str) -> Result<Transfer> {
+        self.store
+            .read(|conn| ledger::find_transfer(conn, id))?
+            .ok_or_else(|| Error::NotFound {
+                what: "transfer",
+                id: id.to_owned(),
+            })
+    }
+
+    /// Checks every ledger invariant against the database.
+    pub fn verify_ledger(&self) -> Result<VerifyReport> {
+        self.store.read(verify::verify)
+    }
+}
+
+/// Owned copies of three borrowed strings, for a write that runs on the
+/// writer thread.
+fn owned3(a: &str, b: &str, c: &str) -> (String, String, String) {
+    (a.to_owned(), b.to_owned(), c.to_owned())
+}

@@ -1,0 +1,94 @@
+//! Gate operations on prices: importing, activating, retiring and listing
+//! price versions, estimating, and the model listing.
+
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::gate::Gate;
+use crate::pricing::versions::{self, ImportOutcome, PriceVersionInfo};
+use crate::pricing::{self, parse_catalog, Catalog, Estimate, EstimateRequest, Listing};
+
+impl Gate {
+    /// Validates a catalog (JSON text) and stores it as a new immutable price
+    /// version; the first one imported becomes active. A malformed catalog is
+    /// refused with the path of the offending field and nothing is stored.
+    pub fn import_catalog(&self, json: &str) -> Result<ImportOutcome> {
+        let catalog = parse_catalog(json)?;
+        let now = self.clock.now();
+        self.store
+            .write(move |tx| versions::import(tx, &catalog, now))
+    }
+
+    /// Makes `version` the active price version.
+    pub fn activate_price_version(&self, version: &str) -> Result<()> {
+        let version = version.to_owned();
+        self.store.write(move |tx| versions::activate(tx, &version))
+    }
+
+    /// Retires `version`: new requests can no longer pin it.
+    pub fn retire_price_version(&self, version: &str) -> Result<()> {
+        let version = version.to_owned();
+        self.store.write(move |tx| versions::retire(tx, &version))
+    }
+
+    /// Every stored price version.
+    pub fn price_versions(&self) -> Result<Vec<PriceVersionInfo>> {
+        self.store.read(versions::list)
+    }
+
+    /// The catalog a request is priced with: `requested` if it is honoured,
+    /// else the active one.
+    pub fn catalog(&self, requested: Option<&str>) -> Result<Arc<Catalog>> {
+        let version = self.store.read(|conn| versions::resolve(conn, requested))?;
+        self.catalog_version(&version)
+    }
+
+    /// The catalog of exactly `version` (retired or not), from the cache.
+    pub(crate) fn catalog_version(&self, version: &str) -> Result<Arc<Catalog>> {
+        if let Some(catalog) = self
+            .catalogs
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(version)
+        {
+            return Ok(catalog.clone());
+        }
+        let catalog = Arc::new(self.store.read(|conn| versions::load(conn, version))?);
+        self.catalogs
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(version.to_owned(), catalog.clone());
+        Ok(catalog)
+    }
+
+    /// Prices a request under `price_version` (or the active version).
+    pub fn estimate(
+        &self,
+        request: &EstimateRequest,
+        price_version: Option<&str>,
+    ) -> Result<Estimate> {
+        let catalog = self.catalog(price_version)?;
+        Ok(pricing::estimate(&catalog, request)?)
+    }
+
+    /// Prices a request body as agents send it to `POST /v1/credits/estimate`
+    /// (normalised like a generate body; `request_id` and `prompt` optional).
+    pub fn estimate_body(&self, body: &serde_json::Value) -> Result<Estimate> {
+        let request = crate::request::normalize(body)?;
+        self.estimate(
+            &request.estimate_request(),
+            request.price_version.as_deref(),
+        )
+    }
+
+    /// The model listing of `price_version` (or the active version).
+    pub fn models(&self, price_version: Option<&str>) -> Result<Listing> {
+        let catalog = self.catalog(price_version)?;
+        Ok(pricing::listing(&catalog))
+    }
+
+    /// The active price version, if any catalog was imported.
+    pub fn active_price_version(&self) -> Result<Option<String>> {
+        self.store.read(versions::active_version)
+    }
+}
