@@ -125,9 +125,9 @@ CREATE TABLE jobs (
     product            TEXT NOT NULL,
     model              TEXT NOT NULL,
     price_version      TEXT NOT NULL REFERENCES price_versions (version),
-    estimate_micros    INTEGER NOT NULL CHECK (estimate_micros > 0),
+    estimate_micros    INTEGER NOT NULL CHECK (estimate_micros >= 0),
     estimate           TEXT NOT NULL,               -- the priced estimate with breakdown, JSON
-    hold_id            TEXT NOT NULL UNIQUE REFERENCES transfers (id),
+    hold_id            TEXT UNIQUE REFERENCES transfers (id),  -- NULL only for a free job
     usage_event_id     TEXT NOT NULL UNIQUE,
     provider           TEXT NOT NULL,
     upstream_model     TEXT NOT NULL,
@@ -151,6 +151,7 @@ CREATE TABLE jobs (
     updated_at         INTEGER NOT NULL,
     finished_at        INTEGER,
     UNIQUE (account_id, request_id),
+    CHECK ((hold_id IS NULL) = (estimate_micros = 0)),
     CHECK ((status IN ('succeeded', 'failed', 'canceled', 'expired')) = (finished_at IS NOT NULL)),
     CHECK ((status = 'succeeded') = (charged_micros IS NOT NULL))
 ) STRICT;
@@ -159,13 +160,15 @@ CREATE INDEX jobs_deadline ON jobs (deadline) WHERE status IN ('pending', 'runni
 CREATE INDEX jobs_account_created ON jobs (account_id, created_at);
 CREATE INDEX jobs_status_created ON jobs (status, created_at);
 
--- One usage event per charge: links a succeeded job to its capture.
+-- One usage event per charge: links a succeeded job to its capture (a free
+-- job's event has no transfer).
 CREATE TABLE usage_events (
     id           TEXT PRIMARY KEY,
     job_id       TEXT NOT NULL UNIQUE REFERENCES jobs (id),
     account_id   TEXT NOT NULL REFERENCES accounts (id),
-    transfer_id  TEXT NOT NULL UNIQUE REFERENCES transfers (id),
-    amount       INTEGER NOT NULL CHECK (amount > 0),
+    transfer_id  TEXT UNIQUE REFERENCES transfers (id),
+    amount       INTEGER NOT NULL CHECK (amount >= 0),
     model        TEXT NOT NULL,
-    created_at   INTEGER NOT NULL
+    created_at   INTEGER NOT NULL,
+    CHECK ((transfer_id IS NULL) = (amount = 0))
 ) STRICT;

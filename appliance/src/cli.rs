@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use creditgate::ids::random_id;
 use creditgate::ledger::HISTORY_PAGE_MAX;
 use creditgate::money::parse_credits;
-use creditgate::{Gate, NewAccount, StoreOptions, Synchronous, SystemClock};
+use creditgate::{Gate, JobFilter, JobStatus, NewAccount, StoreOptions, Synchronous, SystemClock};
 use serde_json::{json, Value};
 
 use crate::render;
@@ -72,6 +72,9 @@ enum Command {
     /// Import, list, activate and retire price catalogs; estimate a request.
     #[command(subcommand)]
     Prices(PricesCommand),
+    /// Inspect generation jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
     /// Copy the database, consistent as of one instant, to DEST.
     Backup {
         /// Where to write the copy (must not exist).
@@ -161,6 +164,28 @@ enum PricesCommand {
     Estimate {
         /// The request body.
         body: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        /// Only this account's jobs.
+        #[arg(long)]
+        account: Option<String>,
+        /// Only jobs in this status (pending, running, succeeded, failed,
+        /// canceled, expired).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Show one job.
+    Show {
+        /// The job id.
+        id: String,
     },
 }
 
@@ -317,6 +342,48 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
             })
         }
         Command::Prices(command) => prices(gate, command),
+        Command::Jobs(JobsCommand::List {
+            account,
+            status,
+            limit,
+        }) => {
+            let status = status
+                .map(|name| {
+                    JobStatus::parse(&name).ok_or_else(|| creditgate::Error::InvalidRequest {
+                        field: "status".into(),
+                        message: format!("{name:?} is not a job status"),
+                    })
+                })
+                .transpose()?;
+            let jobs = gate.jobs(&JobFilter {
+                account_id: account,
+                status,
+                limit,
+            })?;
+            let text = jobs
+                .iter()
+                .map(|j| {
+                    format!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        j.id,
+                        j.status.as_str(),
+                        j.model,
+                        j.account_id,
+                        j.request_id
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json =
+                json!({ "jobs": jobs.iter().map(|j| render::job(gate, j)).collect::<Vec<_>>() });
+            Ok(Output::ok(json, text))
+        }
+        Command::Jobs(JobsCommand::Show { id }) => {
+            let job = gate.job(&id)?;
+            let json = render::job(gate, &job);
+            let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+            Ok(Output::ok(json, text))
+        }
         Command::Backup { dest } => {
             gate.store().backup(&dest)?;
             let json =

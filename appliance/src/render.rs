@@ -6,7 +6,7 @@ use creditgate::clock::format_rfc3339;
 use creditgate::money::to_credits;
 use creditgate::pricing::versions::PriceVersionInfo;
 use creditgate::pricing::Estimate;
-use creditgate::{Account, Balance, Error, Transfer, VerifyReport};
+use creditgate::{Account, Balance, Error, Gate, Job, Transfer, VerifyReport};
 use serde_json::{json, Number, Value};
 
 /// Micro-credits as an exact JSON number of credits.
@@ -73,6 +73,38 @@ pub fn estimate(estimate: &Estimate) -> Value {
     serde_json::to_value(estimate).unwrap_or_else(|_| json!({}))
 }
 
+/// A job as operators see it (the CLI): everything but the output token.
+pub fn job(gate: &Gate, job: &Job) -> Value {
+    let estimate: Value = serde_json::from_str(&job.estimate).unwrap_or(Value::Null);
+    json!({
+        "id": job.id,
+        "task_id": job.id,
+        "account_id": job.account_id,
+        "request_id": job.request_id,
+        "status": job.status.as_str(),
+        "product": job.product,
+        "model": job.model,
+        "price_version": job.price_version,
+        "estimate": estimate,
+        "credits": credits(job.estimate_micros),
+        "charged": job.charged_micros.map(credits),
+        "hold_id": job.hold_id,
+        "usage_event_id": job.usage_event_id,
+        "provider": job.provider,
+        "provider_task_id": job.provider_task_id,
+        "submit_attempts": job.submit_attempts,
+        "polls": job.polls,
+        "outputs": job.outputs.iter().map(|o| json!({"url": o.url, "mime": o.mime})).collect::<Vec<_>>(),
+        "output_url_base": gate.output_url_base(job),
+        "seed": job.seed,
+        "error": job.error_code.as_ref().map(|code| json!({"code": code, "message": job.error_message})),
+        "deadline": format_rfc3339(job.deadline),
+        "created_at": format_rfc3339(job.created_at),
+        "updated_at": format_rfc3339(job.updated_at),
+        "finished_at": job.finished_at.map(format_rfc3339),
+    })
+}
+
 /// A verification report.
 pub fn verify_report(report: &VerifyReport) -> Value {
     json!({
@@ -96,9 +128,13 @@ pub fn error(err: &Error) -> Value {
         Error::InsufficientCredits {
             required_micros,
             available_micros,
+            suggestion,
         } => {
             body["required"] = credits(*required_micros);
             body["available"] = credits(*available_micros);
+            body["suggestion"] = json!(suggestion
+                .as_deref()
+                .unwrap_or("Use a cheaper model or ask the owner to top up."));
         }
         Error::ExistsWithDifferentFields { field, .. } => body["field"] = json!(field),
         Error::UnknownPriceVersion { active, .. } => body["active_price_version"] = json!(active),

@@ -35,6 +35,31 @@ pub enum Error {
         required_micros: i64,
         /// Micro-credits available in the wallet.
         available_micros: i64,
+        /// What the caller could do instead (a cheaper model that fits).
+        suggestion: Option<String>,
+    },
+    /// The request id was used before with a different request.
+    #[error("request_id {request_id} was already used with a different request")]
+    IdempotencyConflict {
+        /// The reused request id.
+        request_id: String,
+    },
+    /// A job cannot move between these states (it is finished, or changed
+    /// meanwhile).
+    #[error("job {job_id} is {from} and cannot become {to}")]
+    InvalidTransition {
+        /// The job.
+        job_id: String,
+        /// Its current status.
+        from: &'static str,
+        /// The status asked for.
+        to: &'static str,
+    },
+    /// The model's provider is not configured on this gate.
+    #[error("provider {provider} is not configured")]
+    ProviderUnavailable {
+        /// The provider named by the catalog.
+        provider: String,
     },
     /// A transfer id was replayed with fields that differ from the first use.
     #[error("transfer {id} exists with a different {field}")]
@@ -148,6 +173,9 @@ impl Error {
             Error::InvalidAmount(_) => "invalid_amount",
             Error::NotFound { .. } => "not_found",
             Error::InsufficientCredits { .. } => "insufficient_credits",
+            Error::IdempotencyConflict { .. } => "idempotency_conflict",
+            Error::InvalidTransition { .. } => "invalid_transition",
+            Error::ProviderUnavailable { .. } => "provider_unavailable",
             Error::ExistsWithDifferentFields { .. } => "exists_with_different_fields",
             Error::HoldAlreadyResolved { .. } => "hold_already_resolved",
             Error::HoldExpired { .. } => "hold_expired",
@@ -173,6 +201,7 @@ impl Error {
         matches!(
             self,
             Error::Storage(_)
+                | Error::ProviderUnavailable { .. }
                 | Error::Pool(_)
                 | Error::SchemaTooNew { .. }
                 | Error::CommitFailed { .. }

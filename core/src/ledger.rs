@@ -544,6 +544,7 @@ fn insufficient(tx: &Tx<'_>, wallet: i64, required: i64) -> Error {
         Ok(available) => Error::InsufficientCredits {
             required_micros: required,
             available_micros: available,
+            suggestion: None,
         },
         Err(err) => Error::Storage(err),
     }

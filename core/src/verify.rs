@@ -73,6 +73,7 @@ fn run_checks(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
     check_refunds(conn, report)?;
     check_shapes(conn, report)?;
     check_immutability(conn, report)?;
+    check_jobs(conn, report)?;
     Ok(())
 }
 
@@ -260,6 +261,73 @@ fn check_shapes(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
          ORDER BY t.seq",
         report,
         "transfer_shape",
+    )
+}
+
+fn check_jobs(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT 'job ' || j.id || ' is ' || j.status || ' but its hold ' || j.hold_id || ' is still open'
+         FROM jobs j JOIN open_holds o ON o.transfer_id = j.hold_id
+         WHERE j.status NOT IN ('pending', 'running') ORDER BY j.id",
+        report,
+        "terminal_job_has_no_open_hold",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'job ' || j.id || ' is ' || j.status || ' but its hold ' || j.hold_id || ' was resolved by '
+                || r.id
+         FROM jobs j JOIN transfers r ON r.pending_id = j.hold_id
+         WHERE j.status IN ('pending', 'running') ORDER BY j.id",
+        report,
+        "live_job_keeps_its_hold",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'job ' || j.id || ': hold ' || coalesce(j.hold_id, '(none)') || ' of '
+                || coalesce(h.amount, 0) || ' does not match the estimate ' || j.estimate_micros
+                || ' or the account'
+         FROM jobs j
+         LEFT JOIN transfers h ON h.id = j.hold_id
+         LEFT JOIN ledger_accounts w ON w.account_id = j.account_id
+         WHERE j.hold_id IS NOT NULL
+           AND (h.id IS NULL OR h.kind != 'hold' OR h.amount != j.estimate_micros
+                OR h.debit_account != w.id)
+         ORDER BY j.id",
+        report,
+        "job_hold_matches_estimate",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'succeeded job ' || j.id || ' has ' || count(c.id) || ' capture(s) and charged '
+                || coalesce(j.charged_micros, 'nothing')
+         FROM jobs j LEFT JOIN transfers c ON c.pending_id = j.hold_id AND c.kind = 'capture'
+         WHERE j.status = 'succeeded' AND j.hold_id IS NOT NULL
+         GROUP BY j.id
+         HAVING count(c.id) != 1 OR max(c.id) != 'capture:' || j.id
+             OR max(c.amount) != j.charged_micros
+         ORDER BY j.id",
+        report,
+        "succeeded_job_captured_once",
+    )?;
+    each_row(
+        conn,
+        "SELECT j.status || ' job ' || j.id || ' was charged by ' || c.id
+         FROM jobs j JOIN transfers c ON c.pending_id = j.hold_id AND c.kind = 'capture'
+         WHERE j.status != 'succeeded' ORDER BY j.id",
+        report,
+        "unsuccessful_job_not_charged",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'succeeded job ' || j.id || ' has no usage event matching its charge'
+         FROM jobs j LEFT JOIN usage_events u ON u.job_id = j.id
+         WHERE j.status = 'succeeded'
+           AND (u.id IS NULL OR u.id != j.usage_event_id OR u.amount != j.charged_micros
+                OR u.transfer_id IS NOT ('capture:' || j.id) AND j.hold_id IS NOT NULL)
+         ORDER BY j.id",
+        report,
+        "usage_event_per_charge",
     )
 }
 

@@ -159,7 +159,8 @@ fn refusals_change_nothing() {
         err,
         Error::InsufficientCredits {
             required_micros: 6_000_001,
-            available_micros: 6_000_000
+            available_micros: 6_000_000,
+            ..
         }
     ));
     check_refused(&fx, "capture_exceeds_hold", |g| {

@@ -4,9 +4,12 @@
 //! It reads the clock once per operation and passes `now` down.
 //!
 //! Submodules add the operations of one area each: [`pricing`] (catalogs
-//! and estimates).
+//! and estimates), [`generate`] (submit, read, cancel jobs) and [`work`]
+//! (the worker step).
 
+pub mod generate;
 mod pricing;
+pub mod work;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -16,11 +19,41 @@ use rust_decimal::Decimal;
 use crate::accounts::{self, Account, NewAccount};
 use crate::clock::{Clock, UnixMillis};
 use crate::error::{Error, Result};
+use crate::jobs::Job;
 use crate::ledger::{self, Balance, HistoryPage, Transfer, TransferOutcome};
 use crate::money;
 use crate::pricing::Catalog;
+use crate::providers::fixture::Scenarios;
+use crate::providers::ProviderRegistry;
 use crate::store::{Store, StoreOptions};
 use crate::verify::{self, VerifyReport};
+
+/// How long a job may take before it expires, by default: 30 minutes.
+pub const JOB_DEADLINE_MS_DEFAULT: i64 = 30 * 60 * 1000;
+/// How much longer than its job a hold lives, by default: 10 minutes. The
+/// job machine releases first; the ledger's own expiry is only a backstop.
+pub const HOLD_GRACE_MS_DEFAULT: i64 = 10 * 60 * 1000;
+
+/// Gate settings beyond the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GateSettings {
+    /// The public base URL output links are built on (no trailing slash).
+    pub public_base_url: String,
+    /// How long a job may take before it expires.
+    pub job_deadline_ms: i64,
+    /// How much longer than its job a hold lives.
+    pub hold_grace_ms: i64,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings {
+            public_base_url: "http://127.0.0.1:8080".to_owned(),
+            job_deadline_ms: JOB_DEADLINE_MS_DEFAULT,
+            hold_grace_ms: HOLD_GRACE_MS_DEFAULT,
+        }
+    }
+}
 
 /// The facade embedders hold: one store, one clock, every operation.
 #[derive(Debug)]
@@ -30,6 +63,8 @@ pub struct Gate {
     /// Parsed catalogs by version. Versions are immutable, so entries never
     /// go stale.
     catalogs: RwLock<HashMap<String, Arc<Catalog>>>,
+    providers: ProviderRegistry,
+    settings: GateSettings,
 }
 
 impl Gate {
@@ -39,7 +74,37 @@ impl Gate {
             store: Store::open(options)?,
             clock,
             catalogs: RwLock::new(HashMap::new()),
+            providers: ProviderRegistry::fixture(Scenarios::shipped()),
+            settings: GateSettings::default(),
         })
+    }
+
+    /// Replaces the providers (by default: the fixture provider with the
+    /// shipped scenarios, under the name `fixture`).
+    pub fn with_providers(mut self, providers: ProviderRegistry) -> Gate {
+        self.providers = providers;
+        self
+    }
+
+    /// Replaces the settings.
+    pub fn with_settings(mut self, settings: GateSettings) -> Gate {
+        self.settings = settings;
+        self
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &GateSettings {
+        &self.settings
+    }
+
+    /// The base URL of a job's outputs: `<public>/v1/files/<job>/<token>`.
+    pub fn output_url_base(&self, job: &Job) -> String {
+        format!(
+            "{}/v1/files/{}/{}",
+            self.settings.public_base_url.trim_end_matches('/'),
+            job.id,
+            job.output_token
+        )
     }
 
     /// The clock this gate reads.

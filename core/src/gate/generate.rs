@@ -1,0 +1,294 @@
+//! Gate operations on generation jobs: the idempotent submit (normalise,
+//! price, hold and record in one transaction), reading a job, cancelling
+//! it, and listing jobs. Every status change commits with its ledger effect.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::gate::Gate;
+use crate::ids::random_id;
+use crate::jobs::{self, Change, Job, JobFilter, JobStatus, NewJob};
+use crate::ledger;
+use crate::money::to_credits;
+use crate::pricing::{self, Catalog, Estimate, EstimateRequest, Units};
+use crate::request::{normalize, GenerateRequest};
+use crate::store::Tx;
+
+/// The result of a submit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job (the first one, on a replay).
+    pub job: Job,
+    /// True when the request id was seen before with the same request:
+    /// nothing more was held or charged.
+    pub replayed: bool,
+}
+
+/// What pricing and routing decided for a request, before the write.
+struct Prepared {
+    catalog: Arc<Catalog>,
+    estimate: Estimate,
+    provider: String,
+    upstream_model: String,
+}
+
+impl Gate {
+    /// Submits a generate request (the JSON body of `POST /v1/generate`) for
+    /// `account_id`. In one transaction: the idempotency check on
+    /// `request_id`, the hold of the estimate, and the pending job. The same
+    /// `request_id` with the same request returns the same job and holds
+    /// nothing more; with another request it is
+    /// [`Error::IdempotencyConflict`]. Any refusal records nothing, so the
+    /// caller may retry the same `request_id` once the cause is fixed.
+    pub fn submit(&self, account_id: &str, body: &Value) -> Result<Submitted> {
+        let request = normalize(body)?;
+        let request_id = request
+            .request_id
+            .clone()
+            .ok_or_else(|| Error::invalid("request_id", "is required"))?;
+        let fingerprint = request.fingerprint();
+        let request_json = serde_json::to_string(&request)
+            .map_err(|err| Error::invalid("body", err.to_string()))?;
+        // Pricing reads immutable catalogs, so it is done before the write;
+        // its error is raised inside, after the idempotency check, so that a
+        // replay still answers even if its model has since gone.
+        let prepared = self.prepare(&request);
+        let now = self.clock.now();
+        let deadline = now + self.settings.job_deadline_ms;
+        let hold_deadline = deadline + self.settings.hold_grace_ms;
+        let account_id = account_id.to_owned();
+        self.store.write(move |tx| {
+            if let Some(existing) = jobs::find_by_request(tx, &account_id, &request_id)? {
+                if existing.fingerprint == fingerprint {
+                    return Ok(Submitted {
+                        job: existing,
+                        replayed: true,
+                    });
+                }
+                return Err(Error::IdempotencyConflict { request_id });
+            }
+            let prepared = prepared?;
+            let job_id = random_id("job_");
+            let micros = prepared.estimate.micros;
+            let hold_id = (micros > 0).then(|| format!("hold:{job_id}"));
+            if let Some(hold_id) = &hold_id {
+                let memo = format!("{} {}", prepared.estimate.model, request_id);
+                let held = ledger::hold(
+                    tx,
+                    hold_id,
+                    &account_id,
+                    micros,
+                    Some(hold_deadline),
+                    &memo,
+                    now,
+                );
+                if let Err(Error::InsufficientCredits {
+                    required_micros,
+                    available_micros,
+                    ..
+                }) = held
+                {
+                    return Err(Error::InsufficientCredits {
+                        required_micros,
+                        available_micros,
+                        suggestion: Some(suggest(&prepared, available_micros)),
+                    });
+                }
+                held?;
+            } else {
+                // A free job still needs an existing account.
+                ledger::balance(tx, &account_id)?;
+            }
+            let new = NewJob {
+                id: job_id,
+                account_id: account_id.clone(),
+                request_id,
+                fingerprint,
+                request: request_json,
+                product: prepared.estimate.product.clone(),
+                model: prepared.estimate.model.clone(),
+                price_version: prepared.estimate.price_version.clone(),
+                estimate_micros: micros,
+                estimate: serde_json::to_string(&prepared.estimate)
+                    .map_err(|err| Error::invalid("estimate", err.to_string()))?,
+                hold_id,
+                usage_event_id: random_id("use_"),
+                provider: prepared.provider,
+                upstream_model: prepared.upstream_model,
+                deadline,
+                output_token: random_id(""),
+            };
+            let job = jobs::insert(tx, &new, now)?;
+            Ok(Submitted {
+                job,
+                replayed: false,
+            })
+        })
+    }
+
+    /// Prices and routes a request; checks what the model requires.
+    fn prepare(&self, request: &GenerateRequest) -> Result<Prepared> {
+        let catalog = self.catalog(request.price_version.as_deref())?;
+        let estimate = pricing::estimate(&catalog, &request.estimate_request())?;
+        let spec = catalog
+            .model(&estimate.model)
+            .ok_or_else(|| Error::invalid("model", "vanished from its catalog"))?;
+        let needs_prompt = spec.category.starts_with("text-to") || spec.product == "chat";
+        if needs_prompt
+            && request
+                .prompt
+                .as_deref()
+                .is_none_or(|p| p.trim().is_empty())
+        {
+            return Err(Error::invalid(
+                "prompt",
+                format!("is required for {} ({})", spec.model, spec.category),
+            ));
+        }
+        if self.providers.get(&spec.provider).is_none() {
+            return Err(Error::ProviderUnavailable {
+                provider: spec.provider.clone(),
+            });
+        }
+        Ok(Prepared {
+            provider: spec.provider.clone(),
+            upstream_model: spec.upstream_model.clone(),
+            catalog: catalog.clone(),
+            estimate,
+        })
+    }
+
+    /// An account's job by its request id (or its task id). Another
+    /// account's job is `not_found`, so its existence does not leak.
+    pub fn job_for(&self, account_id: &str, request_or_task_id: &str) -> Result<Job> {
+        self.store.read(|conn| {
+            if let Some(job) = jobs::find_by_request(conn, account_id, request_or_task_id)? {
+                return Ok(job);
+            }
+            match jobs::get(conn, request_or_task_id) {
+                Ok(job) if job.account_id == account_id => Ok(job),
+                _ => Err(Error::NotFound {
+                    what: "job",
+                    id: request_or_task_id.to_owned(),
+                }),
+            }
+        })
+    }
+
+    /// A job by id (operators; no account check).
+    pub fn job(&self, job_id: &str) -> Result<Job> {
+        self.store.read(|conn| jobs::get(conn, job_id))
+    }
+
+    /// Jobs, newest first.
+    pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        self.store.read(|conn| jobs::list(conn, filter))
+    }
+
+    /// Cancels an account's live job and releases its hold, in one
+    /// transaction; then asks the provider to stop (best effort). A finished
+    /// job is [`Error::InvalidTransition`]; another account's is `not_found`.
+    pub fn cancel(&self, account_id: &str, request_or_task_id: &str) -> Result<Job> {
+        let job = self.job_for(account_id, request_or_task_id)?;
+        let now = self.clock.now();
+        let (job_id, from) = (job.id.clone(), job.status);
+        let canceled = self.store.write(move |tx| {
+            let change = Change {
+                error_code: Some("canceled".into()),
+                error_message: Some("canceled by its owner".into()),
+                ..Change::default()
+            };
+            finish_unpaid(tx, &job_id, from, JobStatus::Canceled, change, now)
+        })?;
+        if from == JobStatus::Running {
+            self.cancel_at_provider(&canceled);
+        }
+        Ok(canceled)
+    }
+}
+
+/// Moves a live job to a terminal status other than success and releases
+/// its hold in the same transaction.
+pub(crate) fn finish_unpaid(
+    tx: &Tx<'_>,
+    job_id: &str,
+    from: JobStatus,
+    to: JobStatus,
+    change: Change,
+    now: crate::clock::UnixMillis,
+) -> Result<Job> {
+    assert!(
+        to.is_terminal() && to != JobStatus::Succeeded,
+        "an unpaid end"
+    );
+    let job = jobs::transition(tx, job_id, from, to, change, now)?;
+    if let Some(hold_id) = &job.hold_id {
+        release_hold(tx, &job.id, hold_id, now)?;
+    }
+    Ok(job)
+}
+
+/// Releases a job's hold with the deterministic id `release:<job>`. A hold
+/// the ledger already expired (its backstop sweep) is already released.
+fn release_hold(
+    tx: &Tx<'_>,
+    job_id: &str,
+    hold_id: &str,
+    now: crate::clock::UnixMillis,
+) -> Result<()> {
+    match ledger::release(tx, &format!("release:{job_id}"), hold_id, now) {
+        Ok(_) => Ok(()),
+        Err(Error::HoldAlreadyResolved { resolved_by, .. })
+            if resolved_by == format!("expire:{hold_id}") =>
+        {
+            Ok(())
+        }
+        Err(other) => Err(other),
+    }
+}
+
+/// The most expensive model of the same product whose default request fits
+/// the available balance, as advice; or a plain top-up hint.
+fn suggest(prepared: &Prepared, available_micros: i64) -> String {
+    let product = &prepared.estimate.product;
+    let fits = prepared
+        .catalog
+        .models
+        .iter()
+        .filter(|spec| &spec.product == product && spec.model != prepared.estimate.model)
+        .filter_map(|spec| {
+            let request = EstimateRequest {
+                product: None,
+                model: spec.model.clone(),
+                units: Units::default(),
+                input_image_urls: Vec::new(),
+            };
+            pricing::estimate(&prepared.catalog, &request).ok()
+        })
+        .filter(|estimate| estimate.micros <= available_micros)
+        .max_by_key(|estimate| estimate.micros);
+    match fits {
+        Some(estimate) => format!(
+            "Use a cheaper model such as {} ({} credits), or ask the owner to top up.",
+            estimate.model,
+            to_credits(estimate.micros)
+        ),
+        None => format!(
+            "Ask the owner to top up: {} credits are required and {} are available.",
+            to_credits(prepared.estimate.micros),
+            to_credits(available_micros.max(0))
+        ),
+    }
+}
+
+/// The deterministic seed of a request: the first 4 bytes of the SHA-256 of
+/// its fingerprint, so the same request gets the same seed.
+pub(crate) fn seed_of(fingerprint: &str) -> i64 {
+    let digest = Sha256::digest(fingerprint.as_bytes());
+    i64::from(u32::from_be_bytes([
+        digest[0], digest[1], digest[2], digest[3],
+    ]))
+}

@@ -1,0 +1,603 @@
+//! Generation jobs: the idempotent job state machine. This module alone
+//! writes `jobs` and `usage_events`, and alone changes a job's status, only
+//! along the edges of [`JobStatus::can_become`]:
+//!
+//! ```text
+//! pending ──▶ running ──▶ succeeded
+//!    │           ├──────▶ failed
+//!    ├───────────┼──────▶ canceled
+//!    └───────────┴──────▶ expired      (and pending ──▶ failed)
+//! ```
+//!
+//! The ledger effect of a change (capture on success, release otherwise) is
+//! the facade's to compose in the same transaction; this module records the
+//! job side and refuses any other edge.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::UnixMillis;
+use crate::error::{Error, Result};
+use crate::store::Tx;
+
+/// Jobs listed in one call, at most.
+pub const JOBS_LIST_MAX: usize = 500;
+/// Jobs claimed by one worker step, at most.
+pub const CLAIM_BATCH_MAX: usize = 64;
+/// Overdue jobs expired by one worker step, at most.
+pub const EXPIRE_JOBS_BATCH_MAX: usize = 256;
+/// Outputs one job may record, at most.
+pub const OUTPUTS_MAX: usize = 16;
+/// The longest error message kept on a job.
+pub const ERROR_MESSAGE_CHARS_MAX: usize = 1_000;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Accepted and held; not yet handed to its provider.
+    Pending,
+    /// The provider has it.
+    Running,
+    /// Done; the hold was captured.
+    Succeeded,
+    /// The provider (or the submission) failed; the hold was released.
+    Failed,
+    /// Canceled by its owner; the hold was released.
+    Canceled,
+    /// Its deadline passed first; the hold was released.
+    Expired,
+}
+
+impl JobStatus {
+    /// The status's name in the database and on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Canceled => "canceled",
+            JobStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses a status name.
+    pub fn parse(name: &str) -> Option<JobStatus> {
+        Some(match name {
+            "pending" => JobStatus::Pending,
+            "running" => JobStatus::Running,
+            "succeeded" => JobStatus::Succeeded,
+            "failed" => JobStatus::Failed,
+            "canceled" => JobStatus::Canceled,
+            "expired" => JobStatus::Expired,
+            _ => return None,
+        })
+    }
+
+    /// Whether the job is finished (no further change is allowed).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, JobStatus::Pending | JobStatus::Running)
+    }
+
+    /// The allowed edges of the state machine.
+    pub fn can_become(self, next: JobStatus) -> bool {
+        use JobStatus::*;
+        matches!(
+            (self, next),
+            (Pending, Running)
+                | (Pending, Failed)
+                | (Pending, Canceled)
+                | (Pending, Expired)
+                | (Running, Succeeded)
+                | (Running, Failed)
+                | (Running, Canceled)
+                | (Running, Expired)
+        )
+    }
+}
+
+/// One output of a finished job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// Where to fetch it.
+    pub url: String,
+    /// Its media type (`image/png`).
+    pub mime: String,
+    /// For fixture outputs: the sample file served at `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// `job_<hex>`: the `task_id` agents see.
+    pub id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// The caller's idempotency key, unique per account.
+    pub request_id: String,
+    /// SHA-256 of the normalised request.
+    pub fingerprint: String,
+    /// The normalised request, JSON.
+    pub request: String,
+    /// The product (`image`, `video`, ...).
+    pub product: String,
+    /// The model.
+    pub model: String,
+    /// The price version it was estimated and held under.
+    pub price_version: String,
+    /// The estimate, in micro-credits: what is held and what success costs.
+    pub estimate_micros: i64,
+    /// The estimate with its breakdown, JSON.
+    pub estimate: String,
+    /// The ledger hold reserving the estimate (`None` for a free job).
+    pub hold_id: Option<String>,
+    /// The usage event that records the charge on success.
+    pub usage_event_id: String,
+    /// The provider serving the model.
+    pub provider: String,
+    /// The model id at the provider.
+    pub upstream_model: String,
+    /// The provider's id for the task, once submitted.
+    pub provider_task_id: Option<String>,
+    /// The status.
+    pub status: JobStatus,
+    /// Submissions tried.
+    pub submit_attempts: i64,
+    /// Set before a submit is attempted: a submission may have happened.
+    pub submit_started_at: Option<UnixMillis>,
+    /// Polls answered "still running".
+    pub polls: i64,
+    /// Polls that failed transiently.
+    pub poll_errors: i64,
+    /// When a worker should next look at it.
+    pub next_run_at: UnixMillis,
+    /// A worker holds it until then.
+    pub lease_until: Option<UnixMillis>,
+    /// Past this, it expires.
+    pub deadline: UnixMillis,
+    /// The unguessable part of its output URLs.
+    pub output_token: String,
+    /// Outputs, once succeeded.
+    pub outputs: Vec<Output>,
+    /// The seed used, where known.
+    pub seed: Option<i64>,
+    /// Why it failed (machine code).
+    pub error_code: Option<String>,
+    /// Why it failed (for a human).
+    pub error_message: Option<String>,
+    /// What was charged, once succeeded.
+    pub charged_micros: Option<i64>,
+    /// When it was accepted.
+    pub created_at: UnixMillis,
+    /// When it last changed.
+    pub updated_at: UnixMillis,
+    /// When it reached a terminal status.
+    pub finished_at: Option<UnixMillis>,
+}
+
+/// What a new job records.
+#[derive(Debug, Clone)]
+pub(crate) struct NewJob {
+    pub(crate) id: String,
+    pub(crate) account_id: String,
+    pub(crate) request_id: String,
+    pub(crate) fingerprint: String,
+    pub(crate) request: String,
+    pub(crate) product: String,
+    pub(crate) model: String,
+    pub(crate) price_version: String,
+    pub(crate) estimate_micros: i64,
+    pub(crate) estimate: String,
+    pub(crate) hold_id: Option<String>,
+    pub(crate) usage_event_id: String,
+    pub(crate) provider: String,
+    pub(crate) upstream_model: String,
+    pub(crate) deadline: UnixMillis,
+    pub(crate) output_token: String,
+}
+
+const JOB_COLUMNS: &str = "id, account_id, request_id, fingerprint, request, product, model,
+    price_version, estimate_micros, estimate, hold_id, usage_event_id, provider, upstream_model,
+    provider_task_id, status, submit_attempts, submit_started_at, polls, poll_errors, next_run_at,
+    lease_until, deadline, output_token, outputs, seed, error_code, error_message, charged_micros,
+    created_at, updated_at, finished_at";
+
+fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let status: String = row.get(15)?;
+    let outputs: Option<String> = row.get(24)?;
+    let bad = |index: usize, message: String| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            message.into(),
+        )
+    };
+    Ok(Job {
+        id: row.get(0)?,
+        account_id: row.get(1)?,
+        request_id: row.get(2)?,
+        fingerprint: row.get(3)?,
+        request: row.get(4)?,
+        product: row.get(5)?,
+        model: row.get(6)?,
+        price_version: row.get(7)?,
+        estimate_micros: row.get(8)?,
+        estimate: row.get(9)?,
+        hold_id: row.get(10)?,
+        usage_event_id: row.get(11)?,
+        provider: row.get(12)?,
+        upstream_model: row.get(13)?,
+        provider_task_id: row.get(14)?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| bad(15, format!("unknown status {status}")))?,
+        submit_attempts: row.get(16)?,
+        submit_started_at: row.get(17)?,
+        polls: row.get(18)?,
+        poll_errors: row.get(19)?,
+        next_run_at: row.get(20)?,
+        lease_until: row.get(21)?,
+        deadline: row.get(22)?,
+        output_token: row.get(23)?,
+        outputs: match outputs {
+            None => Vec::new(),
+            Some(text) => serde_json::from_str(&text).map_err(|err| bad(24, err.to_string()))?,
+        },
+        seed: row.get(25)?,
+        error_code: row.get(26)?,
+        error_message: row.get(27)?,
+        charged_micros: row.get(28)?,
+        created_at: row.get(29)?,
+        updated_at: row.get(30)?,
+        finished_at: row.get(31)?,
+    })
+}
+
+/// Records a new pending job, due for submission now.
+pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> {
+    tx.prepare_cached(
+        "INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product, model,
+            price_version, estimate_micros, estimate, hold_id, usage_event_id, provider,
+            upstream_model, status, next_run_at, deadline, output_token, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', ?15, ?16,
+            ?17, ?15, ?15)",
+    )?
+    .execute(params![
+        new.id,
+        new.account_id,
+        new.request_id,
+        new.fingerprint,
+        new.request,
+        new.product,
+        new.model,
+        new.price_version,
+        new.estimate_micros,
+        new.estimate,
+        new.hold_id,
+        new.usage_event_id,
+        new.provider,
+        new.upstream_model,
+        now,
+        new.deadline,
+        new.output_token,
+    ])?;
+    let job = get(tx, &new.id)?;
+    // Pair assertion: the job reads back as it was written.
+    assert_eq!(
+        (job.status, job.estimate_micros, &job.hold_id),
+        (JobStatus::Pending, new.estimate_micros, &new.hold_id),
+        "a new job reads back as written"
+    );
+    Ok(job)
+}
+
+/// A job by id.
+pub fn get(conn: &Connection, id: &str) -> Result<Job> {
+    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+        .query_row([id], from_row)
+        .optional()?
+        .ok_or_else(|| Error::NotFound {
+            what: "job",
+            id: id.to_owned(),
+        })
+}
+
+/// An account's job by its request id.
+pub fn find_by_request(
+    conn: &Connection,
+    account_id: &str,
+    request_id: &str,
+) -> Result<Option<Job>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = ?1 AND request_id = ?2"
+        ))?
+        .query_row([account_id, request_id], from_row)
+        .optional()?)
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this account's.
+    pub account_id: Option<String>,
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// At most this many (capped at [`JOBS_LIST_MAX`]).
+    pub limit: usize,
+}
+
+/// Jobs, newest first.
+pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
+    let limit = filter.limit.clamp(1, JOBS_LIST_MAX) as i64;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE (?1 IS NULL OR account_id = ?1) AND (?2 IS NULL OR status = ?2)
+         ORDER BY created_at DESC, id DESC LIMIT ?3"
+    ))?;
+    let rows = stmt.query_map(
+        params![
+            filter.account_id,
+            filter.status.map(JobStatus::as_str),
+            limit
+        ],
+        from_row,
+    )?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// What a status change records beside the status.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Change {
+    pub(crate) provider_task_id: Option<String>,
+    pub(crate) outputs: Option<Vec<Output>>,
+    pub(crate) seed: Option<i64>,
+    pub(crate) error_code: Option<String>,
+    pub(crate) error_message: Option<String>,
+    pub(crate) charged_micros: Option<i64>,
+    pub(crate) next_run_at: Option<UnixMillis>,
+}
+
+/// Moves a job from `from` to `to`, refusing any edge the state machine
+/// does not allow and any job not in `from` (it changed meanwhile).
+pub(crate) fn transition(
+    tx: &Tx<'_>,
+    job_id: &str,
+    from: JobStatus,
+    to: JobStatus,
+    change: Change,
+    now: UnixMillis,
+) -> Result<Job> {
+    if !from.can_become(to) {
+        return Err(Error::InvalidTransition {
+            job_id: job_id.to_owned(),
+            from: from.as_str(),
+            to: to.as_str(),
+        });
+    }
+    let outputs = change
+        .outputs
+        .as_ref()
+        .map(|outputs| {
+            assert!(outputs.len() <= OUTPUTS_MAX, "providers cap their outputs");
+            serde_json::to_string(outputs)
+        })
+        .transpose()
+        .map_err(|err| Error::invalid("outputs", err.to_string()))?;
+    let message = change
+        .error_message
+        .map(|m| m.chars().take(ERROR_MESSAGE_CHARS_MAX).collect::<String>());
+    let changed = tx
+        .prepare_cached(
+            "UPDATE jobs SET status = ?3,
+                provider_task_id = coalesce(?4, provider_task_id),
+                outputs = coalesce(?5, outputs),
+                seed = coalesce(?6, seed),
+                error_code = coalesce(?7, error_code),
+                error_message = coalesce(?8, error_message),
+                charged_micros = coalesce(?9, charged_micros),
+                next_run_at = coalesce(?10, next_run_at),
+                lease_until = NULL,
+                updated_at = ?11,
+                finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END
+             WHERE id = ?1 AND status = ?2",
+        )?
+        .execute(params![
+            job_id,
+            from.as_str(),
+            to.as_str(),
+            change.provider_task_id,
+            outputs,
+            change.seed,
+            change.error_code,
+            message,
+            change.charged_micros,
+            change.next_run_at,
+            now,
+            to.is_terminal(),
+        ])?;
+    if changed != 1 {
+        let current = get(tx, job_id)?;
+        return Err(Error::InvalidTransition {
+            job_id: job_id.to_owned(),
+            from: current.status.as_str(),
+            to: to.as_str(),
+        });
+    }
+    get(tx, job_id)
+}
+
+/// Bookkeeping that does not change the status: the next time to look,
+/// counters, and the lease. Refused if the job is no longer in `status`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reschedule {
+    pub(crate) next_run_at: UnixMillis,
+    pub(crate) add_polls: i64,
+    pub(crate) add_poll_errors: i64,
+    pub(crate) error_message: Option<String>,
+}
+
+/// Applies a [`Reschedule`] to a non-terminal job still in `status`.
+pub(crate) fn reschedule(
+    tx: &Tx<'_>,
+    job_id: &str,
+    status: JobStatus,
+    plan: &Reschedule,
+    now: UnixMillis,
+) -> Result<Job> {
+    assert!(!status.is_terminal(), "only live jobs are rescheduled");
+    let changed = tx
+        .prepare_cached(
+            "UPDATE jobs SET next_run_at = ?3, polls = polls + ?4, poll_errors = poll_errors + ?5,
+                error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7
+             WHERE id = ?1 AND status = ?2",
+        )?
+        .execute(params![
+            job_id,
+            status.as_str(),
+            plan.next_run_at,
+            plan.add_polls,
+            plan.add_poll_errors,
+            plan.error_message,
+            now
+        ])?;
+    if changed != 1 {
+        let current = get(tx, job_id)?;
+        return Err(Error::InvalidTransition {
+            job_id: job_id.to_owned(),
+            from: current.status.as_str(),
+            to: status.as_str(),
+        });
+    }
+    get(tx, job_id)
+}
+
+/// Leases up to `limit` live jobs that are due and not past their deadline
+/// until `lease_until`; a pending job is marked as possibly submitted
+/// (`submit_started_at`) and its attempt counted before any provider call.
+pub(crate) fn claim_due(
+    tx: &Tx<'_>,
+    now: UnixMillis,
+    lease_until: UnixMillis,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id FROM jobs
+             WHERE status IN ('pending', 'running') AND next_run_at <= ?1 AND deadline > ?1
+               AND (lease_until IS NULL OR lease_until <= ?1)
+             ORDER BY next_run_at, id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, limit.min(CLAIM_BATCH_MAX) as i64], |r| {
+            r.get(0)
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut claimed = Vec::with_capacity(ids.len());
+    for id in ids {
+        tx.prepare_cached(
+            "UPDATE jobs SET lease_until = ?2,
+                submit_attempts = submit_attempts + (status = 'pending'),
+                submit_started_at = CASE WHEN status = 'pending'
+                    THEN coalesce(submit_started_at, ?3) ELSE submit_started_at END
+             WHERE id = ?1",
+        )?
+        .execute(params![id, lease_until, now])?;
+        claimed.push(get(tx, &id)?);
+    }
+    Ok(claimed)
+}
+
+/// Live jobs whose deadline has passed, oldest deadline first.
+pub(crate) fn overdue(conn: &Connection, now: UnixMillis) -> Result<Vec<Job>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs
+         WHERE status IN ('pending', 'running') AND deadline <= ?1
+         ORDER BY deadline, id LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![now, EXPIRE_JOBS_BATCH_MAX as i64], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The earliest time a live job needs a worker, if any.
+pub(crate) fn next_due(conn: &Connection) -> Result<Option<UnixMillis>> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT min(min(next_run_at, deadline)) FROM jobs WHERE status IN ('pending', 'running')",
+        )?
+        .query_row([], |row| row.get(0))?)
+}
+
+/// Releases every lease: after a restart no worker holds anything.
+pub(crate) fn release_leases(tx: &Tx<'_>) -> Result<usize> {
+    Ok(tx
+        .prepare_cached("UPDATE jobs SET lease_until = NULL WHERE lease_until IS NOT NULL AND status IN ('pending', 'running')")?
+        .execute([])?)
+}
+
+/// Records the usage event of a succeeded job's charge (`transfer_id` is
+/// `None` for a free job).
+pub(crate) fn record_usage(
+    tx: &Tx<'_>,
+    job: &Job,
+    transfer_id: Option<&str>,
+    amount: i64,
+    now: UnixMillis,
+) -> Result<()> {
+    assert_eq!(
+        job.status,
+        JobStatus::Succeeded,
+        "only a success is charged"
+    );
+    tx.prepare_cached(
+        "INSERT INTO usage_events (id, job_id, account_id, transfer_id, amount, model, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        job.usage_event_id,
+        job.id,
+        job.account_id,
+        transfer_id,
+        amount,
+        job.model,
+        now
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_documented_edges_are_allowed() {
+        use JobStatus::*;
+        let all = [Pending, Running, Succeeded, Failed, Canceled, Expired];
+        let allowed: Vec<(JobStatus, JobStatus)> = all
+            .iter()
+            .flat_map(|a| all.iter().map(move |b| (*a, *b)))
+            .filter(|(a, b)| a.can_become(*b))
+            .collect();
+        assert_eq!(
+            allowed,
+            [
+                (Pending, Running),
+                (Pending, Failed),
+                (Pending, Canceled),
+                (Pending, Expired),
+                (Running, Succeeded),
+                (Running, Failed),
+                (Running, Canceled),
+                (Running, Expired),
+            ]
+        );
+        for status in all {
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+            if status.is_terminal() {
+                assert!(all.iter().all(|next| !status.can_become(*next)));
+            }
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Providers: the upstream services that run generations. This module owns
+//! the [`Provider`] trait (submit, poll, cancel), the typed errors that tell
+//! a retry from a failure, and the [`ProviderRegistry`] that maps a
+//! catalog's provider names to implementations. It knows no job table and no
+//! ledger: the facade's worker asks a provider and records the answer.
+//!
+//! [`fixture`] is the deterministic, offline provider; HTTP adapters for
+//! real upstreams come later, each behind the same trait.
+
+pub mod fixture;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::jobs::Output;
+use crate::pricing::ResolvedUnits;
+
+/// Outputs a provider may return for one job, at most.
+pub const PROVIDER_OUTPUTS_MAX: usize = crate::jobs::OUTPUTS_MAX;
+
+/// What a provider is told about a job.
+#[derive(Debug, Clone)]
+pub struct ProviderJob<'a> {
+    /// Our job id: the idempotency key for providers that accept one.
+    pub job_id: &'a str,
+    /// The model as the catalog names it.
+    pub model: &'a str,
+    /// The model id at the provider.
+    pub upstream_model: &'a str,
+    /// The product (`image`, `video`, `music`, `chat`, ...).
+    pub product: &'a str,
+    /// The prompt, if any.
+    pub prompt: Option<&'a str>,
+    /// The options priced, defaults filled in.
+    pub units: &'a ResolvedUnits,
+    /// Input images.
+    pub input_image_urls: &'a [String],
+    /// The provider's task id, once submitted.
+    pub provider_task_id: Option<&'a str>,
+    /// Submissions tried, this one included.
+    pub submit_attempts: i64,
+    /// True when an earlier submission may have reached the provider (a
+    /// crash or a timeout): only idempotent providers may submit again.
+    pub resubmission: bool,
+    /// Polls answered "still running" so far.
+    pub polls: i64,
+    /// Polls that failed transiently so far.
+    pub poll_errors: i64,
+    /// The seed derived from the request (deterministic).
+    pub seed: i64,
+    /// Where the job's outputs are served from, for providers whose outputs
+    /// the appliance serves itself (`.../v1/files/<job>/<token>`).
+    pub output_url_base: String,
+}
+
+/// A finished generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// What was generated.
+    pub outputs: Vec<Output>,
+    /// The seed used, where known.
+    pub seed: Option<i64>,
+}
+
+/// What a submission returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submission {
+    /// The provider queued it under this task id.
+    Accepted {
+        /// The provider's id for the task.
+        task_id: String,
+    },
+    /// The provider answered synchronously.
+    Completed {
+        /// The provider's id for the task.
+        task_id: String,
+        /// The result.
+        completion: Completion,
+    },
+}
+
+/// What a poll found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollStatus {
+    /// Still queued or generating.
+    Running,
+    /// Done.
+    Succeeded(Completion),
+    /// The generation failed.
+    Failed {
+        /// A machine code.
+        code: String,
+        /// The provider's reason.
+        message: String,
+    },
+}
+
+/// Why a provider call did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// Worth retrying later (timeouts, 429, 5xx, maintenance).
+    #[error("transient provider error: {message}")]
+    Transient {
+        /// What happened.
+        message: String,
+    },
+    /// Retrying will not help; the job fails with this reason.
+    #[error("provider refused: {code}: {message}")]
+    Permanent {
+        /// A machine code.
+        code: String,
+        /// The provider's reason.
+        message: String,
+    },
+}
+
+/// An upstream that runs generations.
+pub trait Provider: Send + Sync + std::fmt::Debug {
+    /// Hands the job to the provider.
+    fn submit(&self, job: &ProviderJob<'_>) -> Result<Submission, ProviderError>;
+    /// Asks how a submitted job is doing.
+    fn poll(&self, job: &ProviderJob<'_>) -> Result<PollStatus, ProviderError>;
+    /// Asks the provider to stop a job (best effort).
+    fn cancel(&self, job: &ProviderJob<'_>) -> Result<(), ProviderError>;
+    /// Whether submitting the same job twice yields one task (the job id is
+    /// an idempotency key). Jobs whose submission is uncertain after a crash
+    /// are resubmitted only to such providers.
+    fn idempotent_submit(&self) -> bool;
+}
+
+/// Providers by the names catalogs use.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderRegistry {
+    providers: BTreeMap<String, Arc<dyn Provider>>,
+}
+
+impl ProviderRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        ProviderRegistry::default()
+    }
+
+    /// A registry with only the fixture provider, under `fixture`, running
+    /// `scenarios`.
+    pub fn fixture(scenarios: fixture::Scenarios) -> Self {
+        let mut registry = ProviderRegistry::new();
+        registry.insert(
+            "fixture",
+            Arc::new(fixture::FixtureProvider::new(scenarios)),
+        );
+        registry
+    }
+
+    /// Registers `provider` under `name`, replacing any other.
+    pub fn insert(&mut self, name: &str, provider: Arc<dyn Provider>) {
+        self.providers.insert(name.to_owned(), provider);
+    }
+
+    /// The provider registered under `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.get(name)
+    }
+
+    /// The registered names.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.providers.keys().map(String::as_str)
+    }
+}
