@@ -156,6 +156,32 @@ pub enum Error {
     /// The writer thread has stopped (the store is shutting down).
     #[error("the store's writer has stopped")]
     WriterStopped,
+    /// A request body exceeded the shell's limit (raised by shells such as
+    /// the HTTP appliance, kept here so every refusal has one table).
+    #[error("the request body exceeds {limit_bytes} bytes")]
+    PayloadTooLarge {
+        /// The limit.
+        limit_bytes: usize,
+    },
+    /// A request body did not arrive in time (raised by shells).
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
+    /// No route answers this path (raised by shells).
+    #[error("no route for {method} {path}")]
+    NoRoute {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
+    /// The route exists but not for this method (raised by shells).
+    #[error("{method} is not allowed on {path}")]
+    MethodNotAllowed {
+        /// The request method.
+        method: String,
+        /// The request path.
+        path: String,
+    },
     /// SQLite failed (disk, corruption, a constraint the core did not expect).
     #[error("storage error: {0}")]
     Storage(#[from] rusqlite::Error),
@@ -189,6 +215,10 @@ impl Error {
             Error::NoPriceCatalog => "no_price_catalog",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::PayloadTooLarge { .. } => "payload_too_large",
+            Error::RequestTimeout => "request_timeout",
+            Error::NoRoute { .. } => "not_found",
+            Error::MethodNotAllowed { .. } => "method_not_allowed",
             Error::CommitFailed { .. } => "storage_error",
             Error::WriterStopped => "storage_unavailable",
             Error::Storage(_) => "storage_error",
@@ -217,5 +247,79 @@ impl Error {
     }
 }
 
+/// Every machine code [`Error::code`] can return (a pricing error's codes
+/// included), so a shell can check it maps each to a status.
+pub const ERROR_CODES: &[&str] = &[
+    "invalid_request",
+    "invalid_amount",
+    "not_found",
+    "insufficient_credits",
+    "idempotency_conflict",
+    "invalid_transition",
+    "provider_unavailable",
+    "exists_with_different_fields",
+    "hold_already_resolved",
+    "hold_expired",
+    "capture_exceeds_hold",
+    "refund_exceeds_charge",
+    "wrong_transfer_kind",
+    "unknown_model",
+    "invalid_option",
+    "internal",
+    "invalid_catalog",
+    "unknown_price_version",
+    "price_version_conflict",
+    "no_price_catalog",
+    "balance_limit",
+    "schema_too_new",
+    "payload_too_large",
+    "request_timeout",
+    "method_not_allowed",
+    "storage_error",
+    "storage_unavailable",
+];
+
 /// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pricing::EstimateError;
+
+    #[test]
+    fn every_variant_has_a_listed_code() {
+        let samples = vec![
+            Error::invalid("f", "m"),
+            Error::InvalidAmount(AmountError::Zero),
+            Error::NotFound { what: "job", id: "j".into() },
+            Error::InsufficientCredits { required_micros: 1, available_micros: 0, suggestion: None },
+            Error::IdempotencyConflict { request_id: "r".into() },
+            Error::InvalidTransition { job_id: "j".into(), from: "succeeded", to: "canceled" },
+            Error::ProviderUnavailable { provider: "p".into() },
+            Error::ExistsWithDifferentFields { id: "t".into(), field: "amount" },
+            Error::HoldAlreadyResolved { hold_id: "h".into(), resolved_by: "c".into() },
+            Error::HoldExpired { hold_id: "h".into() },
+            Error::CaptureExceedsHold { requested_micros: 2, held_micros: 1 },
+            Error::RefundExceedsCharge { requested_micros: 2, refundable_micros: 1 },
+            Error::WrongTransferKind { id: "t".into(), kind: "grant".into(), operation: "refund" },
+            Error::Estimate(EstimateError::UnknownModel { model: "m".into(), close_matches: vec![] }),
+            Error::Estimate(EstimateError::InvalidOption { option: "count".into(), value: "3".into(), allowed: vec![] }),
+            Error::UnknownPriceVersion { requested: "v".into(), retired: false, active: None },
+            Error::PriceVersionConflict { version: "v".into() },
+            Error::NoPriceCatalog,
+            Error::BalanceLimit,
+            Error::SchemaTooNew { found: 2, supported: 1 },
+            Error::PayloadTooLarge { limit_bytes: 1 },
+            Error::RequestTimeout,
+            Error::NoRoute { method: "GET".into(), path: "/x".into() },
+            Error::MethodNotAllowed { method: "PUT".into(), path: "/x".into() },
+            Error::CommitFailed { message: "m".into() },
+            Error::WriterStopped,
+        ];
+        for err in samples {
+            assert!(ERROR_CODES.contains(&err.code()), "{} is not listed", err.code());
+            assert!(!err.to_string().is_empty());
+        }
+    }
+}

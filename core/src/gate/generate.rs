@@ -292,3 +292,45 @@ pub(crate) fn seed_of(fingerprint: &str) -> i64 {
         digest[0], digest[1], digest[2], digest[3],
     ]))
 }
+
+/// A job output the appliance serves itself (fixture outputs).
+#[derive(Debug, Clone, Copy)]
+pub struct OutputFile {
+    /// Its media type.
+    pub mime: &'static str,
+    /// Its bytes.
+    pub bytes: &'static [u8],
+}
+
+impl Gate {
+    /// The file behind output `index` of a succeeded job, if `token` is the
+    /// job's output token (compared in constant time): the unguessable URL
+    /// is the credential. Anything else is `not_found`.
+    pub fn output_file(&self, job_id: &str, token: &str, index: usize) -> Result<OutputFile> {
+        let not_found = || Error::NotFound {
+            what: "output",
+            id: format!("{job_id}/{index}"),
+        };
+        let job = self.store.read(|conn| jobs::get(conn, job_id)).map_err(|_| not_found())?;
+        if !constant_time_eq(job.output_token.as_bytes(), token.as_bytes())
+            || job.status != JobStatus::Succeeded
+        {
+            return Err(not_found());
+        }
+        let output = job.outputs.get(index).ok_or_else(not_found)?;
+        let sample = output
+            .file
+            .as_deref()
+            .and_then(crate::providers::fixture::sample_file)
+            .ok_or_else(not_found)?;
+        Ok(OutputFile {
+            mime: sample.mime,
+            bytes: sample.bytes,
+        })
+    }
+}
+
+/// Equality that takes the same time wherever the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

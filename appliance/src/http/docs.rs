@@ -1,0 +1,97 @@
+//! Machine-readable docs for agents: the OpenAPI 3.1 document (kept in
+//! `openapi.json` beside this file and checked against the route table by
+//! a test) and llms.txt, both naming this instance's base URL.
+
+use serde_json::{json, Value};
+
+const OPENAPI: &str = include_str!("openapi.json");
+
+/// The OpenAPI document, with this instance as its server.
+pub fn openapi(base_url: &str) -> Value {
+    let mut doc: Value = serde_json::from_str(OPENAPI).unwrap_or_else(|_| json!({}));
+    doc["servers"] = json!([{ "url": base_url }]);
+    doc
+}
+
+/// The agent quickstart for this instance.
+pub fn llms_txt(base_url: &str, price_version: Option<&str>) -> String {
+    let version = price_version.unwrap_or("(no catalog imported yet)");
+    format!(
+        r#"# creditgate
+
+> A credits gateway for AI agents that generate media (images, video, music,
+> chat). You hold prepaid credits; a job's price is held when you submit it
+> and charged exactly once, only if it succeeds.
+
+Base URL: {base_url}
+OpenAPI 3.1: {base_url}/agent/openapi.json
+Active price version: {version}
+
+## Authenticate
+
+Send `Authorization: Bearer <key>` on every /v1 call. A key is an API key
+from the operator (`cg_live_...`), an agent key (`cg_agent_...`), or a
+15-minute access token (`cg_at_...`) from POST /api/v1/agents/auth/token.
+Keys carry scopes: a product (`image`, `video`, `music`, `chat`, ...) or
+`admin`. A key without the product's scope gets 403 `forbidden`.
+
+## The flow
+
+1. GET {base_url}/v1/models/list             models, prices, options
+2. POST {base_url}/v1/credits/estimate       {{"model": "nano-banana-pro", "units": {{"count": 1, "resolution": "4K"}}}}
+3. POST {base_url}/v1/generate               {{"request_id": "<your uuid>", "model": "nano-banana-pro", "prompt": "..."}}
+4. GET {base_url}/v1/generate/<request_id>   until status is succeeded, failed, canceled or expired
+5. Fetch data.outputs[i].url (each with its mime).
+
+Example:
+
+    curl -s {base_url}/v1/generate \
+      -H "Authorization: Bearer $CREDITGATE_KEY" -H "Content-Type: application/json" \
+      -d '{{"request_id":"demo-001","model":"nano-banana-pro","prompt":"a lighthouse at dawn"}}'
+
+Shortcuts: top-level count, resolution, duration and aspect_ratio go into
+units; image_urls into input_image_urls; product may be omitted.
+Idempotency: reuse a request_id to retry safely. The same request returns
+the same job and charges nothing more; a different request under the same
+request_id is 409 `idempotency_conflict`. A refused submit records nothing,
+so retry the same request_id once you fixed the cause (after a top-up).
+Cancel: POST {base_url}/v1/generate/<request_id>/cancel releases the hold.
+Pin prices with "price_version"; the charge never changes after the fact.
+
+## Answers
+
+Every /v1 answer is {{"code", "message", "data"}}. code is 0 on success and
+the HTTP status on error; data.error is the machine code:
+400 invalid_request (data.field), unknown_model (data.close_matches),
+invalid_option (data.allowed), unknown_price_version (data.active_price_version);
+401 unauthorized, token_expired, invalid_signature, stale_timestamp, nonce_reused;
+402 insufficient_credits (data.required, data.available, data.suggestion);
+403 forbidden (data.scope); 404 not_found; 409 idempotency_conflict;
+413 payload_too_large. Credits are exact decimal numbers (0.0165).
+
+## Agent identity (ed25519)
+
+1. POST /api/v1/agents/register {{public_key, agent_name, agent_version, timestamp, nonce, signature}}
+   -> data.agent_id, data.registration_code
+2. Your owner binds the code to their account:
+   `creditgate agents bind CODE --account ID` (or POST /api/v1/agents/bind with an admin key).
+3. POST /api/v1/agents/keys/create {{agent_id, registration_code, key_name, scopes, timestamp, nonce, signature}}
+   -> data.api_key (shown once)
+4. POST /api/v1/agents/auth/token with `Authorization: Bearer <api_key>` and
+   {{agent_id, scopes, timestamp, nonce, signature}} -> access_token (900 s), refresh_token
+5. POST /api/v1/agents/auth/refresh {{refresh_token}} -> a new pair. A refresh
+   token works once; presenting a used one revokes its whole family.
+   Keys: POST /api/v1/agents/keys/list and /keys/revoke (signed).
+
+Signing: signature = lowercase hex of the ed25519 signature over
+
+    METHOD + " " + PATH + "\n" + JCS(body without "signature")
+
+where JCS is RFC 8785 canonical JSON (keys sorted, no whitespace), e.g.
+"POST /api/v1/agents/auth/token\n{{"agent_id":"agt_...","nonce":"n1","scopes":["image"],"timestamp":1790000000}}".
+timestamp is Unix seconds within 300 s of the server's clock; each nonce may
+be used once per agent. Binding method and path stops a signature made for
+one endpoint from being replayed at another.
+"#
+    )
+}

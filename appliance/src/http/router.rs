@@ -1,0 +1,149 @@
+//! The route table: every route the server answers, with its method, path
+//! pattern, whether it needs a bearer credential, and its handler. The
+//! OpenAPI document is checked against this table (every route documented,
+//! every documented path routed), so it cannot drift.
+
+use creditgate::identity::Principal;
+use creditgate::Error;
+
+use super::{handlers, status, Request, Response, State};
+
+/// Whether a route needs a credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    /// Anyone may call it.
+    Public,
+    /// `Authorization: Bearer <api key or access token>` is required.
+    Bearer,
+}
+
+/// Path parameters, by name, in pattern order.
+pub type Params = Vec<(&'static str, String)>;
+
+/// A handler: parse, call one gate method, render.
+pub type Handler = fn(&State, &Request, &Params, Option<&Principal>) -> Result<Response, Error>;
+
+/// One route.
+pub struct Route {
+    /// The HTTP method.
+    pub method: &'static str,
+    /// The path pattern; `{name}` matches one segment.
+    pub pattern: &'static str,
+    /// Who may call it.
+    pub auth: Auth,
+    /// What answers it.
+    pub handler: Handler,
+}
+
+/// Every route, in the order they are matched.
+pub const ROUTES: &[Route] = &[
+    Route { method: "POST", pattern: "/v1/generate", auth: Auth::Bearer, handler: handlers::generate },
+    Route { method: "GET", pattern: "/v1/generate/{request_id}", auth: Auth::Bearer, handler: handlers::poll },
+    Route { method: "POST", pattern: "/v1/generate/{request_id}/cancel", auth: Auth::Bearer, handler: handlers::cancel },
+    Route { method: "GET", pattern: "/v1/credits/balance", auth: Auth::Bearer, handler: handlers::balance },
+    Route { method: "POST", pattern: "/v1/credits/estimate", auth: Auth::Bearer, handler: handlers::estimate },
+    Route { method: "GET", pattern: "/v1/models/list", auth: Auth::Bearer, handler: handlers::models },
+    Route { method: "GET", pattern: "/v1/files/{job_id}/{token}/{index}/{name}", auth: Auth::Public, handler: handlers::file },
+    Route { method: "POST", pattern: "/api/v1/agents/register", auth: Auth::Public, handler: handlers::agent_register },
+    Route { method: "POST", pattern: "/api/v1/agents/bind", auth: Auth::Bearer, handler: handlers::agent_bind },
+    Route { method: "POST", pattern: "/api/v1/agents/keys/create", auth: Auth::Public, handler: handlers::agent_key_create },
+    Route { method: "POST", pattern: "/api/v1/agents/keys/list", auth: Auth::Public, handler: handlers::agent_keys_list },
+    Route { method: "POST", pattern: "/api/v1/agents/keys/revoke", auth: Auth::Public, handler: handlers::agent_key_revoke },
+    Route { method: "POST", pattern: "/api/v1/agents/auth/token", auth: Auth::Public, handler: handlers::agent_token },
+    Route { method: "POST", pattern: "/api/v1/agents/auth/refresh", auth: Auth::Public, handler: handlers::agent_refresh },
+    Route { method: "GET", pattern: "/agent/openapi.json", auth: Auth::Public, handler: handlers::openapi },
+    Route { method: "GET", pattern: "/llms.txt", auth: Auth::Public, handler: handlers::llms },
+    Route { method: "GET", pattern: "/agent/llms.txt", auth: Auth::Public, handler: handlers::llms },
+    Route { method: "GET", pattern: "/healthz", auth: Auth::Public, handler: handlers::health },
+];
+
+/// Matches `path` against `pattern`, returning the parameters.
+pub fn match_path(pattern: &'static str, path: &str) -> Option<Params> {
+    let mut params = Vec::new();
+    let mut want = pattern.split('/');
+    let mut have = path.split('/');
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return Some(params),
+            (Some(w), Some(h)) => {
+                if let Some(name) = w.strip_prefix('{').and_then(|w| w.strip_suffix('}')) {
+                    if h.is_empty() {
+                        return None;
+                    }
+                    params.push((name, h.to_owned()));
+                } else if w != h {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+}
+
+/// Finds the route, authenticates, runs the handler, renders errors.
+pub fn dispatch(state: &State, request: &Request) -> Response {
+    match route(state, request) {
+        Ok(response) => response,
+        Err(err) => {
+            if err.is_server_fault() {
+                eprintln!("request_id={} error: {err}", request.request_id);
+            }
+            status::error(&err)
+        }
+    }
+}
+
+fn route(state: &State, request: &Request) -> Result<Response, Error> {
+    let mut path_matched = false;
+    for route in ROUTES {
+        let Some(params) = match_path(route.pattern, &request.path) else {
+            continue;
+        };
+        path_matched = true;
+        if route.method != request.method {
+            continue;
+        }
+        let principal = match route.auth {
+            Auth::Public => None,
+            Auth::Bearer => Some(state.gate.authenticate(bearer(request)?)?),
+        };
+        return (route.handler)(state, request, &params, principal.as_ref());
+    }
+    let (method, path) = (request.method.clone(), request.path.clone());
+    Err(if path_matched {
+        Error::MethodNotAllowed { method, path }
+    } else {
+        Error::NoRoute { method, path }
+    })
+}
+
+/// The bearer credential of a request.
+pub fn bearer(request: &Request) -> Result<&str, Error> {
+    request
+        .header("authorization")
+        .and_then(|value| {
+            let (scheme, credential) = value.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
+        })
+        .filter(|credential| !credential.is_empty())
+        .ok_or(Error::Unauthorized {
+            reason: "missing Authorization: Bearer <api key or access token>",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_whole_segments() {
+        assert_eq!(
+            match_path("/v1/generate/{request_id}", "/v1/generate/abc"),
+            Some(vec![("request_id", "abc".to_owned())])
+        );
+        assert_eq!(match_path("/v1/generate/{request_id}", "/v1/generate/"), None);
+        assert_eq!(match_path("/v1/generate/{request_id}", "/v1/generate/a/b"), None);
+        assert_eq!(match_path("/v1/generate", "/v1/generate"), Some(vec![]));
+        assert_eq!(match_path("/v1/generate", "/v1/generatex"), None);
+    }
+}

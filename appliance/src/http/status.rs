@@ -1,0 +1,143 @@
+//! The one table from core error codes to HTTP statuses, and the v1
+//! envelope: `{code, message, data}` with `code` 0 on success and the HTTP
+//! status on error, `data.error` the machine code (design.md §8).
+
+use creditgate::money::to_credits;
+use creditgate::Error;
+use serde_json::{json, Value};
+
+use super::Response;
+
+/// The HTTP status of a core error code. Every code in
+/// `creditgate::error::ERROR_CODES` has a row (a test checks it).
+pub fn status_for(code: &str) -> u16 {
+    match code {
+        "invalid_request" | "invalid_amount" | "unknown_model" | "invalid_option"
+        | "unknown_price_version" | "invalid_catalog" | "capture_exceeds_hold"
+        | "refund_exceeds_charge" | "wrong_transfer_kind" | "registration_expired"
+        | "agent_not_bound" => 400,
+        "unauthorized" | "invalid_signature" | "stale_timestamp" | "nonce_reused"
+        | "token_expired" | "refresh_token_reused" => 401,
+        "insufficient_credits" => 402,
+        "forbidden" => 403,
+        "not_found" => 404,
+        "method_not_allowed" => 405,
+        "request_timeout" => 408,
+        "idempotency_conflict" | "exists_with_different_fields" | "invalid_transition"
+        | "price_version_conflict" | "hold_already_resolved" | "hold_expired"
+        | "agent_already_bound" | "balance_limit" => 409,
+        "payload_too_large" => 413,
+        "rate_limited" => 429,
+        "no_price_catalog" | "provider_unavailable" | "storage_unavailable" => 503,
+        "bad_gateway" => 502,
+        // "storage_error", "schema_too_new", "internal" and anything new.
+        _ => 500,
+    }
+}
+
+/// The success envelope.
+pub fn ok(data: Value) -> Response {
+    Response::json(200, &json!({ "code": 0, "message": "ok", "data": data }))
+}
+
+/// The error envelope of a core error, with the fields an agent needs to
+/// act on it (`field`, `required`/`available`/`suggestion`, ...).
+pub fn error(err: &Error) -> Response {
+    let code = err.code();
+    let status = status_for(code);
+    let mut data = json!({ "error": code });
+    match err {
+        Error::InvalidRequest { field, .. } => data["field"] = json!(field),
+        Error::InsufficientCredits {
+            required_micros,
+            available_micros,
+            suggestion,
+        } => {
+            data["required"] = credits(*required_micros);
+            data["available"] = credits(*available_micros);
+            data["suggestion"] = json!(suggestion
+                .as_deref()
+                .unwrap_or("Use a cheaper model or ask the owner to top up."));
+        }
+        Error::ExistsWithDifferentFields { field, .. } => data["field"] = json!(field),
+        Error::UnknownPriceVersion { active, .. } => data["active_price_version"] = json!(active),
+        Error::Estimate(inner) => {
+            if let Some(field) = inner.field() {
+                data["field"] = json!(field);
+            }
+            match inner {
+                creditgate::pricing::EstimateError::UnknownModel { close_matches, .. } => {
+                    data["close_matches"] = json!(close_matches);
+                }
+                creditgate::pricing::EstimateError::InvalidOption { allowed, .. } => {
+                    data["allowed"] = json!(allowed);
+                }
+                _ => {}
+            }
+        }
+        Error::Forbidden { scope } => data["scope"] = json!(scope),
+        Error::PayloadTooLarge { limit_bytes } => data["limit_bytes"] = json!(limit_bytes),
+        _ => {}
+    }
+    // Server faults do not leak internals to the caller.
+    let message = if status >= 500 && !matches!(err, Error::NoPriceCatalog | Error::ProviderUnavailable { .. }) {
+        "internal error; the operator's log has the details".to_owned()
+    } else {
+        err.to_string()
+    };
+    let mut response = Response::json(status, &json!({ "code": status, "message": message, "data": data }));
+    if status == 405 {
+        response.headers.push(("Allow", "GET, POST".to_owned()));
+    }
+    response
+}
+
+/// A 500 for a caught panic.
+pub fn internal_error() -> Response {
+    Response::json(
+        500,
+        &json!({ "code": 500, "message": "internal error; the operator's log has the details",
+                 "data": { "error": "internal" } }),
+    )
+}
+
+/// Micro-credits as an exact JSON number of credits.
+pub fn credits(micros: i64) -> Value {
+    let text = to_credits(micros).to_string();
+    text.parse::<serde_json::Number>()
+        .map_or(Value::String(text), Value::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_core_code_has_a_deliberate_status() {
+        let server_faults = ["storage_error", "schema_too_new", "internal"];
+        for code in creditgate::error::ERROR_CODES {
+            let status = status_for(code);
+            if server_faults.contains(code) {
+                assert_eq!(status, 500, "{code}");
+            } else {
+                assert_ne!(status, 500, "{code} falls through to 500");
+            }
+        }
+    }
+
+    #[test]
+    fn the_error_envelope_carries_the_machine_code_and_a_non_zero_code() {
+        let response = error(&Error::InsufficientCredits {
+            required_micros: 50_000_000,
+            available_micros: 10_000_000,
+            suggestion: None,
+        });
+        assert_eq!(response.status, 402);
+        let body: Value = serde_json::from_slice(&response.body).expect("json");
+        assert_eq!(body["code"], 402);
+        assert_eq!(body["data"]["error"], "insufficient_credits");
+        assert_eq!(body["data"]["required"].to_string(), "50");
+        assert_eq!(body["data"]["available"].to_string(), "10");
+        assert!(body["data"]["suggestion"].is_string());
+    }
+}

@@ -1,0 +1,196 @@
+//! `creditgate serve`: opens the gate, makes a fresh database usable (the
+//! shipped catalog, and on first run a demo account whose key is printed
+//! once), starts the job workers and the HTTP server, and shuts both down
+//! gracefully on SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use creditgate::providers::fixture::Scenarios;
+use creditgate::providers::ProviderRegistry;
+use creditgate::{Clock, Gate, GateSettings, NewAccount, StoreOptions, SystemClock};
+use rust_decimal::Decimal;
+
+use crate::http::server::{self, ServerConfig};
+use crate::http::State;
+
+/// The catalog a fresh database gets.
+pub const SHIPPED_CATALOG: &str = include_str!("../../fixtures/catalogs/rynjer.json");
+/// Credits the first-run demo account starts with.
+pub const DEMO_CREDITS: i64 = 200;
+/// Jobs one worker step takes, at most.
+pub const WORKER_BATCH_MAX: usize = 32;
+/// The longest a worker sleeps between steps.
+pub const WORKER_IDLE_MS_MAX: i64 = 500;
+/// Job worker threads, at most.
+pub const WORKERS_MAX: usize = 64;
+
+/// What `serve` was told.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The database.
+    pub store: StoreOptions,
+    /// Where to listen.
+    pub listen: String,
+    /// Job worker threads.
+    pub workers: usize,
+    /// HTTP handler threads.
+    pub http_threads: usize,
+    /// A catalog to import and activate on start.
+    pub catalog: Option<PathBuf>,
+    /// A fixture scenario file.
+    pub scenarios: Option<PathBuf>,
+    /// The public base URL (default: `http://<listen address>`).
+    pub public_url: Option<String>,
+    /// Socket read timeout.
+    pub read_timeout: Duration,
+    /// How long a job may run before it expires.
+    pub job_deadline: Duration,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(options: ServeOptions) -> anyhow::Result<()> {
+    let scenarios = match &options.scenarios {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read scenario file {}", path.display()))?;
+            Scenarios::parse(&text).map_err(anyhow::Error::msg)?
+        }
+        None => Scenarios::shipped(),
+    };
+    // Bind first: the public URL defaults to the address really bound.
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("cannot install signal handlers")?;
+    }
+    let probe = std::net::TcpListener::bind(&options.listen)
+        .with_context(|| format!("cannot listen on {}", options.listen))?;
+    let addr = probe.local_addr()?;
+    drop(probe);
+    let public_url = options
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let settings = GateSettings {
+        public_base_url: public_url.trim_end_matches('/').to_owned(),
+        job_deadline_ms: i64::try_from(options.job_deadline.as_millis()).unwrap_or(i64::MAX),
+        ..GateSettings::default()
+    };
+    let gate = Gate::open(&options.store, Arc::new(SystemClock))
+        .with_context(|| format!("cannot open database {}", options.store.path.display()))?
+        .with_providers(ProviderRegistry::fixture(scenarios))
+        .with_settings(settings.clone());
+    let gate = Arc::new(gate);
+    prepare_catalog(&gate, options.catalog.as_deref())?;
+    first_run(&gate, &settings.public_base_url)?;
+    let resumed = gate.recover()?;
+    if resumed > 0 {
+        eprintln!("creditgate: resumed {resumed} job(s) left by a previous run");
+    }
+
+    let workers: Vec<JoinHandle<()>> = (0..options.workers.clamp(1, WORKERS_MAX))
+        .map(|i| {
+            let (gate, stop) = (gate.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || work(&gate, &stop))
+        })
+        .collect::<std::io::Result<_>>()?;
+
+    let state = Arc::new(State {
+        gate: gate.clone(),
+        public_base_url: settings.public_base_url.clone(),
+    });
+    let config = ServerConfig {
+        listen: addr.to_string(),
+        threads: options.http_threads,
+        read_timeout: options.read_timeout,
+        body_deadline: options.read_timeout * 2,
+        access_log: true,
+    };
+    let running = server::start(state, &config).with_context(|| format!("cannot listen on {addr}"))?;
+    println!("creditgate listening on http://{}", running.local_addr());
+    println!("database {}; public URL {}", options.store.path.display(), settings.public_base_url);
+    std::io::stdout().flush()?;
+
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("creditgate: shutting down (finishing in-flight requests)");
+    running.shutdown();
+    for worker in workers {
+        let _ = worker.join();
+    }
+    eprintln!("creditgate: stopped");
+    Ok(())
+}
+
+/// Imports and activates `catalog` if given; else imports the shipped
+/// catalog into a database that has none.
+fn prepare_catalog(gate: &Gate, catalog: Option<&std::path::Path>) -> anyhow::Result<()> {
+    match catalog {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read catalog {}", path.display()))?;
+            let imported = gate.import_catalog(&text)?;
+            gate.activate_price_version(&imported.version)?;
+            eprintln!("creditgate: price version {} is active", imported.version);
+        }
+        None => {
+            if gate.active_price_version()?.is_none() {
+                let imported = gate.import_catalog(SHIPPED_CATALOG)?;
+                eprintln!("creditgate: imported the shipped catalog, price version {}", imported.version);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// On a database without accounts: a demo account with starter credits and
+/// a key for every product (and admin), printed once with a curl line that
+/// works as printed.
+fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
+    if !gate.list_accounts()?.is_empty() {
+        return Ok(());
+    }
+    let account = gate.create_account(&NewAccount::named("demo"))?;
+    gate.grant("demo-starter-credits", &account.id, Decimal::from(DEMO_CREDITS), "starter credits")?;
+    let scopes: Vec<String> = ["image", "video", "music", "chat", "audio", "admin"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let (_, key) = gate.create_api_key(&account.id, "demo", &scopes, None)?;
+    println!("creditgate: first run: created the demo account {} with {DEMO_CREDITS} credits.", account.id);
+    println!("Its API key, shown only now (store it): {key}");
+    println!("Try it:");
+    println!(
+        "  curl -s {base_url}/v1/generate -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"request_id\":\"first-call-1\",\"model\":\"nano-banana-pro\",\"prompt\":\"a lighthouse at dawn\"}}'"
+    );
+    println!("  curl -s {base_url}/v1/generate/first-call-1 -H 'Authorization: Bearer {key}'");
+    Ok(())
+}
+
+/// One job worker: steps until stopped, sleeping until the next job is due
+/// (bounded, so new submissions are picked up promptly).
+fn work(gate: &Gate, stop: &AtomicBool) {
+    while !stop.load(Ordering::SeqCst) {
+        let pause = match gate.run_due_work(WORKER_BATCH_MAX) {
+            Ok(report) => {
+                let now = SystemClock.now();
+                report
+                    .next_due
+                    .map_or(WORKER_IDLE_MS_MAX, |due| (due - now).clamp(10, WORKER_IDLE_MS_MAX))
+            }
+            Err(err) => {
+                eprintln!("creditgate: worker step failed: {err}");
+                WORKER_IDLE_MS_MAX
+            }
+        };
+        std::thread::sleep(Duration::from_millis(pause as u64));
+    }
+}
