@@ -85,6 +85,67 @@ pub enum Error {
         /// The operation that refused it.
         operation: &'static str,
     },
+    /// The caller could not be authenticated: no credential, an unknown,
+    /// revoked or expired API key, an unknown agent, a revoked token family,
+    /// or a credential that is not the one this operation needs. `reason` is
+    /// for logs and never contains the credential.
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// Why, in a few words (never the credential itself).
+        reason: &'static str,
+    },
+    /// An access or refresh token is past its expiry.
+    #[error("the token has expired")]
+    TokenExpired,
+    /// The caller is authenticated but its scopes do not include `scope`.
+    #[error("forbidden: the scope {scope} is not granted")]
+    Forbidden {
+        /// The scope that was needed (or asked for) and is not granted.
+        scope: String,
+    },
+    /// A signed request's signature is malformed or does not verify over
+    /// this method, path and body with the agent's public key.
+    #[error("the signature does not verify")]
+    InvalidSignature,
+    /// A signed request's `timestamp` is further than
+    /// [`crate::identity::signing::SIGNED_REQUEST_SKEW_SECS_MAX`] from the
+    /// server clock, in either direction.
+    #[error(
+        "timestamp {timestamp} is more than {skew_max_secs} s from the server time {now_secs}"
+    )]
+    StaleTimestamp {
+        /// The request's timestamp (Unix seconds).
+        timestamp: i64,
+        /// The server clock (Unix seconds).
+        now_secs: i64,
+        /// The allowed skew either side (seconds).
+        skew_max_secs: i64,
+    },
+    /// A signed request's `nonce` was already used by this agent.
+    #[error("the nonce was already used")]
+    NonceReused,
+    /// A refresh token was presented a second time: its whole token family
+    /// has been revoked.
+    #[error("the refresh token was already used; its token family is revoked")]
+    RefreshTokenReused,
+    /// A registration code passed its expiry before it was bound.
+    #[error("registration code expired; register the agent again for a new one")]
+    RegistrationExpired,
+    /// The agent has not been bound to an account by its owner yet.
+    #[error("agent {agent_id} is not bound to an account yet")]
+    AgentNotBound {
+        /// The agent.
+        agent_id: String,
+    },
+    /// The agent is already bound to another account (or to the same one
+    /// with other allowed scopes).
+    #[error("agent {agent_id} is already bound with a different {field}")]
+    AgentAlreadyBound {
+        /// The agent.
+        agent_id: String,
+        /// What differs: `account_id` or `allowed_scopes`.
+        field: &'static str,
+    },
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
@@ -129,6 +190,16 @@ impl Error {
             Error::CaptureExceedsHold { .. } => "capture_exceeds_hold",
             Error::RefundExceedsCharge { .. } => "refund_exceeds_charge",
             Error::WrongTransferKind { .. } => "wrong_transfer_kind",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::TokenExpired => "token_expired",
+            Error::Forbidden { .. } => "forbidden",
+            Error::InvalidSignature => "invalid_signature",
+            Error::StaleTimestamp { .. } => "stale_timestamp",
+            Error::NonceReused => "nonce_reused",
+            Error::RefreshTokenReused => "refresh_token_reused",
+            Error::RegistrationExpired => "registration_expired",
+            Error::AgentNotBound { .. } => "agent_not_bound",
+            Error::AgentAlreadyBound { .. } => "agent_already_bound",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::CommitFailed { .. } => "storage_error",
@@ -148,6 +219,10 @@ impl Error {
                 | Error::CommitFailed { .. }
                 | Error::WriterStopped
         )
+    }
+
+    pub(crate) fn unauthorized(reason: &'static str) -> Self {
+        Error::Unauthorized { reason }
     }
 
     pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
