@@ -615,6 +615,20 @@ fn a_replayed_nonce_is_refused_even_after_a_refusal() {
     fx.gate
         .agent_list_keys(POST, KEYS_LIST, &fresh_body)
         .expect("a forgotten nonce with a fresh timestamp");
+    // Recording it pruned every nonce whose window had closed.
+    let conn = rusqlite::Connection::open(&fx.path).expect("raw open");
+    let (remembered, expired): (i64, i64) = conn
+        .query_row(
+            "SELECT count(*), count(*) FILTER (WHERE expires_at < ?1) FROM agent_nonces",
+            [fx.now_secs() * 1_000],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("count nonces");
+    assert_eq!(
+        (remembered, expired),
+        (1, 0),
+        "only the fresh nonce is remembered"
+    );
 }
 
 #[test]
@@ -1029,7 +1043,7 @@ fn accounts_and_agents_see_only_their_own_keys() {
         .into_iter()
         .map(|key| key.account_id)
         .collect();
-    assert_eq!(listed, [bob.clone()]);
+    assert_eq!(listed, vec![bob]);
     assert_eq!(code(fx.gate.list_api_keys("acct_nope")), "not_found");
 
     // Agents: another agent's key is not_found, even in the same account.

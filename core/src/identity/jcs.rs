@@ -304,6 +304,32 @@ mod tests {
     }
 
     #[test]
+    fn every_formatted_double_round_trips_in_at_most_17_digits() {
+        // A deterministic xorshift over raw bit patterns: subnormals, huge
+        // and tiny exponents, ties.
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let value = f64::from_bits(state);
+            if !value.is_finite() {
+                continue;
+            }
+            let text = format_number(value).expect("finite");
+            let back: f64 = text.parse().expect("JSON number");
+            assert_eq!(back, value, "{text} for {state:016x}");
+            let significant = text
+                .split(['e', 'E'])
+                .next()
+                .unwrap_or_default()
+                .replace(['-', '.'], "");
+            let significant = significant.trim_start_matches('0').trim_end_matches('0');
+            assert!(significant.len() <= 17, "{text} for {state:016x}");
+        }
+    }
+
+    #[test]
     fn layout_boundaries_follow_ecmascript() {
         check(
             "[1, -1, 100, 1e21, 1e20, 123e-9, 1e-6, 1.5e-7, 0.5, -0]",

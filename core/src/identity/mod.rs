@@ -10,7 +10,7 @@
 //! Invariants:
 //! - no secret (API key, access token, refresh token, registration code) is
 //!   ever stored, logged or put in an error: only its SHA-256, looked up by
-//!   an index and then compared in constant time ([`same_hash`]);
+//!   an index and then compared in constant time (`same_hash`, with `subtle`);
 //! - revocation and expiry are checked on every [`authenticate`] against the
 //!   injected clock, so they take effect on the very next request;
 //! - another account's or agent's things are `not_found`, never `forbidden`.
@@ -132,8 +132,12 @@ pub(crate) enum Credential<'a> {
 /// `Authorization` header value (`Bearer <secret>`).
 pub(crate) fn credential(bearer: &str) -> Result<Credential<'_>> {
     let mut secret = bearer.trim();
-    if secret.len() >= 7 && secret[..7].eq_ignore_ascii_case("bearer ") {
-        secret = secret[7..].trim_start();
+    // `get` rather than slicing: the input is untrusted and byte 7 need not
+    // be a character boundary.
+    if let (Some(scheme), Some(rest)) = (secret.get(..7), secret.get(7..)) {
+        if scheme.eq_ignore_ascii_case("bearer ") {
+            secret = rest.trim_start();
+        }
     }
     if secret.is_empty() {
         return Err(Error::unauthorized("no credential"));
@@ -214,6 +218,8 @@ mod tests {
             "",
             "Bearer ",
             "sk-something",
+            "Beareré x",
+            "ééééé",
             &mint_secret(tokens::REFRESH_TOKEN_PREFIX),
         ] {
             assert_eq!(
