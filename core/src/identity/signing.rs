@@ -45,6 +45,15 @@ pub struct SignedFields {
 /// The bytes an agent signs for a request: `METHOD + " " + PATH + "\n" +
 /// JCS(body without "signature")`. `body` must be a JSON object.
 pub fn signed_message(method: &str, path: &str, body: &Value) -> Result<Vec<u8>> {
+    // Whitespace or controls in either would make the message ambiguous.
+    for (field, text) in [("method", method), ("path", path)] {
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_graphic() || b >= 0x80) {
+            return Err(Error::invalid(
+                field,
+                "must be non-empty, without spaces or control characters",
+            ));
+        }
+    }
     let members = body
         .as_object()
         .ok_or_else(|| Error::invalid("body", "must be a JSON object"))?;
@@ -237,6 +246,24 @@ mod tests {
             String::from_utf8(message).expect("utf-8"),
             "POST /api/v1/agents/keys/list\n{\"agent_id\":\"agent_x\",\"nonce\":\"n1\",\"timestamp\":1742291400}"
         );
+    }
+
+    #[test]
+    fn method_and_path_cannot_smuggle_separators() {
+        let body = json!({"timestamp": 5, "nonce": "abc"});
+        for (method, path) in [
+            ("POST", "/a\n{}"),
+            ("POST /a", "/b"),
+            ("", "/p"),
+            ("POST", ""),
+        ] {
+            assert_eq!(
+                signed_message(method, path, &body).map_err(|e| e.code()),
+                Err("invalid_request"),
+                "{method:?} {path:?}"
+            );
+        }
+        assert!(signed_message("POST", "/v1/ünïcode", &body).is_ok());
     }
 
     #[test]
