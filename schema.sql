@@ -172,3 +172,90 @@ CREATE TABLE usage_events (
     created_at   INTEGER NOT NULL,
     CHECK ((transfer_id IS NULL) = (amount = 0))
 ) STRICT;
+-- ===========================================================================
+-- Identity (core/src/identity): API keys, agents, nonces, tokens.
+-- No secret is stored: API keys, access and refresh tokens and registration
+-- codes are kept only as their SHA-256 (32 bytes), found by a unique index.
+-- ===========================================================================
+
+-- An agent: an ed25519 identity (one per public key), bound by its owner to
+-- an account. `allowed_scopes` is a space-separated sorted list, or NULL for
+-- "any scope but admin". Written by identity/agents.rs alone.
+CREATE TABLE agents (
+    id                       TEXT PRIMARY KEY,
+    public_key               BLOB NOT NULL UNIQUE CHECK (length(public_key) = 32),
+    name                     TEXT NOT NULL,
+    version                  TEXT NOT NULL,
+    registration_code_hash   BLOB NOT NULL UNIQUE CHECK (length(registration_code_hash) = 32),
+    registration_expires_at  INTEGER NOT NULL,
+    account_id               TEXT REFERENCES accounts (id),
+    allowed_scopes           TEXT CHECK (allowed_scopes IS NULL OR allowed_scopes <> ''),
+    bound_at                 INTEGER,
+    created_at               INTEGER NOT NULL,
+    CHECK ((account_id IS NULL) = (bound_at IS NULL)),
+    CHECK (account_id IS NOT NULL OR allowed_scopes IS NULL)
+) STRICT;
+CREATE INDEX agents_account ON agents (account_id) WHERE account_id IS NOT NULL;
+
+-- Nonces of signed agent requests, single use per agent, remembered until
+-- `expires_at` (the request's timestamp plus the acceptance window).
+-- Written by identity/agents.rs alone.
+CREATE TABLE agent_nonces (
+    agent_id    TEXT NOT NULL REFERENCES agents (id),
+    nonce       TEXT NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, nonce)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX agent_nonces_expires_at ON agent_nonces (expires_at);
+
+-- API keys: `cg_live_…` made by an owner (agent_id NULL) or `cg_agent_…`
+-- made by an agent. `scopes` is a space-separated sorted list.
+-- Written by identity/keys.rs alone.
+CREATE TABLE api_keys (
+    id            TEXT PRIMARY KEY,
+    account_id    TEXT NOT NULL REFERENCES accounts (id),
+    agent_id      TEXT REFERENCES agents (id),
+    name          TEXT NOT NULL,
+    secret_hash   BLOB NOT NULL UNIQUE CHECK (length(secret_hash) = 32),
+    scopes        TEXT NOT NULL CHECK (scopes <> ''),
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+) STRICT;
+CREATE INDEX api_keys_account ON api_keys (account_id, created_at);
+CREATE INDEX api_keys_agent ON api_keys (agent_id, created_at) WHERE agent_id IS NOT NULL;
+
+-- A token family: one agent token exchange and every access and refresh
+-- token rotated from it; revoked as a whole (`revoked_reason` says why).
+-- Written by identity/tokens.rs alone, as are the two token tables below.
+CREATE TABLE token_families (
+    id              TEXT PRIMARY KEY,
+    agent_id        TEXT NOT NULL REFERENCES agents (id),
+    account_id      TEXT NOT NULL REFERENCES accounts (id),
+    key_id          TEXT NOT NULL REFERENCES api_keys (id),
+    scopes          TEXT NOT NULL CHECK (scopes <> ''),
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER,
+    revoked_reason  TEXT,
+    CHECK ((revoked_at IS NULL) = (revoked_reason IS NULL))
+) STRICT;
+
+CREATE TABLE access_tokens (
+    token_hash  BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
+    family_id   TEXT NOT NULL REFERENCES token_families (id),
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+) STRICT, WITHOUT ROWID;
+CREATE INDEX access_tokens_expires_at ON access_tokens (expires_at);
+
+-- A refresh token is used once (`used_at`); presenting it again revokes
+-- its family.
+CREATE TABLE refresh_tokens (
+    token_hash  BLOB PRIMARY KEY CHECK (length(token_hash) = 32),
+    family_id   TEXT NOT NULL REFERENCES token_families (id),
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    used_at     INTEGER
+) STRICT, WITHOUT ROWID;
+CREATE INDEX refresh_tokens_expires_at ON refresh_tokens (expires_at);

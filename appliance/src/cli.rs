@@ -60,6 +60,14 @@ enum SyncArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the HTTP server and the job workers.
+    Serve(ServeArgs),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Bind agents to accounts.
+    #[command(subcommand)]
+    Agents(AgentsCommand),
     /// Create and list accounts.
     #[command(subcommand)]
     Accounts(AccountsCommand),
@@ -79,6 +87,84 @@ enum Command {
     Backup {
         /// Where to write the copy (must not exist).
         dest: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where to listen (port 0 picks a free one).
+    #[arg(long, env = "CREDITGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// Job worker threads.
+    #[arg(long, env = "CREDITGATE_WORKERS", default_value_t = 2)]
+    workers: usize,
+    /// HTTP handler threads.
+    #[arg(long, env = "CREDITGATE_HTTP_THREADS", default_value_t = 16)]
+    http_threads: usize,
+    /// A price catalog to import and activate on start (default: the
+    /// shipped one, imported into a database that has none).
+    #[arg(long, env = "CREDITGATE_CATALOG")]
+    catalog: Option<PathBuf>,
+    /// A fixture-provider scenario file (default: the shipped one).
+    #[arg(long, env = "CREDITGATE_SCENARIOS")]
+    scenarios: Option<PathBuf>,
+    /// The public base URL for output links and docs (default:
+    /// http://<listen address>).
+    #[arg(long, env = "CREDITGATE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A socket read that waits longer than this fails (slow clients).
+    #[arg(long, env = "CREDITGATE_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    read_timeout_ms: u64,
+    /// How long a job may run before it expires.
+    #[arg(long, env = "CREDITGATE_JOB_DEADLINE_SECS", default_value_t = 1_800)]
+    job_deadline_secs: u64,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an API key; its secret is printed once.
+    Create {
+        /// The account the key spends from.
+        #[arg(long)]
+        account: String,
+        /// A scope: a product (image, video, music, chat, ...) or admin.
+        /// Repeat for several. Default: every product of the shipped
+        /// catalog.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// The key expires after this many days.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+        /// A name to recognise the key by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List an account's keys (never their secrets).
+    List {
+        /// The account id.
+        #[arg(long)]
+        account: String,
+    },
+    /// Revoke a key, effective on its next use.
+    Revoke {
+        /// The key id (key_...).
+        key_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsCommand {
+    /// Bind an agent's registration code to an account.
+    Bind {
+        /// The registration code the agent received.
+        code: String,
+        /// The account the agent will spend from.
+        #[arg(long)]
+        account: String,
+        /// A scope the agent's keys may carry; repeat for several. Default:
+        /// any scope but admin.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
     },
 }
 
@@ -229,6 +315,20 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         SyncArg::Full => Synchronous::Full,
         SyncArg::Normal => Synchronous::Normal,
     };
+    if let Command::Serve(args) = cli.command {
+        crate::serve::run(crate::serve::ServeOptions {
+            store: options,
+            listen: args.listen,
+            workers: args.workers,
+            http_threads: args.http_threads,
+            catalog: args.catalog,
+            scenarios: args.scenarios,
+            public_url: args.public_url,
+            read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
+            job_deadline: std::time::Duration::from_secs(args.job_deadline_secs.max(1)),
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let gate = Gate::open(&options, Arc::new(SystemClock))
         .with_context(|| format!("cannot open database {}", cli.db.display()))?;
     let output = match execute(&gate, cli.command) {
@@ -342,6 +442,74 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
             })
         }
         Command::Prices(command) => prices(gate, command),
+        Command::Serve(_) => unreachable!("serve is run before the gate is opened here"),
+        Command::Keys(KeysCommand::Create {
+            account,
+            scopes,
+            expires_in_days,
+            name,
+        }) => {
+            let scopes = if scopes.is_empty() {
+                ["image", "video", "music", "chat"]
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            } else {
+                scopes
+            };
+            let (info, secret) = gate.create_api_key(&account, &name, &scopes, expires_in_days)?;
+            let mut json = render::key(&info);
+            json["id"] = json!(info.id);
+            json["key"] = json!(secret);
+            let text = format!(
+                "created key {} for {} (scopes {}); the key, shown only now:\n{secret}",
+                info.id,
+                account,
+                info.scopes.join(",")
+            );
+            Ok(Output::ok(json, text))
+        }
+        Command::Keys(KeysCommand::List { account }) => {
+            let keys = gate.list_api_keys(&account)?;
+            let text = keys
+                .iter()
+                .map(|k| {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    format!("{}\t{}\t{}\t{}", k.id, k.name, k.scopes.join(","), state)
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let json = json!({ "keys": keys.iter().map(render::key).collect::<Vec<_>>() });
+            Ok(Output::ok(json, text))
+        }
+        Command::Keys(KeysCommand::Revoke { key_id }) => {
+            let info = gate.revoke_api_key(&key_id)?;
+            let mut json = render::key(&info);
+            json["id"] = json!(info.id);
+            Ok(Output::ok(json, format!("revoked key {}", info.id)))
+        }
+        Command::Agents(AgentsCommand::Bind {
+            code,
+            account,
+            scopes,
+        }) => {
+            let allowed = (!scopes.is_empty()).then_some(scopes);
+            let agent = gate.bind_agent(&code, &account, allowed)?;
+            let json = json!({
+                "id": agent.id,
+                "agent_id": agent.id,
+                "account_id": agent.account_id,
+                "allowed_scopes": agent.allowed_scopes,
+            });
+            Ok(Output::ok(
+                json,
+                format!("bound agent {} to {}", agent.id, account),
+            ))
+        }
         Command::Jobs(JobsCommand::List {
             account,
             status,

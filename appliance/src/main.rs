@@ -2,7 +2,9 @@
 //! [`cli::run`]. The only place `anyhow` and process exit codes live.
 
 mod cli;
+mod http;
 mod render;
+mod serve;
 
 use std::process::ExitCode;
 

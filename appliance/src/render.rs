@@ -105,6 +105,21 @@ pub fn job(gate: &Gate, job: &Job) -> Value {
     })
 }
 
+/// An API key, without its secret.
+pub fn key(key: &creditgate::ApiKeyInfo) -> Value {
+    json!({
+        "key_id": key.id,
+        "name": key.name,
+        "account_id": key.account_id,
+        "agent_id": key.agent_id,
+        "scopes": key.scopes,
+        "created_at": format_rfc3339(key.created_at),
+        "expires_at": key.expires_at.map(format_rfc3339),
+        "revoked_at": key.revoked_at.map(format_rfc3339),
+        "last_used_at": key.last_used_at.map(format_rfc3339),
+    })
+}
+
 /// A verification report.
 pub fn verify_report(report: &VerifyReport) -> Value {
     json!({

@@ -66,7 +66,8 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     // Bind first: the public URL defaults to the address really bound.
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("cannot install signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("cannot install signal handlers")?;
     }
     let probe = std::net::TcpListener::bind(&options.listen)
         .with_context(|| format!("cannot listen on {}", options.listen))?;
@@ -113,9 +114,14 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         body_deadline: options.read_timeout * 2,
         access_log: true,
     };
-    let running = server::start(state, &config).with_context(|| format!("cannot listen on {addr}"))?;
+    let running =
+        server::start(state, &config).with_context(|| format!("cannot listen on {addr}"))?;
     println!("creditgate listening on http://{}", running.local_addr());
-    println!("database {}; public URL {}", options.store.path.display(), settings.public_base_url);
+    println!(
+        "database {}; public URL {}",
+        options.store.path.display(),
+        settings.public_base_url
+    );
     std::io::stdout().flush()?;
 
     while !stop.load(Ordering::SeqCst) {
@@ -144,7 +150,10 @@ fn prepare_catalog(gate: &Gate, catalog: Option<&std::path::Path>) -> anyhow::Re
         None => {
             if gate.active_price_version()?.is_none() {
                 let imported = gate.import_catalog(SHIPPED_CATALOG)?;
-                eprintln!("creditgate: imported the shipped catalog, price version {}", imported.version);
+                eprintln!(
+                    "creditgate: imported the shipped catalog, price version {}",
+                    imported.version
+                );
             }
         }
     }
@@ -159,13 +168,21 @@ fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
         return Ok(());
     }
     let account = gate.create_account(&NewAccount::named("demo"))?;
-    gate.grant("demo-starter-credits", &account.id, Decimal::from(DEMO_CREDITS), "starter credits")?;
+    gate.grant(
+        "demo-starter-credits",
+        &account.id,
+        Decimal::from(DEMO_CREDITS),
+        "starter credits",
+    )?;
     let scopes: Vec<String> = ["image", "video", "music", "chat", "audio", "admin"]
         .iter()
         .map(|s| (*s).to_owned())
         .collect();
     let (_, key) = gate.create_api_key(&account.id, "demo", &scopes, None)?;
-    println!("creditgate: first run: created the demo account {} with {DEMO_CREDITS} credits.", account.id);
+    println!(
+        "creditgate: first run: created the demo account {} with {DEMO_CREDITS} credits.",
+        account.id
+    );
     println!("Its API key, shown only now (store it): {key}");
     println!("Try it:");
     println!(
@@ -182,9 +199,9 @@ fn work(gate: &Gate, stop: &AtomicBool) {
         let pause = match gate.run_due_work(WORKER_BATCH_MAX) {
             Ok(report) => {
                 let now = SystemClock.now();
-                report
-                    .next_due
-                    .map_or(WORKER_IDLE_MS_MAX, |due| (due - now).clamp(10, WORKER_IDLE_MS_MAX))
+                report.next_due.map_or(WORKER_IDLE_MS_MAX, |due| {
+                    (due - now).clamp(10, WORKER_IDLE_MS_MAX)
+                })
             }
             Err(err) => {
                 eprintln!("creditgate: worker step failed: {err}");

@@ -135,6 +135,67 @@ pub enum Error {
     /// No catalog has been imported yet.
     #[error("no price catalog has been imported")]
     NoPriceCatalog,
+    /// The caller could not be authenticated: no credential, an unknown,
+    /// revoked or expired API key, an unknown agent, a revoked token family,
+    /// or a credential that is not the one this operation needs. `reason` is
+    /// for logs and never contains the credential.
+    #[error("unauthorized: {reason}")]
+    Unauthorized {
+        /// Why, in a few words (never the credential itself).
+        reason: &'static str,
+    },
+    /// An access or refresh token is past its expiry.
+    #[error("the token has expired")]
+    TokenExpired,
+    /// The caller is authenticated but its scopes do not include `scope`.
+    #[error("forbidden: the scope {scope} is not granted")]
+    Forbidden {
+        /// The scope that was needed (or asked for) and is not granted.
+        scope: String,
+    },
+    /// A signed request's signature is malformed or does not verify over
+    /// this method, path and body with the agent's public key.
+    #[error("the signature does not verify")]
+    InvalidSignature,
+    /// A signed request's `timestamp` is further than
+    /// [`crate::identity::signing::SIGNED_REQUEST_SKEW_SECS_MAX`] from the
+    /// server clock, in either direction.
+    #[error(
+        "timestamp {timestamp} is more than {skew_max_secs} s from the server time {now_secs}"
+    )]
+    StaleTimestamp {
+        /// The request's timestamp (Unix seconds).
+        timestamp: i64,
+        /// The server clock (Unix seconds).
+        now_secs: i64,
+        /// The allowed skew either side (seconds).
+        skew_max_secs: i64,
+    },
+    /// A signed request's `nonce` was already used by this agent.
+    #[error("the nonce was already used")]
+    NonceReused,
+    /// A refresh token was presented a second time: its whole token family
+    /// has been revoked.
+    #[error("the refresh token was already used; its token family is revoked")]
+    RefreshTokenReused,
+    /// A registration code passed its expiry before it was bound.
+    #[error("registration code expired; register the agent again for a new one")]
+    RegistrationExpired,
+    /// The agent has not been bound to an account by its owner yet.
+    #[error("agent {agent_id} is not bound to an account yet")]
+    AgentNotBound {
+        /// The agent.
+        agent_id: String,
+    },
+    /// The agent is already bound to another account (or to the same one
+    /// with other allowed scopes).
+    #[error("agent {agent_id} is already bound with a different {field}")]
+    AgentAlreadyBound {
+        /// The agent.
+        agent_id: String,
+        /// What differs: `account_id` or `allowed_scopes`.
+        field: &'static str,
+    },
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
@@ -213,6 +274,16 @@ impl Error {
             Error::UnknownPriceVersion { .. } => "unknown_price_version",
             Error::PriceVersionConflict { .. } => "price_version_conflict",
             Error::NoPriceCatalog => "no_price_catalog",
+            Error::Unauthorized { .. } => "unauthorized",
+            Error::TokenExpired => "token_expired",
+            Error::Forbidden { .. } => "forbidden",
+            Error::InvalidSignature => "invalid_signature",
+            Error::StaleTimestamp { .. } => "stale_timestamp",
+            Error::NonceReused => "nonce_reused",
+            Error::RefreshTokenReused => "refresh_token_reused",
+            Error::RegistrationExpired => "registration_expired",
+            Error::AgentNotBound { .. } => "agent_not_bound",
+            Error::AgentAlreadyBound { .. } => "agent_already_bound",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::PayloadTooLarge { .. } => "payload_too_large",
@@ -237,6 +308,10 @@ impl Error {
                 | Error::CommitFailed { .. }
                 | Error::WriterStopped
         )
+    }
+
+    pub(crate) fn unauthorized(reason: &'static str) -> Self {
+        Error::Unauthorized { reason }
     }
 
     pub(crate) fn invalid(field: &str, message: impl Into<String>) -> Self {
@@ -272,6 +347,16 @@ pub const ERROR_CODES: &[&str] = &[
     "no_price_catalog",
     "balance_limit",
     "schema_too_new",
+    "unauthorized",
+    "token_expired",
+    "forbidden",
+    "invalid_signature",
+    "stale_timestamp",
+    "nonce_reused",
+    "refresh_token_reused",
+    "registration_expired",
+    "agent_not_bound",
+    "agent_already_bound",
     "payload_too_large",
     "request_timeout",
     "method_not_allowed",
@@ -292,33 +377,115 @@ mod tests {
         let samples = vec![
             Error::invalid("f", "m"),
             Error::InvalidAmount(AmountError::Zero),
-            Error::NotFound { what: "job", id: "j".into() },
-            Error::InsufficientCredits { required_micros: 1, available_micros: 0, suggestion: None },
-            Error::IdempotencyConflict { request_id: "r".into() },
-            Error::InvalidTransition { job_id: "j".into(), from: "succeeded", to: "canceled" },
-            Error::ProviderUnavailable { provider: "p".into() },
-            Error::ExistsWithDifferentFields { id: "t".into(), field: "amount" },
-            Error::HoldAlreadyResolved { hold_id: "h".into(), resolved_by: "c".into() },
-            Error::HoldExpired { hold_id: "h".into() },
-            Error::CaptureExceedsHold { requested_micros: 2, held_micros: 1 },
-            Error::RefundExceedsCharge { requested_micros: 2, refundable_micros: 1 },
-            Error::WrongTransferKind { id: "t".into(), kind: "grant".into(), operation: "refund" },
-            Error::Estimate(EstimateError::UnknownModel { model: "m".into(), close_matches: vec![] }),
-            Error::Estimate(EstimateError::InvalidOption { option: "count".into(), value: "3".into(), allowed: vec![] }),
-            Error::UnknownPriceVersion { requested: "v".into(), retired: false, active: None },
-            Error::PriceVersionConflict { version: "v".into() },
+            Error::NotFound {
+                what: "job",
+                id: "j".into(),
+            },
+            Error::InsufficientCredits {
+                required_micros: 1,
+                available_micros: 0,
+                suggestion: None,
+            },
+            Error::IdempotencyConflict {
+                request_id: "r".into(),
+            },
+            Error::InvalidTransition {
+                job_id: "j".into(),
+                from: "succeeded",
+                to: "canceled",
+            },
+            Error::ProviderUnavailable {
+                provider: "p".into(),
+            },
+            Error::ExistsWithDifferentFields {
+                id: "t".into(),
+                field: "amount",
+            },
+            Error::HoldAlreadyResolved {
+                hold_id: "h".into(),
+                resolved_by: "c".into(),
+            },
+            Error::HoldExpired {
+                hold_id: "h".into(),
+            },
+            Error::CaptureExceedsHold {
+                requested_micros: 2,
+                held_micros: 1,
+            },
+            Error::RefundExceedsCharge {
+                requested_micros: 2,
+                refundable_micros: 1,
+            },
+            Error::WrongTransferKind {
+                id: "t".into(),
+                kind: "grant".into(),
+                operation: "refund",
+            },
+            Error::Estimate(EstimateError::UnknownModel {
+                model: "m".into(),
+                close_matches: vec![],
+            }),
+            Error::Estimate(EstimateError::InvalidOption {
+                option: "count".into(),
+                value: "3".into(),
+                allowed: vec![],
+            }),
+            Error::UnknownPriceVersion {
+                requested: "v".into(),
+                retired: false,
+                active: None,
+            },
+            Error::PriceVersionConflict {
+                version: "v".into(),
+            },
             Error::NoPriceCatalog,
             Error::BalanceLimit,
-            Error::SchemaTooNew { found: 2, supported: 1 },
+            Error::SchemaTooNew {
+                found: 2,
+                supported: 1,
+            },
+            Error::Unauthorized { reason: "r" },
+            Error::TokenExpired,
+            Error::Forbidden {
+                scope: "video".into(),
+            },
+            Error::InvalidSignature,
+            Error::NonceReused,
+            Error::RefreshTokenReused,
+            Error::RegistrationExpired,
+            Error::StaleTimestamp {
+                timestamp: 0,
+                now_secs: 1_000,
+                skew_max_secs: 300,
+            },
+            Error::AgentNotBound {
+                agent_id: "a".into(),
+            },
+            Error::AgentAlreadyBound {
+                agent_id: "a".into(),
+                field: "account_id",
+            },
             Error::PayloadTooLarge { limit_bytes: 1 },
             Error::RequestTimeout,
-            Error::NoRoute { method: "GET".into(), path: "/x".into() },
-            Error::MethodNotAllowed { method: "PUT".into(), path: "/x".into() },
-            Error::CommitFailed { message: "m".into() },
+            Error::NoRoute {
+                method: "GET".into(),
+                path: "/x".into(),
+            },
+            Error::MethodNotAllowed {
+                method: "PUT".into(),
+                path: "/x".into(),
+            },
+            Error::CommitFailed {
+                message: "m".into(),
+            },
             Error::WriterStopped,
         ];
         for err in samples {
-            assert!(ERROR_CODES.contains(&err.code()), "{} is not listed", err.code());
+            assert!(
+                ERROR_CODES.contains(&err.code()),
+                "{} is not listed",
+                err.code()
+            );
             assert!(!err.to_string().is_empty());
         }
     }

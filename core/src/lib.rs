@@ -1,10 +1,12 @@
 //! # creditgate: the core of a self-hostable credits gateway
 //!
 //! A synchronous, deterministic library: a double-entry credit ledger with
-//! holds, captures and releases, over SQLite. It has **no networking code**
-//! and **takes no timestamps from the OS** in its logic: time comes from the
-//! [`Clock`] you hand to [`Gate::open`], so tests and embedders can drive it
-//! with a [`ManualClock`]. The `creditgate` binary (crate
+//! holds, captures and releases, over SQLite, and the identities that spend
+//! from it (API keys, ed25519-signed agents, short-lived tokens; see
+//! [`identity`]). It has **no networking code** and **takes no timestamps
+//! from the OS** in its logic: time comes from the [`Clock`] you hand to
+//! [`Gate::open`], so tests and embedders can drive it with a
+//! [`ManualClock`]. The `creditgate` binary (crate
 //! `creditgate-appliance`) wraps it with a CLI and HTTP.
 //!
 //! [`Gate`] is the facade and the API boundary: every operation goes through
@@ -29,6 +31,7 @@
 pub mod accounts;
 pub mod clock;
 pub mod error;
+pub mod identity;
 pub mod ids;
 pub mod jobs;
 pub mod ledger;
@@ -47,6 +50,10 @@ pub use error::{Error, Result};
 pub use gate::generate::Submitted;
 pub use gate::work::WorkReport;
 pub use gate::{Gate, GateSettings};
+pub use identity::{
+    verify_signed_request, Agent, AgentRegistration, ApiKeyInfo, CreatedAgentKey, Principal,
+    SignedFields, TokenGrant, Via,
+};
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
 pub use store::{Store, StoreOptions, Synchronous};

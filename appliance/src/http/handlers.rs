@@ -38,9 +38,12 @@ pub fn json_body(request: &Request) -> Result<Value, Error> {
         return Err(invalid("a JSON object is required".into()));
     }
     if nesting_depth(&request.body) > JSON_DEPTH_MAX {
-        return Err(invalid(format!("JSON nests deeper than {JSON_DEPTH_MAX} levels")));
+        return Err(invalid(format!(
+            "JSON nests deeper than {JSON_DEPTH_MAX} levels"
+        )));
     }
-    serde_json::from_slice(&request.body).map_err(|err| invalid(format!("is not valid JSON: {err}")))
+    serde_json::from_slice(&request.body)
+        .map_err(|err| invalid(format!("is not valid JSON: {err}")))
 }
 
 /// The deepest nesting of arrays and objects in a JSON text (strings
@@ -92,7 +95,12 @@ pub fn job_view(job: &Job) -> Value {
 }
 
 /// `POST /v1/generate`.
-pub fn generate(state: &State, request: &Request, _: &Params, principal: Option<&Principal>) -> Handled {
+pub fn generate(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    principal: Option<&Principal>,
+) -> Handled {
     let body = json_body(request)?;
     let submitted = state.gate.submit_for(caller(principal)?, &body)?;
     let mut data = job_view(&submitted.job);
@@ -109,7 +117,12 @@ pub fn poll(state: &State, _: &Request, params: &Params, principal: Option<&Prin
 }
 
 /// `POST /v1/generate/{request_id}/cancel`.
-pub fn cancel(state: &State, _: &Request, params: &Params, principal: Option<&Principal>) -> Handled {
+pub fn cancel(
+    state: &State,
+    _: &Request,
+    params: &Params,
+    principal: Option<&Principal>,
+) -> Handled {
     let job = state
         .gate
         .cancel(&caller(principal)?.account_id, param(params, "request_id"))?;
@@ -129,14 +142,24 @@ pub fn balance(state: &State, _: &Request, _: &Params, principal: Option<&Princi
 }
 
 /// `POST /v1/credits/estimate`.
-pub fn estimate(state: &State, request: &Request, _: &Params, principal: Option<&Principal>) -> Handled {
+pub fn estimate(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    principal: Option<&Principal>,
+) -> Handled {
     caller(principal)?;
     let estimate = state.gate.estimate_body(&json_body(request)?)?;
     Ok(ok(serde_json::to_value(&estimate).unwrap_or(Value::Null)))
 }
 
 /// `GET /v1/models/list` (optionally `?price_version=`).
-pub fn models(state: &State, request: &Request, _: &Params, principal: Option<&Principal>) -> Handled {
+pub fn models(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    principal: Option<&Principal>,
+) -> Handled {
     caller(principal)?;
     let version = request
         .query
@@ -157,10 +180,12 @@ pub fn models(state: &State, request: &Request, _: &Params, principal: Option<&P
 /// `GET /v1/files/{job_id}/{token}/{index}/{name}`: an output, through its
 /// unguessable URL.
 pub fn file(state: &State, _: &Request, params: &Params, _: Option<&Principal>) -> Handled {
-    let index = param(params, "index").parse::<usize>().map_err(|_| Error::NotFound {
-        what: "output",
-        id: param(params, "index").to_owned(),
-    })?;
+    let index = param(params, "index")
+        .parse::<usize>()
+        .map_err(|_| Error::NotFound {
+            what: "output",
+            id: param(params, "index").to_owned(),
+        })?;
     let file = state
         .gate
         .output_file(param(params, "job_id"), param(params, "token"), index)?;
@@ -174,13 +199,23 @@ pub fn file(state: &State, _: &Request, params: &Params, _: Option<&Principal>) 
 /// The envelope of the agent identity routes (`success` plus `data`, as
 /// reference 001 shows them, with the v1 `code` for uniformity).
 fn agent_ok(data: Value) -> Response {
-    Response::json(200, &json!({ "success": true, "code": 0, "message": "ok", "data": data }))
+    Response::json(
+        200,
+        &json!({ "success": true, "code": 0, "message": "ok", "data": data }),
+    )
 }
 
 /// `POST /api/v1/agents/register`.
-pub fn agent_register(state: &State, request: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+pub fn agent_register(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    _: Option<&Principal>,
+) -> Handled {
     let body = json_body(request)?;
-    let registration = state.gate.register_agent(&request.method, &request.path, &body)?;
+    let registration = state
+        .gate
+        .register_agent(&request.method, &request.path, &body)?;
     Ok(agent_ok(json!({
         "agent_id": registration.agent_id,
         "registration_code": registration.registration_code,
@@ -190,14 +225,21 @@ pub fn agent_register(state: &State, request: &Request, _: &Params, _: Option<&P
 
 /// `POST /api/v1/agents/bind` (admin): the owner binds a registration code
 /// to the caller's account.
-pub fn agent_bind(state: &State, request: &Request, _: &Params, principal: Option<&Principal>) -> Handled {
+pub fn agent_bind(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    principal: Option<&Principal>,
+) -> Handled {
     let principal = caller(principal)?;
     principal.require_scope("admin")?;
     let body = json_body(request)?;
-    let code = body["registration_code"].as_str().ok_or(Error::InvalidRequest {
-        field: "registration_code".into(),
-        message: "is required".into(),
-    })?;
+    let code = body["registration_code"]
+        .as_str()
+        .ok_or(Error::InvalidRequest {
+            field: "registration_code".into(),
+            message: "is required".into(),
+        })?;
     let scopes = match &body["allowed_scopes"] {
         Value::Null => None,
         Value::Array(items) => Some(
@@ -238,9 +280,16 @@ fn key_view(key: &creditgate::identity::ApiKeyInfo) -> Value {
 }
 
 /// `POST /api/v1/agents/keys/create` (signed).
-pub fn agent_key_create(state: &State, request: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+pub fn agent_key_create(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    _: Option<&Principal>,
+) -> Handled {
     let body = json_body(request)?;
-    let created = state.gate.agent_create_key(&request.method, &request.path, &body)?;
+    let created = state
+        .gate
+        .agent_create_key(&request.method, &request.path, &body)?;
     Ok(agent_ok(json!({
         "key_id": created.key_id,
         "api_key": created.api_key,
@@ -250,16 +299,32 @@ pub fn agent_key_create(state: &State, request: &Request, _: &Params, _: Option<
 }
 
 /// `POST /api/v1/agents/keys/list` (signed).
-pub fn agent_keys_list(state: &State, request: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+pub fn agent_keys_list(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    _: Option<&Principal>,
+) -> Handled {
     let body = json_body(request)?;
-    let keys = state.gate.agent_list_keys(&request.method, &request.path, &body)?;
-    Ok(agent_ok(json!({ "keys": keys.iter().map(key_view).collect::<Vec<_>>() })))
+    let keys = state
+        .gate
+        .agent_list_keys(&request.method, &request.path, &body)?;
+    Ok(agent_ok(
+        json!({ "keys": keys.iter().map(key_view).collect::<Vec<_>>() }),
+    ))
 }
 
 /// `POST /api/v1/agents/keys/revoke` (signed).
-pub fn agent_key_revoke(state: &State, request: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+pub fn agent_key_revoke(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    _: Option<&Principal>,
+) -> Handled {
     let body = json_body(request)?;
-    let key = state.gate.agent_revoke_key(&request.method, &request.path, &body)?;
+    let key = state
+        .gate
+        .agent_revoke_key(&request.method, &request.path, &body)?;
     Ok(agent_ok(key_view(&key)))
 }
 
@@ -279,17 +344,26 @@ fn token_view(grant: &creditgate::identity::TokenGrant) -> Value {
 pub fn agent_token(state: &State, request: &Request, _: &Params, _: Option<&Principal>) -> Handled {
     let key = super::router::bearer(request)?;
     let body = json_body(request)?;
-    let grant = state.gate.issue_token(key, &request.method, &request.path, &body)?;
+    let grant = state
+        .gate
+        .issue_token(key, &request.method, &request.path, &body)?;
     Ok(ok(token_view(&grant)))
 }
 
 /// `POST /api/v1/agents/auth/refresh`.
-pub fn agent_refresh(state: &State, request: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+pub fn agent_refresh(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    _: Option<&Principal>,
+) -> Handled {
     let body = json_body(request)?;
-    let token = body["refresh_token"].as_str().ok_or(Error::InvalidRequest {
-        field: "refresh_token".into(),
-        message: "is required".into(),
-    })?;
+    let token = body["refresh_token"]
+        .as_str()
+        .ok_or(Error::InvalidRequest {
+            field: "refresh_token".into(),
+            message: "is required".into(),
+        })?;
     let grant = state.gate.refresh_token(token)?;
     Ok(ok(token_view(&grant)))
 }
@@ -301,8 +375,15 @@ pub fn openapi(state: &State, _: &Request, _: &Params, _: Option<&Principal>) ->
 
 /// `GET /llms.txt` and `GET /agent/llms.txt`.
 pub fn llms(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
-    let text = docs::llms_txt(&state.public_base_url, state.gate.active_price_version()?.as_deref());
-    Ok(Response::bytes(200, "text/plain; charset=utf-8", text.into_bytes()))
+    let text = docs::llms_txt(
+        &state.public_base_url,
+        state.gate.active_price_version()?.as_deref(),
+    );
+    Ok(Response::bytes(
+        200,
+        "text/plain; charset=utf-8",
+        text.into_bytes(),
+    ))
 }
 
 /// `GET /healthz`: the database answers.

@@ -37,24 +37,114 @@ pub struct Route {
 
 /// Every route, in the order they are matched.
 pub const ROUTES: &[Route] = &[
-    Route { method: "POST", pattern: "/v1/generate", auth: Auth::Bearer, handler: handlers::generate },
-    Route { method: "GET", pattern: "/v1/generate/{request_id}", auth: Auth::Bearer, handler: handlers::poll },
-    Route { method: "POST", pattern: "/v1/generate/{request_id}/cancel", auth: Auth::Bearer, handler: handlers::cancel },
-    Route { method: "GET", pattern: "/v1/credits/balance", auth: Auth::Bearer, handler: handlers::balance },
-    Route { method: "POST", pattern: "/v1/credits/estimate", auth: Auth::Bearer, handler: handlers::estimate },
-    Route { method: "GET", pattern: "/v1/models/list", auth: Auth::Bearer, handler: handlers::models },
-    Route { method: "GET", pattern: "/v1/files/{job_id}/{token}/{index}/{name}", auth: Auth::Public, handler: handlers::file },
-    Route { method: "POST", pattern: "/api/v1/agents/register", auth: Auth::Public, handler: handlers::agent_register },
-    Route { method: "POST", pattern: "/api/v1/agents/bind", auth: Auth::Bearer, handler: handlers::agent_bind },
-    Route { method: "POST", pattern: "/api/v1/agents/keys/create", auth: Auth::Public, handler: handlers::agent_key_create },
-    Route { method: "POST", pattern: "/api/v1/agents/keys/list", auth: Auth::Public, handler: handlers::agent_keys_list },
-    Route { method: "POST", pattern: "/api/v1/agents/keys/revoke", auth: Auth::Public, handler: handlers::agent_key_revoke },
-    Route { method: "POST", pattern: "/api/v1/agents/auth/token", auth: Auth::Public, handler: handlers::agent_token },
-    Route { method: "POST", pattern: "/api/v1/agents/auth/refresh", auth: Auth::Public, handler: handlers::agent_refresh },
-    Route { method: "GET", pattern: "/agent/openapi.json", auth: Auth::Public, handler: handlers::openapi },
-    Route { method: "GET", pattern: "/llms.txt", auth: Auth::Public, handler: handlers::llms },
-    Route { method: "GET", pattern: "/agent/llms.txt", auth: Auth::Public, handler: handlers::llms },
-    Route { method: "GET", pattern: "/healthz", auth: Auth::Public, handler: handlers::health },
+    Route {
+        method: "POST",
+        pattern: "/v1/generate",
+        auth: Auth::Bearer,
+        handler: handlers::generate,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/generate/{request_id}",
+        auth: Auth::Bearer,
+        handler: handlers::poll,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/generate/{request_id}/cancel",
+        auth: Auth::Bearer,
+        handler: handlers::cancel,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/credits/balance",
+        auth: Auth::Bearer,
+        handler: handlers::balance,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/credits/estimate",
+        auth: Auth::Bearer,
+        handler: handlers::estimate,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/models/list",
+        auth: Auth::Bearer,
+        handler: handlers::models,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/files/{job_id}/{token}/{index}/{name}",
+        auth: Auth::Public,
+        handler: handlers::file,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agents/register",
+        auth: Auth::Public,
+        handler: handlers::agent_register,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agents/bind",
+        auth: Auth::Bearer,
+        handler: handlers::agent_bind,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agents/keys/create",
+        auth: Auth::Public,
+        handler: handlers::agent_key_create,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agents/keys/list",
+        auth: Auth::Public,
+        handler: handlers::agent_keys_list,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agents/keys/revoke",
+        auth: Auth::Public,
+        handler: handlers::agent_key_revoke,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agents/auth/token",
+        auth: Auth::Public,
+        handler: handlers::agent_token,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agents/auth/refresh",
+        auth: Auth::Public,
+        handler: handlers::agent_refresh,
+    },
+    Route {
+        method: "GET",
+        pattern: "/agent/openapi.json",
+        auth: Auth::Public,
+        handler: handlers::openapi,
+    },
+    Route {
+        method: "GET",
+        pattern: "/llms.txt",
+        auth: Auth::Public,
+        handler: handlers::llms,
+    },
+    Route {
+        method: "GET",
+        pattern: "/agent/llms.txt",
+        auth: Auth::Public,
+        handler: handlers::llms,
+    },
+    Route {
+        method: "GET",
+        pattern: "/healthz",
+        auth: Auth::Public,
+        handler: handlers::health,
+    },
 ];
 
 /// Matches `path` against `pattern`, returning the parameters.
@@ -123,7 +213,9 @@ pub fn bearer(request: &Request) -> Result<&str, Error> {
         .header("authorization")
         .and_then(|value| {
             let (scheme, credential) = value.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| credential.trim())
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| credential.trim())
         })
         .filter(|credential| !credential.is_empty())
         .ok_or(Error::Unauthorized {
@@ -141,8 +233,14 @@ mod tests {
             match_path("/v1/generate/{request_id}", "/v1/generate/abc"),
             Some(vec![("request_id", "abc".to_owned())])
         );
-        assert_eq!(match_path("/v1/generate/{request_id}", "/v1/generate/"), None);
-        assert_eq!(match_path("/v1/generate/{request_id}", "/v1/generate/a/b"), None);
+        assert_eq!(
+            match_path("/v1/generate/{request_id}", "/v1/generate/"),
+            None
+        );
+        assert_eq!(
+            match_path("/v1/generate/{request_id}", "/v1/generate/a/b"),
+            None
+        );
         assert_eq!(match_path("/v1/generate", "/v1/generate"), Some(vec![]));
         assert_eq!(match_path("/v1/generate", "/v1/generatex"), None);
     }

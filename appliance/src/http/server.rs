@@ -106,7 +106,9 @@ fn request_id(incoming: Option<&str>) -> String {
         Some(id)
             if !id.is_empty()
                 && id.len() <= REQUEST_ID_CHARS_MAX
-                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
         {
             id.to_owned()
         }
@@ -115,7 +117,11 @@ fn request_id(incoming: Option<&str>) -> String {
 }
 
 /// Reads a body of at most [`BODY_BYTES_MAX`] bytes within `deadline`.
-fn read_body(reader: &mut dyn Read, declared: Option<usize>, deadline: Duration) -> Result<Vec<u8>, Error> {
+fn read_body(
+    reader: &mut dyn Read,
+    declared: Option<usize>,
+    deadline: Duration,
+) -> Result<Vec<u8>, Error> {
     if declared.is_some_and(|length| length > BODY_BYTES_MAX) {
         return Err(Error::PayloadTooLarge {
             limit_bytes: BODY_BYTES_MAX,
@@ -149,9 +155,19 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
     let headers: Vec<(String, String)> = wire
         .headers()
         .iter()
-        .map(|h| (h.field.as_str().as_str().to_ascii_lowercase(), h.value.as_str().to_owned()))
+        .map(|h| {
+            (
+                h.field.as_str().as_str().to_ascii_lowercase(),
+                h.value.as_str().to_owned(),
+            )
+        })
         .collect();
-    let find = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
     let id = request_id(find("x-request-id"));
     let url = wire.url().to_owned();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
@@ -217,10 +233,15 @@ mod tests {
     #[test]
     fn bodies_are_bounded() {
         let big = vec![b'x'; BODY_BYTES_MAX + 1];
-        let err = read_body(&mut big.as_slice(), None, Duration::from_secs(5)).expect_err("too big");
+        let err =
+            read_body(&mut big.as_slice(), None, Duration::from_secs(5)).expect_err("too big");
         assert_eq!(err.code(), "payload_too_large");
-        let err = read_body(&mut [].as_slice(), Some(BODY_BYTES_MAX + 1), Duration::from_secs(5))
-            .expect_err("declared too big");
+        let err = read_body(
+            &mut [].as_slice(),
+            Some(BODY_BYTES_MAX + 1),
+            Duration::from_secs(5),
+        )
+        .expect_err("declared too big");
         assert_eq!(err.code(), "payload_too_large");
         let ok = read_body(&mut b"{}".as_slice(), Some(2), Duration::from_secs(5)).expect("small");
         assert_eq!(ok, b"{}");

@@ -12,20 +12,36 @@ use super::Response;
 /// `creditgate::error::ERROR_CODES` has a row (a test checks it).
 pub fn status_for(code: &str) -> u16 {
     match code {
-        "invalid_request" | "invalid_amount" | "unknown_model" | "invalid_option"
-        | "unknown_price_version" | "invalid_catalog" | "capture_exceeds_hold"
-        | "refund_exceeds_charge" | "wrong_transfer_kind" | "registration_expired"
+        "invalid_request"
+        | "invalid_amount"
+        | "unknown_model"
+        | "invalid_option"
+        | "unknown_price_version"
+        | "invalid_catalog"
+        | "capture_exceeds_hold"
+        | "refund_exceeds_charge"
+        | "wrong_transfer_kind"
+        | "registration_expired"
         | "agent_not_bound" => 400,
-        "unauthorized" | "invalid_signature" | "stale_timestamp" | "nonce_reused"
-        | "token_expired" | "refresh_token_reused" => 401,
+        "unauthorized"
+        | "invalid_signature"
+        | "stale_timestamp"
+        | "nonce_reused"
+        | "token_expired"
+        | "refresh_token_reused" => 401,
         "insufficient_credits" => 402,
         "forbidden" => 403,
         "not_found" => 404,
         "method_not_allowed" => 405,
         "request_timeout" => 408,
-        "idempotency_conflict" | "exists_with_different_fields" | "invalid_transition"
-        | "price_version_conflict" | "hold_already_resolved" | "hold_expired"
-        | "agent_already_bound" | "balance_limit" => 409,
+        "idempotency_conflict"
+        | "exists_with_different_fields"
+        | "invalid_transition"
+        | "price_version_conflict"
+        | "hold_already_resolved"
+        | "hold_expired"
+        | "agent_already_bound"
+        | "balance_limit" => 409,
         "payload_too_large" => 413,
         "rate_limited" => 429,
         "no_price_catalog" | "provider_unavailable" | "storage_unavailable" => 503,
@@ -80,12 +96,19 @@ pub fn error(err: &Error) -> Response {
         _ => {}
     }
     // Server faults do not leak internals to the caller.
-    let message = if status >= 500 && !matches!(err, Error::NoPriceCatalog | Error::ProviderUnavailable { .. }) {
+    let message = if status >= 500
+        && !matches!(
+            err,
+            Error::NoPriceCatalog | Error::ProviderUnavailable { .. }
+        ) {
         "internal error; the operator's log has the details".to_owned()
     } else {
         err.to_string()
     };
-    let mut response = Response::json(status, &json!({ "code": status, "message": message, "data": data }));
+    let mut response = Response::json(
+        status,
+        &json!({ "code": status, "message": message, "data": data }),
+    );
     if status == 405 {
         response.headers.push(("Allow", "GET, POST".to_owned()));
     }

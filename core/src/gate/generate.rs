@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::gate::Gate;
+use crate::identity::Principal;
 use crate::ids::random_id;
 use crate::jobs::{self, Change, Job, JobFilter, JobStatus, NewJob};
 use crate::ledger;
@@ -44,6 +45,23 @@ impl Gate {
     /// [`Error::IdempotencyConflict`]. Any refusal records nothing, so the
     /// caller may retry the same `request_id` once the cause is fixed.
     pub fn submit(&self, account_id: &str, body: &Value) -> Result<Submitted> {
+        self.submit_checked(account_id, None, body)
+    }
+
+    /// [`Gate::submit`] for an authenticated caller: the job is the
+    /// caller's account's, and the caller must hold the scope of the
+    /// model's product (`image`, `video`, ...; `admin` holds all). A missing
+    /// scope is [`Error::Forbidden`] and records nothing.
+    pub fn submit_for(&self, principal: &Principal, body: &Value) -> Result<Submitted> {
+        self.submit_checked(&principal.account_id, Some(principal), body)
+    }
+
+    fn submit_checked(
+        &self,
+        account_id: &str,
+        principal: Option<&Principal>,
+        body: &Value,
+    ) -> Result<Submitted> {
         let request = normalize(body)?;
         let request_id = request
             .request_id
@@ -56,6 +74,9 @@ impl Gate {
         // its error is raised inside, after the idempotency check, so that a
         // replay still answers even if its model has since gone.
         let prepared = self.prepare(&request);
+        if let (Some(principal), Ok(prepared)) = (principal, &prepared) {
+            principal.require_scope(&prepared.estimate.product)?;
+        }
         let now = self.clock.now();
         let deadline = now + self.settings.job_deadline_ms;
         let hold_deadline = deadline + self.settings.hold_grace_ms;
@@ -311,7 +332,10 @@ impl Gate {
             what: "output",
             id: format!("{job_id}/{index}"),
         };
-        let job = self.store.read(|conn| jobs::get(conn, job_id)).map_err(|_| not_found())?;
+        let job = self
+            .store
+            .read(|conn| jobs::get(conn, job_id))
+            .map_err(|_| not_found())?;
         if !constant_time_eq(job.output_token.as_bytes(), token.as_bytes())
             || job.status != JobStatus::Succeeded
         {

@@ -8,6 +8,7 @@
 //! (the worker step).
 
 pub mod generate;
+mod identity;
 mod pricing;
 pub mod work;
 

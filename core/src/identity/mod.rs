@@ -1,0 +1,270 @@
+//! Identity and auth (design.md §6): API keys, agents and their ed25519
+//! identity flow, access and refresh tokens, scopes, and the one
+//! [`authenticate`] that turns a bearer credential into a [`Principal`].
+//!
+//! Tables, each written by one file here alone: `api_keys` (`keys.rs`);
+//! `agents` and `agent_nonces` (`agents.rs`); `token_families`,
+//! `access_tokens` and `refresh_tokens` (`tokens.rs`). `jcs.rs`,
+//! `signing.rs` and `scopes.rs` are pure and own no table.
+//!
+//! Invariants:
+//! - no secret (API key, access token, refresh token, registration code) is
+//!   ever stored, logged or put in an error: only its SHA-256, looked up by
+//!   an index and then compared in constant time (`same_hash`, with `subtle`);
+//! - revocation and expiry are checked on every [`authenticate`] against the
+//!   injected clock, so they take effect on the very next request;
+//! - another account's or agent's things are `not_found`, never `forbidden`.
+//!
+//! Functions here take `now` and a connection or write transaction; the
+//! facade (`Gate`) composes them, one `Store::write` per operation.
+
+pub mod agents;
+pub mod jcs;
+pub mod keys;
+pub mod scopes;
+pub mod signing;
+pub mod tokens;
+
+use rand::RngCore;
+use rusqlite::Connection;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::clock::UnixMillis;
+use crate::error::{Error, Result};
+
+pub use agents::{Agent, AgentRegistration};
+pub use keys::{ApiKeyInfo, CreatedAgentKey};
+pub use scopes::ADMIN_SCOPE;
+pub use signing::{verify_signed_request, SignedFields};
+pub use tokens::TokenGrant;
+
+/// Random bytes in every minted secret (API keys, tokens, codes).
+pub const SECRET_BYTES: usize = 32;
+/// The longest bearer credential looked at; longer ones are refused
+/// unhashed.
+pub const BEARER_CHARS_MAX: usize = 256;
+
+/// Who is calling, once authenticated: the account it acts for, what it may
+/// do, and through which credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The account every operation of this caller is confined to.
+    pub account_id: String,
+    /// Granted scopes, sorted; [`ADMIN_SCOPE`] implies every other.
+    pub scopes: Vec<String>,
+    /// The credential presented.
+    pub via: Via,
+}
+
+/// The credential a [`Principal`] authenticated with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// An API key.
+    Key {
+        /// The key's id (`key_…`), never its secret.
+        key_id: String,
+        /// The agent that created it, for agent keys.
+        agent_id: Option<String>,
+    },
+    /// A short-lived access token from the agent token exchange.
+    AccessToken {
+        /// The agent it was issued to.
+        agent_id: String,
+        /// Its token family (`tfam_…`): every token descended from one
+        /// issue; revoked together.
+        family_id: String,
+        /// The agent API key it was exchanged for.
+        key_id: String,
+        /// When it expires.
+        expires_at: UnixMillis,
+    },
+}
+
+impl Principal {
+    /// Whether this caller holds `scope` (or [`ADMIN_SCOPE`]).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        scopes::covers(&self.scopes, scope)
+    }
+
+    /// `Ok` if this caller holds `scope` (or [`ADMIN_SCOPE`]), else
+    /// [`Error::Forbidden`] naming it.
+    pub fn require_scope(&self, scope: &str) -> Result<()> {
+        if self.has_scope(scope) {
+            Ok(())
+        } else {
+            Err(Error::Forbidden {
+                scope: scope.to_owned(),
+            })
+        }
+    }
+
+    /// The agent behind this caller, if it is one.
+    pub fn agent_id(&self) -> Option<&str> {
+        match &self.via {
+            Via::Key { agent_id, .. } => agent_id.as_deref(),
+            Via::AccessToken { agent_id, .. } => Some(agent_id),
+        }
+    }
+}
+
+/// The result of [`authenticate`]: the principal, and the key whose
+/// `last_used_at` is due for an update (at most once per
+/// [`keys::LAST_USED_INTERVAL_SECS`]), which the facade writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// Who is calling.
+    pub principal: Principal,
+    /// A key to mark used now, if its mark is stale.
+    pub touch_key: Option<String>,
+}
+
+/// What kind of credential a bearer string is, by its prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Credential<'a> {
+    /// `cg_live_…` or `cg_agent_…`.
+    ApiKey(&'a str),
+    /// `cg_at_…`.
+    AccessToken(&'a str),
+}
+
+/// Classifies a bearer credential: accepts the bare secret or a whole
+/// `Authorization` header value (`Bearer <secret>`).
+pub(crate) fn credential(bearer: &str) -> Result<Credential<'_>> {
+    let mut secret = bearer.trim();
+    // `get` rather than slicing: the input is untrusted and byte 7 need not
+    // be a character boundary.
+    if let (Some(scheme), Some(rest)) = (secret.get(..7), secret.get(7..)) {
+        if scheme.eq_ignore_ascii_case("bearer ") {
+            secret = rest.trim_start();
+        }
+    }
+    if secret.is_empty() {
+        return Err(Error::unauthorized("no credential"));
+    }
+    if secret.len() > BEARER_CHARS_MAX {
+        return Err(Error::unauthorized("malformed credential"));
+    }
+    if secret.starts_with(keys::ACCOUNT_KEY_PREFIX) || secret.starts_with(keys::AGENT_KEY_PREFIX) {
+        Ok(Credential::ApiKey(secret))
+    } else if secret.starts_with(tokens::ACCESS_TOKEN_PREFIX) {
+        Ok(Credential::AccessToken(secret))
+    } else {
+        Err(Error::unauthorized("not an API key or access token"))
+    }
+}
+
+/// Authenticates a bearer API key or access token at `now`. An unknown,
+/// revoked or expired key, or a token of a revoked family or whose key is
+/// no longer usable, is [`Error::Unauthorized`]; an expired access token is
+/// [`Error::TokenExpired`].
+pub fn authenticate(conn: &Connection, bearer: &str, now: UnixMillis) -> Result<Authenticated> {
+    match credential(bearer)? {
+        Credential::ApiKey(secret) => {
+            let key = keys::find_usable(conn, secret, now)?;
+            let touch_key = keys::last_used_is_stale(&key, now).then(|| key.id.clone());
+            Ok(Authenticated {
+                principal: key.principal(),
+                touch_key,
+            })
+        }
+        Credential::AccessToken(secret) => Ok(Authenticated {
+            principal: tokens::authenticate(conn, secret, now)?,
+            touch_key: None,
+        }),
+    }
+}
+
+/// A fresh secret: `prefix` and [`SECRET_BYTES`] random bytes in hex.
+pub(crate) fn mint_secret(prefix: &str) -> String {
+    let mut bytes = [0u8; SECRET_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// The SHA-256 of a secret: the only form of it that is stored.
+pub(crate) fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Compares two hashes in constant time (a stored hash is found by an
+/// index, then confirmed here, so its bytes never decide by timing).
+pub(crate) fn same_hash(a: &[u8], b: &[u8]) -> bool {
+    a.ct_eq(b).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_classified_by_prefix() {
+        let key = format!("{}{}", keys::ACCOUNT_KEY_PREFIX, "ab".repeat(32));
+        assert_eq!(credential(&key).expect("key"), Credential::ApiKey(&key));
+        assert_eq!(
+            credential(&format!("Bearer {key}")).expect("header"),
+            Credential::ApiKey(key.as_str())
+        );
+        assert_eq!(
+            credential(&format!("bearer  {key} ")).expect("header"),
+            Credential::ApiKey(key.as_str())
+        );
+        let token = mint_secret(tokens::ACCESS_TOKEN_PREFIX);
+        assert_eq!(
+            credential(&token).expect("token"),
+            Credential::AccessToken(&token)
+        );
+        for bad in [
+            "",
+            "Bearer ",
+            "sk-something",
+            "Beareré x",
+            "ééééé",
+            &mint_secret(tokens::REFRESH_TOKEN_PREFIX),
+        ] {
+            assert_eq!(
+                credential(bad).expect_err(bad).code(),
+                "unauthorized",
+                "{bad}"
+            );
+        }
+        let long = format!(
+            "{}{}",
+            keys::ACCOUNT_KEY_PREFIX,
+            "a".repeat(BEARER_CHARS_MAX)
+        );
+        assert_eq!(credential(&long).expect_err("long").code(), "unauthorized");
+    }
+
+    #[test]
+    fn secrets_are_random_and_hash_compares_exactly() {
+        let a = mint_secret("cg_live_");
+        let b = mint_secret("cg_live_");
+        assert_ne!(a, b);
+        assert_eq!(a.len(), "cg_live_".len() + 2 * SECRET_BYTES);
+        assert!(same_hash(&secret_hash(&a), &secret_hash(&a)));
+        assert!(!same_hash(&secret_hash(&a), &secret_hash(&b)));
+        assert!(!same_hash(&secret_hash(&a), &[]));
+    }
+
+    #[test]
+    fn require_scope_admin_implies_all() {
+        let principal = |scopes: &[&str]| Principal {
+            account_id: "acct_x".into(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            via: Via::Key {
+                key_id: "key_x".into(),
+                agent_id: None,
+            },
+        };
+        assert!(principal(&["image"]).require_scope("image").is_ok());
+        let err = principal(&["image"])
+            .require_scope("video")
+            .expect_err("no video");
+        assert!(matches!(&err, Error::Forbidden { scope } if scope == "video"));
+        assert_eq!(err.code(), "forbidden");
+        assert!(principal(&["admin"]).require_scope("video").is_ok());
+        assert!(principal(&["admin"]).require_scope("admin").is_ok());
+        assert!(principal(&["image"]).require_scope("admin").is_err());
+    }
+}
