@@ -118,6 +118,10 @@ struct ServeArgs {
     /// How long a job may run before it expires.
     #[arg(long, env = "CREDITGATE_JOB_DEADLINE_SECS", default_value_t = 1_800)]
     job_deadline_secs: u64,
+    /// The first poll's delay after a submission; later polls back off
+    /// from it, doubling up to 15 times it.
+    #[arg(long, env = "CREDITGATE_POLL_INTERVAL_MS", default_value_t = 1_000)]
+    poll_interval_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,6 +330,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             public_url: args.public_url,
             read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
             job_deadline: std::time::Duration::from_secs(args.job_deadline_secs.max(1)),
+            poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(1)),
         })?;
         return Ok(ExitCode::SUCCESS);
     }

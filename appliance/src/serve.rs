@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub read_timeout: Duration,
     /// How long a job may run before it expires.
     pub job_deadline: Duration,
+    /// The first poll's delay (later ones back off up to 15 times it).
+    pub poll_interval: Duration,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -77,9 +79,13 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let poll_ms = i64::try_from(options.poll_interval.as_millis()).unwrap_or(i64::MAX);
     let settings = GateSettings {
         public_base_url: public_url.trim_end_matches('/').to_owned(),
         job_deadline_ms: i64::try_from(options.job_deadline.as_millis()).unwrap_or(i64::MAX),
+        poll_interval_ms_min: poll_ms,
+        poll_interval_ms_max: poll_ms.saturating_mul(15),
+        submit_backoff_ms_max: poll_ms.saturating_mul(30),
         ..GateSettings::default()
     };
     let gate = Gate::open(&options.store, Arc::new(SystemClock))

@@ -96,3 +96,273 @@ impl From<Output> for Run {
         }
     }
 }
+
+/// A running `creditgate serve` on an ephemeral port, killed on drop.
+pub struct Server {
+    child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The demo key printed on first run, if this run printed one.
+    pub demo_key: Option<String>,
+    /// Every line the server printed on stdout before it listened.
+    pub banner: Vec<String>,
+    /// The server's stderr, collected by a thread (the access log).
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// How long a test waits for the server to say it listens, at most.
+pub const STARTUP_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl Sandbox {
+    /// Starts `creditgate serve --listen 127.0.0.1:0` on this sandbox's
+    /// database with extra `args`, and waits until it listens. The child is
+    /// reaped by [`Server`]'s drop.
+    #[allow(clippy::zombie_processes)]
+    pub fn serve(&self, args: &[&str]) -> Server {
+        use std::io::{BufRead, BufReader, Read};
+        let mut command = self.command(&["serve", "--listen", "127.0.0.1:0"]);
+        command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().expect("start creditgate serve");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let mut err_pipe = child.stderr.take().expect("stderr");
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err_pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut text) = sink.lock() {
+                    text.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + STARTUP_WAIT_MAX;
+        let mut banner = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "the server did not start: {banner:?} {}",
+                        stderr.lock().map(|s| s.clone()).unwrap_or_default()
+                    );
+                }
+            };
+            banner.push(line.clone());
+            if let Some(addr) = line.strip_prefix("creditgate listening on http://") {
+                let demo_key = banner.iter().find_map(|l| {
+                    l.split_whitespace()
+                        .find(|w| w.starts_with("cg_live_"))
+                        .map(|w| {
+                            w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                                .to_owned()
+                        })
+                });
+                // Keep draining stdout so the server never blocks on it.
+                std::thread::spawn(move || while rx.recv().is_ok() {});
+                return Server {
+                    child,
+                    addr: addr.trim().to_owned(),
+                    demo_key,
+                    banner,
+                    stderr,
+                };
+            }
+        }
+    }
+}
+
+/// An HTTP response as the tests see it.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as JSON (`Null` if it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// The first header called `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// How long one test request may take, at most.
+pub const REQUEST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Sends one raw HTTP/1.1 request (with `Connection: close`) and reads the
+/// whole response. A deliberately tiny client: the tests need to send
+/// malformed and hostile requests a real client would refuse to.
+pub fn raw_http(addr: &str, request: &[u8]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(REQUEST_WAIT_MAX))
+        .expect("timeout");
+    stream
+        .set_write_timeout(Some(REQUEST_WAIT_MAX))
+        .expect("timeout");
+    // The server may answer (413) before reading everything; ignore a
+    // broken pipe and read what it said.
+    let _ = stream.write_all(request);
+    let mut bytes = Vec::new();
+    let _ = stream.read_to_end(&mut bytes);
+    parse_response(&bytes)
+}
+
+fn parse_response(bytes: &[u8]) -> HttpResponse {
+    let split = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP response: {:?}", String::from_utf8_lossy(bytes)));
+    let head = String::from_utf8_lossy(&bytes[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = bytes[split + 4..].to_vec();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        body = dechunk(&body);
+    }
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(line_end) = bytes.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&bytes[..line_end]).trim(), 16)
+            .unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        out.extend_from_slice(&bytes[start..(start + size).min(bytes.len())]);
+        bytes = &bytes[(start + size + 2).min(bytes.len())..];
+    }
+    out
+}
+
+impl Server {
+    /// `http://127.0.0.1:PORT`.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Sends a request with an optional bearer credential and JSON body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<&str>,
+    ) -> HttpResponse {
+        let mut text = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
+            self.addr
+        );
+        if let Some(bearer) = bearer {
+            text.push_str(&format!("Authorization: Bearer {bearer}\r\n"));
+        }
+        let body = body.unwrap_or("");
+        if method != "GET" || !body.is_empty() {
+            text.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        text.push_str("\r\n");
+        text.push_str(body);
+        raw_http(&self.addr, text.as_bytes())
+    }
+
+    /// GET with a bearer credential; the JSON answer.
+    pub fn get(&self, path: &str, bearer: &str) -> HttpResponse {
+        self.request("GET", path, Some(bearer), None)
+    }
+
+    /// POST JSON with a bearer credential.
+    pub fn post(&self, path: &str, bearer: &str, body: &Value) -> HttpResponse {
+        self.request("POST", path, Some(bearer), Some(&body.to_string()))
+    }
+
+    /// What the server wrote to stderr so far (the access log).
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGKILL and waits.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (e.g. `TERM`) and waits for the exit, at most
+    /// `within`; returns the exit status if it exited.
+    pub fn signal_and_wait(
+        mut self,
+        signal: &str,
+        within: std::time::Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let _ = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -95,3 +95,39 @@ one endpoint from being replayed at another.
 "#
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::router::ROUTES;
+
+    #[test]
+    fn the_document_and_the_router_agree_exactly() {
+        let doc = openapi("http://example.test");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in ROUTES {
+            let method = route.method.to_ascii_lowercase();
+            assert!(
+                paths
+                    .get(route.pattern)
+                    .and_then(|p| p.get(&method))
+                    .is_some(),
+                "{} {} is routed but not documented",
+                route.method,
+                route.pattern
+            );
+        }
+        for (path, item) in paths {
+            for method in item.as_object().expect("path item").keys() {
+                assert!(
+                    ROUTES
+                        .iter()
+                        .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["servers"][0]["url"], "http://example.test");
+    }
+}

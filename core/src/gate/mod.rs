@@ -44,6 +44,12 @@ pub struct GateSettings {
     pub job_deadline_ms: i64,
     /// How much longer than its job a hold lives.
     pub hold_grace_ms: i64,
+    /// The first poll's delay after a submission, and the backoff's base.
+    pub poll_interval_ms_min: i64,
+    /// The longest wait between polls.
+    pub poll_interval_ms_max: i64,
+    /// The longest wait before a submission is retried.
+    pub submit_backoff_ms_max: i64,
 }
 
 impl Default for GateSettings {
@@ -52,6 +58,9 @@ impl Default for GateSettings {
             public_base_url: "http://127.0.0.1:8080".to_owned(),
             job_deadline_ms: JOB_DEADLINE_MS_DEFAULT,
             hold_grace_ms: HOLD_GRACE_MS_DEFAULT,
+            poll_interval_ms_min: work::POLL_INTERVAL_MS_MIN,
+            poll_interval_ms_max: work::POLL_INTERVAL_MS_MAX,
+            submit_backoff_ms_max: work::SUBMIT_BACKOFF_MS_MAX,
         }
     }
 }

@@ -30,11 +30,12 @@ pub const LEASE_MS: i64 = 60_000;
 pub const SUBMIT_ATTEMPTS_MAX: i64 = 5;
 /// Transient poll errors tolerated before a job fails, at most.
 pub const POLL_ERRORS_MAX: i64 = 10;
-/// The first poll's delay after a submission, and the backoff's base.
+/// The first poll's delay after a submission, and the backoff's base, by
+/// default (see [`crate::GateSettings`]).
 pub const POLL_INTERVAL_MS_MIN: i64 = 1_000;
-/// The longest wait between polls.
+/// The longest wait between polls, by default.
 pub const POLL_INTERVAL_MS_MAX: i64 = 15_000;
-/// The longest wait before a submission is retried.
+/// The longest wait before a submission is retried, by default.
 pub const SUBMIT_BACKOFF_MS_MAX: i64 = 30_000;
 
 /// What one worker step did.
@@ -163,9 +164,9 @@ impl Gate {
                         }
                         report.retried += 1;
                         let delay = backoff(
-                            POLL_INTERVAL_MS_MIN,
+                            self.settings.poll_interval_ms_min,
                             job.submit_attempts - 1,
-                            SUBMIT_BACKOFF_MS_MAX,
+                            self.settings.submit_backoff_ms_max,
                         );
                         self.reschedule(job, delay, 0, 0, Some(message))
                     }
@@ -178,8 +179,11 @@ impl Gate {
                 report.polled += 1;
                 match provider.poll(&call) {
                     Ok(PollStatus::Running) => {
-                        let delay =
-                            backoff(POLL_INTERVAL_MS_MIN, job.polls + 1, POLL_INTERVAL_MS_MAX);
+                        let delay = backoff(
+                            self.settings.poll_interval_ms_min,
+                            job.polls + 1,
+                            self.settings.poll_interval_ms_max,
+                        );
                         self.reschedule(job, delay, 1, 0, None)
                     }
                     Ok(PollStatus::Succeeded(completion)) => {
@@ -194,9 +198,9 @@ impl Gate {
                         }
                         report.retried += 1;
                         let delay = backoff(
-                            POLL_INTERVAL_MS_MIN,
+                            self.settings.poll_interval_ms_min,
                             job.poll_errors + 1,
-                            POLL_INTERVAL_MS_MAX,
+                            self.settings.poll_interval_ms_max,
                         );
                         self.reschedule(job, delay, 0, 1, Some(message))
                     }
@@ -211,11 +215,12 @@ impl Gate {
 
     fn record_running(&self, job: &Job, task_id: String) -> Result<()> {
         let now = self.clock.now();
+        let first_poll = self.settings.poll_interval_ms_min;
         let id = job.id.clone();
         self.store.write(move |tx| {
             let change = Change {
                 provider_task_id: Some(task_id),
-                next_run_at: Some(now + POLL_INTERVAL_MS_MIN),
+                next_run_at: Some(now + first_poll),
                 ..Change::default()
             };
             jobs::transition(tx, &id, JobStatus::Pending, JobStatus::Running, change, now)
