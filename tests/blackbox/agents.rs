@@ -1,0 +1,374 @@
+//! Black-box tests of identity over HTTP and the CLI: the ed25519 agent
+//! flow of reference 001 signed by an independent test client (its own
+//! canonical JSON and ed25519 calls), its refusals, scopes, owner binding by
+//! CLI and by the admin route, and key revocation taking effect at once.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use creditgate_tests::{HttpResponse, Sandbox, Server};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{json, Value};
+
+fn sandbox() -> Sandbox {
+    Sandbox::new(env!("CARGO_BIN_EXE_creditgate"))
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// A test agent: an ed25519 key and a nonce counter.
+struct Agent {
+    key: SigningKey,
+    nonce: std::cell::Cell<u32>,
+}
+
+impl Agent {
+    fn new(seed: u8) -> Agent {
+        Agent {
+            key: SigningKey::from_bytes(&[seed; 32]),
+            nonce: std::cell::Cell::new(0),
+        }
+    }
+
+    fn public_hex(&self) -> String {
+        hex(self.key.verifying_key().as_bytes())
+    }
+
+    /// Adds timestamp, nonce and the signature over
+    /// `METHOD + " " + PATH + "\n" + canonical JSON`. serde_json's map is
+    /// ordered by key and prints compactly: for the ASCII keys used here
+    /// that is RFC 8785's form.
+    fn sign(&self, method: &str, path: &str, mut body: Value, timestamp: i64) -> Value {
+        self.nonce.set(self.nonce.get() + 1);
+        body["timestamp"] = json!(timestamp);
+        body["nonce"] = json!(format!("nonce-{}-{}", self.nonce.get(), timestamp));
+        let message = format!(
+            "{method} {path}\n{}",
+            serde_json::to_string(&body).expect("json")
+        );
+        body["signature"] = json!(hex(&self.key.sign(message.as_bytes()).to_bytes()));
+        body
+    }
+
+    fn post(&self, server: &Server, path: &str, bearer: Option<&str>, body: Value) -> HttpResponse {
+        let signed = self.sign("POST", path, body, now_secs());
+        server.request("POST", path, bearer, Some(&signed.to_string()))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn error_code(response: &HttpResponse) -> (u16, String) {
+    let body = response.json();
+    (
+        response.status,
+        body["data"]["error"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[test]
+fn the_whole_agent_flow_over_http() {
+    let sb = sandbox();
+    let server = sb.serve(&["--poll-interval-ms", "20"]);
+    let admin_key = server.demo_key.clone().expect("demo key");
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let agent = Agent::new(7);
+
+    // 1. Register (self-signed with the key being registered).
+    let registered = agent.post(
+        &server,
+        "/api/v1/agents/register",
+        None,
+        json!({"public_key": agent.public_hex(), "agent_name": "Demo Agent", "agent_version": "0.1.0"}),
+    );
+    let body = registered.json();
+    assert_eq!(registered.status, 200, "{body}");
+    assert_eq!(body["success"], json!(true));
+    let agent_id = body["data"]["agent_id"]
+        .as_str()
+        .expect("agent_id")
+        .to_owned();
+    let code = body["data"]["registration_code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    assert!(body["data"]["expires_at"].is_string());
+
+    // Before binding, key creation is refused.
+    let early = agent.post(
+        &server,
+        "/api/v1/agents/keys/create",
+        None,
+        json!({"agent_id": agent_id, "registration_code": code, "key_name": "k", "scopes": ["image"]}),
+    );
+    assert_eq!(error_code(&early), (400, "agent_not_bound".to_owned()));
+
+    // 2. The owner binds the code (CLI), allowing image only.
+    let bound = sb.ok(&[
+        "agents",
+        "bind",
+        &code,
+        "--account",
+        &account,
+        "--scope",
+        "image",
+    ]);
+    assert_eq!(bound["agent_id"], json!(agent_id));
+
+    // 3. Keys: beyond the binding is forbidden; image is fine.
+    let too_much = agent.post(
+        &server,
+        "/api/v1/agents/keys/create",
+        None,
+        json!({"agent_id": agent_id, "registration_code": code, "key_name": "k", "scopes": ["image", "video"]}),
+    );
+    assert_eq!(error_code(&too_much), (403, "forbidden".to_owned()));
+    let created = agent.post(
+        &server,
+        "/api/v1/agents/keys/create",
+        None,
+        json!({"agent_id": agent_id, "registration_code": code, "key_name": "demo-key", "scopes": ["image"], "expires_in_days": 90}),
+    );
+    let created = created.json();
+    assert_eq!(created["success"], json!(true), "{created}");
+    let api_key = created["data"]["api_key"]
+        .as_str()
+        .expect("api_key")
+        .to_owned();
+    let key_id = created["data"]["key_id"]
+        .as_str()
+        .expect("key_id")
+        .to_owned();
+    assert_eq!(created["data"]["scopes"], json!(["image"]));
+
+    // 4. Exchange the key for an access token.
+    let token = agent.post(
+        &server,
+        "/api/v1/agents/auth/token",
+        Some(&api_key),
+        json!({"agent_id": agent_id, "scopes": ["image"]}),
+    );
+    let token = token.json();
+    assert_eq!(token["code"], 0, "{token}");
+    assert_eq!(token["data"]["token_type"], "Bearer");
+    assert_eq!(token["data"]["expires_in"], 900);
+    assert_eq!(token["data"]["account_id"], json!(account));
+    let access = token["data"]["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+    let refresh = token["data"]["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+
+    // The access token spends from the owner's account, within its scope.
+    let job = server.post(
+        "/v1/generate",
+        &access,
+        &json!({"request_id": "agent-1", "model": "z-image", "prompt": "x"}),
+    );
+    assert_eq!(job.status, 200, "{}", job.json());
+    let video = server.post(
+        "/v1/generate",
+        &access,
+        &json!({"request_id": "agent-2", "model": "veo3_fast", "prompt": "x"}),
+    );
+    assert_eq!(error_code(&video), (403, "forbidden".to_owned()));
+    assert_eq!(
+        server.get("/v1/generate/agent-1", &admin_key).json()["data"]["request_id"],
+        "agent-1"
+    );
+
+    // 5. Refresh rotates; a reused refresh token revokes the family.
+    let rotated = server.request(
+        "POST",
+        "/api/v1/agents/auth/refresh",
+        None,
+        Some(&json!({"refresh_token": refresh}).to_string()),
+    );
+    assert_eq!(rotated.status, 200, "{}", rotated.json());
+    let new_access = rotated.json()["data"]["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+    assert_eq!(server.get("/v1/credits/balance", &new_access).status, 200);
+    let reused = server.request(
+        "POST",
+        "/api/v1/agents/auth/refresh",
+        None,
+        Some(&json!({"refresh_token": refresh}).to_string()),
+    );
+    assert_eq!(
+        error_code(&reused),
+        (401, "refresh_token_reused".to_owned())
+    );
+    assert_eq!(
+        error_code(&server.get("/v1/credits/balance", &new_access)).0,
+        401,
+        "the family is revoked"
+    );
+
+    // 6. List and revoke the agent's keys; the revoked key stops at once.
+    let listed = agent
+        .post(
+            &server,
+            "/api/v1/agents/keys/list",
+            None,
+            json!({"agent_id": agent_id}),
+        )
+        .json();
+    assert_eq!(
+        listed["data"]["keys"][0]["key_id"],
+        json!(key_id),
+        "{listed}"
+    );
+    assert!(
+        listed.to_string().find(&api_key).is_none(),
+        "no secret in a listing"
+    );
+    let revoked = agent.post(
+        &server,
+        "/api/v1/agents/keys/revoke",
+        None,
+        json!({"agent_id": agent_id, "key_id": key_id}),
+    );
+    assert_eq!(revoked.status, 200, "{}", revoked.json());
+    let after = agent.post(
+        &server,
+        "/api/v1/agents/auth/token",
+        Some(&api_key),
+        json!({"agent_id": agent_id}),
+    );
+    assert_eq!(error_code(&after), (401, "unauthorized".to_owned()));
+}
+
+#[test]
+fn signed_requests_are_refused_for_every_flaw() {
+    let sb = sandbox();
+    let server = sb.serve(&[]);
+    let agent = Agent::new(9);
+    let path = "/api/v1/agents/register";
+    let body = json!({"public_key": agent.public_hex(), "agent_name": "A", "agent_version": "1"});
+
+    // A signature made for another path.
+    let elsewhere = agent.sign("POST", "/api/v1/agents/keys/list", body.clone(), now_secs());
+    let response = server.request("POST", path, None, Some(&elsewhere.to_string()));
+    assert_eq!(error_code(&response), (401, "invalid_signature".to_owned()));
+    // A tampered body.
+    let mut tampered = agent.sign("POST", path, body.clone(), now_secs());
+    tampered["agent_name"] = json!("B");
+    assert_eq!(
+        error_code(&server.request("POST", path, None, Some(&tampered.to_string()))),
+        (401, "invalid_signature".to_owned())
+    );
+    // Stale and future timestamps.
+    for skew in [-301, 301] {
+        let stale = agent.sign("POST", path, body.clone(), now_secs() + skew);
+        assert_eq!(
+            error_code(&server.request("POST", path, None, Some(&stale.to_string()))),
+            (401, "stale_timestamp".to_owned())
+        );
+    }
+    // A replayed nonce.
+    let signed = agent.sign("POST", path, body.clone(), now_secs());
+    assert_eq!(
+        server
+            .request("POST", path, None, Some(&signed.to_string()))
+            .status,
+        200
+    );
+    let replay = server.request("POST", path, None, Some(&signed.to_string()));
+    assert_eq!(error_code(&replay), (401, "nonce_reused".to_owned()));
+    // An unknown registration code cannot be bound.
+    let bind = sb.json(&["agents", "bind", "cg_reg_nope", "--account", "acct_x"]);
+    assert_eq!(bind.code, 1);
+}
+
+#[test]
+fn keys_from_the_cli_work_until_revoked_and_bind_needs_admin() {
+    let sb = sandbox();
+    let server = sb.serve(&[]);
+    let account = sb.account("cli");
+    sb.ok(&["credits", "grant", "--account", &account, "--amount", "50"]);
+    let created = sb.ok(&[
+        "keys",
+        "create",
+        "--account",
+        &account,
+        "--scope",
+        "image",
+        "--name",
+        "laptop",
+    ]);
+    let key = created["key"].as_str().expect("secret").to_owned();
+    let key_id = created["id"].as_str().expect("id").to_owned();
+    assert!(key.starts_with("cg_live_"));
+    let balance = server.get("/v1/credits/balance", &key).json();
+    assert_eq!(balance["data"]["available"], json!(50));
+
+    let listed = sb.ok(&["keys", "list", "--account", &account]);
+    assert_eq!(listed["keys"][0]["key_id"], json!(key_id));
+    assert!(
+        !listed.to_string().contains(&key),
+        "a listing never shows a secret"
+    );
+
+    // A key without admin cannot bind agents over HTTP.
+    let bind = server.post(
+        "/api/v1/agents/bind",
+        &key,
+        &json!({"registration_code": "cg_reg_x"}),
+    );
+    assert_eq!(error_code(&bind), (403, "forbidden".to_owned()));
+
+    sb.ok(&["keys", "revoke", &key_id]);
+    assert_eq!(
+        error_code(&server.get("/v1/credits/balance", &key)),
+        (401, "unauthorized".to_owned())
+    );
+    // Revoking twice is fine.
+    sb.ok(&["keys", "revoke", &key_id]);
+}
+
+#[test]
+fn the_owner_binds_an_agent_with_an_admin_key_over_http() {
+    let sb = sandbox();
+    let server = sb.serve(&[]);
+    let admin = server.demo_key.clone().expect("demo key");
+    let agent = Agent::new(11);
+    let registered = agent
+        .post(
+            &server,
+            "/api/v1/agents/register",
+            None,
+            json!({"public_key": agent.public_hex(), "agent_name": "B", "agent_version": "2"}),
+        )
+        .json();
+    let code = registered["data"]["registration_code"]
+        .as_str()
+        .expect("code")
+        .to_owned();
+    let bound = server.post(
+        "/api/v1/agents/bind",
+        &admin,
+        &json!({"registration_code": code, "allowed_scopes": ["music"]}),
+    );
+    assert_eq!(bound.status, 200, "{}", bound.json());
+    assert_eq!(bound.json()["data"]["allowed_scopes"], json!(["music"]));
+    let unknown = server.post(
+        "/api/v1/agents/bind",
+        &admin,
+        &json!({"registration_code": "cg_reg_unknown"}),
+    );
+    assert_eq!(error_code(&unknown).0, 404);
+}
