@@ -109,7 +109,7 @@ struct ServeArgs {
     #[arg(long, env = "CREDITGATE_SCENARIOS")]
     scenarios: Option<PathBuf>,
     /// The public base URL for output links and docs (default:
-    /// http://<listen address>).
+    /// `http://<listen address>`).
     #[arg(long, env = "CREDITGATE_PUBLIC_URL")]
     public_url: Option<String>,
     /// A socket read that waits longer than this fails (slow clients).
