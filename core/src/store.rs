@@ -47,6 +47,9 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// How long a connection waits on another process's lock before failing.
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// SQLite page cache per connection, in KiB.
+pub const CACHE_KIB: i64 = 8 * 1024;
+
 /// Reader connections in the pool, at most.
 pub const READ_POOL_SIZE_MAX: u32 = 16;
 
@@ -189,6 +192,7 @@ impl std::fmt::Debug for Store {
 
 fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
     Ok(())

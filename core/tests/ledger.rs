@@ -614,3 +614,65 @@ fn a_synchronous_normal_store_works_the_same() {
     assert_eq!(gate.balance(&acct).expect("balance").available, 1_000_000);
     assert_verified(&gate);
 }
+
+#[test]
+fn refused_operations_in_a_batch_roll_back_alone() {
+    let fx = fresh();
+    let acct = account(&fx.gate, "5");
+    let gate = Arc::new(fx.gate);
+    let before = gate.store().write_stats();
+    // Keep the writer busy until six operations are queued, so that they
+    // run as one batch (one transaction, one fsync).
+    let blocker = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            let observer = gate.clone();
+            gate.store().write(move |_tx| {
+                while observer.store().write_stats().queued < 6 {
+                    std::thread::yield_now();
+                }
+                Ok(())
+            })
+        })
+    };
+    while gate.store().write_stats().ops == before.ops {
+        std::thread::yield_now();
+    }
+    let handles: Vec<_> = (0..6)
+        .map(|i| {
+            let (gate, acct) = (gate.clone(), acct.clone());
+            std::thread::spawn(move || match i {
+                0..=3 => gate.hold(&format!("b{i}"), &acct, credits("1"), None, ""),
+                4 => gate.hold("too-big", &acct, credits("10"), None, ""),
+                _ => gate.grant(&format!("seed-{acct}"), &acct, credits("6"), "seed"),
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    blocker.join().expect("blocker").expect("blocker op");
+    for (i, result) in results.iter().enumerate() {
+        match i {
+            0..=3 => assert!(result.is_ok(), "hold {i}: {result:?}"),
+            4 => assert_eq!(
+                result.as_ref().expect_err("refused").code(),
+                "insufficient_credits"
+            ),
+            _ => assert_eq!(
+                result.as_ref().expect_err("refused").code(),
+                "exists_with_different_fields"
+            ),
+        }
+    }
+    let after = gate.store().write_stats();
+    assert_eq!(
+        (after.batches - before.batches, after.ops - before.ops),
+        (2, 7),
+        "the six ran as one batch"
+    );
+    let b = gate.balance(&acct).expect("balance");
+    assert_eq!((b.available, b.pending), (1_000_000, 4_000_000));
+    assert_verified(&gate);
+}
