@@ -137,7 +137,16 @@ pub fn verify_report(report: &VerifyReport) -> Value {
 
 /// A core error as `{error, message}` plus the fields an agent needs to act.
 pub fn error(err: &Error) -> Value {
-    let mut body = json!({ "error": err.code(), "message": err.to_string() });
+    let mut body = error_data(err);
+    body["message"] = json!(err.to_string());
+    body
+}
+
+/// The machine part of an error: `error` (the code) and the fields an agent
+/// needs to act on it (`field`, `required`/`available`/`suggestion`,
+/// `close_matches`, ...). The CLI and the HTTP envelope both use it.
+pub fn error_data(err: &Error) -> Value {
+    let mut body = json!({ "error": err.code() });
     match err {
         Error::InvalidRequest { field, .. } => body["field"] = json!(field),
         Error::InsufficientCredits {
@@ -154,6 +163,8 @@ pub fn error(err: &Error) -> Value {
         Error::ExistsWithDifferentFields { field, .. } => body["field"] = json!(field),
         Error::UnknownPriceVersion { active, .. } => body["active_price_version"] = json!(active),
         Error::InvalidCatalog(inner) => body["path"] = json!(inner.path),
+        Error::Forbidden { scope } => body["scope"] = json!(scope),
+        Error::PayloadTooLarge { limit_bytes } => body["limit_bytes"] = json!(limit_bytes),
         Error::Estimate(inner) => {
             if let Some(field) = inner.field() {
                 body["field"] = json!(field);

@@ -267,18 +267,6 @@ pub fn agent_bind(
     })))
 }
 
-fn key_view(key: &creditgate::identity::ApiKeyInfo) -> Value {
-    json!({
-        "key_id": key.id,
-        "name": key.name,
-        "scopes": key.scopes,
-        "created_at": format_rfc3339(key.created_at),
-        "expires_at": key.expires_at.map(format_rfc3339),
-        "revoked_at": key.revoked_at.map(format_rfc3339),
-        "last_used_at": key.last_used_at.map(format_rfc3339),
-    })
-}
-
 /// `POST /api/v1/agents/keys/create` (signed).
 pub fn agent_key_create(
     state: &State,
@@ -310,7 +298,7 @@ pub fn agent_keys_list(
         .gate
         .agent_list_keys(&request.method, &request.path, &body)?;
     Ok(agent_ok(
-        json!({ "keys": keys.iter().map(key_view).collect::<Vec<_>>() }),
+        json!({ "keys": keys.iter().map(crate::render::key).collect::<Vec<_>>() }),
     ))
 }
 
@@ -325,7 +313,7 @@ pub fn agent_key_revoke(
     let key = state
         .gate
         .agent_revoke_key(&request.method, &request.path, &body)?;
-    Ok(agent_ok(key_view(&key)))
+    Ok(agent_ok(crate::render::key(&key)))
 }
 
 fn token_view(grant: &creditgate::identity::TokenGrant) -> Value {

@@ -2,7 +2,6 @@
 //! envelope: `{code, message, data}` with `code` 0 on success and the HTTP
 //! status on error, `data.error` the machine code (design.md §8).
 
-use creditgate::money::to_credits;
 use creditgate::Error;
 use serde_json::{json, Value};
 
@@ -61,40 +60,7 @@ pub fn ok(data: Value) -> Response {
 pub fn error(err: &Error) -> Response {
     let code = err.code();
     let status = status_for(code);
-    let mut data = json!({ "error": code });
-    match err {
-        Error::InvalidRequest { field, .. } => data["field"] = json!(field),
-        Error::InsufficientCredits {
-            required_micros,
-            available_micros,
-            suggestion,
-        } => {
-            data["required"] = credits(*required_micros);
-            data["available"] = credits(*available_micros);
-            data["suggestion"] = json!(suggestion
-                .as_deref()
-                .unwrap_or("Use a cheaper model or ask the owner to top up."));
-        }
-        Error::ExistsWithDifferentFields { field, .. } => data["field"] = json!(field),
-        Error::UnknownPriceVersion { active, .. } => data["active_price_version"] = json!(active),
-        Error::Estimate(inner) => {
-            if let Some(field) = inner.field() {
-                data["field"] = json!(field);
-            }
-            match inner {
-                creditgate::pricing::EstimateError::UnknownModel { close_matches, .. } => {
-                    data["close_matches"] = json!(close_matches);
-                }
-                creditgate::pricing::EstimateError::InvalidOption { allowed, .. } => {
-                    data["allowed"] = json!(allowed);
-                }
-                _ => {}
-            }
-        }
-        Error::Forbidden { scope } => data["scope"] = json!(scope),
-        Error::PayloadTooLarge { limit_bytes } => data["limit_bytes"] = json!(limit_bytes),
-        _ => {}
-    }
+    let data = crate::render::error_data(err);
     // Server faults do not leak internals to the caller.
     let message = if status >= 500
         && !matches!(
@@ -124,12 +90,7 @@ pub fn internal_error() -> Response {
     )
 }
 
-/// Micro-credits as an exact JSON number of credits.
-pub fn credits(micros: i64) -> Value {
-    let text = to_credits(micros).to_string();
-    text.parse::<serde_json::Number>()
-        .map_or(Value::String(text), Value::Number)
-}
+pub use crate::render::credits;
 
 #[cfg(test)]
 mod tests {
