@@ -11,7 +11,7 @@
 //! token descended from that exchange) is revoked at once.
 //!
 //! An external identity exchange (Moltbook, `external.rs`) opens a family
-//! with an access token alone ([`issue_access`]): its agent re-exchanges a
+//! with an access token alone (`issue_access`): its agent re-exchanges a
 //! fresh identity token instead of refreshing, so the provider is asked
 //! again at least every [`ACCESS_TOKEN_TTL_SECS`].
 //!
