@@ -120,7 +120,7 @@ struct ServeArgs {
     job_deadline_secs: u64,
     /// Turns on "Sign in with Moltbook" (POST /auth/moltbook/exchange):
     /// Moltbook's verify endpoint,
-    /// https://www.moltbook.com/api/v1/agents/verify-identity (or a
+    /// `https://www.moltbook.com/api/v1/agents/verify-identity` (or a
     /// stand-in). Off when unset; the route then answers 404.
     #[arg(long, env = "CREDITGATE_MOLTBOOK_VERIFY_URL")]
     moltbook_verify_url: Option<String>,
