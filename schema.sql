@@ -180,10 +180,12 @@ CREATE TABLE usage_events (
 
 -- An agent: an ed25519 identity (one per public key), bound by its owner to
 -- an account. `allowed_scopes` is a space-separated sorted list, or NULL for
--- "any scope but admin". Written by identity/agents.rs alone.
+-- "any scope but admin". An agent that signs in through an external identity
+-- provider (see `external_identities` below) has no public key and cannot
+-- sign requests. Written by identity/agents.rs alone.
 CREATE TABLE agents (
     id                       TEXT PRIMARY KEY,
-    public_key               BLOB NOT NULL UNIQUE CHECK (length(public_key) = 32),
+    public_key               BLOB UNIQUE CHECK (public_key IS NULL OR length(public_key) = 32),
     name                     TEXT NOT NULL,
     version                  TEXT NOT NULL,
     registration_code_hash   BLOB NOT NULL UNIQUE CHECK (length(registration_code_hash) = 32),
@@ -259,3 +261,25 @@ CREATE TABLE refresh_tokens (
     used_at     INTEGER
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX refresh_tokens_expires_at ON refresh_tokens (expires_at);
+
+-- ===========================================================================
+-- External identities (core/src/identity/external.rs): agents that sign in
+-- with an identity token of an external provider ("Sign in with Moltbook").
+-- ===========================================================================
+
+-- One row per (provider, external id): the creditgate agent a verified
+-- external identity maps to, created on its first exchange; the agent row
+-- (no public key) carries the binding to an account like any other agent.
+-- `name` and `karma` are the provider's latest answer, kept for operators;
+-- no identity token is stored. Written by identity/external.rs alone.
+CREATE TABLE external_identities (
+    provider          TEXT NOT NULL CHECK (provider <> ''),
+    external_id       TEXT NOT NULL CHECK (external_id <> ''),
+    agent_id          TEXT NOT NULL UNIQUE REFERENCES agents (id),
+    name              TEXT NOT NULL,
+    karma             INTEGER,
+    owner_handle      TEXT,
+    created_at        INTEGER NOT NULL,
+    last_verified_at  INTEGER NOT NULL,
+    PRIMARY KEY (provider, external_id)
+) STRICT, WITHOUT ROWID;

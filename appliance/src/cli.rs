@@ -122,6 +122,26 @@ struct ServeArgs {
     /// from it, doubling up to 15 times it.
     #[arg(long, env = "CREDITGATE_POLL_INTERVAL_MS", default_value_t = 1_000)]
     poll_interval_ms: u64,
+    /// Turns on "Sign in with Moltbook" (POST /auth/moltbook/exchange):
+    /// Moltbook's verify endpoint,
+    /// `https://www.moltbook.com/api/v1/agents/verify-identity` (or a
+    /// stand-in). Off when unset; the route then answers 404.
+    #[arg(long, env = "CREDITGATE_MOLTBOOK_VERIFY_URL")]
+    moltbook_verify_url: Option<String>,
+    /// Sent to the verifier as X-Moltbook-App-Key (a secret: never
+    /// printed). Needs --moltbook-verify-url.
+    #[arg(long, env = "CREDITGATE_MOLTBOOK_APP_KEY", hide_env_values = true)]
+    moltbook_app_key: Option<String>,
+    /// Sent to the verifier as `audience` (your domain): identity tokens
+    /// minted for another service are refused. Needs --moltbook-verify-url.
+    #[arg(long, env = "CREDITGATE_MOLTBOOK_AUDIENCE")]
+    moltbook_audience: Option<String>,
+    /// Binds every Moltbook agent seen for the first time to this account
+    /// (any product scope), so any verified Moltbook agent can spend from
+    /// it. Without it, a new agent's exchange answers a registration code
+    /// for its owner to bind. Needs --moltbook-verify-url.
+    #[arg(long, env = "CREDITGATE_MOLTBOOK_DEFAULT_ACCOUNT")]
+    moltbook_default_account: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,6 +351,12 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
             job_deadline: std::time::Duration::from_secs(args.job_deadline_secs.max(1)),
             poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(1)),
+            moltbook: crate::serve::MoltbookOptions {
+                verify_url: args.moltbook_verify_url,
+                app_key: args.moltbook_app_key,
+                audience: args.moltbook_audience,
+                default_account: args.moltbook_default_account,
+            },
         })?;
         return Ok(ExitCode::SUCCESS);
     }

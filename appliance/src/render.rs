@@ -164,6 +164,12 @@ pub fn error_data(err: &Error) -> Value {
         Error::UnknownPriceVersion { active, .. } => body["active_price_version"] = json!(active),
         Error::InvalidCatalog(inner) => body["path"] = json!(inner.path),
         Error::Forbidden { scope } => body["scope"] = json!(scope),
+        Error::AgentNotBound { agent_id } => body["agent_id"] = json!(agent_id),
+        Error::IdentityRefused { provider, reason } => {
+            body["provider"] = json!(provider);
+            body["reason"] = json!(reason);
+        }
+        Error::UpstreamUnavailable { upstream, .. } => body["upstream"] = json!(upstream),
         Error::PayloadTooLarge { limit_bytes } => body["limit_bytes"] = json!(limit_bytes),
         Error::Estimate(inner) => {
             if let Some(field) = inner.field() {

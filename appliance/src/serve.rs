@@ -1,7 +1,8 @@
 //! `creditgate serve`: opens the gate, makes a fresh database usable (the
 //! shipped catalog, and on first run a demo account whose key is printed
-//! once), starts the job workers and the HTTP server, and shuts both down
-//! gracefully on SIGINT or SIGTERM.
+//! once), turns on the Moltbook exchange when configured, starts the job
+//! workers and the HTTP server, and shuts both down gracefully on SIGINT or
+//! SIGTERM.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,7 +14,10 @@ use std::time::Duration;
 use anyhow::Context;
 use creditgate::providers::fixture::Scenarios;
 use creditgate::providers::ProviderRegistry;
-use creditgate::{Clock, Gate, GateSettings, NewAccount, StoreOptions, SystemClock};
+use creditgate::{
+    Clock, Gate, GateSettings, MoltbookConfig, MoltbookVerifier, NewAccount, StoreOptions,
+    SystemClock,
+};
 use rust_decimal::Decimal;
 
 use crate::http::server::{self, ServerConfig};
@@ -53,6 +57,33 @@ pub struct ServeOptions {
     pub job_deadline: Duration,
     /// The first poll's delay (later ones back off up to 15 times it).
     pub poll_interval: Duration,
+    /// "Sign in with Moltbook", as configured (raw; validated on start).
+    pub moltbook: MoltbookOptions,
+}
+
+/// The Moltbook flags of `serve`, as given. The exchange is on when
+/// `verify_url` is set; the other three need it.
+#[derive(Clone, Default)]
+pub struct MoltbookOptions {
+    /// `--moltbook-verify-url`.
+    pub verify_url: Option<String>,
+    /// `--moltbook-app-key` (a secret).
+    pub app_key: Option<String>,
+    /// `--moltbook-audience`.
+    pub audience: Option<String>,
+    /// `--moltbook-default-account`.
+    pub default_account: Option<String>,
+}
+
+impl std::fmt::Debug for MoltbookOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MoltbookOptions")
+            .field("verify_url", &self.verify_url)
+            .field("app_key", &self.app_key.as_ref().map(|_| "<redacted>"))
+            .field("audience", &self.audience)
+            .field("default_account", &self.default_account)
+            .finish()
+    }
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -92,7 +123,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open database {}", options.store.path.display()))?
         .with_providers(ProviderRegistry::fixture(scenarios))
         .with_settings(settings.clone());
-    let gate = Arc::new(gate);
+    let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
     prepare_catalog(&gate, options.catalog.as_deref())?;
     first_run(&gate, &settings.public_base_url)?;
     let resumed = gate.recover()?;
@@ -140,6 +171,42 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     }
     eprintln!("creditgate: stopped");
     Ok(())
+}
+
+/// Turns on the Moltbook exchange if a verify URL is configured, after
+/// validating every Moltbook flag and that the default account exists.
+fn with_moltbook(gate: Gate, moltbook: &MoltbookOptions) -> anyhow::Result<Gate> {
+    let Some(verify_url) = &moltbook.verify_url else {
+        let dependent = [
+            ("--moltbook-app-key", moltbook.app_key.is_some()),
+            ("--moltbook-audience", moltbook.audience.is_some()),
+            (
+                "--moltbook-default-account",
+                moltbook.default_account.is_some(),
+            ),
+        ];
+        if let Some((flag, _)) = dependent.iter().find(|(_, given)| *given) {
+            anyhow::bail!("{flag} needs --moltbook-verify-url (CREDITGATE_MOLTBOOK_VERIFY_URL)");
+        }
+        return Ok(gate);
+    };
+    let mut config = MoltbookConfig::new(verify_url.clone());
+    config.app_key = moltbook.app_key.clone();
+    config.audience = moltbook.audience.clone();
+    let verifier = MoltbookVerifier::new(config).context("invalid Moltbook configuration")?;
+    if let Some(account) = &moltbook.default_account {
+        gate.account(account)
+            .with_context(|| format!("--moltbook-default-account {account}"))?;
+    }
+    eprintln!(
+        "creditgate: Sign in with Moltbook is on (verifier {}; {})",
+        verifier.config().verify_url,
+        match &moltbook.default_account {
+            Some(account) => format!("new agents are bound to {account}"),
+            None => "owners bind new agents' registration codes".to_owned(),
+        }
+    );
+    Ok(gate.with_identity_verifier(Arc::new(verifier), moltbook.default_account.clone()))
 }
 
 /// Imports and activates `catalog` if given; else imports the shipped

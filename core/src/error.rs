@@ -196,6 +196,35 @@ pub enum Error {
         /// What differs: `account_id` or `allowed_scopes`.
         field: &'static str,
     },
+    /// An external identity provider (Moltbook) refused the identity token
+    /// presented to an exchange: invalid, expired, meant for another
+    /// audience, or for an agent it does not know.
+    #[error("the {provider} identity token was refused: {reason}")]
+    IdentityRefused {
+        /// The provider that refused it (`moltbook`).
+        provider: &'static str,
+        /// The provider's machine reason when it gave a well-formed one
+        /// (`identity_token_expired`, `invalid_token`, ...), else `refused`.
+        /// Never the token itself.
+        reason: String,
+    },
+    /// An upstream service the operation depends on (an identity
+    /// provider's verifier) could not be reached, timed out, failed, or
+    /// answered something that is not its protocol. Never a success.
+    #[error("{upstream} did not answer usably: {detail}")]
+    UpstreamUnavailable {
+        /// The upstream (`moltbook`).
+        upstream: &'static str,
+        /// What went wrong, for the operator's log (no credential in it).
+        detail: String,
+    },
+    /// No verifier is configured on this gate for the identity provider
+    /// asked for, so its exchange is off.
+    #[error("the {provider} identity exchange is not enabled on this gate")]
+    IdentityProviderNotConfigured {
+        /// The provider (`moltbook`).
+        provider: String,
+    },
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
@@ -284,6 +313,9 @@ impl Error {
             Error::RegistrationExpired => "registration_expired",
             Error::AgentNotBound { .. } => "agent_not_bound",
             Error::AgentAlreadyBound { .. } => "agent_already_bound",
+            Error::IdentityRefused { .. } => "identity_refused",
+            Error::UpstreamUnavailable { .. } => "upstream_unavailable",
+            Error::IdentityProviderNotConfigured { .. } => "not_found",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
             Error::PayloadTooLarge { .. } => "payload_too_large",
@@ -297,12 +329,14 @@ impl Error {
         }
     }
 
-    /// Whether the fault is the server's (storage) rather than the caller's.
+    /// Whether the fault is the server's (storage, a provider, an upstream)
+    /// rather than the caller's: shells log these.
     pub fn is_server_fault(&self) -> bool {
         matches!(
             self,
             Error::Storage(_)
                 | Error::ProviderUnavailable { .. }
+                | Error::UpstreamUnavailable { .. }
                 | Error::Pool(_)
                 | Error::SchemaTooNew { .. }
                 | Error::CommitFailed { .. }
@@ -357,6 +391,8 @@ pub const ERROR_CODES: &[&str] = &[
     "registration_expired",
     "agent_not_bound",
     "agent_already_bound",
+    "identity_refused",
+    "upstream_unavailable",
     "payload_too_large",
     "request_timeout",
     "method_not_allowed",
@@ -464,6 +500,17 @@ mod tests {
             Error::AgentAlreadyBound {
                 agent_id: "a".into(),
                 field: "account_id",
+            },
+            Error::IdentityRefused {
+                provider: "moltbook",
+                reason: "invalid_token".into(),
+            },
+            Error::UpstreamUnavailable {
+                upstream: "moltbook",
+                detail: "timed out".into(),
+            },
+            Error::IdentityProviderNotConfigured {
+                provider: "moltbook".into(),
             },
             Error::PayloadTooLarge { limit_bytes: 1 },
             Error::RequestTimeout,

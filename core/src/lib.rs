@@ -2,11 +2,13 @@
 //!
 //! A synchronous, deterministic library: a double-entry credit ledger with
 //! holds, captures and releases, over SQLite, and the identities that spend
-//! from it (API keys, ed25519-signed agents, short-lived tokens; see
-//! [`identity`]). It has **no networking code** and **takes no timestamps
-//! from the OS** in its logic: time comes from the [`Clock`] you hand to
-//! [`Gate::open`], so tests and embedders can drive it with a
-//! [`ManualClock`]. The `creditgate` binary (crate
+//! from it (API keys, ed25519-signed agents, Moltbook agents, short-lived
+//! tokens; see [`identity`]). It **takes no timestamps from the OS** in its
+//! logic: time comes from the [`Clock`] you hand to [`Gate::open`], so
+//! tests and embedders can drive it with a [`ManualClock`]. Its only
+//! networking is one outgoing call: the Moltbook identity verifier
+//! ([`identity::MoltbookVerifier`]), made only when an embedder configures
+//! it with [`Gate::with_identity_verifier`]. The `creditgate` binary (crate
 //! `creditgate-appliance`) wraps it with a CLI and HTTP.
 //!
 //! [`Gate`] is the facade and the API boundary: every operation goes through
@@ -51,8 +53,9 @@ pub use gate::generate::Submitted;
 pub use gate::work::WorkReport;
 pub use gate::{Gate, GateSettings};
 pub use identity::{
-    verify_signed_request, Agent, AgentRegistration, ApiKeyInfo, CreatedAgentKey, Principal,
-    SignedFields, TokenGrant, Via,
+    verify_signed_request, AccessGrant, Agent, AgentRegistration, ApiKeyInfo, CreatedAgentKey,
+    ExchangeOutcome, IdentityVerifier, MoltbookConfig, MoltbookVerifier, Principal, SignedFields,
+    TokenGrant, VerifiedIdentity, Via,
 };
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};

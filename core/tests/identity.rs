@@ -261,7 +261,7 @@ fn the_whole_agent_flow_with_real_signatures() {
         .expect("bind");
     assert_eq!(bound.account_id.as_deref(), Some(account_id.as_str()));
     assert_eq!(bound.allowed_scopes, Some(strings(&["image", "video"])));
-    assert_eq!(bound.public_key, agent.public_key_hex());
+    assert_eq!(bound.public_key, Some(agent.public_key_hex()));
 
     // 3. The agent creates a long-lived key.
     let key = agent

@@ -110,7 +110,7 @@ fn the_whole_agent_flow_over_http() {
         None,
         json!({"agent_id": agent_id, "registration_code": code, "key_name": "k", "scopes": ["image"]}),
     );
-    assert_eq!(error_code(&early), (400, "agent_not_bound".to_owned()));
+    assert_eq!(error_code(&early), (403, "agent_not_bound".to_owned()));
 
     // 2. The owner binds the code (CLI), allowing image only.
     let bound = sb.ok(&[

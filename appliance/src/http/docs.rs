@@ -31,7 +31,8 @@ Active price version: {version}
 
 Send `Authorization: Bearer <key>` on every /v1 call. A key is an API key
 from the operator (`cg_live_...`), an agent key (`cg_agent_...`), or a
-15-minute access token (`cg_at_...`) from POST /api/v1/agents/auth/token.
+15-minute access token (`cg_at_...`) from POST /api/v1/agents/auth/token
+or POST /auth/moltbook/exchange.
 Keys carry scopes: a product (`image`, `video`, `music`, `chat`, ...) or
 `admin`. A key without the product's scope gets 403 `forbidden`.
 
@@ -64,10 +65,33 @@ Every /v1 answer is {{"code", "message", "data"}}. code is 0 on success and
 the HTTP status on error; data.error is the machine code:
 400 invalid_request (data.field), unknown_model (data.close_matches),
 invalid_option (data.allowed), unknown_price_version (data.active_price_version);
-401 unauthorized, token_expired, invalid_signature, stale_timestamp, nonce_reused;
+401 unauthorized, token_expired, invalid_signature, stale_timestamp, nonce_reused,
+identity_refused (data.reason);
 402 insufficient_credits (data.required, data.available, data.suggestion);
-403 forbidden (data.scope); 404 not_found; 409 idempotency_conflict;
-413 payload_too_large. Credits are exact decimal numbers (0.0165).
+403 forbidden (data.scope), agent_not_bound; 404 not_found; 409 idempotency_conflict;
+413 payload_too_large; 502 upstream_unavailable (retry later).
+Credits are exact decimal numbers (0.0165).
+
+## Sign in with Moltbook
+
+If you are a Moltbook agent (and the operator enabled it; else 404):
+
+1. Ask Moltbook for an identity token with your Moltbook API key:
+   POST https://www.moltbook.com/api/v1/agents/me/identity-token -> identity_token
+2. POST {base_url}/auth/moltbook/exchange with the header
+   `X-Moltbook-Identity: <identity_token>` (or the body {{"identity_token": "..."}};
+   if you send both, the header wins and the body is ignored)
+   -> data.access_token (900 s), data.agent_id, data.account_id, data.scopes
+3. Use `Authorization: Bearer <access_token>` on /v1. There is no refresh
+   token: when it expires, get a fresh identity token and exchange again.
+
+The first time, you may get 403 agent_not_bound with data.registration_code:
+hand it to your owner, who binds it to their account
+(`creditgate agents bind CODE --account ID`), then exchange again. Each
+exchange while unbound gives a new code and voids the previous one. A
+refused identity token is 401 identity_refused (data.reason, such as
+identity_token_expired); Moltbook being unreachable is 502
+upstream_unavailable: retry later.
 
 ## Agent identity (ed25519)
 

@@ -4,11 +4,11 @@
 
 use creditgate::clock::format_rfc3339;
 use creditgate::identity::Principal;
-use creditgate::{Error, Job};
+use creditgate::{Error, ExchangeOutcome, Job};
 use serde_json::{json, Value};
 
 use super::router::Params;
-use super::status::{credits, ok};
+use super::status::{self, credits, ok};
 use super::{docs, Request, Response, State, JSON_DEPTH_MAX};
 
 type Handled = Result<Response, Error>;
@@ -356,6 +356,74 @@ pub fn agent_refresh(
     Ok(ok(token_view(&grant)))
 }
 
+/// The header a Moltbook agent presents its identity token in (lowercase,
+/// as [`Request::header`] looks headers up).
+pub const MOLTBOOK_IDENTITY_HEADER: &str = "x-moltbook-identity";
+
+/// The identity token of `POST /auth/moltbook/exchange`: the
+/// `X-Moltbook-Identity` header when it is present and not blank (the body
+/// is then not read at all), else `identity_token` of a JSON body. `None`
+/// when neither gives one (the core refuses it as `unauthorized`); a body
+/// that is not JSON, or an `identity_token` that is not a string, is
+/// `invalid_request`.
+pub fn identity_token(request: &Request) -> Result<Option<String>, Error> {
+    if let Some(token) = request
+        .header(MOLTBOOK_IDENTITY_HEADER)
+        .filter(|token| !token.trim().is_empty())
+    {
+        return Ok(Some(token.to_owned()));
+    }
+    if request.body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match &json_body(request)?["identity_token"] {
+        Value::Null => Ok(None),
+        Value::String(token) => Ok(Some(token.clone())),
+        _ => Err(Error::InvalidRequest {
+            field: "identity_token".into(),
+            message: "must be a string".into(),
+        }),
+    }
+}
+
+/// `POST /auth/moltbook/exchange`: a Moltbook identity token for a
+/// 15-minute access token. An agent not yet bound (and no default account
+/// configured) gets 403 `agent_not_bound` with a `registration_code` for
+/// its owner to bind.
+pub fn moltbook_exchange(
+    state: &State,
+    request: &Request,
+    _: &Params,
+    _: Option<&Principal>,
+) -> Handled {
+    let token = identity_token(request)?;
+    match state
+        .gate
+        .moltbook_exchange(token.as_deref().unwrap_or(""))?
+    {
+        ExchangeOutcome::Granted(grant) => Ok(ok(json!({
+            "access_token": grant.access_token,
+            "token_type": grant.token_type,
+            "expires_in": grant.expires_in,
+            "agent_id": grant.agent_id,
+            "account_id": grant.account_id,
+            "scopes": grant.scopes,
+        }))),
+        ExchangeOutcome::NotBound(registration) => Ok(status::error_with(
+            &Error::AgentNotBound {
+                agent_id: registration.agent_id.clone(),
+            },
+            json!({
+                "registration_code": registration.registration_code,
+                "expires_at": format_rfc3339(registration.expires_at),
+                "hint": "ask your owner to bind the registration_code to their account \
+                         (creditgate agents bind CODE --account ID, or POST /api/v1/agents/bind \
+                         with an admin key), then exchange again",
+            }),
+        )),
+    }
+}
+
 /// `GET /agent/openapi.json`.
 pub fn openapi(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
     Ok(Response::json(200, &docs::openapi(&state.public_base_url)))
@@ -382,7 +450,106 @@ pub fn health(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use creditgate::identity::{IdentityVerifier, VerifiedIdentity};
+    use creditgate::{Gate, ManualClock, NewAccount, StoreOptions};
+
     use super::*;
+
+    /// A verifier that vouches for any token as the agent named by it, and
+    /// remembers the tokens it was asked about.
+    #[derive(Debug, Default)]
+    struct Vouching {
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl IdentityVerifier for Vouching {
+        fn provider(&self) -> &'static str {
+            "moltbook"
+        }
+
+        fn verify(&self, identity_token: &str) -> creditgate::Result<VerifiedIdentity> {
+            let token = creditgate::identity::external::check_token("moltbook", identity_token)?;
+            self.asked.lock().expect("lock").push(token.to_owned());
+            Ok(VerifiedIdentity {
+                external_id: token.to_owned(),
+                name: token.to_owned(),
+                karma: None,
+                owner_handle: None,
+            })
+        }
+    }
+
+    fn exchange(state: &State, header: Option<&str>, body: &str) -> (u16, Value) {
+        let mut request = Request {
+            method: "POST".into(),
+            path: "/auth/moltbook/exchange".into(),
+            body: body.as_bytes().to_vec(),
+            ..Request::default()
+        };
+        if let Some(token) = header {
+            request
+                .headers
+                .push((MOLTBOOK_IDENTITY_HEADER.into(), token.into()));
+        }
+        let response = super::super::handle(state, &request);
+        let value = serde_json::from_slice(&response.body).expect("json");
+        (response.status, value)
+    }
+
+    #[test]
+    fn the_identity_header_wins_over_the_body() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let plain = Gate::open(
+            &StoreOptions::new(dir.path().join("h.db")),
+            Arc::new(ManualClock::new(1_790_000_000_000)),
+        )
+        .expect("open");
+        plain
+            .import_catalog(crate::serve::SHIPPED_CATALOG)
+            .expect("catalog");
+        let account = plain
+            .create_account(&NewAccount::named("pool"))
+            .expect("account")
+            .id;
+        let verifier = Arc::new(Vouching::default());
+        let gate = plain.with_identity_verifier(verifier.clone(), Some(account.clone()));
+        let state = State {
+            gate: Arc::new(gate),
+            public_base_url: "http://127.0.0.1:8080".into(),
+        };
+        let asked = || verifier.asked.lock().expect("lock").clone();
+
+        let body = r#"{"identity_token":"from-body"}"#;
+        let (status, both) = exchange(&state, Some("from-header"), body);
+        assert_eq!(status, 200, "{both}");
+        assert_eq!(asked(), ["from-header"], "the header wins");
+        assert_eq!(both["code"], 0);
+        assert_eq!(both["data"]["token_type"], "Bearer");
+        assert_eq!(both["data"]["expires_in"], 900);
+        assert_eq!(both["data"]["account_id"], account.as_str());
+        assert!(both["data"]["access_token"].is_string());
+        assert!(both["data"]["scopes"].is_array());
+
+        // With the header, the body is not read: even a broken one.
+        assert_eq!(exchange(&state, Some("from-header"), "{not json").0, 200);
+        // A blank header does not count: the body is used.
+        let (status, _) = exchange(&state, Some("  "), body);
+        assert_eq!(status, 200);
+        assert_eq!(asked().last().map(String::as_str), Some("from-body"));
+
+        let (status, none) = exchange(&state, None, "");
+        assert_eq!(
+            (status, none["data"]["error"].as_str()),
+            (401, Some("unauthorized"))
+        );
+        let (status, wrong) = exchange(&state, None, r#"{"identity_token": 7}"#);
+        assert_eq!(
+            (status, wrong["data"]["field"].as_str()),
+            (400, Some("identity_token"))
+        );
+    }
 
     #[test]
     fn nesting_depth_skips_strings() {

@@ -122,6 +122,12 @@ pub const ROUTES: &[Route] = &[
         handler: handlers::agent_refresh,
     },
     Route {
+        method: "POST",
+        pattern: "/auth/moltbook/exchange",
+        auth: Auth::Public,
+        handler: handlers::moltbook_exchange,
+    },
+    Route {
         method: "GET",
         pattern: "/agent/openapi.json",
         auth: Auth::Public,
@@ -226,6 +232,32 @@ pub fn bearer(request: &Request) -> Result<&str, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openapi_lists_every_route_exactly() {
+        let doc = super::super::docs::openapi("http://127.0.0.1:8080");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in ROUTES {
+            let method = route.method.to_ascii_lowercase();
+            assert!(
+                paths
+                    .get(route.pattern)
+                    .is_some_and(|path| path.get(&method).is_some()),
+                "{} {} is not documented",
+                route.method,
+                route.pattern
+            );
+        }
+        for (pattern, operations) in paths {
+            for method in operations.as_object().expect("operations").keys() {
+                assert!(
+                    ROUTES.iter().any(|route| route.pattern == pattern
+                        && route.method.eq_ignore_ascii_case(method)),
+                    "{method} {pattern} is documented but not routed"
+                );
+            }
+        }
+    }
 
     #[test]
     fn patterns_match_whole_segments() {

@@ -4,9 +4,11 @@
 //! It reads the clock once per operation and passes `now` down.
 //!
 //! Submodules add the operations of one area each: [`pricing`] (catalogs
-//! and estimates), [`generate`] (submit, read, cancel jobs) and [`work`]
-//! (the worker step).
+//! and estimates), [`generate`] (submit, read, cancel jobs), [`work`]
+//! (the worker step), `identity` (keys, agents, tokens) and `external`
+//! (the external identity exchange, "Sign in with Moltbook").
 
+mod external;
 pub mod generate;
 mod identity;
 mod pricing;
@@ -20,6 +22,7 @@ use rust_decimal::Decimal;
 use crate::accounts::{self, Account, NewAccount};
 use crate::clock::{Clock, UnixMillis};
 use crate::error::{Error, Result};
+use crate::identity::IdentityVerifier;
 use crate::jobs::Job;
 use crate::ledger::{self, Balance, HistoryPage, Transfer, TransferOutcome};
 use crate::money;
@@ -75,6 +78,17 @@ pub struct Gate {
     catalogs: RwLock<HashMap<String, Arc<Catalog>>>,
     providers: ProviderRegistry,
     settings: GateSettings,
+    /// External identity providers whose exchange is on, at most one per
+    /// provider name; none by default.
+    identity_providers: Vec<IdentityProvider>,
+}
+
+/// An external identity provider configured on a gate: how its tokens are
+/// verified and where its first-seen agents are bound.
+#[derive(Debug, Clone)]
+struct IdentityProvider {
+    verifier: Arc<dyn IdentityVerifier>,
+    default_account: Option<String>,
 }
 
 impl Gate {
@@ -86,7 +100,29 @@ impl Gate {
             catalogs: RwLock::new(HashMap::new()),
             providers: ProviderRegistry::fixture(Scenarios::shipped()),
             settings: GateSettings::default(),
+            identity_providers: Vec::new(),
         })
+    }
+
+    /// Turns on the identity exchange of `verifier`'s provider (replacing
+    /// any verifier of the same provider). An agent seen for the first time
+    /// is bound to `default_account` at once when it is set (any scope but
+    /// admin); otherwise the exchange answers a registration code for its
+    /// owner to bind. Off by default. The account is checked on each
+    /// exchange (a missing one is `not_found`).
+    pub fn with_identity_verifier(
+        mut self,
+        verifier: Arc<dyn IdentityVerifier>,
+        default_account: Option<String>,
+    ) -> Gate {
+        let provider = verifier.provider();
+        self.identity_providers
+            .retain(|known| known.verifier.provider() != provider);
+        self.identity_providers.push(IdentityProvider {
+            verifier,
+            default_account,
+        });
+        self
     }
 
     /// Replaces the providers (by default: the fixture provider with the

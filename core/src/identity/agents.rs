@@ -1,6 +1,8 @@
 //! Agents: ed25519 identities that register themselves, are bound to an
-//! account by its owner, and then act for it through signed requests. This
-//! file alone writes `agents` and `agent_nonces`.
+//! account by its owner, and then act for it through signed requests; and
+//! agents of an external identity provider (Moltbook), which have no public
+//! key and sign in by the exchange of `external.rs` instead. This file
+//! alone writes `agents` and `agent_nonces`.
 //!
 //! - One agent per public key: registering a known key again returns the
 //!   same `agent_id` with a fresh registration code (the old one stops
@@ -43,11 +45,13 @@ pub const NONCE_PRUNE_BATCH_MAX: usize = 64;
 pub struct Agent {
     /// `agent_` and 32 hex digits.
     pub id: String,
-    /// Its ed25519 public key, 64 lowercase hex digits.
-    pub public_key: String,
-    /// The name it registered with.
+    /// Its ed25519 public key, 64 lowercase hex digits; `None` for an agent
+    /// of an external identity provider, which cannot sign requests.
+    pub public_key: Option<String>,
+    /// The name it registered with (an external agent: the provider's
+    /// latest name for it).
     pub name: String,
-    /// The version it registered with.
+    /// The version it registered with (empty for an external agent).
     pub version: String,
     /// The account it is bound to, once bound.
     pub account_id: Option<String>,
@@ -136,7 +140,7 @@ const AGENT_COLUMNS: &str = "id, public_key, name, version, account_id, allowed_
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
     Ok(Agent {
         id: row.get(0)?,
-        public_key: hex::encode(row.get::<_, Vec<u8>>(1)?),
+        public_key: row.get::<_, Option<Vec<u8>>>(1)?.map(hex::encode),
         name: row.get(2)?,
         version: row.get(3)?,
         account_id: row.get(4)?,
@@ -157,15 +161,19 @@ pub fn get(conn: &Connection, agent_id: &str) -> Result<Option<Agent>> {
         .optional()?)
 }
 
-/// An agent's public key, to verify its signed requests; an unknown agent
-/// is [`Error::Unauthorized`] (its request cannot be authenticated).
+/// An agent's public key, to verify its signed requests; an unknown agent,
+/// or an external one (no key), is [`Error::Unauthorized`] (its request
+/// cannot be authenticated).
 pub fn verifying_key(conn: &Connection, agent_id: &str) -> Result<VerifyingKey> {
-    let bytes: Option<Vec<u8>> = conn
+    let bytes: Option<Option<Vec<u8>>> = conn
         .prepare_cached("SELECT public_key FROM agents WHERE id = ?1")?
         .query_row([agent_id], |row| row.get(0))
         .optional()?;
     let bytes: [u8; 32] = bytes
         .ok_or_else(|| Error::unauthorized("unknown agent"))?
+        .ok_or_else(|| {
+            Error::unauthorized("this agent signs in through an external identity provider")
+        })?
         .try_into()
         .expect("the schema keeps public keys at 32 bytes");
     Ok(
@@ -232,6 +240,70 @@ pub(crate) fn register(
         registration_code: code,
         expires_at,
     })
+}
+
+/// Creates an agent of an external identity provider: no public key, the
+/// provider's `name` (validated by the caller), an empty version, and a
+/// fresh registration code for its owner to bind (the caller may bind it at
+/// once instead, and then discards the code).
+pub(crate) fn insert_external(
+    tx: &Tx<'_>,
+    name: &str,
+    now: UnixMillis,
+) -> Result<AgentRegistration> {
+    let agent_id = random_id(AGENT_ID_PREFIX);
+    let code = mint_secret(REGISTRATION_CODE_PREFIX);
+    let expires_at = now + REGISTRATION_TTL_SECS * 1_000;
+    tx.prepare_cached(
+        "INSERT INTO agents (id, public_key, name, version, registration_code_hash,
+                             registration_expires_at, created_at)
+         VALUES (?1, NULL, ?2, '', ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        agent_id,
+        name,
+        &secret_hash(&code)[..],
+        expires_at,
+        now
+    ])?;
+    Ok(AgentRegistration {
+        agent_id,
+        registration_code: code,
+        expires_at,
+    })
+}
+
+/// Gives an unbound agent a fresh registration code, valid for
+/// [`REGISTRATION_TTL_SECS`] from `now`; the previous code stops working.
+/// (An external agent gets one on each exchange until it is bound.)
+pub(crate) fn rotate_registration(
+    tx: &Tx<'_>,
+    agent_id: &str,
+    now: UnixMillis,
+) -> Result<AgentRegistration> {
+    let code = mint_secret(REGISTRATION_CODE_PREFIX);
+    let expires_at = now + REGISTRATION_TTL_SECS * 1_000;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE agents SET registration_code_hash = ?2, registration_expires_at = ?3
+             WHERE id = ?1 AND account_id IS NULL",
+        )?
+        .execute(params![agent_id, &secret_hash(&code)[..], expires_at])?;
+    assert_eq!(changed, 1, "only an existing unbound agent gets a new code");
+    Ok(AgentRegistration {
+        agent_id: agent_id.to_owned(),
+        registration_code: code,
+        expires_at,
+    })
+}
+
+/// Renames an agent (an external agent follows its provider's name).
+pub(crate) fn rename(tx: &Tx<'_>, agent_id: &str, name: &str) -> Result<()> {
+    let changed = tx
+        .prepare_cached("UPDATE agents SET name = ?2 WHERE id = ?1")?
+        .execute(params![agent_id, name])?;
+    assert_eq!(changed, 1, "only an existing agent is renamed");
+    Ok(())
 }
 
 /// Records a signed request's nonce for `agent_id`; [`Error::NonceReused`]
@@ -302,6 +374,38 @@ pub(crate) fn bind(
         Some((agent, stored)) if same_hash(&stored, &wanted) => agent,
         _ => return Err(redacted_code_not_found()),
     };
+    if agent.account_id.is_none() && now >= agent.registration_expires_at {
+        return Err(Error::RegistrationExpired);
+    }
+    bind_agent(tx, agent, account_id, allowed, now)
+}
+
+/// Binds agent `agent_id` to `account_id` (which the caller checked
+/// exists) without a registration code, allowing any scope but admin: the
+/// configured default account of an external identity provider. The same
+/// rules as [`bind`] apply to an agent already bound.
+pub(crate) fn bind_without_code(
+    tx: &Tx<'_>,
+    agent_id: &str,
+    account_id: &str,
+    now: UnixMillis,
+) -> Result<Agent> {
+    let agent = get(tx, agent_id)?.ok_or_else(|| Error::NotFound {
+        what: "agent",
+        id: agent_id.to_owned(),
+    })?;
+    bind_agent(tx, agent, account_id, None, now)
+}
+
+/// Binds a found agent: idempotent for the same account and scopes,
+/// [`Error::AgentAlreadyBound`] for others.
+fn bind_agent(
+    tx: &Tx<'_>,
+    agent: Agent,
+    account_id: &str,
+    allowed: Option<Vec<String>>,
+    now: UnixMillis,
+) -> Result<Agent> {
     if let Some(bound_to) = &agent.account_id {
         if bound_to != account_id {
             return Err(Error::AgentAlreadyBound {
@@ -316,9 +420,6 @@ pub(crate) fn bind(
             });
         }
         return Ok(agent);
-    }
-    if now >= agent.registration_expires_at {
-        return Err(Error::RegistrationExpired);
     }
     let changed = tx
         .prepare_cached(

@@ -8,6 +8,11 @@
 //! Lookups hash the presented secret, find the row by the hash's unique
 //! index and confirm the hash in constant time.
 //!
+//! An agent of an external identity provider holds no key of its own: its
+//! exchange keeps one **exchange key** per agent and scope set (`cg_agent_`,
+//! named after the provider, its secret discarded at creation) as the key
+//! its token families hang on, so revoking it ends those tokens at once.
+//!
 //! `last_used_at` is updated at most once per [`LAST_USED_INTERVAL_SECS`]
 //! per key (a conditional `UPDATE`), so a busy key costs one write a minute,
 //! not one per request; it is therefore accurate to that interval.
@@ -292,6 +297,29 @@ pub fn list_for_agent(conn: &Connection, agent_id: &str) -> Result<Vec<ApiKeyInf
     ))?;
     let rows = stmt.query_map(params![agent_id, KEYS_LIST_MAX as i64], from_row)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// `agent_id`'s usable key named `name` with exactly `scopes` (normalized),
+/// the oldest if several: an external agent's exchange key.
+pub(crate) fn find_exchange_key(
+    conn: &Connection,
+    agent_id: &str,
+    name: &str,
+    scopes: &[String],
+    now: UnixMillis,
+) -> Result<Option<ApiKeyInfo>> {
+    Ok(conn
+        .prepare_cached(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys
+             WHERE agent_id = ?1 AND name = ?2 AND scopes = ?3 AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > ?4)
+             ORDER BY created_at, id LIMIT 1"
+        ))?
+        .query_row(
+            params![agent_id, name, scopes::encode(scopes), now],
+            from_row,
+        )
+        .optional()?)
 }
 
 /// The key whose secret is `secret`, if it is usable at `now`; otherwise

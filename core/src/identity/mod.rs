@@ -1,16 +1,21 @@
 //! Identity and auth (design.md §6): API keys, agents and their ed25519
-//! identity flow, access and refresh tokens, scopes, and the one
-//! [`authenticate`] that turns a bearer credential into a [`Principal`].
+//! identity flow, external identities (Moltbook), access and refresh tokens,
+//! scopes, and the one [`authenticate`] that turns a bearer credential into
+//! a [`Principal`].
 //!
 //! Tables, each written by one file here alone: `api_keys` (`keys.rs`);
 //! `agents` and `agent_nonces` (`agents.rs`); `token_families`,
-//! `access_tokens` and `refresh_tokens` (`tokens.rs`). `jcs.rs`,
-//! `signing.rs` and `scopes.rs` are pure and own no table.
+//! `access_tokens` and `refresh_tokens` (`tokens.rs`);
+//! `external_identities` (`external.rs`, which also holds the core's one
+//! network client, the Moltbook verifier). `jcs.rs`, `signing.rs` and
+//! `scopes.rs` are pure and own no table.
 //!
 //! Invariants:
 //! - no secret (API key, access token, refresh token, registration code) is
 //!   ever stored, logged or put in an error: only its SHA-256, looked up by
 //!   an index and then compared in constant time (`same_hash`, with `subtle`);
+//!   an external identity token and the Moltbook app key are not kept at
+//!   all, not even hashed;
 //! - revocation and expiry are checked on every [`authenticate`] against the
 //!   injected clock, so they take effect on the very next request;
 //! - another account's or agent's things are `not_found`, never `forbidden`.
@@ -19,6 +24,7 @@
 //! facade (`Gate`) composes them, one `Store::write` per operation.
 
 pub mod agents;
+pub mod external;
 pub mod jcs;
 pub mod keys;
 pub mod scopes;
@@ -34,10 +40,14 @@ use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
 
 pub use agents::{Agent, AgentRegistration};
+pub use external::{
+    ExchangeOutcome, ExternalIdentity, IdentityVerifier, MoltbookConfig, MoltbookVerifier,
+    VerifiedIdentity,
+};
 pub use keys::{ApiKeyInfo, CreatedAgentKey};
 pub use scopes::ADMIN_SCOPE;
 pub use signing::{verify_signed_request, SignedFields};
-pub use tokens::TokenGrant;
+pub use tokens::{AccessGrant, TokenGrant};
 
 /// Random bytes in every minted secret (API keys, tokens, codes).
 pub const SECRET_BYTES: usize = 32;

@@ -10,6 +10,11 @@
 //! means two parties hold it, so the whole family (every access and refresh
 //! token descended from that exchange) is revoked at once.
 //!
+//! An external identity exchange (Moltbook, `external.rs`) opens a family
+//! with an access token alone (`issue_access`): its agent re-exchanges a
+//! fresh identity token instead of refreshing, so the provider is asked
+//! again at least every [`ACCESS_TOKEN_TTL_SECS`].
+//!
 //! A token is only as good as the key it was exchanged for: authentication
 //! and refresh also require that key to be unrevoked and unexpired.
 //! Expired rows are kept [`TOKEN_RETENTION_SECS`] (so an expired token
@@ -83,6 +88,43 @@ impl std::fmt::Debug for TokenGrant {
     }
 }
 
+/// An access token without a refresh token, as an external identity
+/// exchange returns it. The token is shown here once and kept nowhere.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AccessGrant {
+    /// The bearer access token (`cg_at_…`).
+    pub access_token: String,
+    /// Always [`TOKEN_TYPE`].
+    pub token_type: &'static str,
+    /// Seconds the access token lives: [`ACCESS_TOKEN_TTL_SECS`].
+    pub expires_in: u64,
+    /// When it expires.
+    pub expires_at: UnixMillis,
+    /// The agent the token acts as.
+    pub agent_id: String,
+    /// The account it acts for.
+    pub account_id: String,
+    /// Granted scopes, sorted.
+    pub scopes: Vec<String>,
+    /// The token family (`tfam_…`).
+    pub family_id: String,
+}
+
+impl std::fmt::Debug for AccessGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessGrant")
+            .field("access_token", &"<redacted>")
+            .field("token_type", &self.token_type)
+            .field("expires_in", &self.expires_in)
+            .field("expires_at", &self.expires_at)
+            .field("agent_id", &self.agent_id)
+            .field("account_id", &self.account_id)
+            .field("scopes", &self.scopes)
+            .field("family_id", &self.family_id)
+            .finish()
+    }
+}
+
 /// A token family as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Family {
@@ -126,6 +168,40 @@ pub(crate) fn issue(
     scopes: &[String],
     now: UnixMillis,
 ) -> Result<TokenGrant> {
+    let family = open_family(tx, key, scopes, now)?;
+    mint_pair(tx, &family, now)
+}
+
+/// Opens a token family for an agent `key` (usable, the caller checked)
+/// with `scopes` (within the key's, the caller checked) and issues its
+/// access token alone: the family has no refresh token.
+pub(crate) fn issue_access(
+    tx: &Tx<'_>,
+    key: &ApiKeyInfo,
+    scopes: &[String],
+    now: UnixMillis,
+) -> Result<AccessGrant> {
+    let family = open_family(tx, key, scopes, now)?;
+    let (access_token, expires_at) = mint_access(tx, &family, now)?;
+    Ok(AccessGrant {
+        access_token,
+        token_type: TOKEN_TYPE,
+        expires_in: ACCESS_TOKEN_TTL_SECS,
+        expires_at,
+        agent_id: family.agent_id,
+        account_id: family.account_id,
+        scopes: family.scopes,
+        family_id: family.id,
+    })
+}
+
+/// Inserts a new family for `key` and prunes a batch of expired tokens.
+fn open_family(
+    tx: &Tx<'_>,
+    key: &ApiKeyInfo,
+    scopes: &[String],
+    now: UnixMillis,
+) -> Result<Family> {
     let agent_id = key
         .agent_id
         .clone()
@@ -151,12 +227,14 @@ pub(crate) fn issue(
         now
     ])?;
     prune(tx, now)?;
-    mint_pair(tx, &family, now)
+    Ok(family)
 }
 
-fn mint_pair(tx: &Tx<'_>, family: &Family, now: UnixMillis) -> Result<TokenGrant> {
+/// Mints and stores (hashed) an access token of `family`; returns it and
+/// its expiry.
+fn mint_access(tx: &Tx<'_>, family: &Family, now: UnixMillis) -> Result<(String, UnixMillis)> {
     let access_token = mint_secret(ACCESS_TOKEN_PREFIX);
-    let refresh_token = mint_secret(REFRESH_TOKEN_PREFIX);
+    let expires_at = now + ACCESS_TOKEN_TTL_SECS as i64 * 1_000;
     tx.prepare_cached(
         "INSERT INTO access_tokens (token_hash, family_id, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4)",
@@ -165,8 +243,14 @@ fn mint_pair(tx: &Tx<'_>, family: &Family, now: UnixMillis) -> Result<TokenGrant
         &secret_hash(&access_token)[..],
         family.id,
         now,
-        now + ACCESS_TOKEN_TTL_SECS as i64 * 1_000
+        expires_at
     ])?;
+    Ok((access_token, expires_at))
+}
+
+fn mint_pair(tx: &Tx<'_>, family: &Family, now: UnixMillis) -> Result<TokenGrant> {
+    let (access_token, _) = mint_access(tx, family, now)?;
+    let refresh_token = mint_secret(REFRESH_TOKEN_PREFIX);
     tx.prepare_cached(
         "INSERT INTO refresh_tokens (token_hash, family_id, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4)",
