@@ -372,3 +372,102 @@ fn the_owner_binds_an_agent_with_an_admin_key_over_http() {
     );
     assert_eq!(error_code(&unknown).0, 404);
 }
+
+/// A stand-in for Moltbook's verify endpoint on 127.0.0.1:0: the token
+/// `good-token` is valid for agent `mb-agent-1`; anything else is refused.
+/// Serves at most `requests` requests, then stops.
+fn moltbook_stand_in(requests: usize) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(requests) {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            let (status, answer) = if request["token"] == "good-token" {
+                (
+                    "200 OK",
+                    json!({"success": true, "valid": true, "agent": {"id": "mb-agent-1", "name": "CoolBot", "karma": 420}}),
+                )
+            } else {
+                (
+                    "401 Unauthorized",
+                    json!({"success": false, "valid": false, "error": "invalid_token"}),
+                )
+            };
+            let text = answer.to_string();
+            let _ = reader.get_mut().write_all(
+                format!("HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len())
+                    .as_bytes(),
+            );
+        }
+    });
+    format!("http://{addr}/api/v1/agents/verify-identity")
+}
+
+#[test]
+fn sign_in_with_moltbook_binds_then_grants_a_token() {
+    let sb = sandbox();
+    let verify_url = moltbook_stand_in(8);
+    let server = sb.serve(&["--moltbook-verify-url", &verify_url]);
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let exchange = |token: &str| {
+        let request = format!(
+            "POST /auth/moltbook/exchange HTTP/1.1\r\nHost: x\r\nX-Moltbook-Identity: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        creditgate_tests::raw_http(&server.addr, request.as_bytes())
+    };
+    let refused = exchange("forged-token");
+    assert_eq!(error_code(&refused), (401, "identity_refused".to_owned()));
+
+    let unbound = exchange("good-token");
+    assert_eq!(error_code(&unbound), (403, "agent_not_bound".to_owned()));
+    let code = unbound.json()["data"]["registration_code"]
+        .as_str()
+        .expect("a code to bind")
+        .to_owned();
+    sb.ok(&[
+        "agents",
+        "bind",
+        &code,
+        "--account",
+        &account,
+        "--scope",
+        "image",
+    ]);
+
+    let granted = exchange("good-token");
+    let body = granted.json();
+    assert_eq!(granted.status, 200, "{body}");
+    assert_eq!(body["data"]["expires_in"], 900);
+    assert_eq!(body["data"]["account_id"], json!(account));
+    let token = body["data"]["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    assert_eq!(server.get("/v1/credits/balance", &token).status, 200);
+    let video = server.post(
+        "/v1/generate",
+        &token,
+        &json!({"request_id": "mb-1", "model": "veo3_fast", "prompt": "x"}),
+    );
+    assert_eq!(error_code(&video), (403, "forbidden".to_owned()));
+}
