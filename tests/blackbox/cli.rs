@@ -261,3 +261,30 @@ fn an_acknowledged_grant_survives_sigkill() {
     let verify = sb.run(&["ledger", "verify"]);
     assert_eq!(verify.code, 0, "{verify:?}");
 }
+
+#[test]
+fn a_backup_is_a_consistent_copy_that_verifies() {
+    let sb = sandbox();
+    let id = sb.account("backup");
+    sb.ok(&["credits", "grant", "--account", &id, "--amount", "12.5"]);
+    let dest = sb.dir().join("copy.db");
+    let made = sb.ok(&["backup", &dest.display().to_string()]);
+    assert_eq!(made["path"], json!(dest.display().to_string()));
+    let copy = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"))
+        .arg("--db")
+        .arg(&dest)
+        .args(["--json", "credits", "balance", "--account", &id])
+        .output()
+        .expect("read the copy");
+    let balance: serde_json::Value = serde_json::from_slice(&copy.stdout).expect("json");
+    assert_eq!(balance["available"].to_string(), "12.5");
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"))
+        .arg("--db")
+        .arg(&dest)
+        .args(["ledger", "verify"])
+        .status()
+        .expect("verify the copy");
+    assert!(verify.success());
+    // Refuses to overwrite.
+    assert_eq!(sb.json(&["backup", &dest.display().to_string()]).code, 1);
+}

@@ -166,7 +166,7 @@ pub fn match_path(pattern: &'static str, path: &str) -> Option<Params> {
                     if h.is_empty() {
                         return None;
                     }
-                    params.push((name, h.to_owned()));
+                    params.push((name, percent_decode(h)?));
                 } else if w != h {
                     return None;
                 }
@@ -174,6 +174,26 @@ pub fn match_path(pattern: &'static str, path: &str) -> Option<Params> {
             _ => return None,
         }
     }
+}
+
+/// Decodes `%XX` escapes in a path segment (request ids may hold
+/// characters a client escapes); `None` for a malformed escape or a result
+/// that is not UTF-8, which then matches no route.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Finds the route, authenticates, runs the handler, renders errors.
@@ -275,5 +295,13 @@ mod tests {
         );
         assert_eq!(match_path("/v1/generate", "/v1/generate"), Some(vec![]));
         assert_eq!(match_path("/v1/generate", "/v1/generatex"), None);
+        assert_eq!(
+            match_path("/v1/generate/{request_id}", "/v1/generate/a%2Fb%3F"),
+            Some(vec![("request_id", "a/b?".to_owned())])
+        );
+        assert_eq!(
+            match_path("/v1/generate/{request_id}", "/v1/generate/a%zz"),
+            None
+        );
     }
 }
