@@ -232,7 +232,6 @@ pub fn agent_bind(
     principal: Option<&Principal>,
 ) -> Handled {
     let principal = caller(principal)?;
-    principal.require_scope("admin")?;
     let body = json_body(request)?;
     let code = body["registration_code"]
         .as_str()
@@ -259,7 +258,7 @@ pub fn agent_bind(
             })
         }
     };
-    let agent = state.gate.bind_agent(code, &principal.account_id, scopes)?;
+    let agent = state.gate.bind_agent_as(principal, code, scopes)?;
     Ok(agent_ok(json!({
         "agent_id": agent.id,
         "account_id": agent.account_id,

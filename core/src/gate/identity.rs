@@ -138,6 +138,19 @@ impl Gate {
         })
     }
 
+    /// [`Gate::bind_agent`] for an authenticated owner: binds to the
+    /// caller's own account, and only an `admin`-scoped caller may bind
+    /// ([`Error::Forbidden`] otherwise).
+    pub fn bind_agent_as(
+        &self,
+        principal: &Principal,
+        registration_code: &str,
+        allowed_scopes: Option<Vec<String>>,
+    ) -> Result<Agent> {
+        principal.require_scope(identity::ADMIN_SCOPE)?;
+        self.bind_agent(registration_code, &principal.account_id, allowed_scopes)
+    }
+
     /// An agent by id.
     pub fn agent(&self, agent_id: &str) -> Result<Agent> {
         self.store
