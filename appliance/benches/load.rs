@@ -248,6 +248,10 @@ fn start_creditgate(bin: &str, db: &std::path::Path) -> Running {
             &HTTP_THREADS.to_string(),
             "--workers",
             "2",
+            // Every client shares one key; the benchmark measures the
+            // write path, not the limiter.
+            "--rate-limit-per-sec",
+            "0",
         ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

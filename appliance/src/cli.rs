@@ -122,6 +122,13 @@ struct ServeArgs {
     /// from it, doubling up to 15 times it.
     #[arg(long, env = "CREDITGATE_POLL_INTERVAL_MS", default_value_t = 1_000)]
     poll_interval_ms: u64,
+    /// Requests per second each credential may make, sustained (0: no
+    /// limit); beyond it the answer is 429 `rate_limited`.
+    #[arg(long, env = "CREDITGATE_RATE_LIMIT_PER_SEC", default_value_t = 100)]
+    rate_limit_per_sec: u32,
+    /// Requests a credential may make at once after being idle.
+    #[arg(long, env = "CREDITGATE_RATE_LIMIT_BURST", default_value_t = 200)]
+    rate_limit_burst: u32,
     /// Turns on "Sign in with Moltbook" (POST /auth/moltbook/exchange):
     /// Moltbook's verify endpoint,
     /// `https://www.moltbook.com/api/v1/agents/verify-identity` (or a
@@ -351,6 +358,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
             job_deadline: std::time::Duration::from_secs(args.job_deadline_secs.max(1)),
             poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(1)),
+            rate_limit: creditgate::ratelimit::RateLimit {
+                per_sec: args.rate_limit_per_sec,
+                burst: args.rate_limit_burst,
+            },
             moltbook: crate::serve::MoltbookOptions {
                 verify_url: args.moltbook_verify_url,
                 app_key: args.moltbook_app_key,

@@ -171,6 +171,9 @@ pub fn error_data(err: &Error) -> Value {
         }
         Error::UpstreamUnavailable { upstream, .. } => body["upstream"] = json!(upstream),
         Error::PayloadTooLarge { limit_bytes } => body["limit_bytes"] = json!(limit_bytes),
+        Error::RateLimited { retry_after_ms } => {
+            body["retry_after"] = json!(retry_after_ms.div_ceil(1000));
+        }
         Error::Estimate(inner) => {
             if let Some(field) = inner.field() {
                 body["field"] = json!(field);

@@ -57,6 +57,8 @@ pub struct ServeOptions {
     pub job_deadline: Duration,
     /// The first poll's delay (later ones back off up to 15 times it).
     pub poll_interval: Duration,
+    /// Requests per credential.
+    pub rate_limit: creditgate::ratelimit::RateLimit,
     /// "Sign in with Moltbook", as configured (raw; validated on start).
     pub moltbook: MoltbookOptions,
 }
@@ -117,6 +119,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         poll_interval_ms_min: poll_ms,
         poll_interval_ms_max: poll_ms.saturating_mul(15),
         submit_backoff_ms_max: poll_ms.saturating_mul(30),
+        rate_limit: options.rate_limit,
         ..GateSettings::default()
     };
     let gate = Gate::open(&options.store, Arc::new(SystemClock))

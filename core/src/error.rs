@@ -246,6 +246,12 @@ pub enum Error {
     /// The writer thread has stopped (the store is shutting down).
     #[error("the store's writer has stopped")]
     WriterStopped,
+    /// The caller is going faster than its rate limit.
+    #[error("rate limited: retry after {retry_after_ms} ms")]
+    RateLimited {
+        /// When a request will be admitted again.
+        retry_after_ms: u64,
+    },
     /// A request body exceeded the shell's limit (raised by shells such as
     /// the HTTP appliance, kept here so every refusal has one table).
     #[error("the request body exceeds {limit_bytes} bytes")]
@@ -318,6 +324,7 @@ impl Error {
             Error::IdentityProviderNotConfigured { .. } => "not_found",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::RateLimited { .. } => "rate_limited",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::RequestTimeout => "request_timeout",
             Error::NoRoute { .. } => "not_found",
@@ -394,6 +401,7 @@ pub const ERROR_CODES: &[&str] = &[
     "identity_refused",
     "upstream_unavailable",
     "payload_too_large",
+    "rate_limited",
     "request_timeout",
     "method_not_allowed",
     "storage_error",
@@ -513,6 +521,7 @@ mod tests {
                 provider: "moltbook".into(),
             },
             Error::PayloadTooLarge { limit_bytes: 1 },
+            Error::RateLimited { retry_after_ms: 1 },
             Error::RequestTimeout,
             Error::NoRoute {
                 method: "GET".into(),

@@ -40,6 +40,7 @@ pub mod ledger;
 pub mod money;
 pub mod pricing;
 pub mod providers;
+pub mod ratelimit;
 pub mod request;
 pub mod store;
 pub mod verify;

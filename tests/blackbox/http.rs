@@ -625,3 +625,27 @@ fn half_sent_requests_do_not_pin_the_handlers() {
     );
     drop(stalled);
 }
+
+#[test]
+fn a_credential_past_its_rate_limit_gets_429_with_retry_after() {
+    let sb = sandbox();
+    let server = sb.serve(&["--rate-limit-per-sec", "1", "--rate-limit-burst", "2"]);
+    let key = server.demo_key.clone().expect("key");
+    assert_eq!(server.get("/v1/credits/balance", &key).status, 200);
+    assert_eq!(server.get("/v1/credits/balance", &key).status, 200);
+    let limited = server.get("/v1/credits/balance", &key);
+    let body = assert_envelope_error(&limited, 429, "rate_limited");
+    assert_eq!(body["data"]["retry_after"], json!(1));
+    assert_eq!(limited.header("retry-after"), Some("1"));
+    // Another credential has its own bucket; public routes are not limited.
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let other = sb.ok(&["keys", "create", "--account", &account])["key"]
+        .as_str()
+        .expect("key")
+        .to_owned();
+    assert_eq!(server.get("/v1/credits/balance", &other).status, 200);
+    assert_eq!(server.request("GET", "/healthz", None, None).status, 200);
+}

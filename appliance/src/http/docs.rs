@@ -69,7 +69,8 @@ invalid_option (data.allowed), unknown_price_version (data.active_price_version)
 identity_refused (data.reason);
 402 insufficient_credits (data.required, data.available, data.suggestion);
 403 forbidden (data.scope), agent_not_bound; 404 not_found; 409 idempotency_conflict;
-413 payload_too_large; 502 upstream_unavailable (retry later).
+413 payload_too_large; 429 rate_limited (data.retry_after seconds, and a
+Retry-After header); 502 upstream_unavailable (retry later).
 Credits are exact decimal numbers (0.0165).
 
 ## Sign in with Moltbook

@@ -221,7 +221,11 @@ fn route(state: &State, request: &Request) -> Result<Response, Error> {
         }
         let principal = match route.auth {
             Auth::Public => None,
-            Auth::Bearer => Some(state.gate.authenticate(bearer(request)?)?),
+            Auth::Bearer => {
+                let principal = state.gate.authenticate(bearer(request)?)?;
+                state.gate.admit(&principal)?;
+                Some(principal)
+            }
         };
         return (route.handler)(state, request, &params, principal.as_ref());
     }

@@ -92,6 +92,11 @@ pub fn error_with(err: &Error, extra: Value) -> Response {
         status,
         &json!({ "code": status, "message": message, "data": data }),
     );
+    if let Error::RateLimited { retry_after_ms } = err {
+        response
+            .headers
+            .push(("Retry-After", retry_after_ms.div_ceil(1000).to_string()));
+    }
     if status == 405 {
         response.headers.push(("Allow", "GET, POST".to_owned()));
     }

@@ -29,6 +29,7 @@ use crate::money;
 use crate::pricing::Catalog;
 use crate::providers::fixture::Scenarios;
 use crate::providers::ProviderRegistry;
+use crate::ratelimit::{RateLimit, RateLimiter};
 use crate::store::{Store, StoreOptions};
 use crate::verify::{self, VerifyReport};
 
@@ -53,6 +54,8 @@ pub struct GateSettings {
     pub poll_interval_ms_max: i64,
     /// The longest wait before a submission is retried.
     pub submit_backoff_ms_max: i64,
+    /// Requests per caller, for [`Gate::admit`] (off by default).
+    pub rate_limit: RateLimit,
 }
 
 impl Default for GateSettings {
@@ -64,6 +67,10 @@ impl Default for GateSettings {
             poll_interval_ms_min: work::POLL_INTERVAL_MS_MIN,
             poll_interval_ms_max: work::POLL_INTERVAL_MS_MAX,
             submit_backoff_ms_max: work::SUBMIT_BACKOFF_MS_MAX,
+            rate_limit: RateLimit {
+                per_sec: 0,
+                burst: 0,
+            },
         }
     }
 }
@@ -78,6 +85,7 @@ pub struct Gate {
     catalogs: RwLock<HashMap<String, Arc<Catalog>>>,
     providers: ProviderRegistry,
     settings: GateSettings,
+    limiter: RateLimiter,
     /// External identity providers whose exchange is on, at most one per
     /// provider name; none by default.
     identity_providers: Vec<IdentityProvider>,
@@ -100,6 +108,7 @@ impl Gate {
             catalogs: RwLock::new(HashMap::new()),
             providers: ProviderRegistry::fixture(Scenarios::shipped()),
             settings: GateSettings::default(),
+            limiter: RateLimiter::new(GateSettings::default().rate_limit),
             identity_providers: Vec::new(),
         })
     }
@@ -134,8 +143,20 @@ impl Gate {
 
     /// Replaces the settings.
     pub fn with_settings(mut self, settings: GateSettings) -> Gate {
+        self.limiter = RateLimiter::new(settings.rate_limit);
         self.settings = settings;
         self
+    }
+
+    /// Admits one request of an authenticated caller under the rate limit
+    /// of the settings (per credential: an API key or a token family), or
+    /// refuses with [`Error::RateLimited`].
+    pub fn admit(&self, principal: &crate::identity::Principal) -> Result<()> {
+        let caller = match &principal.via {
+            crate::identity::Via::Key { key_id, .. } => key_id.as_str(),
+            crate::identity::Via::AccessToken { family_id, .. } => family_id.as_str(),
+        };
+        self.limiter.admit(caller, self.clock.now())
     }
 
     /// The settings in force.
