@@ -72,13 +72,13 @@ fn main() {
     println!();
     println!("load benchmark: {CLIENTS} clients, {HTTP_THREADS} handler threads, {:?} or {REQUESTS_MAX} requests each, loopback", MEASURE_TIME);
     println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>8} {:>10} {:>10}",
-        "server", "req/s", "p50 ms", "p99 ms", "non-2xx", "idle RSS", "peak RSS"
+        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
+        "server", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "idle RSS", "peak RSS"
     );
     for m in [&baseline, &empty, &seeded] {
         println!(
-            "{:<22} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>8.1}MB {:>8.1}MB",
-            m.name, m.rate, m.p50_ms, m.p99_ms, m.failures, m.idle_rss_mb, m.peak_rss_mb
+            "{:<22} {:>10.0} {:>9.2} {:>9.2} {:>9.1} {:>8} {:>8.1}MB {:>8.1}MB",
+            m.name, m.rate, m.p50_ms, m.p99_ms, m.max_ms, m.failures, m.idle_rss_mb, m.peak_rss_mb
         );
     }
     println!();
@@ -106,6 +106,7 @@ struct Measurement {
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
+    max_ms: f64,
     failures: u64,
     idle_rss_mb: f64,
     peak_rss_mb: f64,
@@ -365,10 +366,12 @@ fn measure(name: &'static str, server: &Running, key: Option<&str>) -> Measureme
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let latencies = Arc::new(Mutex::new(Vec::<u32>::new()));
+    let completed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
-            let (sent, failures, stop, latencies) = (sent.clone(), failures.clone(), stop.clone(), latencies.clone());
+            let (sent, failures, stop, latencies, completed) =
+                (sent.clone(), failures.clone(), stop.clone(), latencies.clone(), completed.clone());
             let (addr, key) = (server.addr.clone(), key.map(str::to_owned));
             std::thread::spawn(move || {
                 let mut stream = BufReader::new(TcpStream::connect(&addr).expect("connect"));
@@ -392,6 +395,7 @@ fn measure(name: &'static str, server: &Running, key: Option<&str>) -> Measureme
                         }
                     }
                     mine.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    completed.fetch_add(1, Ordering::Relaxed);
                 }
                 latencies.lock().expect("lock").extend(mine);
             })
@@ -403,10 +407,13 @@ fn measure(name: &'static str, server: &Running, key: Option<&str>) -> Measureme
         peak_rss_mb = peak_rss_mb.max(rss_mb(pid, "VmRSS:"));
     }
     stop.store(true, Ordering::Relaxed);
+    // The rate counts what completed inside the window; requests still in
+    // flight when it closed are not waited for in it.
+    let window = started.elapsed().as_secs_f64();
+    let completed_in_window = completed.load(Ordering::Relaxed);
     for client in clients {
         let _ = client.join();
     }
-    let elapsed = started.elapsed().as_secs_f64();
     let mut all = latencies.lock().expect("lock").clone();
     all.sort_unstable();
     let pick = |q: f64| {
@@ -417,9 +424,10 @@ fn measure(name: &'static str, server: &Running, key: Option<&str>) -> Measureme
     };
     Measurement {
         name,
-        rate: all.len() as f64 / elapsed,
+        rate: completed_in_window as f64 / window,
         p50_ms: pick(0.50),
         p99_ms: pick(0.99),
+        max_ms: all.last().copied().unwrap_or(0) as f64 / 1000.0,
         failures: failures.load(Ordering::Relaxed),
         idle_rss_mb,
         peak_rss_mb: peak_rss_mb.max(rss_mb(pid, "VmHWM:")),

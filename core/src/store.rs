@@ -112,6 +112,27 @@ pub struct Tx<'a> {
     conn: &'a Connection,
 }
 
+impl Tx<'_> {
+    /// Runs `op` under a nested savepoint: its changes are kept if it
+    /// returns `Ok` and undone if it returns `Err`, while the enclosing
+    /// operation's other changes stay. For operations that apply many
+    /// independent items in one transaction (the worker's answers).
+    pub fn nested<T>(&self, op: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        self.conn.execute_batch("SAVEPOINT nested_item")?;
+        match op(self) {
+            Ok(value) => {
+                self.conn.execute_batch("RELEASE nested_item")?;
+                Ok(value)
+            }
+            Err(err) => {
+                self.conn
+                    .execute_batch("ROLLBACK TO nested_item; RELEASE nested_item")?;
+                Err(err)
+            }
+        }
+    }
+}
+
 impl Deref for Tx<'_> {
     type Target = Connection;
 

@@ -721,3 +721,93 @@ fn an_uncertain_submission_is_resubmitted_only_to_an_idempotent_provider() {
         assert_verified(&fx.gate);
     }
 }
+
+/// A fixture provider that, while submitting a job whose prompt says
+/// `[cancel-during-submit]`, has its owner cancel that job: the answer then
+/// arrives for a job that changed meanwhile.
+#[derive(Debug)]
+struct CancelsDuringSubmit {
+    inner: creditgate::providers::fixture::FixtureProvider,
+    gate: Arc<std::sync::OnceLock<std::sync::Weak<Gate>>>,
+    account: Arc<std::sync::OnceLock<String>>,
+}
+
+impl creditgate::providers::Provider for CancelsDuringSubmit {
+    fn submit(
+        &self,
+        job: &creditgate::providers::ProviderJob<'_>,
+    ) -> Result<creditgate::providers::Submission, creditgate::providers::ProviderError> {
+        if job
+            .prompt
+            .is_some_and(|p| p.contains("[cancel-during-submit]"))
+        {
+            let gate = self
+                .gate
+                .get()
+                .and_then(std::sync::Weak::upgrade)
+                .expect("gate");
+            gate.cancel(self.account.get().expect("account"), job.job_id)
+                .expect("cancel");
+        }
+        self.inner.submit(job)
+    }
+    fn poll(
+        &self,
+        job: &creditgate::providers::ProviderJob<'_>,
+    ) -> Result<creditgate::providers::PollStatus, creditgate::providers::ProviderError> {
+        self.inner.poll(job)
+    }
+    fn cancel(
+        &self,
+        job: &creditgate::providers::ProviderJob<'_>,
+    ) -> Result<(), creditgate::providers::ProviderError> {
+        self.inner.cancel(job)
+    }
+    fn idempotent_submit(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn an_answer_for_a_job_canceled_meanwhile_is_dropped_and_the_others_recorded() {
+    use creditgate::providers::{fixture, ProviderRegistry};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(START));
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let account_slot = Arc::new(std::sync::OnceLock::new());
+    let mut registry = ProviderRegistry::new();
+    registry.insert(
+        "fixture",
+        Arc::new(CancelsDuringSubmit {
+            inner: fixture::FixtureProvider::new(fixture::Scenarios::shipped()),
+            gate: slot.clone(),
+            account: account_slot.clone(),
+        }),
+    );
+    let gate = Arc::new(open(dir.path(), clock.clone()).with_providers(registry));
+    slot.set(Arc::downgrade(&gate)).expect("set once");
+    gate.import_catalog(RYNJER).expect("catalog");
+    let acct = account(&gate, 100);
+    account_slot.set(acct.clone()).expect("set once");
+    for (id, prompt) in [("a", "x"), ("b", "[cancel-during-submit] x"), ("c", "x")] {
+        gate.submit(
+            &acct,
+            &json!({"request_id": id, "model": "z-image", "prompt": prompt}),
+        )
+        .expect("submit");
+    }
+    let report = gate.run_due_work(64).expect("step");
+    assert_eq!((report.submitted, report.superseded), (3, 1), "{report:?}");
+    let status = |id: &str| gate.job_for(&acct, id).expect("job").status;
+    assert_eq!(
+        (status("a"), status("b"), status("c")),
+        (JobStatus::Running, JobStatus::Canceled, JobStatus::Running)
+    );
+    let b = gate.balance(&acct).expect("balance");
+    assert_eq!(
+        (b.available, b.pending),
+        (60_000_000, 40_000_000),
+        "b's hold was released"
+    );
+    assert_verified(&gate);
+}

@@ -74,7 +74,10 @@ impl Gate {
     }
 
     /// Runs one worker step over at most `limit` due jobs (see the module
-    /// documentation).
+    /// documentation). Provider calls happen first, outside any
+    /// transaction; then every answer is recorded in one write, each job
+    /// under its own nested savepoint, so one job that changed meanwhile
+    /// (canceled) does not undo the others.
     pub fn run_due_work(&self, limit: usize) -> Result<WorkReport> {
         let mut report = WorkReport::default();
         let now = self.clock.now();
@@ -86,38 +89,71 @@ impl Gate {
         let claimed = self
             .store
             .write(move |tx| jobs::claim_due(tx, now, now + LEASE_MS, limit))?;
-        for job in claimed {
-            match self.advance(&job, &mut report) {
-                Ok(()) => {}
-                Err(Error::InvalidTransition { .. }) => report.superseded += 1,
-                Err(other) => return Err(other),
+        if !claimed.is_empty() {
+            let mut decisions = Vec::with_capacity(claimed.len());
+            for job in &claimed {
+                decisions.push((job.id.clone(), job.status, self.decide(job, &mut report)?));
+            }
+            let now = self.clock.now();
+            let first_poll = self.settings.poll_interval_ms_min;
+            let applied = self.store.write(move |tx| {
+                decisions
+                    .into_iter()
+                    .map(|(id, from, decision)| {
+                        match tx.nested(|tx| apply(tx, &id, from, decision, now, first_poll)) {
+                            Err(Error::InvalidTransition { .. }) => Ok(Applied::Superseded),
+                            other => other,
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })?;
+            for outcome in applied {
+                match outcome {
+                    Applied::Succeeded => report.succeeded += 1,
+                    Applied::Failed => report.failed += 1,
+                    Applied::Expired => report.expired += 1,
+                    Applied::Superseded => report.superseded += 1,
+                    Applied::Running | Applied::Rescheduled => {}
+                }
             }
         }
         report.next_due = self.store.read(jobs::next_due)?;
         Ok(report)
     }
 
+    /// Expires every overdue live job (releasing its hold) in one write,
+    /// then asks the providers of the running ones to stop.
     fn expire_overdue(&self, now: UnixMillis, report: &mut WorkReport) -> Result<()> {
         let overdue = self.store.read(|conn| jobs::overdue(conn, now))?;
-        for job in overdue {
-            let (id, from) = (job.id.clone(), job.status);
-            let expired = self.store.write(move |tx| {
+        if overdue.is_empty() {
+            return Ok(());
+        }
+        let targets: Vec<(String, JobStatus)> = overdue
+            .iter()
+            .map(|job| (job.id.clone(), job.status))
+            .collect();
+        let expired = self.store.write(move |tx| {
+            let mut expired = Vec::new();
+            for (id, from) in targets {
                 let change = Change {
                     error_code: Some("expired".into()),
                     error_message: Some("the job passed its deadline before it finished".into()),
                     ..Change::default()
                 };
-                finish_unpaid(tx, &id, from, JobStatus::Expired, change, now)
-            });
-            match expired {
-                Ok(job) => {
-                    report.expired += 1;
-                    if from == JobStatus::Running {
-                        self.cancel_at_provider(&job);
-                    }
+                match tx.nested(|tx| finish_unpaid(tx, &id, from, JobStatus::Expired, change, now))
+                {
+                    Ok(job) => expired.push((job, from)),
+                    Err(Error::InvalidTransition { .. }) => {}
+                    Err(other) => return Err(other),
                 }
-                Err(Error::InvalidTransition { .. }) => report.superseded += 1,
-                Err(other) => return Err(other),
+            }
+            Ok(expired)
+        })?;
+        report.superseded += overdue.len() - expired.len();
+        for (job, from) in expired {
+            report.expired += 1;
+            if from == JobStatus::Running {
+                self.cancel_at_provider(&job);
             }
         }
         Ok(())
@@ -133,157 +169,209 @@ impl Gate {
         }
     }
 
-    /// Takes one claimed job one step further.
-    fn advance(&self, job: &Job, report: &mut WorkReport) -> Result<()> {
+    /// Asks a claimed job's provider the next question (submit or poll) and
+    /// decides what to record. No database access.
+    fn decide(&self, job: &Job, report: &mut WorkReport) -> Result<Decision> {
         let context = JobContext::of(job)?;
         let Some(provider) = self.providers.get(&job.provider).cloned() else {
-            let reason = format!("provider {} is not configured", job.provider);
-            return self.fail(job, "provider_unavailable", &reason, report);
+            return Ok(Decision::fail(
+                "provider_unavailable",
+                format!("provider {} is not configured", job.provider),
+            ));
         };
         let call = context.provider_job(self, job);
-        match job.status {
+        let settings = &self.settings;
+        Ok(match job.status {
             JobStatus::Pending => {
                 report.submitted += 1;
                 if call.resubmission && !provider.idempotent_submit() {
-                    let reason = "a submission may have reached the provider before a restart, \
-                                  and it cannot be retried safely";
-                    return self.fail(job, "submission_uncertain", reason, report);
+                    return Ok(Decision::fail(
+                        "submission_uncertain",
+                        "a submission may have reached the provider before a restart, \
+                         and it cannot be retried safely",
+                    ));
                 }
                 match provider.submit(&call) {
-                    Ok(Submission::Accepted { task_id }) => self.record_running(job, task_id),
+                    Ok(Submission::Accepted { task_id }) => Decision::Running { task_id },
                     Ok(Submission::Completed {
                         task_id,
                         completion,
-                    }) => {
-                        self.record_running(job, task_id)?;
-                        self.record_success(job, completion, report)
-                    }
+                    }) => Decision::Succeed {
+                        task_id: Some(task_id),
+                        completion,
+                    },
                     Err(ProviderError::Transient { message }) => {
                         if job.submit_attempts >= SUBMIT_ATTEMPTS_MAX {
-                            return self.fail(job, "provider_unavailable", &message, report);
+                            return Ok(Decision::fail("provider_unavailable", message));
                         }
                         report.retried += 1;
-                        let delay = backoff(
-                            self.settings.poll_interval_ms_min,
-                            job.submit_attempts - 1,
-                            self.settings.submit_backoff_ms_max,
-                        );
-                        self.reschedule(job, delay, 0, 0, Some(message))
+                        Decision::Retry {
+                            delay_ms: backoff(
+                                settings.poll_interval_ms_min,
+                                job.submit_attempts - 1,
+                                settings.submit_backoff_ms_max,
+                            ),
+                            add_polls: 0,
+                            add_poll_errors: 0,
+                            message: Some(message),
+                        }
                     }
                     Err(ProviderError::Permanent { code, message }) => {
-                        self.fail(job, &code, &message, report)
+                        Decision::fail(&code, message)
                     }
                 }
             }
             JobStatus::Running => {
                 report.polled += 1;
                 match provider.poll(&call) {
-                    Ok(PollStatus::Running) => {
-                        let delay = backoff(
-                            self.settings.poll_interval_ms_min,
+                    Ok(PollStatus::Running) => Decision::Retry {
+                        delay_ms: backoff(
+                            settings.poll_interval_ms_min,
                             job.polls + 1,
-                            self.settings.poll_interval_ms_max,
-                        );
-                        self.reschedule(job, delay, 1, 0, None)
-                    }
-                    Ok(PollStatus::Succeeded(completion)) => {
-                        self.record_success(job, completion, report)
-                    }
-                    Ok(PollStatus::Failed { code, message }) => {
-                        self.fail(job, &code, &message, report)
-                    }
+                            settings.poll_interval_ms_max,
+                        ),
+                        add_polls: 1,
+                        add_poll_errors: 0,
+                        message: None,
+                    },
+                    Ok(PollStatus::Succeeded(completion)) => Decision::Succeed {
+                        task_id: None,
+                        completion,
+                    },
+                    Ok(PollStatus::Failed { code, message }) => Decision::fail(&code, message),
                     Err(ProviderError::Transient { message }) => {
                         if job.poll_errors + 1 >= POLL_ERRORS_MAX {
-                            return self.fail(job, "provider_unavailable", &message, report);
+                            return Ok(Decision::fail("provider_unavailable", message));
                         }
                         report.retried += 1;
-                        let delay = backoff(
-                            self.settings.poll_interval_ms_min,
-                            job.poll_errors + 1,
-                            self.settings.poll_interval_ms_max,
-                        );
-                        self.reschedule(job, delay, 0, 1, Some(message))
+                        Decision::Retry {
+                            delay_ms: backoff(
+                                settings.poll_interval_ms_min,
+                                job.poll_errors + 1,
+                                settings.poll_interval_ms_max,
+                            ),
+                            add_polls: 0,
+                            add_poll_errors: 1,
+                            message: Some(message),
+                        }
                     }
                     Err(ProviderError::Permanent { code, message }) => {
-                        self.fail(job, &code, &message, report)
+                        Decision::fail(&code, message)
                     }
                 }
             }
             terminal => unreachable!("claimed jobs are live, not {terminal:?}"),
-        }
+        })
     }
+}
 
-    fn record_running(&self, job: &Job, task_id: String) -> Result<()> {
-        let now = self.clock.now();
-        let first_poll = self.settings.poll_interval_ms_min;
-        let id = job.id.clone();
-        self.store.write(move |tx| {
-            let change = Change {
-                provider_task_id: Some(task_id),
-                next_run_at: Some(now + first_poll),
-                ..Change::default()
-            };
-            jobs::transition(tx, &id, JobStatus::Pending, JobStatus::Running, change, now)
-        })?;
-        Ok(())
-    }
-
-    /// Success: the job succeeds, its hold is captured for exactly the
-    /// estimate, and its usage event is written, in one transaction. If the
-    /// ledger refuses the capture (the hold passed its deadline) the job
-    /// expires instead and nothing is charged.
-    fn record_success(
-        &self,
-        job: &Job,
+/// What a provider's answer means for a job.
+#[derive(Debug)]
+enum Decision {
+    /// The provider accepted it: pending becomes running.
+    Running { task_id: String },
+    /// Done: capture and succeed (from pending when the provider answered
+    /// synchronously, with its task id).
+    Succeed {
+        task_id: Option<String>,
         completion: Completion,
-        report: &mut WorkReport,
-    ) -> Result<()> {
-        let now = self.clock.now();
-        let id = job.id.clone();
-        let succeeded = self
-            .store
-            .write(move |tx| settle_success(tx, &id, completion, now));
-        match succeeded {
-            Ok(JobStatus::Succeeded) => report.succeeded += 1,
-            Ok(_) => report.expired += 1,
-            Err(err) => return Err(err),
-        }
-        Ok(())
-    }
-
-    fn fail(&self, job: &Job, code: &str, message: &str, report: &mut WorkReport) -> Result<()> {
-        let now = self.clock.now();
-        let (id, from) = (job.id.clone(), job.status);
-        let change = Change {
-            error_code: Some(code.to_owned()),
-            error_message: Some(message.to_owned()),
-            ..Change::default()
-        };
-        self.store
-            .write(move |tx| finish_unpaid(tx, &id, from, JobStatus::Failed, change, now))?;
-        report.failed += 1;
-        Ok(())
-    }
-
-    fn reschedule(
-        &self,
-        job: &Job,
+    },
+    /// Failed: release.
+    Fail { code: String, message: String },
+    /// Ask again later.
+    Retry {
         delay_ms: i64,
         add_polls: i64,
         add_poll_errors: i64,
-        error_message: Option<String>,
-    ) -> Result<()> {
-        let now = self.clock.now();
-        let (id, status) = (job.id.clone(), job.status);
-        let plan = Reschedule {
-            next_run_at: now + delay_ms,
+        message: Option<String>,
+    },
+}
+
+impl Decision {
+    fn fail(code: &str, message: impl Into<String>) -> Decision {
+        Decision::Fail {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// How a decision ended up recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Running,
+    Rescheduled,
+    Succeeded,
+    Failed,
+    Expired,
+    Superseded,
+}
+
+/// Records one decision for a job still in `from`, with its ledger effect.
+fn apply(
+    tx: &Tx<'_>,
+    job_id: &str,
+    from: JobStatus,
+    decision: Decision,
+    now: UnixMillis,
+    first_poll_ms: i64,
+) -> Result<Applied> {
+    let to_running = |task_id: String| {
+        let change = Change {
+            provider_task_id: Some(task_id),
+            next_run_at: Some(now + first_poll_ms),
+            ..Change::default()
+        };
+        jobs::transition(
+            tx,
+            job_id,
+            JobStatus::Pending,
+            JobStatus::Running,
+            change,
+            now,
+        )
+    };
+    match decision {
+        Decision::Running { task_id } => {
+            to_running(task_id)?;
+            Ok(Applied::Running)
+        }
+        Decision::Succeed {
+            task_id,
+            completion,
+        } => {
+            if let Some(task_id) = task_id {
+                to_running(task_id)?;
+            }
+            Ok(match settle_success(tx, job_id, completion, now)? {
+                JobStatus::Succeeded => Applied::Succeeded,
+                _ => Applied::Expired,
+            })
+        }
+        Decision::Fail { code, message } => {
+            let change = Change {
+                error_code: Some(code),
+                error_message: Some(message),
+                ..Change::default()
+            };
+            finish_unpaid(tx, job_id, from, JobStatus::Failed, change, now)?;
+            Ok(Applied::Failed)
+        }
+        Decision::Retry {
+            delay_ms,
             add_polls,
             add_poll_errors,
-            error_message,
-        };
-        self.store
-            .write(move |tx| jobs::reschedule(tx, &id, status, &plan, now))?;
-        Ok(())
+            message,
+        } => {
+            let plan = Reschedule {
+                next_run_at: now + delay_ms,
+                add_polls,
+                add_poll_errors,
+                error_message: message,
+            };
+            jobs::reschedule(tx, job_id, from, &plan, now)?;
+            Ok(Applied::Rescheduled)
+        }
     }
 }
 
