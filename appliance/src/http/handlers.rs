@@ -73,6 +73,14 @@ fn nesting_depth(bytes: &[u8]) -> usize {
     deepest
 }
 
+/// The string member `field` of a JSON body, or `invalid_request` naming it.
+fn required_str<'a>(body: &'a Value, field: &str) -> Result<&'a str, Error> {
+    body[field].as_str().ok_or_else(|| Error::InvalidRequest {
+        field: field.to_owned(),
+        message: "is required (a string)".into(),
+    })
+}
+
 /// A job as its owner polls it (reference 001's poll shape).
 pub fn job_view(job: &Job) -> Value {
     json!({
@@ -233,12 +241,7 @@ pub fn agent_bind(
 ) -> Handled {
     let principal = caller(principal)?;
     let body = json_body(request)?;
-    let code = body["registration_code"]
-        .as_str()
-        .ok_or(Error::InvalidRequest {
-            field: "registration_code".into(),
-            message: "is required".into(),
-        })?;
+    let code = required_str(&body, "registration_code")?;
     let scopes = match &body["allowed_scopes"] {
         Value::Null => None,
         Value::Array(items) => Some(
@@ -345,12 +348,7 @@ pub fn agent_refresh(
     _: Option<&Principal>,
 ) -> Handled {
     let body = json_body(request)?;
-    let token = body["refresh_token"]
-        .as_str()
-        .ok_or(Error::InvalidRequest {
-            field: "refresh_token".into(),
-            message: "is required".into(),
-        })?;
+    let token = required_str(&body, "refresh_token")?;
     let grant = state.gate.refresh_token(token)?;
     Ok(ok(token_view(&grant)))
 }
