@@ -104,10 +104,11 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, stop.clone())
             .context("cannot install signal handlers")?;
     }
-    let probe = std::net::TcpListener::bind(&options.listen)
+    // Bound once here and handed to the server, so the address cannot be
+    // taken between learning it and serving on it.
+    let listener = std::net::TcpListener::bind(&options.listen)
         .with_context(|| format!("cannot listen on {}", options.listen))?;
-    let addr = probe.local_addr()?;
-    drop(probe);
+    let addr = listener.local_addr()?;
     let public_url = options
         .public_url
         .clone()
@@ -148,14 +149,13 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         public_base_url: settings.public_base_url.clone(),
     });
     let config = ServerConfig {
-        listen: addr.to_string(),
         threads: options.http_threads,
         read_timeout: options.read_timeout,
         body_deadline: options.read_timeout * 2,
         access_log: true,
     };
-    let running =
-        server::start(state, &config).with_context(|| format!("cannot listen on {addr}"))?;
+    let running = server::start(state, listener, &config)
+        .with_context(|| format!("cannot serve on {addr}"))?;
     println!("creditgate listening on http://{}", running.local_addr());
     println!(
         "database {}; public URL {}",

@@ -181,7 +181,7 @@ pub(crate) fn grant(
     let new = NewTransfer {
         id,
         kind: TransferKind::Grant,
-        debit: system_id(tx, GRANTS_ACCOUNT)?,
+        debit: account_id_of(tx, GRANTS_ACCOUNT)?,
         credit: wallet,
         amount,
         pending_id: None,
@@ -214,7 +214,7 @@ pub(crate) fn hold(
         id,
         kind: TransferKind::Hold,
         debit: wallet,
-        credit: system_id(tx, REVENUE_ACCOUNT)?,
+        credit: account_id_of(tx, REVENUE_ACCOUNT)?,
         amount,
         pending_id: None,
         refund_of: None,
@@ -523,10 +523,6 @@ fn wallet_id(tx: &Tx<'_>, account_id: &str) -> Result<i64> {
             what: "account",
             id: account_id.to_owned(),
         })
-}
-
-fn system_id(tx: &Tx<'_>, code: &str) -> Result<i64> {
-    account_id_of(tx, code)
 }
 
 fn account_id_of(tx: &Tx<'_>, code: &str) -> Result<i64> {

@@ -421,10 +421,12 @@ fn every_error_path_is_a_json_4xx_and_moves_no_money() {
 
     // Routing.
     assert_envelope_error(&server.get("/v2/nothing", &key), 404, "not_found");
-    assert_envelope_error(
-        &server.request("DELETE", "/v1/generate", Some(&key), None),
-        405,
-        "method_not_allowed",
+    let delete = server.request("DELETE", "/v1/generate", Some(&key), None);
+    assert_envelope_error(&delete, 405, "method_not_allowed");
+    assert_eq!(
+        delete.header("allow"),
+        Some("POST"),
+        "Allow names what the route answers"
     );
 
     // An oversized body is refused before it is read.

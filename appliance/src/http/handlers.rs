@@ -158,7 +158,7 @@ pub fn estimate(
 ) -> Handled {
     caller(principal)?;
     let estimate = state.gate.estimate_body(&json_body(request)?)?;
-    Ok(ok(serde_json::to_value(&estimate).unwrap_or(Value::Null)))
+    Ok(ok(crate::render::estimate(&estimate)))
 }
 
 /// `GET /v1/models/list` (optionally `?price_version=`).

@@ -204,9 +204,26 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
             if err.is_server_fault() {
                 eprintln!("request_id={} error: {err}", request.request_id);
             }
-            status::error(&err)
+            let mut response = status::error(&err);
+            if matches!(err, Error::MethodNotAllowed { .. }) {
+                response
+                    .headers
+                    .push(("Allow", allowed_methods(&request.path)));
+            }
+            response
         }
     }
+}
+
+/// The methods the route table answers on `path`, for `Allow`.
+fn allowed_methods(path: &str) -> String {
+    let mut methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|route| match_path(route.pattern, path).is_some())
+        .map(|route| route.method)
+        .collect();
+    methods.dedup();
+    methods.join(", ")
 }
 
 fn route(state: &State, request: &Request) -> Result<Response, Error> {

@@ -26,8 +26,6 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Where to listen (`127.0.0.1:0` picks a free port).
-    pub listen: String,
     /// Handler threads (1..=[`HTTP_THREADS_MAX`]).
     pub threads: usize,
     /// A socket read that waits longer than this fails (slow clients).
@@ -62,9 +60,12 @@ impl RunningServer {
     }
 }
 
-/// Binds and starts the handler threads.
-pub fn start(state: Arc<State>, config: &ServerConfig) -> std::io::Result<RunningServer> {
-    let listener = TcpListener::bind(&config.listen)?;
+/// Starts the handler threads on an already bound `listener`.
+pub fn start(
+    state: Arc<State>,
+    listener: TcpListener,
+    config: &ServerConfig,
+) -> std::io::Result<RunningServer> {
     // Accepted sockets inherit these on Linux: a client that stops sending
     // mid-request fails its read instead of holding a thread forever.
     let socket = socket2::SockRef::from(&listener);

@@ -97,9 +97,6 @@ pub fn error_with(err: &Error, extra: Value) -> Response {
             .headers
             .push(("Retry-After", retry_after_ms.div_ceil(1000).to_string()));
     }
-    if status == 405 {
-        response.headers.push(("Allow", "GET, POST".to_owned()));
-    }
     response
 }
 
