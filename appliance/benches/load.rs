@@ -44,8 +44,21 @@ fn main() {
         // `cargo test --benches` asks for a listing; nothing to list.
         return;
     }
+    // `LOAD_BENCH_ONLY=creditgate` runs the empty-database measurement
+    // alone (for profiling); the recorded results always come from a full run.
+    let only_creditgate = std::env::var("LOAD_BENCH_ONLY").as_deref() == Ok("creditgate");
     let dir = tempfile::tempdir().expect("tempdir");
     let bin = env!("CARGO_BIN_EXE_creditgate");
+    if only_creditgate {
+        let (db, key) = prepare_db(bin, &dir.path().join("empty.db"), 0);
+        let server = start_creditgate(bin, &db);
+        let m = measure("creditgate", &server, Some(&key));
+        println!(
+            "{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, non-2xx {}, peak RSS {:.1} MB",
+            m.name, m.rate, m.p50_ms, m.p99_ms, m.max_ms, m.failures, m.peak_rss_mb
+        );
+        return;
+    }
 
     let (empty_db, key) = prepare_db(bin, &dir.path().join("empty.db"), 0);
     let (seeded_db, seeded_key) = prepare_db(bin, &dir.path().join("seeded.db"), SEEDED_JOBS);

@@ -257,14 +257,16 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
 
 /// Records a new pending job, due for submission now.
 pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> {
-    tx.prepare_cached(
+    let job = tx
+        .prepare_cached(&format!(
         "INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product, model,
             price_version, estimate_micros, estimate, hold_id, usage_event_id, provider,
             upstream_model, status, next_run_at, deadline, output_token, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', ?15, ?16,
-            ?17, ?15, ?15)",
-    )?
-    .execute(params![
+            ?17, ?15, ?15)
+         RETURNING {JOB_COLUMNS}",
+    ))?
+    .query_row(params![
         new.id,
         new.account_id,
         new.request_id,
@@ -282,8 +284,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> 
         now,
         new.deadline,
         new.output_token,
-    ])?;
-    let job = get(tx, &new.id)?;
+    ], from_row)?;
     // Pair assertion: the job reads back as it was written.
     assert_eq!(
         (job.status, job.estimate_micros, &job.hold_id),
@@ -390,7 +391,7 @@ pub(crate) fn transition(
         .error_message
         .map(|m| m.chars().take(ERROR_MESSAGE_CHARS_MAX).collect::<String>());
     let changed = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE jobs SET status = ?3,
                 provider_task_id = coalesce(?4, provider_task_id),
                 outputs = coalesce(?5, outputs),
@@ -402,9 +403,10 @@ pub(crate) fn transition(
                 lease_until = NULL,
                 updated_at = ?11,
                 finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END
-             WHERE id = ?1 AND status = ?2",
-        )?
-        .execute(params![
+             WHERE id = ?1 AND status = ?2
+             RETURNING {JOB_COLUMNS}"
+        ))?
+        .query_row(params![
             job_id,
             from.as_str(),
             to.as_str(),
@@ -417,16 +419,16 @@ pub(crate) fn transition(
             change.next_run_at,
             now,
             to.is_terminal(),
-        ])?;
-    if changed != 1 {
-        let current = get(tx, job_id)?;
-        return Err(Error::InvalidTransition {
+        ], from_row)
+        .optional()?;
+    match changed {
+        Some(job) => Ok(job),
+        None => Err(Error::InvalidTransition {
             job_id: job_id.to_owned(),
-            from: current.status.as_str(),
+            from: get(tx, job_id)?.status.as_str(),
             to: to.as_str(),
-        });
+        }),
     }
-    get(tx, job_id)
 }
 
 /// Bookkeeping that does not change the status: the next time to look,
@@ -449,12 +451,13 @@ pub(crate) fn reschedule(
 ) -> Result<Job> {
     assert!(!status.is_terminal(), "only live jobs are rescheduled");
     let changed = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "UPDATE jobs SET next_run_at = ?3, polls = polls + ?4, poll_errors = poll_errors + ?5,
                 error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7
-             WHERE id = ?1 AND status = ?2",
-        )?
-        .execute(params![
+             WHERE id = ?1 AND status = ?2
+             RETURNING {JOB_COLUMNS}"
+        ))?
+        .query_row(params![
             job_id,
             status.as_str(),
             plan.next_run_at,
@@ -462,16 +465,16 @@ pub(crate) fn reschedule(
             plan.add_poll_errors,
             plan.error_message,
             now
-        ])?;
-    if changed != 1 {
-        let current = get(tx, job_id)?;
-        return Err(Error::InvalidTransition {
+        ], from_row)
+        .optional()?;
+    match changed {
+        Some(job) => Ok(job),
+        None => Err(Error::InvalidTransition {
             job_id: job_id.to_owned(),
-            from: current.status.as_str(),
+            from: get(tx, job_id)?.status.as_str(),
             to: status.as_str(),
-        });
+        }),
     }
-    get(tx, job_id)
 }
 
 /// Leases up to `limit` live jobs that are due and not past their deadline
@@ -485,7 +488,7 @@ pub(crate) fn claim_due(
 ) -> Result<Vec<Job>> {
     let ids: Vec<String> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT id FROM jobs
+            "SELECT id FROM jobs INDEXED BY jobs_due
              WHERE status IN ('pending', 'running') AND next_run_at <= ?1 AND deadline > ?1
                AND (lease_until IS NULL OR lease_until <= ?1)
              ORDER BY next_run_at, id LIMIT ?2",
@@ -496,16 +499,16 @@ pub(crate) fn claim_due(
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut claimed = Vec::with_capacity(ids.len());
+    let mut lease = tx.prepare_cached(&format!(
+        "UPDATE jobs SET lease_until = ?2,
+            submit_attempts = submit_attempts + (status = 'pending'),
+            submit_started_at = CASE WHEN status = 'pending'
+                THEN coalesce(submit_started_at, ?3) ELSE submit_started_at END
+         WHERE id = ?1
+         RETURNING {JOB_COLUMNS}"
+    ))?;
     for id in ids {
-        tx.prepare_cached(
-            "UPDATE jobs SET lease_until = ?2,
-                submit_attempts = submit_attempts + (status = 'pending'),
-                submit_started_at = CASE WHEN status = 'pending'
-                    THEN coalesce(submit_started_at, ?3) ELSE submit_started_at END
-             WHERE id = ?1",
-        )?
-        .execute(params![id, lease_until, now])?;
-        claimed.push(get(tx, &id)?);
+        claimed.push(lease.query_row(params![id, lease_until, now], from_row)?);
     }
     Ok(claimed)
 }
@@ -513,7 +516,7 @@ pub(crate) fn claim_due(
 /// Live jobs whose deadline has passed, oldest deadline first.
 pub(crate) fn overdue(conn: &Connection, now: UnixMillis) -> Result<Vec<Job>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs
+        "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_deadline
          WHERE status IN ('pending', 'running') AND deadline <= ?1
          ORDER BY deadline, id LIMIT ?2"
     ))?;
@@ -521,13 +524,28 @@ pub(crate) fn overdue(conn: &Connection, now: UnixMillis) -> Result<Vec<Job>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The earliest time a live job needs a worker, if any.
+/// The earliest time a live job needs a worker (its next run or its
+/// deadline), if any. Two index seeks: the partial indexes hold live jobs
+/// only, ordered by exactly these times.
 pub(crate) fn next_due(conn: &Connection) -> Result<Option<UnixMillis>> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT min(min(next_run_at, deadline)) FROM jobs WHERE status IN ('pending', 'running')",
-        )?
-        .query_row([], |row| row.get(0))?)
+    let first = |sql: &str| -> Result<Option<UnixMillis>> {
+        Ok(conn
+            .prepare_cached(sql)?
+            .query_row([], |row| row.get(0))
+            .optional()?)
+    };
+    let next_run = first(
+        "SELECT next_run_at FROM jobs INDEXED BY jobs_due
+         WHERE status IN ('pending', 'running') ORDER BY next_run_at LIMIT 1",
+    )?;
+    let deadline = first(
+        "SELECT deadline FROM jobs INDEXED BY jobs_deadline
+         WHERE status IN ('pending', 'running') ORDER BY deadline LIMIT 1",
+    )?;
+    Ok(match (next_run, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }
 
 /// Releases every lease: after a restart no worker holds anything.

@@ -118,15 +118,15 @@ impl Tx<'_> {
     /// operation's other changes stay. For operations that apply many
     /// independent items in one transaction (the worker's answers).
     pub fn nested<T>(&self, op: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        self.conn.execute_batch("SAVEPOINT nested_item")?;
+        run_cached(self.conn, "SAVEPOINT nested_item")?;
         match op(self) {
             Ok(value) => {
-                self.conn.execute_batch("RELEASE nested_item")?;
+                run_cached(self.conn, "RELEASE nested_item")?;
                 Ok(value)
             }
             Err(err) => {
-                self.conn
-                    .execute_batch("ROLLBACK TO nested_item; RELEASE nested_item")?;
+                run_cached(self.conn, "ROLLBACK TO nested_item")?;
+                run_cached(self.conn, "RELEASE nested_item")?;
                 Err(err)
             }
         }
@@ -139,6 +139,14 @@ impl Deref for Tx<'_> {
     fn deref(&self) -> &Connection {
         self.conn
     }
+}
+
+/// Runs a statement without parameters through the statement cache: the
+/// write path's transaction and savepoint statements run several times per
+/// batch, and parsing them each time showed in profiles.
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
 }
 
 /// How a job's result reaches its caller, once the batch's fate is known:
@@ -216,6 +224,9 @@ fn configure(conn: &Connection, synchronous: Synchronous) -> rusqlite::Result<()
     conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "synchronous", synchronous.pragma_value())?;
+    // Savepoint journals (one per batched operation) stay in memory
+    // instead of spilling to temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
@@ -411,12 +422,12 @@ impl Store {
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     let mut ran: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
-    let failure = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+    let failure = match run_cached(conn, "BEGIN IMMEDIATE") {
         Err(err) => Some(err.to_string()),
-        Ok(mut tx) => {
+        Ok(()) => {
             let mut failure = None;
             for job in jobs.by_ref() {
-                match run_one(&mut tx, job) {
+                match run_one(conn, job) {
                     Ok(completion) => ran.push(completion),
                     Err((message, completion)) => {
                         ran.push(completion);
@@ -425,10 +436,20 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
                     }
                 }
             }
-            match failure {
-                // Dropping the transaction rolls the whole batch back.
-                Some(message) => Some(message),
-                None => tx.commit().err().map(|err| err.to_string()),
+            let settled = match failure {
+                Some(message) => Err(message),
+                None => run_cached(conn, "COMMIT").map_err(|err| err.to_string()),
+            };
+            match settled {
+                Ok(()) => None,
+                Err(message) => {
+                    // Roll the whole batch back; if even that fails, the
+                    // connection's autocommit state tells the next batch.
+                    if !conn.is_autocommit() {
+                        let _ = conn.execute_batch("ROLLBACK");
+                    }
+                    Some(message)
+                }
             }
         }
     };
@@ -443,19 +464,15 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
 /// Runs one job under its own savepoint: kept if it succeeded, rolled back
 /// if it failed. Fails (and so fails the batch) only if SQLite cannot
 /// settle the savepoint.
-fn run_one(
-    tx: &mut rusqlite::Transaction<'_>,
-    job: Job,
-) -> std::result::Result<Completion, (String, Completion)> {
-    let mut savepoint = match tx.savepoint() {
-        Ok(savepoint) => savepoint,
-        Err(err) => return Err((err.to_string(), job.abort)),
-    };
-    let (keep, completion) = (job.run)(&Tx { conn: &savepoint });
+fn run_one(conn: &Connection, job: Job) -> std::result::Result<Completion, (String, Completion)> {
+    if let Err(err) = run_cached(conn, "SAVEPOINT batch_op") {
+        return Err((err.to_string(), job.abort));
+    }
+    let (keep, completion) = (job.run)(&Tx { conn });
     let settled = if keep {
-        savepoint.commit()
+        run_cached(conn, "RELEASE batch_op")
     } else {
-        savepoint.rollback().and_then(|()| savepoint.commit())
+        run_cached(conn, "ROLLBACK TO batch_op").and_then(|()| run_cached(conn, "RELEASE batch_op"))
     };
     match settled {
         Ok(()) => Ok(completion),

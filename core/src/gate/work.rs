@@ -74,89 +74,68 @@ impl Gate {
     }
 
     /// Runs one worker step over at most `limit` due jobs (see the module
-    /// documentation). Provider calls happen first, outside any
-    /// transaction; then every answer is recorded in one write, each job
-    /// under its own nested savepoint, so one job that changed meanwhile
-    /// (canceled) does not undo the others.
+    /// documentation) in two writes: the first expires overdue jobs (and
+    /// the ledger's overdue holds) and claims due jobs; then the provider
+    /// calls happen, outside any transaction; then the second records every
+    /// answer, each job under its own nested savepoint, so one job that
+    /// changed meanwhile (canceled) does not undo the others.
     pub fn run_due_work(&self, limit: usize) -> Result<WorkReport> {
         let mut report = WorkReport::default();
         let now = self.clock.now();
-        self.expire_overdue(now, &mut report)?;
-        // The ledger's own backstop: holds past their deadline whose job
-        // somehow did not release them.
-        self.store.write(move |tx| ledger::expire_due(tx, now))?;
-
-        let claimed = self
-            .store
-            .write(move |tx| jobs::claim_due(tx, now, now + LEASE_MS, limit))?;
-        if !claimed.is_empty() {
-            let mut decisions = Vec::with_capacity(claimed.len());
-            for job in &claimed {
-                decisions.push((job.id.clone(), job.status, self.decide(job, &mut report)?));
-            }
-            let now = self.clock.now();
-            let first_poll = self.settings.poll_interval_ms_min;
-            let applied = self.store.write(move |tx| {
-                decisions
-                    .into_iter()
-                    .map(|(id, from, decision)| {
-                        match tx.nested(|tx| apply(tx, &id, from, decision, now, first_poll)) {
-                            Err(Error::InvalidTransition { .. }) => Ok(Applied::Superseded),
-                            other => other,
-                        }
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })?;
-            for outcome in applied {
-                match outcome {
-                    Applied::Succeeded => report.succeeded += 1,
-                    Applied::Failed => report.failed += 1,
-                    Applied::Expired => report.expired += 1,
-                    Applied::Superseded => report.superseded += 1,
-                    Applied::Running | Applied::Rescheduled => {}
-                }
-            }
-        }
-        report.next_due = self.store.read(jobs::next_due)?;
-        Ok(report)
-    }
-
-    /// Expires every overdue live job (releasing its hold) in one write,
-    /// then asks the providers of the running ones to stop.
-    fn expire_overdue(&self, now: UnixMillis, report: &mut WorkReport) -> Result<()> {
-        let overdue = self.store.read(|conn| jobs::overdue(conn, now))?;
-        if overdue.is_empty() {
-            return Ok(());
-        }
-        let targets: Vec<(String, JobStatus)> = overdue
-            .iter()
-            .map(|job| (job.id.clone(), job.status))
-            .collect();
-        let expired = self.store.write(move |tx| {
-            let mut expired = Vec::new();
-            for (id, from) in targets {
-                let change = Change {
-                    error_code: Some("expired".into()),
-                    error_message: Some("the job passed its deadline before it finished".into()),
-                    ..Change::default()
-                };
-                match tx.nested(|tx| finish_unpaid(tx, &id, from, JobStatus::Expired, change, now))
-                {
-                    Ok(job) => expired.push((job, from)),
-                    Err(Error::InvalidTransition { .. }) => {}
-                    Err(other) => return Err(other),
-                }
-            }
-            Ok(expired)
+        let step = self.store.write(move |tx| {
+            let (expired, superseded) = expire_overdue(tx, now)?;
+            // The ledger's own backstop: holds past their deadline whose job
+            // somehow did not release them.
+            ledger::expire_due(tx, now)?;
+            let claimed = jobs::claim_due(tx, now, now + LEASE_MS, limit)?;
+            let next_due = if claimed.is_empty() {
+                jobs::next_due(tx)?
+            } else {
+                None
+            };
+            Ok((expired, superseded, claimed, next_due))
         })?;
-        report.superseded += overdue.len() - expired.len();
+        let (expired, superseded, claimed, next_due) = step;
+        report.superseded += superseded;
+        report.next_due = next_due;
         for (job, from) in expired {
             report.expired += 1;
             if from == JobStatus::Running {
                 self.cancel_at_provider(&job);
             }
         }
-        Ok(())
+        if claimed.is_empty() {
+            return Ok(report);
+        }
+        let mut decisions = Vec::with_capacity(claimed.len());
+        for job in &claimed {
+            decisions.push((job.id.clone(), job.status, self.decide(job, &mut report)?));
+        }
+        let now = self.clock.now();
+        let first_poll = self.settings.poll_interval_ms_min;
+        let (applied, next_due) = self.store.write(move |tx| {
+            let applied = decisions
+                .into_iter()
+                .map(|(id, from, decision)| {
+                    match tx.nested(|tx| apply(tx, &id, from, decision, now, first_poll)) {
+                        Err(Error::InvalidTransition { .. }) => Ok(Applied::Superseded),
+                        other => other,
+                    }
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok((applied, jobs::next_due(tx)?))
+        })?;
+        report.next_due = next_due;
+        for outcome in applied {
+            match outcome {
+                Applied::Succeeded => report.succeeded += 1,
+                Applied::Failed => report.failed += 1,
+                Applied::Expired => report.expired += 1,
+                Applied::Superseded => report.superseded += 1,
+                Applied::Running | Applied::Rescheduled => {}
+            }
+        }
+        Ok(report)
     }
 
     /// Asks the job's provider to stop it; failures are ignored (the job is
@@ -263,6 +242,29 @@ impl Gate {
             terminal => unreachable!("claimed jobs are live, not {terminal:?}"),
         })
     }
+}
+
+/// Expires up to [`jobs::EXPIRE_JOBS_BATCH_MAX`] overdue live jobs
+/// (releasing their holds), each under its own nested savepoint. Returns
+/// the expired jobs with the status they had, and how many changed
+/// meanwhile and were left alone.
+fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<(Vec<(Job, JobStatus)>, usize)> {
+    let overdue = jobs::overdue(tx, now)?;
+    let mut expired = Vec::with_capacity(overdue.len());
+    for job in &overdue {
+        let change = Change {
+            error_code: Some("expired".into()),
+            error_message: Some("the job passed its deadline before it finished".into()),
+            ..Change::default()
+        };
+        match tx.nested(|tx| finish_unpaid(tx, &job.id, job.status, JobStatus::Expired, change, now)) {
+            Ok(done) => expired.push((done, job.status)),
+            Err(Error::InvalidTransition { .. }) => {}
+            Err(other) => return Err(other),
+        }
+    }
+    let superseded = overdue.len() - expired.len();
+    Ok((expired, superseded))
 }
 
 /// What a provider's answer means for a job.
