@@ -89,16 +89,13 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
 
 /// An account by id.
 pub fn get(conn: &Connection, id: &str) -> Result<Account> {
-    conn.query_row(
-        "SELECT id, name, plan, created_at FROM accounts WHERE id = ?1",
-        [id],
-        from_row,
-    )
-    .optional()?
-    .ok_or_else(|| Error::NotFound {
-        what: "account",
-        id: id.to_owned(),
-    })
+    conn.prepare_cached("SELECT id, name, plan, created_at FROM accounts WHERE id = ?1")?
+        .query_row([id], from_row)
+        .optional()?
+        .ok_or_else(|| Error::NotFound {
+            what: "account",
+            id: id.to_owned(),
+        })
 }
 
 /// Accounts in creation order, at most [`ACCOUNTS_LIST_MAX`].

@@ -375,20 +375,19 @@ pub(crate) fn refund(
 
 /// The balance of an account's wallet.
 pub fn balance(conn: &Connection, account_id: &str) -> Result<Balance> {
-    conn.query_row(
+    conn.prepare_cached(
         "SELECT credits_posted - debits_posted, debits_pending
          FROM ledger_accounts WHERE account_id = ?1",
-        [account_id],
-        |row| {
-            let posted: i64 = row.get(0)?;
-            let pending: i64 = row.get(1)?;
-            Ok(Balance {
-                available: posted - pending,
-                pending,
-                posted,
-            })
-        },
-    )
+    )?
+    .query_row([account_id], |row| {
+        let posted: i64 = row.get(0)?;
+        let pending: i64 = row.get(1)?;
+        Ok(Balance {
+            available: posted - pending,
+            pending,
+            posted,
+        })
+    })
     .optional()?
     .ok_or_else(|| Error::NotFound {
         what: "account",
@@ -415,11 +414,8 @@ pub fn history(
 ) -> Result<HistoryPage> {
     let limit = limit.clamp(1, HISTORY_PAGE_MAX);
     let wallet: i64 = conn
-        .query_row(
-            "SELECT id FROM ledger_accounts WHERE account_id = ?1",
-            [account_id],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT id FROM ledger_accounts WHERE account_id = ?1")?
+        .query_row([account_id], |row| row.get(0))
         .optional()?
         .ok_or_else(|| Error::NotFound {
             what: "account",
@@ -582,8 +578,10 @@ struct HoldRow {
 
 fn load_hold(tx: &Tx<'_>, hold_id: &str, operation: &'static str) -> Result<HoldRow> {
     let row = tx
-        .query_row(
+        .prepare_cached(
             "SELECT kind, debit_account, credit_account, amount, deadline FROM transfers WHERE id = ?1",
+        )?
+        .query_row(
             [hold_id],
             |row| {
                 Ok((
@@ -614,11 +612,8 @@ fn load_hold(tx: &Tx<'_>, hold_id: &str, operation: &'static str) -> Result<Hold
 
 fn ensure_open(tx: &Tx<'_>, hold_id: &str) -> Result<()> {
     let resolved_by: Option<String> = tx
-        .query_row(
-            "SELECT id FROM transfers WHERE pending_id = ?1",
-            [hold_id],
-            |row| row.get(0),
-        )
+        .prepare_cached("SELECT id FROM transfers WHERE pending_id = ?1")?
+        .query_row([hold_id], |row| row.get(0))
         .optional()?;
     match resolved_by {
         Some(resolved_by) => Err(Error::HoldAlreadyResolved {
@@ -682,9 +677,11 @@ fn void(
 /// [`Error::ExistsWithDifferentFields`] naming the first that differs.
 fn replay(tx: &Tx<'_>, new: &NewTransfer<'_>) -> Result<Option<TransferOutcome>> {
     let existing = tx
-        .query_row(
+        .prepare_cached(
             "SELECT kind, debit_account, credit_account, amount, pending_id, refund_of, deadline, memo
              FROM transfers WHERE id = ?1",
+        )?
+        .query_row(
             [new.id],
             |row| {
                 Ok((

@@ -257,7 +257,9 @@ fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<(Vec<(Job, JobStatus)>
             error_message: Some("the job passed its deadline before it finished".into()),
             ..Change::default()
         };
-        match tx.nested(|tx| finish_unpaid(tx, &job.id, job.status, JobStatus::Expired, change, now)) {
+        match tx
+            .nested(|tx| finish_unpaid(tx, &job.id, job.status, JobStatus::Expired, change, now))
+        {
             Ok(done) => expired.push((done, job.status)),
             Err(Error::InvalidTransition { .. }) => {}
             Err(other) => return Err(other),
