@@ -651,3 +651,64 @@ fn a_credential_past_its_rate_limit_gets_429_with_retry_after() {
     assert_eq!(server.get("/v1/credits/balance", &other).status, 200);
     assert_eq!(server.request("GET", "/healthz", None, None).status, 200);
 }
+
+/// Connections in the burst test: more than tiny_http's four idle pool
+/// threads and than the handler threads.
+const BURST_CONNECTIONS: usize = 40;
+
+#[test]
+fn a_burst_of_keep_alive_connections_is_served_at_once() {
+    // Every connection opens at the same moment and stays open (keep-alive
+    // holds its pool thread) until all have had their first answer or given
+    // up. Before the vendored tiny_http fix, connections that arrived
+    // together were queued behind threads promised to others and got no
+    // answer until another connection closed; here none closes, so they
+    // would give up after the (generous) wait below.
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::{Arc, Barrier};
+    let sb = sandbox();
+    let server = sb.serve(&["--read-timeout-ms", "60000", "--http-threads", "4"]);
+    let opened = Arc::new(Barrier::new(BURST_CONNECTIONS));
+    let answered = Arc::new(Barrier::new(BURST_CONNECTIONS));
+    let clients: Vec<_> = (0..BURST_CONNECTIONS)
+        .map(|_| {
+            let (addr, opened, answered) = (server.addr.clone(), opened.clone(), answered.clone());
+            std::thread::spawn(move || {
+                let stream = std::net::TcpStream::connect(&addr).expect("connect");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(15)))
+                    .expect("timeout");
+                let mut reader = BufReader::new(stream);
+                opened.wait();
+                let sent = reader
+                    .get_mut()
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: burst\r\n\r\n");
+                let mut status_line = String::new();
+                let status = sent
+                    .and_then(|()| reader.read_line(&mut status_line))
+                    .map(|_| status_line.split_whitespace().nth(1).map(str::to_owned));
+                // Drain the rest of the answer, then keep the connection open
+                // until every client is done.
+                let mut rest = [0u8; 512];
+                let _ = reader
+                    .get_mut()
+                    .set_read_timeout(Some(Duration::from_millis(50)));
+                let _ = reader.read(&mut rest);
+                answered.wait();
+                status.ok().flatten()
+            })
+        })
+        .collect();
+    let statuses: Vec<Option<String>> = clients
+        .into_iter()
+        .map(|client| client.join().expect("client thread"))
+        .collect();
+    let unanswered = statuses
+        .iter()
+        .filter(|status| status.as_deref() != Some("200"))
+        .count();
+    assert_eq!(
+        unanswered, 0,
+        "{unanswered} of {BURST_CONNECTIONS} connections got no answer: {statuses:?}"
+    );
+}
