@@ -470,6 +470,12 @@ pub(crate) fn transition(
             from_row,
         )
         .optional()?;
+    guarded(tx, job_id, changed, to)
+}
+
+/// The outcome of an update guarded by the job's status: the changed row,
+/// or [`Error::InvalidTransition`] naming the status the job has instead.
+fn guarded(tx: &Tx<'_>, job_id: &str, changed: Option<Job>, to: JobStatus) -> Result<Job> {
     match changed {
         Some(job) => Ok(job),
         None => Err(Error::InvalidTransition {
@@ -519,14 +525,7 @@ pub(crate) fn reschedule(
             from_row,
         )
         .optional()?;
-    match changed {
-        Some(job) => Ok(job),
-        None => Err(Error::InvalidTransition {
-            job_id: job_id.to_owned(),
-            from: get(tx, job_id)?.status.as_str(),
-            to: status.as_str(),
-        }),
-    }
+    guarded(tx, job_id, changed, status)
 }
 
 /// Leases up to `limit` live jobs that are due and not past their deadline
