@@ -2,7 +2,7 @@
 --
 -- Embedded by core (`store::SCHEMA_SQL`) and applied on open when
 -- `PRAGMA user_version` is 0. Later changes are appended as numbered
--- migrations in core/src/store.rs; this file is never edited once released.
+-- migrations at the end of this file; no released SQL is ever edited.
 --
 -- Money is integer micro-credits (1 credit = 1,000,000) everywhere in SQL.
 -- Timestamps are Unix milliseconds from the injected clock.
@@ -283,3 +283,20 @@ CREATE TABLE external_identities (
     last_verified_at  INTEGER NOT NULL,
     PRIMARY KEY (provider, external_id)
 ) STRICT, WITHOUT ROWID;
+
+-- ===========================================================================
+-- Later migrations, appended in order and never edited once released. Each
+-- starts at a line `-- @migration N: what it does`; store.rs splits this
+-- file there (everything above the first one is migration 0) and applies
+-- migration N to a database whose `PRAGMA user_version` is N.
+-- ===========================================================================
+
+-- @migration 1: index jobs for listing by creation time only.
+--
+-- `jobs_status_created` was rewritten by every status change (three per
+-- job: pending, running, and its end), which the load benchmark paid for
+-- on the single writer. Listing all jobs now walks `jobs_created` (written
+-- once, at insert) newest first and filters by status as it goes; an
+-- account's jobs keep `jobs_account_created`.
+DROP INDEX jobs_status_created;
+CREATE INDEX jobs_created ON jobs (created_at);

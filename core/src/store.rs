@@ -33,19 +33,32 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::error::{Error, Result};
 
-/// `schema.sql`, migration 0: the one source of truth for the schema.
+/// `schema.sql`, the one source of truth for the schema: migration 0, then
+/// every later migration after a line starting with [`MIGRATION_MARKER`].
 pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 
-/// Forward-only migrations, applied in order; index + 1 is the
-/// `PRAGMA user_version` after applying it. Append only: never edit or
-/// reorder an entry once released.
-const MIGRATIONS: &[&str] = &[
-    SCHEMA_SQL,
-    include_str!("../../migrations/0001_job_listing_indexes.sql"),
-];
+/// Starts each migration after the first in `schema.sql`, at the beginning
+/// of a line, followed by its number.
+pub const MIGRATION_MARKER: &str = "-- @migration ";
 
-/// The schema version this build writes.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+/// The schema version this build writes: how many migrations `schema.sql`
+/// holds (a test checks the two agree).
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// Forward-only migrations, split out of [`SCHEMA_SQL`] in order; index + 1
+/// is the `PRAGMA user_version` after applying it. Append only: never edit
+/// or reorder one once released.
+fn migrations() -> Vec<&'static str> {
+    let marker = format!("\n{MIGRATION_MARKER}");
+    let mut sections = Vec::new();
+    let mut rest = SCHEMA_SQL;
+    while let Some(at) = rest.find(&marker) {
+        sections.push(&rest[..at + 1]);
+        rest = &rest[at + 1..];
+    }
+    sections.push(rest);
+    sections
+}
 
 /// How long a connection waits on another process's lock before failing.
 pub const BUSY_TIMEOUT_MS: u64 = 5_000;
@@ -508,7 +521,7 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             supported: SCHEMA_VERSION,
         });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+    for (index, sql) in migrations().into_iter().enumerate().skip(found as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Re-read inside the lock: another process may have migrated meanwhile.
         let current: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
@@ -547,12 +560,27 @@ mod tests {
     }
 
     #[test]
+    fn schema_sql_holds_numbered_migrations_in_order() {
+        let migrations = migrations();
+        assert_eq!(migrations.len() as i64, SCHEMA_VERSION);
+        assert!(!migrations[0]
+            .lines()
+            .any(|line| line.starts_with(MIGRATION_MARKER)));
+        for (index, sql) in migrations.iter().enumerate().skip(1) {
+            assert!(
+                sql.starts_with(&format!("{MIGRATION_MARKER}{index}:")),
+                "migration {index} is numbered in order"
+            );
+        }
+    }
+
+    #[test]
     fn migrates_a_database_written_by_the_first_schema() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("old.db");
         {
             let conn = Connection::open(&path).expect("open raw");
-            conn.execute_batch(SCHEMA_SQL).expect("schema 0");
+            conn.execute_batch(migrations()[0]).expect("schema 0");
             conn.pragma_update(None, "user_version", 1)
                 .expect("version");
         }
