@@ -199,8 +199,8 @@ pub(crate) struct NewJob {
     pub(crate) output_token: String,
 }
 
-/// The columns [`from_row`] reads, in its order (a macro so that the
-/// queries below can be `const`).
+/// The columns [`from_row`] reads, in its order (a macro so that every
+/// query below is a `const` built at compile time).
 macro_rules! job_columns {
     () => {
         "id, account_id, request_id, fingerprint, request, product, model,
@@ -210,7 +210,6 @@ macro_rules! job_columns {
     created_at, updated_at, finished_at"
     };
 }
-const JOB_COLUMNS: &str = job_columns!();
 
 // The queries the worker runs on every step, and the listings. Each names
 // its index (`INDEXED BY`): without statistics SQLite's planner once chose
@@ -251,6 +250,65 @@ const LIST_ALL_SQL: &str = concat!(
     " FROM jobs INDEXED BY jobs_created
      WHERE ?1 IS NULL AND (?2 IS NULL OR status = ?2)
      ORDER BY created_at DESC, rowid DESC LIMIT ?3"
+);
+
+// Statements that return the whole job row (`RETURNING`) instead of
+// reading it back, built once at compile time: the write path runs them for
+// every job and formatting the SQL each time was wasted work.
+
+/// A job by id.
+const GET_SQL: &str = concat!("SELECT ", job_columns!(), " FROM jobs WHERE id = ?1");
+/// An account's job by its request id.
+const FIND_BY_REQUEST_SQL: &str = concat!(
+    "SELECT ",
+    job_columns!(),
+    " FROM jobs WHERE account_id = ?1 AND request_id = ?2"
+);
+/// A new pending job.
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product, model,
+        price_version, estimate_micros, estimate, hold_id, usage_event_id, provider,
+        upstream_model, status, next_run_at, deadline, output_token, created_at, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', ?15, ?16,
+        ?17, ?15, ?15)
+     RETURNING ",
+    job_columns!()
+);
+/// A status change, guarded by the status the caller saw.
+const TRANSITION_SQL: &str = concat!(
+    "UPDATE jobs SET status = ?3,
+        provider_task_id = coalesce(?4, provider_task_id),
+        outputs = coalesce(?5, outputs),
+        seed = coalesce(?6, seed),
+        error_code = coalesce(?7, error_code),
+        error_message = coalesce(?8, error_message),
+        charged_micros = coalesce(?9, charged_micros),
+        next_run_at = coalesce(?10, next_run_at),
+        lease_until = NULL,
+        updated_at = ?11,
+        finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END
+     WHERE id = ?1 AND status = ?2
+     RETURNING ",
+    job_columns!()
+);
+/// Bookkeeping without a status change, guarded by the status.
+const RESCHEDULE_SQL: &str = concat!(
+    "UPDATE jobs SET next_run_at = ?3, polls = polls + ?4, poll_errors = poll_errors + ?5,
+        error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7
+     WHERE id = ?1 AND status = ?2
+     RETURNING ",
+    job_columns!()
+);
+/// A worker's lease on a due job; a pending job's attempt is counted and
+/// marked as possibly submitted.
+const LEASE_SQL: &str = concat!(
+    "UPDATE jobs SET lease_until = ?2,
+        submit_attempts = submit_attempts + (status = 'pending'),
+        submit_started_at = CASE WHEN status = 'pending'
+            THEN coalesce(submit_started_at, ?3) ELSE submit_started_at END
+     WHERE id = ?1
+     RETURNING ",
+    job_columns!()
 );
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
@@ -305,37 +363,28 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
 
 /// Records a new pending job, due for submission now.
 pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> {
-    let job = tx
-        .prepare_cached(&format!(
-            "INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product, model,
-            price_version, estimate_micros, estimate, hold_id, usage_event_id, provider,
-            upstream_model, status, next_run_at, deadline, output_token, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', ?15, ?16,
-            ?17, ?15, ?15)
-         RETURNING {JOB_COLUMNS}",
-        ))?
-        .query_row(
-            params![
-                new.id,
-                new.account_id,
-                new.request_id,
-                new.fingerprint,
-                new.request,
-                new.product,
-                new.model,
-                new.price_version,
-                new.estimate_micros,
-                new.estimate,
-                new.hold_id,
-                new.usage_event_id,
-                new.provider,
-                new.upstream_model,
-                now,
-                new.deadline,
-                new.output_token,
-            ],
-            from_row,
-        )?;
+    let job = tx.prepare_cached(INSERT_SQL)?.query_row(
+        params![
+            new.id,
+            new.account_id,
+            new.request_id,
+            new.fingerprint,
+            new.request,
+            new.product,
+            new.model,
+            new.price_version,
+            new.estimate_micros,
+            new.estimate,
+            new.hold_id,
+            new.usage_event_id,
+            new.provider,
+            new.upstream_model,
+            now,
+            new.deadline,
+            new.output_token,
+        ],
+        from_row,
+    )?;
     // Pair assertion: the job reads back as it was written.
     assert_eq!(
         (job.status, job.estimate_micros, &job.hold_id),
@@ -347,7 +396,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> 
 
 /// A job by id.
 pub fn get(conn: &Connection, id: &str) -> Result<Job> {
-    conn.prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))?
+    conn.prepare_cached(GET_SQL)?
         .query_row([id], from_row)
         .optional()?
         .ok_or_else(|| Error::NotFound {
@@ -363,9 +412,7 @@ pub fn find_by_request(
     request_id: &str,
 ) -> Result<Option<Job>> {
     Ok(conn
-        .prepare_cached(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE account_id = ?1 AND request_id = ?2"
-        ))?
+        .prepare_cached(FIND_BY_REQUEST_SQL)?
         .query_row([account_id, request_id], from_row)
         .optional()?)
 }
@@ -437,21 +484,7 @@ pub(crate) fn transition(
         .error_message
         .map(|m| m.chars().take(ERROR_MESSAGE_CHARS_MAX).collect::<String>());
     let changed = tx
-        .prepare_cached(&format!(
-            "UPDATE jobs SET status = ?3,
-                provider_task_id = coalesce(?4, provider_task_id),
-                outputs = coalesce(?5, outputs),
-                seed = coalesce(?6, seed),
-                error_code = coalesce(?7, error_code),
-                error_message = coalesce(?8, error_message),
-                charged_micros = coalesce(?9, charged_micros),
-                next_run_at = coalesce(?10, next_run_at),
-                lease_until = NULL,
-                updated_at = ?11,
-                finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END
-             WHERE id = ?1 AND status = ?2
-             RETURNING {JOB_COLUMNS}"
-        ))?
+        .prepare_cached(TRANSITION_SQL)?
         .query_row(
             params![
                 job_id,
@@ -506,12 +539,7 @@ pub(crate) fn reschedule(
 ) -> Result<Job> {
     assert!(!status.is_terminal(), "only live jobs are rescheduled");
     let changed = tx
-        .prepare_cached(&format!(
-            "UPDATE jobs SET next_run_at = ?3, polls = polls + ?4, poll_errors = poll_errors + ?5,
-                error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7
-             WHERE id = ?1 AND status = ?2
-             RETURNING {JOB_COLUMNS}"
-        ))?
+        .prepare_cached(RESCHEDULE_SQL)?
         .query_row(
             params![
                 job_id,
@@ -545,14 +573,7 @@ pub(crate) fn claim_due(
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut claimed = Vec::with_capacity(ids.len());
-    let mut lease = tx.prepare_cached(&format!(
-        "UPDATE jobs SET lease_until = ?2,
-            submit_attempts = submit_attempts + (status = 'pending'),
-            submit_started_at = CASE WHEN status = 'pending'
-                THEN coalesce(submit_started_at, ?3) ELSE submit_started_at END
-         WHERE id = ?1
-         RETURNING {JOB_COLUMNS}"
-    ))?;
+    let mut lease = tx.prepare_cached(LEASE_SQL)?;
     for id in ids {
         claimed.push(lease.query_row(params![id, lease_until, now], from_row)?);
     }
@@ -576,12 +597,10 @@ pub(crate) fn next_due(conn: &Connection) -> Result<Option<UnixMillis>> {
             .query_row([], |row| row.get(0))
             .optional()?)
     };
-    let next_run = first(NEXT_RUN_SQL)?;
-    let deadline = first(NEXT_DEADLINE_SQL)?;
-    Ok(match (next_run, deadline) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    Ok(first(NEXT_RUN_SQL)?
+        .into_iter()
+        .chain(first(NEXT_DEADLINE_SQL)?)
+        .min())
 }
 
 /// Releases every lease: after a restart no worker holds anything.

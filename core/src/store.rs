@@ -42,8 +42,28 @@ pub const SCHEMA_SQL: &str = include_str!("../../schema.sql");
 pub const MIGRATION_MARKER: &str = "-- @migration ";
 
 /// The schema version this build writes: how many migrations `schema.sql`
-/// holds (a test checks the two agree).
-pub const SCHEMA_VERSION: i64 = 2;
+/// holds, counted at compile time.
+pub const SCHEMA_VERSION: i64 = migration_count(SCHEMA_SQL);
+
+/// Migration 0 plus one per line that starts with [`MIGRATION_MARKER`].
+const fn migration_count(sql: &str) -> i64 {
+    let (sql, marker) = (sql.as_bytes(), MIGRATION_MARKER.as_bytes());
+    let mut count = 1;
+    let mut at = 0;
+    while at + marker.len() <= sql.len() {
+        if at == 0 || sql[at - 1] == b'\n' {
+            let mut matched = 0;
+            while matched < marker.len() && sql[at + matched] == marker[matched] {
+                matched += 1;
+            }
+            if matched == marker.len() {
+                count += 1;
+            }
+        }
+        at += 1;
+    }
+    count
+}
 
 /// Forward-only migrations, split out of [`SCHEMA_SQL`] in order; index + 1
 /// is the `PRAGMA user_version` after applying it. Append only: never edit
