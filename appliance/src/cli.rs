@@ -115,6 +115,11 @@ struct ServeArgs {
     /// A socket read that waits longer than this fails (slow clients).
     #[arg(long, env = "CREDITGATE_READ_TIMEOUT_MS", default_value_t = 10_000)]
     read_timeout_ms: u64,
+    /// Open HTTP connections at most; each holds a thread while open, and
+    /// one beyond the bound is answered 503 `server_busy`.
+    #[arg(long, env = "CREDITGATE_MAX_CONNECTIONS", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    max_connections: u64,
     /// How long a job may run before it expires.
     #[arg(long, env = "CREDITGATE_JOB_DEADLINE_SECS", default_value_t = 1_800)]
     job_deadline_secs: u64,
@@ -356,6 +361,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             scenarios: args.scenarios,
             public_url: args.public_url,
             read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
             job_deadline: std::time::Duration::from_secs(args.job_deadline_secs.max(1)),
             poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(1)),
             rate_limit: creditgate::ratelimit::RateLimit {

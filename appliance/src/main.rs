@@ -3,12 +3,14 @@
 
 mod cli;
 mod http;
+mod logging;
 mod render;
 mod serve;
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    logging::install();
     match cli::run(std::env::args_os()) {
         Ok(code) => code,
         Err(err) => {

@@ -53,6 +53,8 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
     /// Socket read timeout.
     pub read_timeout: Duration,
+    /// Open HTTP connections, at most.
+    pub max_connections: usize,
     /// How long a job may run before it expires.
     pub job_deadline: Duration,
     /// The first poll's delay (later ones back off up to 15 times it).
@@ -151,6 +153,8 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let config = ServerConfig {
         threads: options.http_threads,
         read_timeout: options.read_timeout,
+        header_deadline: options.read_timeout,
+        connections_max: options.max_connections,
         body_deadline: options.read_timeout * 2,
         access_log: true,
     };
@@ -164,16 +168,33 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     );
     std::io::stdout().flush()?;
 
+    let mut lost = None;
     while !stop.load(Ordering::SeqCst) {
+        if let Some(why) = running.failure() {
+            lost = Some(why);
+            break;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("creditgate: shutting down (finishing in-flight requests)");
+    if lost.is_some() {
+        eprintln!("creditgate: cannot accept connections any more; stopping");
+    } else {
+        eprintln!("creditgate: shutting down (finishing in-flight requests)");
+    }
+    stop.store(true, Ordering::SeqCst);
     running.shutdown();
     for worker in workers {
         let _ = worker.join();
     }
-    eprintln!("creditgate: stopped");
-    Ok(())
+    match lost {
+        // Exit non-zero so a supervisor restarts us rather than leave a
+        // process that is up but deaf.
+        Some(why) => anyhow::bail!("the listener on {addr} is lost: {why}"),
+        None => {
+            eprintln!("creditgate: stopped");
+            Ok(())
+        }
+    }
 }
 
 /// Turns on the Moltbook exchange if a verify URL is configured, after

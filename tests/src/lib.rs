@@ -117,12 +117,36 @@ impl Sandbox {
     /// Starts `creditgate serve --listen 127.0.0.1:0` on this sandbox's
     /// database with extra `args`, and waits until it listens. The child is
     /// reaped by [`Server`]'s drop.
-    #[allow(clippy::zombie_processes)]
     pub fn serve(&self, args: &[&str]) -> Server {
-        use std::io::{BufRead, BufReader, Read};
         let mut command = self.command(&["serve", "--listen", "127.0.0.1:0"]);
+        command.args(args);
+        start_server(command)
+    }
+
+    /// [`Sandbox::serve`] with the server's open-file limit
+    /// (`RLIMIT_NOFILE`) lowered to `fd_limit` (through `sh -c ulimit`).
+    pub fn serve_with_fd_limit(&self, fd_limit: u32, args: &[&str]) -> Server {
+        let mut command = Command::new("sh");
         command
+            .arg("-c")
+            .arg(format!("ulimit -n {fd_limit} && exec \"$0\" \"$@\""))
+            .arg(&self.bin)
+            .arg("--db")
+            .arg(self.db())
+            .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
+            .env_remove("CREDITGATE_DB");
+        start_server(command)
+    }
+}
+
+/// Starts a prepared `serve` command and waits until it listens. The child
+/// is reaped by [`Server`]'s drop.
+#[allow(clippy::zombie_processes)]
+fn start_server(mut command: Command) -> Server {
+    use std::io::{BufRead, BufReader, Read};
+    {
+        command
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
@@ -325,6 +349,25 @@ impl Server {
     /// POST JSON with a bearer credential.
     pub fn post(&self, path: &str, bearer: &str, body: &Value) -> HttpResponse {
         self.request("POST", path, Some(bearer), Some(&body.to_string()))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A field of `/proc/PID/status` (`VmRSS` in kB, `Threads`), as a
+    /// number; `None` where there is no such file.
+    pub fn proc_status(&self, field: &str) -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+    }
+
+    /// Whether the server process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// What the server wrote to stderr so far (the access log).

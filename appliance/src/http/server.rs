@@ -1,14 +1,17 @@
 //! The tiny_http loop: a bounded pool of handler threads over one listener.
 //! It turns wire requests into our [`Request`], bounds what a client can
-//! make us hold (body size, body arrival time, socket read timeout so a
-//! half-sent request cannot pin a handler), stamps every response and log
-//! line with an `X-Request-Id`, writes a one-line access log, and stops
-//! gracefully: in-flight requests finish, then the threads end.
+//! make us hold (open connections, header bytes and arrival time, body size
+//! and arrival time, per-connection socket timeouts so a half-sent request
+//! cannot pin a thread), renders the HTTP layer's own refusals in our
+//! envelope, stamps every response and log line with an `X-Request-Id`,
+//! writes a one-line access log, reports a lost listener instead of living
+//! on deaf, and stops gracefully: in-flight requests finish, then the
+//! threads end.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,14 +25,44 @@ use super::{handle, status, Request, Response, State, BODY_BYTES_MAX, REQUEST_ID
 pub const HTTP_THREADS_MAX: usize = 256;
 /// How often an idle handler thread checks for shutdown.
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// Bytes of the request line (method, path and query, version), at most.
+pub const REQUEST_LINE_BYTES_MAX: usize = 8 * 1024;
+/// Bytes of one header line, at most.
+pub const HEADER_LINE_BYTES_MAX: usize = 8 * 1024;
+/// Bytes of a request's whole header block, at most.
+pub const HEADER_BLOCK_BYTES_MAX: usize = 32 * 1024;
+/// Bytes of an unread body the connection reads and throws away to stay
+/// usable; a request that leaves more closes its connection.
+pub const UNREAD_BODY_DRAIN_BYTES_MAX: usize = 64 * 1024;
+/// Open connections, at most, whatever `--max-connections` says.
+pub const CONNECTIONS_MAX: usize = 16 * 1024;
+
+/// The machine codes of the refusals the HTTP layer makes before a request
+/// reaches the router, by status. Every one is documented in llms.txt and
+/// the OpenAPI document.
+pub const SHELL_REFUSALS: &[(u16, &str)] = &[
+    (400, "bad_request"),
+    (408, "request_timeout"),
+    (414, "uri_too_long"),
+    (417, "expectation_failed"),
+    (431, "header_too_large"),
+    (503, "server_busy"),
+];
 
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     /// Handler threads (1..=[`HTTP_THREADS_MAX`]).
     pub threads: usize,
-    /// A socket read that waits longer than this fails (slow clients).
+    /// A socket read or write that waits longer than this fails (slow
+    /// clients); an idle keep-alive connection closes after it.
     pub read_timeout: Duration,
+    /// A request's line and headers must arrive within this of its first
+    /// byte.
+    pub header_deadline: Duration,
+    /// Open connections, at most (1..=[`CONNECTIONS_MAX`]); each holds a
+    /// thread while open. Beyond: 503 `server_busy`.
+    pub connections_max: usize,
     /// A whole body must arrive within this.
     pub body_deadline: Duration,
     /// Write an access log line per request to stderr.
@@ -42,12 +75,22 @@ pub struct RunningServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     addr: SocketAddr,
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl RunningServer {
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Why the server can no longer accept connections, once it cannot
+    /// (the listener is lost). The process should then say so and exit.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
     /// Stops accepting, lets in-flight requests finish, joins the threads.
@@ -66,21 +109,35 @@ pub fn start(
     listener: TcpListener,
     config: &ServerConfig,
 ) -> std::io::Result<RunningServer> {
-    // Accepted sockets inherit these on Linux: a client that stops sending
-    // mid-request fails its read instead of holding a thread forever.
-    let socket = socket2::SockRef::from(&listener);
-    socket.set_read_timeout(Some(config.read_timeout))?;
-    socket.set_write_timeout(Some(config.read_timeout))?;
     let addr = listener.local_addr()?;
+    // Timeouts go on each accepted socket, never on the listener: Linux
+    // applies a listener's receive timeout to accept() itself.
+    let limits = tiny_http::Limits {
+        connections_max: config.connections_max.clamp(1, CONNECTIONS_MAX),
+        request_line_bytes_max: REQUEST_LINE_BYTES_MAX,
+        header_line_bytes_max: HEADER_LINE_BYTES_MAX,
+        header_block_bytes_max: HEADER_BLOCK_BYTES_MAX,
+        header_deadline: config.header_deadline,
+        read_timeout: Some(config.read_timeout),
+        write_timeout: Some(config.read_timeout),
+        unread_body_drain_bytes_max: UNREAD_BODY_DRAIN_BYTES_MAX,
+        refusal_body: Some(refusal_body),
+    };
     let server = Arc::new(
-        tiny_http::Server::from_listener(listener, None)
+        tiny_http::Server::from_listener_with_limits(listener, None, limits)
             .map_err(|err| std::io::Error::other(err.to_string()))?,
     );
     let stop = Arc::new(AtomicBool::new(false));
+    let failure = Arc::new(Mutex::new(None));
     let threads = (0..config.threads.clamp(1, HTTP_THREADS_MAX))
         .map(|i| {
-            let (server, stop, state, config) =
-                (server.clone(), stop.clone(), state.clone(), config.clone());
+            let (server, stop, state, config, failure) = (
+                server.clone(),
+                stop.clone(),
+                state.clone(),
+                config.clone(),
+                failure.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("http-{i}"))
                 .spawn(move || {
@@ -88,7 +145,14 @@ pub fn start(
                         match server.recv_timeout(IDLE_POLL) {
                             Ok(Some(request)) => serve_one(&state, &config, request),
                             Ok(None) => {}
-                            Err(_) => break,
+                            Err(err) => {
+                                // Only the accept loop reports errors, and
+                                // only when the listener is gone for good.
+                                eprintln!("creditgate: the listener is lost: {err}");
+                                *failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(err.to_string());
+                                stop.store(true, Ordering::SeqCst);
+                            }
                         }
                     }
                 })
@@ -99,7 +163,22 @@ pub fn start(
         stop,
         threads,
         addr,
+        failure,
     })
+}
+
+/// The body of a refusal the HTTP layer makes itself, in the envelope.
+fn refusal_body(status: u16, reason: &str) -> (&'static str, Vec<u8>) {
+    let code = SHELL_REFUSALS
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or("bad_request", |(_, code)| code);
+    let body = serde_json::json!({
+        "code": status,
+        "message": reason,
+        "data": { "error": code },
+    });
+    ("application/json", body.to_string().into_bytes())
 }
 
 fn request_id(incoming: Option<&str>) -> String {
@@ -211,15 +290,16 @@ fn send(wire: tiny_http::Request, response: Response, request_id: &str) {
         ("X-Request-Id", request_id.to_owned()),
         ("X-Content-Type-Options", "nosniff".to_owned()),
     ];
-    if response.status == 413 || response.status == 408 {
-        // The rest of the body is not read: do not reuse the connection.
-        headers.push(("Connection", "close".to_owned()));
-    }
     headers.extend(response.headers);
     for (name, value) in headers {
         if let Ok(header) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {
             out.add_header(header);
         }
+    }
+    if response.status == 413 || response.status == 408 {
+        // The rest of the body is not read: the connection closes rather
+        // than read it (a declared length is never buffered or drained).
+        out = out.with_connection_close();
     }
     // A client that went away is not an error worth more than a log line.
     if let Err(err) = wire.respond(out) {
@@ -246,6 +326,47 @@ mod tests {
         assert_eq!(err.code(), "payload_too_large");
         let ok = read_body(&mut b"{}".as_slice(), Some(2), Duration::from_secs(5)).expect("small");
         assert_eq!(ok, b"{}");
+    }
+
+    #[test]
+    fn a_lost_listener_is_reported_not_lived_with() {
+        use creditgate::{Gate, ManualClock, StoreOptions};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Gate::open(
+            &StoreOptions::new(dir.path().join("l.db")),
+            Arc::new(ManualClock::new(1_790_000_000_000)),
+        )
+        .expect("open");
+        let state = Arc::new(State {
+            gate: Arc::new(gate),
+            public_base_url: "http://127.0.0.1:0".into(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let handle = listener.try_clone().expect("clone");
+        let config = ServerConfig {
+            threads: 2,
+            read_timeout: Duration::from_millis(200),
+            header_deadline: Duration::from_millis(200),
+            connections_max: 8,
+            body_deadline: Duration::from_millis(400),
+            access_log: false,
+        };
+        let running = start(state, listener, &config).expect("start");
+        assert_eq!(running.failure(), None);
+        // Idle past the read timeout: that is not a failure.
+        std::thread::sleep(Duration::from_millis(400));
+        assert_eq!(running.failure(), None, "an idle listener is not lost");
+        // Shutting a listening socket down makes accept() fail with EINVAL:
+        // the listener is gone for good.
+        socket2::SockRef::from(&handle)
+            .shutdown(std::net::Shutdown::Both)
+            .expect("shutdown");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running.failure().is_none() {
+            assert!(Instant::now() < deadline, "the loss is reported");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        running.shutdown();
     }
 
     #[test]

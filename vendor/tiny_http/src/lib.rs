@@ -111,6 +111,7 @@ use connection::Connection;
 use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
+pub use limits::{Limits, RefusalBody};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
@@ -119,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod ssl;
@@ -243,6 +245,18 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with_limits(listener, ssl_config, Limits::default())
+    }
+
+    /// creditgate addition: a server on `listener` that keeps every client
+    /// within `limits`. Its accept loop survives transient accept errors
+    /// (logged; a short backoff when out of file descriptors or memory)
+    /// and reports a lost listener to `recv` as an error.
+    pub fn from_listener_with_limits<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        limits: Limits,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -288,62 +302,95 @@ impl Server {
         thread::spawn(move || {
             // a tasks pool is used to dispatch the connections into threads
             let tasks_pool = util::TaskPool::new();
+            let open_connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let mut backoff = ACCEPT_BACKOFF_MIN;
 
             log::debug!("Running accept thread");
             while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
+                let sock = match server.accept() {
                     Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        backoff = ACCEPT_BACKOFF_MIN;
+                        sock
                     }
-                    Err(e) => Err(e),
+                    Err(e) => match accept_error_kind(&e) {
+                        AcceptError::Skip => {
+                            log::debug!("accept: skipped a failed connection: {}", e);
+                            continue;
+                        }
+                        AcceptError::Backoff => {
+                            // Out of descriptors or memory: the pending
+                            // connections wait in the backlog until some
+                            // are freed.
+                            log::warn!(
+                                "accept: {}; retrying in {} ms",
+                                e,
+                                backoff.as_millis()
+                            );
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                            continue;
+                        }
+                        AcceptError::Fatal => {
+                            log::error!("the listener is lost: {}", e);
+                            inside_messages.push(e.into());
+                            break;
+                        }
+                    },
+                };
+                if let Err(e) = sock.set_timeouts(limits.read_timeout, limits.write_timeout) {
+                    log::debug!("accept: cannot set socket timeouts: {}", e);
+                    continue;
+                }
+                let slot = match limits::ConnectionSlot::take(
+                    &open_connections,
+                    limits.connections_max,
+                ) {
+                    Some(slot) => slot,
+                    None => {
+                        refuse_busy(sock, &limits);
+                        continue;
+                    }
+                };
+                let new_client = {
+                    use util::RefinedTcpStream;
+                    let (read_closable, write_closable) = match ssl {
+                        None => RefinedTcpStream::new(sock),
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match ssl.accept(sock) {
+                                Ok(s) => s,
+                                Err(_) => continue,
+                            };
+
+                            RefinedTcpStream::new(sock)
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+
+                    ClientConnection::new(write_closable, read_closable, limits.clone())
                 };
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
+                let messages = inside_messages.clone();
+                let mut client = Some((new_client, slot));
+                tasks_pool.spawn(Box::new(move || {
+                    if let Some((client, _slot)) = client.take() {
+                        // Synchronization is needed for HTTPS requests to avoid a deadlock
+                        if client.secure() {
+                            let (sender, receiver) = mpsc::channel();
+                            for rq in client {
+                                messages.push(rq.with_notify_sender(sender.clone()).into());
+                                receiver.recv().unwrap();
                             }
-                        }));
+                        } else {
+                            for rq in client {
+                                messages.push(rq.into());
+                            }
+                        }
                     }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
-                }
+                }));
             }
             log::debug!("Terminating accept thread");
         });
@@ -402,6 +449,90 @@ impl Server {
     /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
         self.messages.unblock();
+    }
+}
+
+/// creditgate: the first and the longest pause after an accept error that
+/// a later accept may cure (out of file descriptors or memory).
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// creditgate: what an accept error means for the accept loop.
+enum AcceptError {
+    /// That one connection failed (or the call was interrupted): go on.
+    Skip,
+    /// A resource ran out; it may come back: wait a little, then go on.
+    Backoff,
+    /// The listener itself is unusable.
+    Fatal,
+}
+
+fn accept_error_kind(e: &IoError) -> AcceptError {
+    // Linux errno values: accept(2) says to treat the network errors like
+    // EAGAIN, and the resource errors clear once descriptors are freed.
+    const ENOMEM: i32 = 12;
+    const ENFILE: i32 = 23;
+    const EMFILE: i32 = 24;
+    const EPROTO: i32 = 71;
+    const ENOBUFS: i32 = 105;
+    const ENETDOWN: i32 = 100;
+    const ENETUNREACH: i32 = 101;
+    const EHOSTDOWN: i32 = 112;
+    const EHOSTUNREACH: i32 = 113;
+    const ENONET: i32 = 64;
+    const ENOPROTOOPT: i32 = 92;
+    const EOPNOTSUPP: i32 = 95;
+    const EPERM: i32 = 1;
+    match e.raw_os_error() {
+        Some(ENOMEM | ENFILE | EMFILE | ENOBUFS) if cfg!(target_os = "linux") => {
+            return AcceptError::Backoff
+        }
+        Some(
+            EPROTO | ENETDOWN | ENETUNREACH | EHOSTDOWN | EHOSTUNREACH | ENONET | ENOPROTOOPT
+            | EOPNOTSUPP | EPERM,
+        ) if cfg!(target_os = "linux") => return AcceptError::Skip,
+        _ => {}
+    }
+    match e.kind() {
+        IoErrorKind::Interrupted
+        | IoErrorKind::WouldBlock
+        | IoErrorKind::TimedOut
+        | IoErrorKind::ConnectionAborted
+        | IoErrorKind::ConnectionReset
+        | IoErrorKind::ConnectionRefused => AcceptError::Skip,
+        IoErrorKind::OutOfMemory => AcceptError::Backoff,
+        _ => AcceptError::Fatal,
+    }
+}
+
+/// creditgate: answers a connection over the bound 503 and closes it,
+/// without a thread of its own (the answer fits the socket's send buffer).
+fn refuse_busy(sock: Connection, limits: &Limits) {
+    use std::io::{Read, Write};
+    let (content_type, body) = match limits.refusal_body {
+        Some(render) => render(503, "too many open connections; try again shortly"),
+        None => ("text/plain; charset=utf-8", Vec::new()),
+    };
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: {}\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+        content_type,
+        body.len()
+    );
+    let mut sock = sock;
+    let _ = sock.set_timeouts(
+        Some(Duration::from_millis(100)),
+        Some(Duration::from_millis(100)),
+    );
+    let _ = sock.write_all(head.as_bytes());
+    let _ = sock.write_all(&body);
+    let _ = sock.flush();
+    let _ = sock.shutdown(Shutdown::Write);
+    // Read what the client already sent (without waiting for more), so
+    // that closing does not reset the connection before it reads the
+    // answer.
+    let mut scratch = [0u8; 4096];
+    if sock.set_nonblocking(true).is_ok() {
+        let _ = sock.read(&mut scratch);
     }
 }
 

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
+use std::sync::Arc;
 
+use crate::limits::ConnectionState;
 use crate::util::{EqualReader, FusedReader};
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
@@ -74,6 +76,10 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // creditgate: the connection this request came on; a response that
+    // says `Connection: close` closes it.
+    connection: Arc<ConnectionState>,
 }
 
 struct NotifyOnDrop<R> {
@@ -135,6 +141,7 @@ pub fn new_request<R, W>(
     remote_addr: Option<SocketAddr>,
     mut source_data: R,
     writer: W,
+    connection: Arc<ConnectionState>,
 ) -> Result<Request, RequestCreationError>
 where
     R: Read + Send + 'static,
@@ -187,6 +194,7 @@ where
     // content-length headers
     let reader = if connection_upgrade {
         // if we have a `Connection: upgrade`, always keeping the whole reader
+        connection.close();
         Box::new(source_data) as Box<dyn Read + Send + 'static>
     } else if let Some(content_length) = content_length {
         if content_length == 0 {
@@ -212,13 +220,17 @@ where
 
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let data_reader = EqualReader::new(source_data, content_length, connection.clone());
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
         // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
         // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
+        Box::new(UntilEnd {
+            inner: FusedReader::new(Decoder::new(source_data)),
+            ended: false,
+            connection: connection.clone(),
+        }) as Box<dyn Read + Send + 'static>
     } else {
         // if we have neither a Content-Length nor a Transfer-Encoding,
         // assuming that we have no data
@@ -238,7 +250,41 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        connection,
     })
+}
+
+/// creditgate addition: a body whose end is only known by reading it (a
+/// chunked one). Dropped before its end, the connection cannot find the
+/// next request, so it closes instead of reading garbage as a request.
+struct UntilEnd<R> {
+    inner: R,
+    ended: bool,
+    connection: Arc<ConnectionState>,
+}
+
+impl<R: Read> Read for UntilEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.inner.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                self.ended = true;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(err) => {
+                self.connection.close();
+                Err(err)
+            }
+        }
+    }
+}
+
+impl<R> Drop for UntilEnd<R> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.connection.close();
+        }
+    }
 }
 
 impl Request {
@@ -447,6 +493,12 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+
+        // creditgate: the application asked to close this connection (for
+        // example after refusing a body it did not read).
+        if response.closes_connection() {
+            self.connection.close();
+        }
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),

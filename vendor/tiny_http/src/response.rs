@@ -43,6 +43,9 @@ pub struct Response<R> {
     headers: Vec<Header>,
     data_length: Option<usize>,
     chunked_threshold: Option<usize>,
+    // creditgate: send `Connection: close` and close the connection after
+    // this response (`add_header` drops a `Connection` header).
+    close_connection: bool,
 }
 
 /// A `Response` without a template parameter.
@@ -206,6 +209,7 @@ where
             headers: Vec::with_capacity(16),
             data_length,
             chunked_threshold: None,
+            close_connection: false,
         };
 
         for h in headers {
@@ -285,6 +289,19 @@ where
         self.headers.push(header);
     }
 
+    /// creditgate addition: the connection closes after this response, and
+    /// the response says so (`Connection: close`).
+    pub fn with_connection_close(mut self) -> Response<R> {
+        self.close_connection = true;
+        self
+    }
+
+    /// creditgate addition: whether the connection closes after this
+    /// response.
+    pub fn closes_connection(&self) -> bool {
+        self.close_connection
+    }
+
     /// Returns the same request, but with an additional header.
     ///
     /// Some headers cannot be modified and some other have a
@@ -319,6 +336,7 @@ where
             status_code: self.status_code,
             data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 
@@ -396,6 +414,11 @@ where
                 100..=199 | 204 | 304 => true,
                 _ => false,
             };
+
+        if self.close_connection {
+            self.headers
+                .push(Header::from_bytes(&b"Connection"[..], &b"close"[..]).unwrap());
+        }
 
         // preparing headers for transfer
         match transfer_encoding {
@@ -481,6 +504,7 @@ where
             headers: self.headers,
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: self.close_connection,
         }
     }
 }
@@ -569,6 +593,7 @@ impl Clone for Response<io::Empty> {
             headers: self.headers.clone(),
             data_length: self.data_length,
             chunked_threshold: self.chunked_threshold,
+            close_connection: false,
         }
     }
 }

@@ -1,36 +1,37 @@
 use std::io::Read;
 use std::io::Result as IoResult;
-use std::sync::mpsc::channel;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+
+use crate::limits::ConnectionState;
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
 ///
-/// If the limit is reached, it returns EOF. If the limit is not reached
-/// when the destructor is called, the remaining bytes will be read and
-/// thrown away.
+/// If the limit is reached, it returns EOF.
+///
+/// creditgate change: upstream read the remaining bytes when dropped, into
+/// a buffer the size of what remained (a declared `Content-Length` of
+/// 100 GB aborted the process), and on the thread that dropped the request.
+/// Now the count of unread bytes is left to the connection's own thread,
+/// which drains a bounded amount in small chunks or closes the connection.
 pub struct EqualReader<R>
 where
     R: Read,
 {
     reader: R,
     size: usize,
-    last_read_signal: Sender<IoResult<()>>,
+    connection: Arc<ConnectionState>,
 }
 
 impl<R> EqualReader<R>
 where
     R: Read,
 {
-    pub fn new(reader: R, size: usize) -> (EqualReader<R>, Receiver<IoResult<()>>) {
-        let (tx, rx) = channel();
-
-        let r = EqualReader {
+    pub(crate) fn new(reader: R, size: usize, connection: Arc<ConnectionState>) -> EqualReader<R> {
+        EqualReader {
             reader,
             size,
-            last_read_signal: tx,
-        };
-
-        (r, rx)
+            connection,
+        }
     }
 }
 
@@ -50,11 +51,21 @@ where
         };
 
         match self.reader.read(buf) {
+            Ok(0) => {
+                // The peer closed before the body ended: nothing more can
+                // come from this connection.
+                self.connection.close();
+                self.size = 0;
+                Ok(0)
+            }
             Ok(len) => {
                 self.size -= len;
                 Ok(len)
             }
-            err @ Err(_) => err,
+            err @ Err(_) => {
+                self.connection.close();
+                err
+            }
         }
     }
 }
@@ -64,46 +75,34 @@ where
     R: Read,
 {
     fn drop(&mut self) {
-        let mut remaining_to_read = self.size;
-
-        while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
-
-            match self.reader.read(&mut buf) {
-                Err(e) => {
-                    self.last_read_signal.send(Err(e)).ok();
-                    break;
-                }
-                Ok(0) => {
-                    self.last_read_signal.send(Ok(())).ok();
-                    break;
-                }
-                Ok(other) => {
-                    remaining_to_read -= other;
-                }
-            }
-        }
+        // Must run before `reader` is dropped (which hands the stream to
+        // the next request's reader): fields drop after this body.
+        self.connection.leave_unread(self.size);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::EqualReader;
+    use crate::limits::ConnectionState;
     use std::io::Read;
+    use std::sync::Arc;
 
     #[test]
     fn test_limit() {
         use std::io::Cursor;
 
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
+        let state = Arc::new(ConnectionState::default());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 5, state.clone());
 
             let mut string = String::new();
             equal_reader.read_to_string(&mut string).unwrap();
             assert_eq!(string, "hello");
         }
+        assert_eq!(state.take_unread(), 0);
 
         let mut string = String::new();
         org_reader.read_to_string(&mut string).unwrap();
@@ -111,21 +110,23 @@ mod tests {
     }
 
     #[test]
-    fn test_not_enough() {
+    fn unread_bytes_are_left_to_the_connection_not_read() {
         use std::io::Cursor;
 
         let mut org_reader = Cursor::new("hello world".to_string().into_bytes());
+        let state = Arc::new(ConnectionState::default());
 
         {
-            let (mut equal_reader, _) = EqualReader::new(org_reader.by_ref(), 5);
+            let mut equal_reader = EqualReader::new(org_reader.by_ref(), 5, state.clone());
 
             let mut vec = [0];
             equal_reader.read_exact(&mut vec).unwrap();
             assert_eq!(vec[0], b'h');
         }
+        assert_eq!(state.take_unread(), 4);
 
         let mut string = String::new();
         org_reader.read_to_string(&mut string).unwrap();
-        assert_eq!(string, " world");
+        assert_eq!(string, "ello world");
     }
 }
