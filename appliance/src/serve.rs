@@ -160,13 +160,21 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     };
     let running = server::start(state, listener, &config)
         .with_context(|| format!("cannot serve on {addr}"))?;
-    println!("creditgate listening on http://{}", running.local_addr());
-    println!(
+    // Write errors are ignored: a supervisor that closed our stdout must not
+    // take the server down (println! panics on a closed pipe).
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(
+        stdout,
+        "creditgate listening on http://{}",
+        running.local_addr()
+    );
+    let _ = writeln!(
+        stdout,
         "database {}; public URL {}",
         options.store.path.display(),
         settings.public_base_url
     );
-    std::io::stdout().flush()?;
+    let _ = stdout.flush();
 
     let mut lost = None;
     while !stop.load(Ordering::SeqCst) {

@@ -354,3 +354,44 @@ fn a_keep_alive_connection_survives_a_refused_small_request() {
     assert!(text.contains("HTTP/1.1 404"), "{text}");
     assert!(text.contains("HTTP/1.1 200"), "{text}");
 }
+
+#[test]
+fn a_closed_stdout_does_not_take_the_server_down() {
+    // A supervisor that stops reading our stdout closes the pipe; the
+    // banner after "listening" then failed to print, and println! panicked
+    // the main thread, ending the process a moment after it started.
+    use std::process::{Command, Stdio};
+    let sb = sandbox();
+    sb.account("not a first run");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_creditgate"))
+        .arg("--db")
+        .arg(sb.db())
+        .args(["serve", "--listen", &addr])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    drop(child.stdout.take());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut served = false;
+    while Instant::now() < deadline && !served {
+        if let Ok(mut stream) = TcpStream::connect(&addr) {
+            let _ =
+                stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let (bytes, _) = read_until_closed(&mut stream, Duration::from_secs(2));
+            served = bytes.starts_with(b"HTTP/1.1 200");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let alive = matches!(child.try_wait(), Ok(None));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(served && alive, "served {served}, still running {alive}");
+}
