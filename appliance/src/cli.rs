@@ -1,4 +1,4 @@
-//! The command line of design.md §8: parse, open the gate, call one facade
+//! The command line of CONTRACTS.md §7: parse, open the gate, call one facade
 //! function, render. No business logic lives here.
 //!
 //! Exit codes: 0 success; 1 the core refused (the error is printed, as JSON

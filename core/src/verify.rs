@@ -1,4 +1,4 @@
-//! `ledger verify`: checks every ledger invariant of design.md §3 from the
+//! `ledger verify`: checks every ledger invariant of CONTRACTS.md §2 from the
 //! outside, by reading the database, never by trusting the code that wrote
 //! it. Read-only; it owns no table. Each violation names the check and the
 //! rows involved, so an operator can find what was tampered with.

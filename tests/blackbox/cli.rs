@@ -1,4 +1,4 @@
-//! Black-box tests of the CLI slice of design.md §8: accounts, grants,
+//! Black-box tests of the CLI slice of CONTRACTS.md §7: accounts, grants,
 //! balances, `ledger verify`, `--db`/`CREDITGATE_DB`, `--json` shapes and
 //! exit codes, and durability of an acknowledged grant across SIGKILL.
 

@@ -1,6 +1,6 @@
 //! The one table from core error codes to HTTP statuses, and the v1
 //! envelope: `{code, message, data}` with `code` 0 on success and the HTTP
-//! status on error, `data.error` the machine code (design.md §8).
+//! status on error, `data.error` the machine code (CONTRACTS.md §6).
 
 use creditgate::Error;
 use serde_json::{json, Value};

@@ -1,4 +1,4 @@
-//! Identity and auth (design.md §6): API keys, agents and their ed25519
+//! Identity and auth (CONTRACTS.md §4): API keys, agents and their ed25519
 //! identity flow, external identities (Moltbook), access and refresh tokens,
 //! scopes, and the one [`authenticate`] that turns a bearer credential into
 //! a [`Principal`].

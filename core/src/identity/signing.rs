@@ -1,4 +1,4 @@
-//! Signed agent requests (design.md §6): the message an agent signs, its
+//! Signed agent requests (CONTRACTS.md §4): the message an agent signs, its
 //! verification, and the freshness rule. Pure: no clock read, no table.
 //!
 //! The signed message is
