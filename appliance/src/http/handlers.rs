@@ -439,8 +439,10 @@ pub fn llms(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Ha
     ))
 }
 
-/// `GET /healthz`: the database answers.
+/// `GET /healthz`: the database answers and the job workers are not
+/// failing (else 503 `workers_failing` with the reason).
 pub fn health(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+    state.gate.worker_health().check()?;
     let version = state.gate.active_price_version()?;
     Ok(ok(json!({ "status": "ok", "price_version": version })))
 }
