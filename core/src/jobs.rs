@@ -628,7 +628,7 @@ pub(crate) fn fail_undecodable(
     Ok(tx
         .prepare_cached(
             "UPDATE jobs SET status = 'failed', error_code = 'internal', error_message = ?2,
-                lease_until = NULL, updated_at = ?3, finished_at = ?3
+                outputs = NULL, lease_until = NULL, updated_at = ?3, finished_at = ?3
              WHERE id = ?1 AND status IN ('pending', 'running')
              RETURNING hold_id",
         )?
