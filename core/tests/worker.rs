@@ -464,7 +464,12 @@ fn cancel_reads_the_status_inside_its_write() {
     let wait_for_two = store_queued(2);
     let blocker = {
         let gate = fx.gate.clone();
-        std::thread::spawn(move || gate.store().write(move |_| Ok(wait_for_two())))
+        std::thread::spawn(move || {
+            gate.store().write(move |_| {
+                wait_for_two();
+                Ok(())
+            })
+        })
     };
     while fx.gate.store().write_stats().ops < 1 {
         std::thread::yield_now();

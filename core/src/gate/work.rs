@@ -271,7 +271,11 @@ impl Gate {
         let now = self.clock.now();
         let remembered = self.unrecorded.job_ids();
         let claim = self.store.write(move |tx| {
-            let (expired, superseded, mut faults) = expire_overdue(tx, now)?;
+            let Expiry {
+                expired,
+                superseded,
+                mut faults,
+            } = expire_overdue(tx, now)?;
             // The ledger's own backstop: holds past their deadline whose job
             // somehow did not release them.
             ledger::expire_due(tx, now)?;
@@ -578,15 +582,19 @@ fn fail_undecodable(tx: &Tx<'_>, job_id: &str, err: &Error, now: UnixMillis) -> 
     })
 }
 
+/// What expiring overdue jobs did.
+struct Expiry {
+    /// The expired jobs, with the status each had.
+    expired: Vec<(Job, JobStatus)>,
+    /// Overdue jobs that changed meanwhile and were left alone.
+    superseded: usize,
+    /// Overdue rows that did not decode (failed instead).
+    faults: Vec<JobFault>,
+}
+
 /// Expires up to [`jobs::EXPIRE_JOBS_BATCH_MAX`] overdue live jobs
-/// (releasing their holds), each under its own nested savepoint. Returns
-/// the expired jobs with the status they had, how many changed meanwhile
-/// and were left alone, and the faults of rows that did not decode (failed
-/// instead).
-fn expire_overdue(
-    tx: &Tx<'_>,
-    now: UnixMillis,
-) -> Result<(Vec<(Job, JobStatus)>, usize, Vec<JobFault>)> {
+/// (releasing their holds), each under its own nested savepoint.
+fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<Expiry> {
     let overdue = jobs::overdue(tx, now)?;
     let mut expired = Vec::with_capacity(overdue.len());
     let mut faults = Vec::new();
@@ -613,7 +621,11 @@ fn expire_overdue(
             Err(other) => return Err(other),
         }
     }
-    Ok((expired, superseded, faults))
+    Ok(Expiry {
+        expired,
+        superseded,
+        faults,
+    })
 }
 
 /// What a provider's answer means for a job.
