@@ -735,6 +735,15 @@ mod tests {
     }
 
     #[test]
+    fn a_database_that_cannot_use_wal_is_a_server_fault_not_invalid_request() {
+        // An in-memory database has no WAL: SQLite answers "memory".
+        let err = Store::open(&StoreOptions::new(":memory:")).expect_err("no WAL");
+        assert_eq!(err.code(), "internal", "{err}");
+        assert!(err.is_server_fault());
+        assert!(err.to_string().contains("WAL"), "{err}");
+    }
+
+    #[test]
     fn readers_cannot_write() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&StoreOptions::new(dir.path().join("r.db"))).expect("open");

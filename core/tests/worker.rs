@@ -574,3 +574,24 @@ fn a_full_disk_refuses_submits_with_insufficient_storage_and_recovers_when_space
     assert_eq!(fx.status("before"), JobStatus::Running);
     fx.assert_verified();
 }
+
+#[test]
+fn a_stored_catalog_that_no_longer_validates_is_a_server_fault_not_invalid_request() {
+    let fx = fixture(None);
+    fx.raw()
+        .execute_batch(
+            "DROP TRIGGER price_versions_catalog_is_immutable;
+             UPDATE price_versions SET catalog = '{\"models\": 7}';",
+        )
+        .expect("tamper with the stored catalog");
+    // A fresh gate: catalogs are cached once parsed.
+    let mut options = StoreOptions::new(fx.dir.path().join("worker.db"));
+    options.synchronous = Synchronous::Normal;
+    let gate = Gate::open(&options, fx.clock.clone()).expect("open");
+    let err = gate
+        .estimate_body(&json!({"model": "z-image"}))
+        .expect_err("the catalog does not validate");
+    assert_eq!(err.code(), "internal", "{err}");
+    assert!(err.is_server_fault(), "{err}");
+    assert!(matches!(err, Error::CorruptData { .. }), "{err}");
+}
