@@ -97,6 +97,8 @@ impl Fixture {
 struct Scripted {
     inner: FixtureProvider,
     submits: Mutex<HashMap<String, usize>>,
+    /// The task ids the provider was asked to cancel.
+    cancels: Mutex<Vec<Option<String>>>,
     gate: Mutex<Option<std::sync::Weak<Gate>>>,
 }
 
@@ -105,6 +107,7 @@ impl Scripted {
         Arc::new(Scripted {
             inner: FixtureProvider::new(Scenarios::shipped()),
             submits: Mutex::new(HashMap::new()),
+            cancels: Mutex::new(Vec::new()),
             gate: Mutex::new(None),
         })
     }
@@ -186,6 +189,10 @@ impl Provider for Scripted {
     }
 
     fn cancel(&self, job: &ProviderJob<'_>) -> Result<(), ProviderError> {
+        self.cancels
+            .lock()
+            .expect("lock")
+            .push(job.provider_task_id.map(str::to_owned));
         self.inner.cancel(job)
     }
 
@@ -346,6 +353,40 @@ fn an_accepted_answer_is_kept_when_the_whole_record_write_fails() {
         assert_eq!(now.provider_task_id, Some(format!("fx_{}", job.id)));
         assert_eq!(provider.submits(&job.id), 1, "never submitted twice");
     }
+    fx.assert_verified();
+}
+
+#[test]
+fn a_kept_answer_of_a_job_canceled_meanwhile_cancels_its_upstream_task() {
+    let provider = Scripted::new();
+    let fx = fixture(Some(provider.clone()));
+    *provider.gate.lock().expect("lock") = Some(Arc::downgrade(&fx.gate));
+    let a = fx.submit("a", "[drop-index] x");
+    fx.gate
+        .run_due_work(64)
+        .expect_err("the record write fails");
+    fx.gate
+        .store()
+        .write(|tx| {
+            Ok(tx.execute_batch(
+                "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
+            )?)
+        })
+        .expect("index back");
+    // Its owner cancels it while the upstream's answer is only in memory.
+    assert_eq!(
+        fx.gate.cancel(&fx.account, "a").expect("cancel").status,
+        JobStatus::Canceled
+    );
+    fx.clock.advance(Duration::from_secs(1));
+    fx.gate.run_due_work(64).expect("step");
+    assert_eq!(
+        provider.cancels.lock().expect("lock").clone(),
+        [Some(format!("fx_{}", a.id))],
+        "the upstream task nobody will collect is canceled"
+    );
+    assert_eq!(fx.status("a"), JobStatus::Canceled);
+    assert_eq!(provider.submits(&a.id), 1);
     fx.assert_verified();
 }
 

@@ -867,6 +867,51 @@ mod tests {
     use super::*;
 
     #[test]
+    fn with_too_many_unrecorded_answers_a_pending_job_is_given_back_unsubmitted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = std::sync::Arc::new(crate::ManualClock::new(1_790_000_000_000));
+        let gate = Gate::open(
+            &crate::StoreOptions::new(dir.path().join("cap.db")),
+            clock.clone(),
+        )
+        .expect("open");
+        gate.import_catalog(include_str!("../../../fixtures/catalogs/rynjer.json"))
+            .expect("catalog");
+        let account = gate
+            .create_account(&crate::NewAccount::named("a"))
+            .expect("account")
+            .id;
+        gate.grant("seed", &account, 100.into(), "").expect("grant");
+        for i in 0..UNRECORDED_ANSWERS_MAX {
+            gate.unrecorded
+                .keep(format!("job_elsewhere_{i}"), Decision::Defer);
+        }
+        let body = serde_json::json!({"request_id": "r", "model": "z-image", "prompt": "x"});
+        let job = gate.submit(&account, &body).expect("submit").job;
+
+        let report = gate.run_due_work(8).expect("step");
+        assert_eq!(report.submitted, 0, "not handed to the provider");
+        let after = gate.job(&job.id).expect("job");
+        assert_eq!(after.status, JobStatus::Pending);
+        assert_eq!(
+            (
+                after.submit_attempts,
+                after.submit_started_at,
+                after.lease_until
+            ),
+            (0, None, None),
+            "it does not look as if a submission may have happened"
+        );
+
+        // Room again: it is submitted, as a first submission.
+        lock(&gate.unrecorded.answers).clear();
+        clock.advance(std::time::Duration::from_secs(2));
+        let report = gate.run_due_work(8).expect("step");
+        assert_eq!(report.submitted, 1);
+        assert_eq!(gate.job(&job.id).expect("job").status, JobStatus::Running);
+    }
+
+    #[test]
     fn backoff_doubles_and_caps() {
         let steps: Vec<i64> = (0..7).map(|s| backoff(1_000, s, 15_000)).collect();
         assert_eq!(steps, [1_000, 2_000, 4_000, 8_000, 15_000, 15_000, 15_000]);
