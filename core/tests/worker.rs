@@ -503,6 +503,7 @@ fn cancel_reads_the_status_inside_its_write() {
     // behind it, so the cancel reads `pending` and then, in its write,
     // finds the job running.
     let wait_for_two = store_queued(2);
+    let ops_before = fx.gate.store().write_stats().ops;
     let blocker = {
         let gate = fx.gate.clone();
         std::thread::spawn(move || {
@@ -512,7 +513,7 @@ fn cancel_reads_the_status_inside_its_write() {
             })
         })
     };
-    while fx.gate.store().write_stats().ops < 1 {
+    while fx.gate.store().write_stats().ops <= ops_before {
         std::thread::yield_now();
     }
     let starter = {

@@ -12,6 +12,16 @@
 //! reached its provider is resubmitted only to a provider whose submission
 //! is idempotent on the job id; otherwise it fails with its hold released,
 //! never submitted twice.
+//!
+//! Failure is per job, never per batch: a job whose stored data does not
+//! decode, or whose provider panics or answers something invalid (checked
+//! like any input), fails alone with its hold released; a job whose answer
+//! cannot be recorded (a storage error, a full disk) is left for a later
+//! step while the others commit, and a submission's answer is kept in
+//! memory ([`UNRECORDED_ANSWERS_MAX`] at most) so an upstream that accepted
+//! a job is never asked twice. Each is a [`JobFault`] in the step's report
+//! for the operator's log, and steps that keep failing make
+//! [`Gate::worker_health`] say so.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -355,36 +365,47 @@ impl Gate {
             .collect();
         let now = self.clock.now();
         let first_poll = self.settings.poll_interval_ms_min;
-        let recorded = self.store.write(move |tx| {
-            let mut applied = Vec::with_capacity(decisions.len());
-            for (id, from, decision) in decisions {
-                let outcome = tx.nested(|tx| {
-                    catch_unwind(AssertUnwindSafe(|| {
-                        apply(tx, &id, from, decision, now, first_poll)
-                    }))
-                    .unwrap_or_else(|panic| {
-                        Err(Error::internal(format!(
-                            "recording the answer panicked: {}",
-                            panic_text(panic.as_ref())
-                        )))
-                    })
-                });
-                let outcome = match outcome {
-                    Ok(done) => done,
-                    Err(Error::InvalidTransition { .. }) => Applied::Superseded,
-                    // SQLite gave the whole transaction up: nothing of this
-                    // write can be kept.
-                    Err(err) if !tx.is_open() => return Err(err),
-                    Err(err) => {
-                        // Left for a later step; if even this fails, the
-                        // lease runs out instead.
-                        let _ = tx.nested(|tx| jobs::lease_until(tx, &id, now + RECORD_RETRY_MS));
-                        Applied::Left(err.to_string())
-                    }
-                };
-                applied.push((id, outcome));
-            }
-            Ok((applied, jobs::next_due(tx)?))
+        // A panic in this write (re-raised here by the store) must not lose
+        // the answers either.
+        let recorded = catch_unwind(AssertUnwindSafe(|| {
+            self.store.write(move |tx| {
+                let mut applied = Vec::with_capacity(decisions.len());
+                for (id, from, decision) in decisions {
+                    let outcome = tx.nested(|tx| {
+                        catch_unwind(AssertUnwindSafe(|| {
+                            apply(tx, &id, from, decision, now, first_poll)
+                        }))
+                        .unwrap_or_else(|panic| {
+                            Err(Error::internal(format!(
+                                "recording the answer panicked: {}",
+                                panic_text(panic.as_ref())
+                            )))
+                        })
+                    });
+                    let outcome = match outcome {
+                        Ok(done) => done,
+                        Err(Error::InvalidTransition { .. }) => Applied::Superseded,
+                        // SQLite gave the whole transaction up: nothing of this
+                        // write can be kept.
+                        Err(err) if !tx.is_open() => return Err(err),
+                        Err(err) => {
+                            // Left for a later step; if even this fails, the
+                            // lease runs out instead.
+                            let _ =
+                                tx.nested(|tx| jobs::lease_until(tx, &id, now + RECORD_RETRY_MS));
+                            Applied::Left(err.to_string())
+                        }
+                    };
+                    applied.push((id, outcome));
+                }
+                Ok((applied, jobs::next_due(tx)?))
+            })
+        }))
+        .unwrap_or_else(|panic| {
+            Err(Error::internal(format!(
+                "recording answers panicked: {}",
+                panic_text(panic.as_ref())
+            )))
         });
         let (applied, next_due) = match recorded {
             Ok(recorded) => recorded,
