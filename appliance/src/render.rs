@@ -171,6 +171,13 @@ pub fn error_data(err: &Error) -> Value {
         }
         Error::UpstreamUnavailable { upstream, .. } => body["upstream"] = json!(upstream),
         Error::PayloadTooLarge { limit_bytes } => body["limit_bytes"] = json!(limit_bytes),
+        Error::WorkersFailing {
+            failing_steps,
+            reason,
+        } => {
+            body["failing_steps"] = json!(failing_steps);
+            body["reason"] = json!(reason);
+        }
         Error::RateLimited { retry_after_ms } => {
             body["retry_after"] = json!(retry_after_ms.div_ceil(1000));
         }

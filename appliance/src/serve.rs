@@ -298,18 +298,31 @@ fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
 }
 
 /// One job worker: steps until stopped, sleeping until the next job is due
-/// (bounded, so new submissions are picked up promptly).
+/// (bounded, so new submissions are picked up promptly). Never dies: a
+/// failed step, a job fault or a panic is logged (with the job ids) and the
+/// worker goes on; `/healthz` reports workers that keep failing.
 fn work(gate: &Gate, stop: &AtomicBool) {
     while !stop.load(Ordering::SeqCst) {
-        let pause = match gate.run_due_work(WORKER_BATCH_MAX) {
-            Ok(report) => {
+        // The core catches panics of a step itself; this is the last guard.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gate.run_due_work(WORKER_BATCH_MAX)
+        }));
+        let pause = match step {
+            Ok(Ok(report)) => {
+                for fault in &report.faults {
+                    eprintln!("creditgate: worker: job {}: {}", fault.job_id, fault.detail);
+                }
                 let now = SystemClock.now();
                 report.next_due.map_or(WORKER_IDLE_MS_MAX, |due| {
                     (due - now).clamp(10, WORKER_IDLE_MS_MAX)
                 })
             }
-            Err(err) => {
+            Ok(Err(err)) => {
                 eprintln!("creditgate: worker step failed: {err}");
+                WORKER_IDLE_MS_MAX
+            }
+            Err(_) => {
+                eprintln!("creditgate: worker step panicked; going on");
                 WORKER_IDLE_MS_MAX
             }
         };

@@ -1,9 +1,200 @@
 //! The core's one error type. Every refusal the core can make is a variant
-//! here with a stable machine code ([`Error::code`]); the appliance maps each
-//! code to an HTTP status in one table and never invents an error of its own.
+//! here with a stable machine code ([`Error::error_code`], an [`ErrorCode`]);
+//! each code has one [`ErrorKind`] in one table ([`ErrorCode::kind`]), from
+//! which shells derive both the HTTP status and whether the fault is the
+//! server's (and so logged). The appliance never invents an error of its own.
 //! Operating errors return `Err`; broken invariants are bugs and assert.
 
-use crate::money::AmountError;
+use crate::money::{to_credits, AmountError};
+
+/// What sort of failure an error is. Shells derive everything they do
+/// with an error from its kind (the HTTP status, whether to log it), with
+/// at most a few exact overrides by code. Deliberately exhaustive: a new
+/// kind must be placed in every shell's table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The request is malformed, out of bounds or not applicable.
+    Invalid,
+    /// The caller is not authenticated (or its credential is not valid).
+    Unauthorized,
+    /// The caller is authenticated but may not do this.
+    Forbidden,
+    /// The thing asked for does not exist (or is not the caller's).
+    NotFound,
+    /// The request conflicts with the current state (a replay with other
+    /// fields, a finished job, a resolved hold, ...).
+    Conflict,
+    /// The caller hit a limit: rate, size, time or credits.
+    Limited,
+    /// An upstream service failed or answered unusably.
+    Upstream,
+    /// A part of the server is not available or not configured (no
+    /// catalog, no provider, the store shutting down); retrying may help.
+    Unavailable,
+    /// The server's storage is full (`SQLITE_FULL`, `ENOSPC`): nothing of
+    /// the refused write was kept, acknowledged work stays durable, and the
+    /// server recovers by itself once space returns.
+    StorageFull,
+    /// A server fault: storage errors, stored data that no longer decodes,
+    /// broken configuration, bugs.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether an error of this kind is the server's fault rather than the
+    /// caller's: shells log these with the request they answered.
+    pub fn is_server_fault(self) -> bool {
+        match self {
+            ErrorKind::Upstream
+            | ErrorKind::Unavailable
+            | ErrorKind::StorageFull
+            | ErrorKind::Internal => true,
+            ErrorKind::Invalid
+            | ErrorKind::Unauthorized
+            | ErrorKind::Forbidden
+            | ErrorKind::NotFound
+            | ErrorKind::Conflict
+            | ErrorKind::Limited => false,
+        }
+    }
+}
+
+/// Declares [`ErrorCode`], its wire names, its kinds and [`ERROR_CODES`]
+/// from one table, so the list of codes cannot drift from the enum.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $code:literal, $kind:ident;)*) => {
+        /// A stable machine code: the `data.error` of the API and the
+        /// `error` of the CLI's `--json`.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it appears on the wire (`insufficient_credits`).
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// The kind of failure this code reports.
+            pub fn kind(self) -> ErrorKind {
+                match self {
+                    $(ErrorCode::$variant => ErrorKind::$kind,)*
+                }
+            }
+        }
+
+        /// Every machine code [`Error::code`] can return (a pricing error's
+        /// codes included), as strings: [`ErrorCode::ALL`] by name.
+        pub const ERROR_CODES: &[&str] = &[$($code,)*];
+    };
+}
+
+error_codes! {
+    /// A request field is missing, malformed or out of bounds (`field`).
+    InvalidRequest = "invalid_request", Invalid;
+    /// An amount is negative, zero, too precise or too large.
+    InvalidAmount = "invalid_amount", Invalid;
+    /// The thing asked for does not exist.
+    NotFound = "not_found", NotFound;
+    /// The wallet does not cover the price (`required`, `available`, `suggestion`).
+    InsufficientCredits = "insufficient_credits", Limited;
+    /// A request id was reused with a different request.
+    IdempotencyConflict = "idempotency_conflict", Conflict;
+    /// A job cannot change that way (it is finished).
+    InvalidTransition = "invalid_transition", Conflict;
+    /// The model's provider is not configured.
+    ProviderUnavailable = "provider_unavailable", Unavailable;
+    /// A transfer id was replayed with other fields (`field`).
+    ExistsWithDifferentFields = "exists_with_different_fields", Conflict;
+    /// The hold is already captured, released or expired.
+    HoldAlreadyResolved = "hold_already_resolved", Conflict;
+    /// The hold passed its deadline.
+    HoldExpired = "hold_expired", Conflict;
+    /// A capture above the hold.
+    CaptureExceedsHold = "capture_exceeds_hold", Invalid;
+    /// A refund above what is left of the charge.
+    RefundExceedsCharge = "refund_exceeds_charge", Invalid;
+    /// A transfer of a kind the operation does not take.
+    WrongTransferKind = "wrong_transfer_kind", Invalid;
+    /// No model has this id (`close_matches`).
+    UnknownModel = "unknown_model", Invalid;
+    /// An option value the model does not allow (`allowed`).
+    InvalidOption = "invalid_option", Invalid;
+    /// A server fault: stored data that no longer decodes, a stored catalog
+    /// that no longer validates, a bug.
+    Internal = "internal", Internal;
+    /// A catalog failed validation (`path`).
+    InvalidCatalog = "invalid_catalog", Invalid;
+    /// A pinned price version is unknown or retired (`active_price_version`).
+    UnknownPriceVersion = "unknown_price_version", Invalid;
+    /// Another catalog under an existing version.
+    PriceVersionConflict = "price_version_conflict", Conflict;
+    /// No catalog imported yet.
+    NoPriceCatalog = "no_price_catalog", Unavailable;
+    /// A credit would push a wallet past its maximum.
+    BalanceLimit = "balance_limit", Conflict;
+    /// The database was written by a newer build.
+    SchemaTooNew = "schema_too_new", Internal;
+    /// No valid credential.
+    Unauthorized = "unauthorized", Unauthorized;
+    /// The token is past its expiry.
+    TokenExpired = "token_expired", Unauthorized;
+    /// A scope is not granted (`scope`).
+    Forbidden = "forbidden", Forbidden;
+    /// A signature does not verify.
+    InvalidSignature = "invalid_signature", Unauthorized;
+    /// A signed request's timestamp is too far from the server's clock.
+    StaleTimestamp = "stale_timestamp", Unauthorized;
+    /// A signed request's nonce was already used.
+    NonceReused = "nonce_reused", Unauthorized;
+    /// A refresh token was presented twice; its family is revoked.
+    RefreshTokenReused = "refresh_token_reused", Unauthorized;
+    /// A registration code expired before it was bound.
+    RegistrationExpired = "registration_expired", Invalid;
+    /// The agent is not bound to an account yet (`agent_id`).
+    AgentNotBound = "agent_not_bound", Forbidden;
+    /// The agent is bound differently already.
+    AgentAlreadyBound = "agent_already_bound", Conflict;
+    /// An identity provider refused the token (`provider`, `reason`).
+    IdentityRefused = "identity_refused", Unauthorized;
+    /// An upstream could not be reached or answered unusably (`upstream`).
+    UpstreamUnavailable = "upstream_unavailable", Upstream;
+    /// The request body is too large (`limit_bytes`).
+    PayloadTooLarge = "payload_too_large", Limited;
+    /// Too many requests (`retry_after`, seconds).
+    RateLimited = "rate_limited", Limited;
+    /// The request body did not arrive in time.
+    RequestTimeout = "request_timeout", Limited;
+    /// The route does not take this method.
+    MethodNotAllowed = "method_not_allowed", Invalid;
+    /// SQLite failed (I/O, corruption, an unexpected constraint).
+    StorageError = "storage_error", Internal;
+    /// The store cannot take requests now (shutting down, no connection).
+    StorageUnavailable = "storage_unavailable", Unavailable;
+    /// The server's storage is full; nothing of the request was kept.
+    InsufficientStorage = "insufficient_storage", StorageFull;
+    /// The job workers keep failing (`/healthz`; `reason`, `failing_steps`).
+    WorkersFailing = "workers_failing", Unavailable;
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
 
 /// Everything the core can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +220,11 @@ pub enum Error {
         id: String,
     },
     /// The wallet's available balance does not cover the amount.
-    #[error("insufficient credits: {required_micros} micro-credits required, {available_micros} available")]
+    #[error(
+        "insufficient credits: {} credits required, {} available",
+        to_credits(*required_micros),
+        to_credits(*available_micros)
+    )]
     InsufficientCredits {
         /// Micro-credits the operation needs.
         required_micros: i64,
@@ -84,7 +279,11 @@ pub enum Error {
         hold_id: String,
     },
     /// A capture asked for more than the hold reserved.
-    #[error("capture of {requested_micros} exceeds the hold of {held_micros} micro-credits")]
+    #[error(
+        "a capture of {} credits exceeds the hold of {} credits",
+        to_credits(*requested_micros),
+        to_credits(*held_micros)
+    )]
     CaptureExceedsHold {
         /// Micro-credits asked for.
         requested_micros: i64,
@@ -92,7 +291,11 @@ pub enum Error {
         held_micros: i64,
     },
     /// Refunds of a charge would exceed the charge.
-    #[error("refund of {requested_micros} exceeds the {refundable_micros} micro-credits still refundable")]
+    #[error(
+        "a refund of {} credits exceeds the {} credits still refundable",
+        to_credits(*requested_micros),
+        to_credits(*refundable_micros)
+    )]
     RefundExceedsCharge {
         /// Micro-credits asked for.
         requested_micros: i64,
@@ -243,11 +446,19 @@ pub enum Error {
         /// SQLite's reason.
         message: String,
     },
+    /// The job workers' last steps failed (health checks answer this).
+    #[error("the job workers are failing ({failing_steps} steps in a row): {reason}")]
+    WorkersFailing {
+        /// Failing steps in a row.
+        failing_steps: u64,
+        /// The last failure.
+        reason: String,
+    },
     /// The writer thread has stopped (the store is shutting down).
     #[error("the store's writer has stopped")]
     WriterStopped,
     /// The caller is going faster than its rate limit.
-    #[error("rate limited: retry after {retry_after_ms} ms")]
+    #[error("rate limited: retry after {} s", retry_after_ms.div_ceil(1_000))]
     RateLimited {
         /// When a request will be admitted again.
         retry_after_ms: u64,
@@ -278,9 +489,34 @@ pub enum Error {
         /// The request path.
         path: String,
     },
-    /// SQLite failed (disk, corruption, a constraint the core did not expect).
+    /// SQLite failed (I/O, corruption, a constraint the core did not
+    /// expect). A full disk is [`Error::StorageFull`] instead, and stored
+    /// values that do not decode are [`Error::CorruptData`].
     #[error("storage error: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(rusqlite::Error),
+    /// The disk (or the database's size limit) is full: the write was not
+    /// kept. The store recovers by itself once space returns.
+    #[error("the server's storage is full: {detail}")]
+    StorageFull {
+        /// SQLite's reason.
+        detail: String,
+    },
+    /// Data the core stored no longer decodes (a job's request, a stored
+    /// catalog that no longer validates, a column of the wrong type): the
+    /// row was changed behind the core's back. A server fault.
+    #[error("stored data does not decode: {detail}")]
+    CorruptData {
+        /// What did not decode, and why.
+        detail: String,
+    },
+    /// Something the core relies on is broken (a setting SQLite refused, a
+    /// value that cannot be encoded, a panic in a worker step). A server
+    /// fault; `detail` is for the operator's log.
+    #[error("internal error: {detail}")]
+    Internal {
+        /// What went wrong.
+        detail: String,
+    },
     /// No connection could be had from the pool.
     #[error("connection pool error: {0}")]
     Pool(#[from] r2d2::Error),
@@ -288,67 +524,72 @@ pub enum Error {
 
 impl Error {
     /// The stable machine code of this error: the `data.error` of the API.
-    /// One arm per variant; the appliance maps codes to statuses.
-    pub fn code(&self) -> &'static str {
+    /// One arm per variant.
+    pub fn error_code(&self) -> ErrorCode {
         match self {
-            Error::InvalidRequest { .. } => "invalid_request",
-            Error::InvalidAmount(_) => "invalid_amount",
-            Error::NotFound { .. } => "not_found",
-            Error::InsufficientCredits { .. } => "insufficient_credits",
-            Error::IdempotencyConflict { .. } => "idempotency_conflict",
-            Error::InvalidTransition { .. } => "invalid_transition",
-            Error::ProviderUnavailable { .. } => "provider_unavailable",
-            Error::ExistsWithDifferentFields { .. } => "exists_with_different_fields",
-            Error::HoldAlreadyResolved { .. } => "hold_already_resolved",
-            Error::HoldExpired { .. } => "hold_expired",
-            Error::CaptureExceedsHold { .. } => "capture_exceeds_hold",
-            Error::RefundExceedsCharge { .. } => "refund_exceeds_charge",
-            Error::WrongTransferKind { .. } => "wrong_transfer_kind",
+            Error::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            Error::InvalidAmount(_) => ErrorCode::InvalidAmount,
+            Error::NotFound { .. } => ErrorCode::NotFound,
+            Error::InsufficientCredits { .. } => ErrorCode::InsufficientCredits,
+            Error::IdempotencyConflict { .. } => ErrorCode::IdempotencyConflict,
+            Error::InvalidTransition { .. } => ErrorCode::InvalidTransition,
+            Error::ProviderUnavailable { .. } => ErrorCode::ProviderUnavailable,
+            Error::ExistsWithDifferentFields { .. } => ErrorCode::ExistsWithDifferentFields,
+            Error::HoldAlreadyResolved { .. } => ErrorCode::HoldAlreadyResolved,
+            Error::HoldExpired { .. } => ErrorCode::HoldExpired,
+            Error::CaptureExceedsHold { .. } => ErrorCode::CaptureExceedsHold,
+            Error::RefundExceedsCharge { .. } => ErrorCode::RefundExceedsCharge,
+            Error::WrongTransferKind { .. } => ErrorCode::WrongTransferKind,
             Error::Estimate(inner) => inner.code(),
-            Error::InvalidCatalog(_) => "invalid_catalog",
-            Error::UnknownPriceVersion { .. } => "unknown_price_version",
-            Error::PriceVersionConflict { .. } => "price_version_conflict",
-            Error::NoPriceCatalog => "no_price_catalog",
-            Error::Unauthorized { .. } => "unauthorized",
-            Error::TokenExpired => "token_expired",
-            Error::Forbidden { .. } => "forbidden",
-            Error::InvalidSignature => "invalid_signature",
-            Error::StaleTimestamp { .. } => "stale_timestamp",
-            Error::NonceReused => "nonce_reused",
-            Error::RefreshTokenReused => "refresh_token_reused",
-            Error::RegistrationExpired => "registration_expired",
-            Error::AgentNotBound { .. } => "agent_not_bound",
-            Error::AgentAlreadyBound { .. } => "agent_already_bound",
-            Error::IdentityRefused { .. } => "identity_refused",
-            Error::UpstreamUnavailable { .. } => "upstream_unavailable",
-            Error::IdentityProviderNotConfigured { .. } => "not_found",
-            Error::BalanceLimit => "balance_limit",
-            Error::SchemaTooNew { .. } => "schema_too_new",
-            Error::RateLimited { .. } => "rate_limited",
-            Error::PayloadTooLarge { .. } => "payload_too_large",
-            Error::RequestTimeout => "request_timeout",
-            Error::NoRoute { .. } => "not_found",
-            Error::MethodNotAllowed { .. } => "method_not_allowed",
-            Error::CommitFailed { .. } => "storage_error",
-            Error::WriterStopped => "storage_unavailable",
-            Error::Storage(_) => "storage_error",
-            Error::Pool(_) => "storage_unavailable",
+            Error::InvalidCatalog(_) => ErrorCode::InvalidCatalog,
+            Error::UnknownPriceVersion { .. } => ErrorCode::UnknownPriceVersion,
+            Error::PriceVersionConflict { .. } => ErrorCode::PriceVersionConflict,
+            Error::NoPriceCatalog => ErrorCode::NoPriceCatalog,
+            Error::Unauthorized { .. } => ErrorCode::Unauthorized,
+            Error::TokenExpired => ErrorCode::TokenExpired,
+            Error::Forbidden { .. } => ErrorCode::Forbidden,
+            Error::InvalidSignature => ErrorCode::InvalidSignature,
+            Error::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
+            Error::NonceReused => ErrorCode::NonceReused,
+            Error::RefreshTokenReused => ErrorCode::RefreshTokenReused,
+            Error::RegistrationExpired => ErrorCode::RegistrationExpired,
+            Error::AgentNotBound { .. } => ErrorCode::AgentNotBound,
+            Error::AgentAlreadyBound { .. } => ErrorCode::AgentAlreadyBound,
+            Error::IdentityRefused { .. } => ErrorCode::IdentityRefused,
+            Error::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
+            Error::IdentityProviderNotConfigured { .. } => ErrorCode::NotFound,
+            Error::BalanceLimit => ErrorCode::BalanceLimit,
+            Error::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
+            Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            Error::RequestTimeout => ErrorCode::RequestTimeout,
+            Error::NoRoute { .. } => ErrorCode::NotFound,
+            Error::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Error::CommitFailed { .. } => ErrorCode::StorageError,
+            Error::WriterStopped => ErrorCode::StorageUnavailable,
+            Error::WorkersFailing { .. } => ErrorCode::WorkersFailing,
+            Error::Storage(_) => ErrorCode::StorageError,
+            Error::StorageFull { .. } => ErrorCode::InsufficientStorage,
+            Error::CorruptData { .. } | Error::Internal { .. } => ErrorCode::Internal,
+            Error::Pool(_) => ErrorCode::StorageUnavailable,
         }
     }
 
-    /// Whether the fault is the server's (storage, a provider, an upstream)
-    /// rather than the caller's: shells log these.
+    /// The machine code as a string (`insufficient_credits`).
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
+    }
+
+    /// The kind of failure, from the code's row in the one table.
+    pub fn kind(&self) -> ErrorKind {
+        self.error_code().kind()
+    }
+
+    /// Whether the fault is the server's (storage, a provider, an upstream,
+    /// corrupt data) rather than the caller's: shells log these. Derived
+    /// from [`Error::kind`].
     pub fn is_server_fault(&self) -> bool {
-        matches!(
-            self,
-            Error::Storage(_)
-                | Error::ProviderUnavailable { .. }
-                | Error::UpstreamUnavailable { .. }
-                | Error::Pool(_)
-                | Error::SchemaTooNew { .. }
-                | Error::CommitFailed { .. }
-                | Error::WriterStopped
-        )
+        self.kind().is_server_fault()
     }
 
     pub(crate) fn unauthorized(reason: &'static str) -> Self {
@@ -361,52 +602,48 @@ impl Error {
             message: message.into(),
         }
     }
+
+    pub(crate) fn internal(detail: impl Into<String>) -> Self {
+        Error::Internal {
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn corrupt(detail: impl Into<String>) -> Self {
+        Error::CorruptData {
+            detail: detail.into(),
+        }
+    }
 }
 
-/// Every machine code [`Error::code`] can return (a pricing error's codes
-/// included), so a shell can check it maps each to a status.
-pub const ERROR_CODES: &[&str] = &[
-    "invalid_request",
-    "invalid_amount",
-    "not_found",
-    "insufficient_credits",
-    "idempotency_conflict",
-    "invalid_transition",
-    "provider_unavailable",
-    "exists_with_different_fields",
-    "hold_already_resolved",
-    "hold_expired",
-    "capture_exceeds_hold",
-    "refund_exceeds_charge",
-    "wrong_transfer_kind",
-    "unknown_model",
-    "invalid_option",
-    "internal",
-    "invalid_catalog",
-    "unknown_price_version",
-    "price_version_conflict",
-    "no_price_catalog",
-    "balance_limit",
-    "schema_too_new",
-    "unauthorized",
-    "token_expired",
-    "forbidden",
-    "invalid_signature",
-    "stale_timestamp",
-    "nonce_reused",
-    "refresh_token_reused",
-    "registration_expired",
-    "agent_not_bound",
-    "agent_already_bound",
-    "identity_refused",
-    "upstream_unavailable",
-    "payload_too_large",
-    "rate_limited",
-    "request_timeout",
-    "method_not_allowed",
-    "storage_error",
-    "storage_unavailable",
-];
+/// Whether SQLite failed because the disk (or the database's page limit)
+/// is full: `SQLITE_FULL`, which SQLite also answers for `ENOSPC`.
+pub(crate) fn is_disk_full(err: &rusqlite::Error) -> bool {
+    matches!(
+        err,
+        rusqlite::Error::SqliteFailure(inner, _)
+            if inner.code == rusqlite::ErrorCode::DiskFull
+    )
+}
+
+impl From<rusqlite::Error> for Error {
+    /// Classifies a SQLite error: a full disk is [`Error::StorageFull`], a
+    /// stored value that does not decode is [`Error::CorruptData`], the rest
+    /// [`Error::Storage`].
+    fn from(err: rusqlite::Error) -> Self {
+        match err {
+            _ if is_disk_full(&err) => Error::StorageFull {
+                detail: err.to_string(),
+            },
+            rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..) => Error::CorruptData {
+                detail: err.to_string(),
+            },
+            other => Error::Storage(other),
+        }
+    }
+}
 
 /// The core's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -535,6 +772,15 @@ mod tests {
                 message: "m".into(),
             },
             Error::WriterStopped,
+            Error::StorageFull {
+                detail: "database or disk is full".into(),
+            },
+            Error::CorruptData { detail: "d".into() },
+            Error::Internal { detail: "d".into() },
+            Error::WorkersFailing {
+                failing_steps: 3,
+                reason: "r".into(),
+            },
         ];
         for err in samples {
             assert!(
@@ -544,5 +790,58 @@ mod tests {
             );
             assert!(!err.to_string().is_empty());
         }
+        let names: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names, ERROR_CODES, "one list");
+    }
+
+    #[test]
+    fn messages_speak_credits_and_seconds() {
+        let short = Error::InsufficientCredits {
+            required_micros: 40_000_000,
+            available_micros: 16_500,
+            suggestion: None,
+        };
+        assert_eq!(
+            short.to_string(),
+            "insufficient credits: 40 credits required, 0.0165 available"
+        );
+        let over = Error::CaptureExceedsHold {
+            requested_micros: 2_500_000,
+            held_micros: 2_000_000,
+        };
+        assert_eq!(
+            over.to_string(),
+            "a capture of 2.5 credits exceeds the hold of 2 credits"
+        );
+        let refund = Error::RefundExceedsCharge {
+            requested_micros: 3_000_000,
+            refundable_micros: 1_000_000,
+        };
+        assert!(refund.to_string().contains("3 credits"), "{refund}");
+        assert!(!refund.to_string().contains("micro"), "{refund}");
+        // `retry_after` is in seconds, and so is the message.
+        let limited = Error::RateLimited {
+            retry_after_ms: 1_200,
+        };
+        assert_eq!(limited.to_string(), "rate limited: retry after 2 s");
+    }
+
+    #[test]
+    fn a_full_disk_is_its_own_kind_and_decode_failures_are_server_faults() {
+        let full = Error::from(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        ));
+        assert_eq!(full.code(), "insufficient_storage");
+        assert_eq!(full.kind(), ErrorKind::StorageFull);
+        let corrupt = Error::from(rusqlite::Error::InvalidColumnType(
+            3,
+            "estimate".into(),
+            rusqlite::types::Type::Integer,
+        ));
+        assert_eq!(corrupt.code(), "internal");
+        assert!(corrupt.is_server_fault());
+        let other = Error::from(rusqlite::Error::QueryReturnedNoRows);
+        assert_eq!(other.code(), "storage_error");
     }
 }

@@ -221,14 +221,11 @@ const DUE_SQL: &str = "SELECT id FROM jobs INDEXED BY jobs_due
      WHERE status IN ('pending', 'running') AND next_run_at <= ?1 AND deadline > ?1
        AND (lease_until IS NULL OR lease_until <= ?1)
      ORDER BY next_run_at, rowid LIMIT ?2";
-/// Live jobs past their deadline, oldest deadline first.
-const OVERDUE_SQL: &str = concat!(
-    "SELECT ",
-    job_columns!(),
-    " FROM jobs INDEXED BY jobs_deadline
+/// Live jobs past their deadline, oldest deadline first (ids only: each is
+/// then read alone, so one row that does not decode fails alone).
+const OVERDUE_SQL: &str = "SELECT id FROM jobs INDEXED BY jobs_deadline
      WHERE status IN ('pending', 'running') AND deadline <= ?1
-     ORDER BY deadline, rowid LIMIT ?2"
-);
+     ORDER BY deadline, rowid LIMIT ?2";
 /// The earliest next run of a live job.
 const NEXT_RUN_SQL: &str = "SELECT next_run_at FROM jobs INDEXED BY jobs_due
      WHERE status IN ('pending', 'running') ORDER BY next_run_at LIMIT 1";
@@ -307,6 +304,16 @@ const LEASE_SQL: &str = concat!(
         submit_started_at = CASE WHEN status = 'pending'
             THEN coalesce(submit_started_at, ?3) ELSE submit_started_at END
      WHERE id = ?1
+     RETURNING ",
+    job_columns!()
+);
+
+/// Gives back a claimed pending job without a submission (see [`unclaim`]).
+const UNCLAIM_SQL: &str = concat!(
+    "UPDATE jobs SET lease_until = NULL, next_run_at = ?2, updated_at = ?3,
+        submit_attempts = max(submit_attempts - 1, 0),
+        submit_started_at = CASE WHEN submit_attempts <= 1 THEN NULL ELSE submit_started_at END
+     WHERE id = ?1 AND status = 'pending'
      RETURNING ",
     job_columns!()
 );
@@ -475,11 +482,16 @@ pub(crate) fn transition(
         .outputs
         .as_ref()
         .map(|outputs| {
-            assert!(outputs.len() <= OUTPUTS_MAX, "providers cap their outputs");
+            if outputs.len() > OUTPUTS_MAX {
+                return Err(Error::internal(format!(
+                    "{} outputs for job {job_id} (at most {OUTPUTS_MAX})",
+                    outputs.len()
+                )));
+            }
             serde_json::to_string(outputs)
+                .map_err(|err| Error::internal(format!("outputs cannot be encoded: {err}")))
         })
-        .transpose()
-        .map_err(|err| Error::invalid("outputs", err.to_string()))?;
+        .transpose()?;
     let message = change
         .error_message
         .map(|m| m.chars().take(ERROR_MESSAGE_CHARS_MAX).collect::<String>());
@@ -556,15 +568,25 @@ pub(crate) fn reschedule(
     guarded(tx, job_id, changed, status)
 }
 
+/// What a claim found: the jobs leased, and the ids of due jobs whose row
+/// no longer decodes (with why), for the caller to fail one by one.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    pub(crate) jobs: Vec<Job>,
+    pub(crate) undecodable: Vec<(String, Error)>,
+}
+
 /// Leases up to `limit` live jobs that are due and not past their deadline
 /// until `lease_until`; a pending job is marked as possibly submitted
 /// (`submit_started_at`) and its attempt counted before any provider call.
+/// A row that does not decode is leased too (so it is not claimed again at
+/// once) and returned apart; it does not stop the others.
 pub(crate) fn claim_due(
     tx: &Tx<'_>,
     now: UnixMillis,
     lease_until: UnixMillis,
     limit: usize,
-) -> Result<Vec<Job>> {
+) -> Result<Claimed> {
     let ids: Vec<String> = {
         let mut stmt = tx.prepare_cached(DUE_SQL)?;
         let rows = stmt.query_map(params![now, limit.min(CLAIM_BATCH_MAX) as i64], |r| {
@@ -572,19 +594,72 @@ pub(crate) fn claim_due(
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    let mut claimed = Vec::with_capacity(ids.len());
+    let mut claimed = Claimed::default();
     let mut lease = tx.prepare_cached(LEASE_SQL)?;
     for id in ids {
-        claimed.push(lease.query_row(params![id, lease_until, now], from_row)?);
+        match lease.query_row(params![id, lease_until, now], from_row) {
+            Ok(job) => claimed.jobs.push(job),
+            Err(err) => match Error::from(err) {
+                corrupt @ Error::CorruptData { .. } => claimed.undecodable.push((id, corrupt)),
+                other => return Err(other),
+            },
+        }
     }
     Ok(claimed)
 }
 
-/// Live jobs whose deadline has passed, oldest deadline first.
-pub(crate) fn overdue(conn: &Connection, now: UnixMillis) -> Result<Vec<Job>> {
+/// The ids of live jobs whose deadline has passed, oldest deadline first.
+pub(crate) fn overdue(conn: &Connection, now: UnixMillis) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(OVERDUE_SQL)?;
-    let rows = stmt.query_map(params![now, EXPIRE_JOBS_BATCH_MAX as i64], from_row)?;
+    let rows = stmt.query_map(params![now, EXPIRE_JOBS_BATCH_MAX as i64], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Fails a live job whose row no longer decodes, without decoding it:
+/// `failed` with the code `internal`. Returns its hold id (for the caller
+/// to release), or `None` if it was not live (nothing changed then).
+pub(crate) fn fail_undecodable(
+    tx: &Tx<'_>,
+    job_id: &str,
+    message: &str,
+    now: UnixMillis,
+) -> Result<Option<Option<String>>> {
+    let message: String = message.chars().take(ERROR_MESSAGE_CHARS_MAX).collect();
+    Ok(tx
+        .prepare_cached(
+            "UPDATE jobs SET status = 'failed', error_code = 'internal', error_message = ?2,
+                outputs = NULL, lease_until = NULL, updated_at = ?3, finished_at = ?3
+             WHERE id = ?1 AND status IN ('pending', 'running')
+             RETURNING hold_id",
+        )?
+        .query_row(params![job_id, message, now], |row| row.get(0))
+        .optional()?)
+}
+
+/// Holds a live job's lease until `until` without any other change: a job
+/// whose answer could not be recorded waits that long for the next try.
+pub(crate) fn lease_until(tx: &Tx<'_>, job_id: &str, until: UnixMillis) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE jobs SET lease_until = ?2 WHERE id = ?1 AND status IN ('pending', 'running')",
+    )?
+    .execute(params![job_id, until])?;
+    Ok(())
+}
+
+/// Gives back a pending job claimed but not submitted: the lease dropped,
+/// the attempt the claim counted uncounted (so it does not look as if a
+/// submission may have happened), next due at `next_run_at`.
+pub(crate) fn unclaim(
+    tx: &Tx<'_>,
+    job_id: &str,
+    next_run_at: UnixMillis,
+    now: UnixMillis,
+) -> Result<Job> {
+    let changed = tx
+        .prepare_cached(UNCLAIM_SQL)?
+        .query_row(params![job_id, next_run_at, now], from_row)
+        .optional()?;
+    guarded(tx, job_id, changed, JobStatus::Pending)
 }
 
 /// The earliest time a live job needs a worker (its next run or its

@@ -51,7 +51,7 @@ pub use accounts::{Account, NewAccount};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use error::{Error, Result};
 pub use gate::generate::Submitted;
-pub use gate::work::WorkReport;
+pub use gate::work::{JobFault, WorkReport, WorkerHealth, FAILING_STEPS_UNHEALTHY};
 pub use gate::{Gate, GateSettings};
 pub use identity::{
     verify_signed_request, AccessGrant, Agent, AgentRegistration, ApiKeyInfo, CreatedAgentKey,

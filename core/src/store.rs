@@ -160,19 +160,42 @@ impl Tx<'_> {
     /// returns `Ok` and undone if it returns `Err`, while the enclosing
     /// operation's other changes stay. For operations that apply many
     /// independent items in one transaction (the worker's answers).
+    ///
+    /// If SQLite rolled the whole transaction back by itself (it may on a
+    /// full disk or an I/O error), `op`'s error is returned as it is and
+    /// [`Tx::is_open`] turns false: the caller must then fail too, since
+    /// any further statement would run outside the batch.
     pub fn nested<T>(&self, op: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        if !self.is_open() {
+            return Err(transaction_lost());
+        }
         run_cached(self.conn, "SAVEPOINT nested_item")?;
         match op(self) {
             Ok(value) => {
                 run_cached(self.conn, "RELEASE nested_item")?;
                 Ok(value)
             }
+            Err(err) if !self.is_open() => Err(err),
             Err(err) => {
                 run_cached(self.conn, "ROLLBACK TO nested_item")?;
                 run_cached(self.conn, "RELEASE nested_item")?;
                 Err(err)
             }
         }
+    }
+
+    /// Whether the batch's transaction is still open. SQLite may roll it
+    /// back by itself after some errors (a full disk, an I/O error); an
+    /// operation that goes on after an error must check this first.
+    pub fn is_open(&self) -> bool {
+        !self.conn.is_autocommit()
+    }
+}
+
+/// The error of an operation whose transaction SQLite rolled back.
+fn transaction_lost() -> Error {
+    Error::CommitFailed {
+        message: "SQLite rolled the transaction back".to_owned(),
     }
 }
 
@@ -192,13 +215,48 @@ fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// How a job's result reaches its caller, once the batch's fate is known:
-/// called with `Some(reason)` if the batch did not commit.
-type Completion = Box<dyn FnOnce(Option<&str>) + Send>;
+/// Why a batch did not commit.
+#[derive(Debug, Clone)]
+struct BatchFailure {
+    /// SQLite's reason.
+    message: String,
+    /// The disk (or the page limit) was full: callers get
+    /// [`Error::StorageFull`], not a generic failure.
+    storage_full: bool,
+}
 
-/// Runs an operation; says whether to keep its changes and how to deliver
-/// its result.
-type RunOp = Box<dyn FnOnce(&Tx<'_>) -> (bool, Completion) + Send>;
+impl BatchFailure {
+    fn of(err: &rusqlite::Error) -> BatchFailure {
+        BatchFailure {
+            message: err.to_string(),
+            storage_full: crate::error::is_disk_full(err),
+        }
+    }
+
+    /// What a caller whose operation did not commit is told.
+    fn error(&self) -> Error {
+        if self.storage_full {
+            Error::StorageFull {
+                detail: self.message.clone(),
+            }
+        } else {
+            Error::CommitFailed {
+                message: self.message.clone(),
+            }
+        }
+    }
+}
+
+/// How a job's result reaches its caller, once the batch's fate is known:
+/// called with `Some(failure)` if the batch did not commit.
+type Completion = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
+
+/// What running an operation said: whether to keep its changes, whether it
+/// failed on a full disk, and how to deliver its result.
+type Ran = (bool, bool, Completion);
+
+/// Runs an operation.
+type RunOp = Box<dyn FnOnce(&Tx<'_>) -> Ran + Send>;
 
 /// One queued write operation.
 struct Job {
@@ -298,10 +356,10 @@ impl Store {
         let mode: String =
             writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(Error::invalid(
-                "db",
-                format!("could not enable WAL journal mode (got {mode})"),
-            ));
+            return Err(Error::internal(format!(
+                "could not enable WAL journal mode on {} (got {mode})",
+                options.path.display()
+            )));
         }
         migrate(&mut writer)?;
 
@@ -351,23 +409,27 @@ impl Store {
             run: Box::new(move |tx: &Tx<'_>| {
                 let outcome = catch_unwind(AssertUnwindSafe(|| op(tx)));
                 let keep = matches!(outcome, Ok(Ok(_)));
-                let completion: Completion = Box::new(move |batch_failure: Option<&str>| {
-                    let delivered = match (outcome, batch_failure) {
-                        (Ok(Ok(_)), Some(message)) => Ok(Err(Error::CommitFailed {
-                            message: message.to_owned(),
-                        })),
-                        (Ok(result), _) => Ok(result),
-                        (Err(panic), _) => Err(panic),
-                    };
-                    // The caller may have gone away; nothing to do then.
-                    let _ = deliver.send(Message::Done(delivered));
-                });
-                (keep, completion)
+                let full = matches!(outcome, Ok(Err(Error::StorageFull { .. })));
+                let completion: Completion =
+                    Box::new(move |batch_failure: Option<&BatchFailure>| {
+                        let delivered = match (outcome, batch_failure) {
+                            (Ok(Ok(_)), Some(failure)) => Ok(Err(failure.error())),
+                            (Ok(result), _) => Ok(result),
+                            (Err(panic), _) => Err(panic),
+                        };
+                        // The caller may have gone away; nothing to do then.
+                        let _ = deliver.send(Message::Done(delivered));
+                    });
+                (keep, full, completion)
             }),
-            abort: Box::new(move |batch_failure: Option<&str>| {
-                let _ = abort_deliver.send(Message::Done(Ok(Err(Error::CommitFailed {
-                    message: batch_failure.unwrap_or("the batch failed").to_owned(),
-                }))));
+            abort: Box::new(move |batch_failure: Option<&BatchFailure>| {
+                let error = batch_failure.map_or_else(
+                    || Error::CommitFailed {
+                        message: "the batch failed".to_owned(),
+                    },
+                    BatchFailure::error,
+                );
+                let _ = abort_deliver.send(Message::Done(Ok(Err(error))));
             }),
             promote: Box::new(move || {
                 let _ = promote_deliver.send(Message::Lead);
@@ -469,12 +531,18 @@ impl Store {
 }
 
 /// Runs one batch in one transaction and delivers every result after the
-/// commit (or its failure).
+/// commit (or its failure). A failed batch leaves the connection out of any
+/// transaction, so the next batch starts clean (a full disk does not break
+/// the writer for good).
 fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
     let mut ran: Vec<Completion> = Vec::with_capacity(batch.len());
     let mut jobs = batch.into_iter();
+    if !conn.is_autocommit() {
+        // A transaction left open by an earlier failure: drop it.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     let failure = match run_cached(conn, "BEGIN IMMEDIATE") {
-        Err(err) => Some(err.to_string()),
+        Err(err) => Some(BatchFailure::of(&err)),
         Ok(()) => {
             let mut failure = None;
             for job in jobs.by_ref() {
@@ -488,38 +556,49 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
                 }
             }
             let settled = match failure {
-                Some(message) => Err(message),
-                None => run_cached(conn, "COMMIT").map_err(|err| err.to_string()),
+                Some(failure) => Err(failure),
+                None => run_cached(conn, "COMMIT").map_err(|err| BatchFailure::of(&err)),
             };
             match settled {
                 Ok(()) => None,
-                Err(message) => {
+                Err(failure) => {
                     // Roll the whole batch back; if even that fails, the
-                    // connection's autocommit state tells the next batch.
+                    // next batch rolls back first.
                     if !conn.is_autocommit() {
                         let _ = conn.execute_batch("ROLLBACK");
                     }
-                    Some(message)
+                    Some(failure)
                 }
             }
         }
     };
     for completion in ran {
-        completion(failure.as_deref());
+        completion(failure.as_ref());
     }
     for job in jobs {
-        (job.abort)(failure.as_deref());
+        (job.abort)(failure.as_ref());
     }
 }
 
 /// Runs one job under its own savepoint: kept if it succeeded, rolled back
-/// if it failed. Fails (and so fails the batch) only if SQLite cannot
-/// settle the savepoint.
-fn run_one(conn: &Connection, job: Job) -> std::result::Result<Completion, (String, Completion)> {
-    if let Err(err) = run_cached(conn, "SAVEPOINT batch_op") {
-        return Err((err.to_string(), job.abort));
+/// if it failed. Fails (and so fails the batch) if SQLite cannot settle the
+/// savepoint, or rolled the batch's transaction back by itself (then no
+/// later operation may run: it would run outside the batch).
+fn run_one(
+    conn: &Connection,
+    job: Job,
+) -> std::result::Result<Completion, (BatchFailure, Completion)> {
+    if conn.is_autocommit() {
+        let lost = BatchFailure {
+            message: "SQLite rolled the transaction back".to_owned(),
+            storage_full: false,
+        };
+        return Err((lost, job.abort));
     }
-    let (keep, completion) = (job.run)(&Tx { conn });
+    if let Err(err) = run_cached(conn, "SAVEPOINT batch_op") {
+        return Err((BatchFailure::of(&err), job.abort));
+    }
+    let (keep, full, completion) = (job.run)(&Tx { conn });
     let settled = if keep {
         run_cached(conn, "RELEASE batch_op")
     } else {
@@ -527,7 +606,12 @@ fn run_one(conn: &Connection, job: Job) -> std::result::Result<Completion, (Stri
     };
     match settled {
         Ok(()) => Ok(completion),
-        Err(err) => Err((err.to_string(), completion)),
+        Err(err) => {
+            let mut failure = BatchFailure::of(&err);
+            // The operation's own full disk is why its savepoint is gone.
+            failure.storage_full |= full;
+            Err((failure, completion))
+        }
     }
 }
 
@@ -648,6 +732,15 @@ mod tests {
             )
             .expect("count tables");
         assert_eq!(tables, 0, "nothing was created in the newer database");
+    }
+
+    #[test]
+    fn a_database_that_cannot_use_wal_is_a_server_fault_not_invalid_request() {
+        // An in-memory database has no WAL: SQLite answers "memory".
+        let err = Store::open(&StoreOptions::new(":memory:")).expect_err("no WAL");
+        assert_eq!(err.code(), "internal", "{err}");
+        assert!(err.is_server_fault());
+        assert!(err.to_string().contains("WAL"), "{err}");
     }
 
     #[test]

@@ -63,14 +63,26 @@ Pin prices with "price_version"; the charge never changes after the fact.
 
 Every /v1 answer is {{"code", "message", "data"}}. code is 0 on success and
 the HTTP status on error; data.error is the machine code:
-400 invalid_request (data.field), unknown_model (data.close_matches),
-invalid_option (data.allowed), unknown_price_version (data.active_price_version);
+400 invalid_request (data.field), invalid_amount, unknown_model (data.close_matches),
+invalid_option (data.allowed), unknown_price_version (data.active_price_version),
+invalid_catalog (data.path), capture_exceeds_hold, refund_exceeds_charge,
+wrong_transfer_kind, registration_expired;
 401 unauthorized, token_expired, invalid_signature, stale_timestamp, nonce_reused,
-identity_refused (data.reason);
+refresh_token_reused, identity_refused (data.reason);
 402 insufficient_credits (data.required, data.available, data.suggestion);
-403 forbidden (data.scope), agent_not_bound; 404 not_found; 409 idempotency_conflict;
-413 payload_too_large; 429 rate_limited (data.retry_after seconds, and a
-Retry-After header); 502 upstream_unavailable (retry later).
+403 forbidden (data.scope), agent_not_bound (data.agent_id);
+404 not_found; 405 method_not_allowed; 408 request_timeout;
+409 idempotency_conflict, invalid_transition, exists_with_different_fields (data.field),
+hold_already_resolved, hold_expired, price_version_conflict, agent_already_bound,
+balance_limit;
+413 payload_too_large (data.limit_bytes);
+429 rate_limited (data.retry_after seconds, and a Retry-After header);
+500 internal, storage_error, schema_too_new (the server's fault; retry later);
+502 upstream_unavailable (retry later);
+503 no_price_catalog, provider_unavailable, storage_unavailable,
+workers_failing (retry later);
+507 insufficient_storage (the server's disk is full: nothing of the request
+was kept, work already accepted is safe; retry later).
 Credits are exact decimal numbers (0.0165).
 
 ## Sign in with Moltbook
@@ -125,6 +137,8 @@ one endpoint from being replayed at another.
 mod tests {
     use super::*;
     use crate::http::router::ROUTES;
+    use crate::http::status::status_for;
+    use creditgate::error::{ErrorCode, ERROR_CODES};
 
     #[test]
     fn the_document_and_the_router_agree_exactly() {
@@ -154,5 +168,58 @@ mod tests {
         }
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["servers"][0]["url"], "http://example.test");
+    }
+
+    /// The status each code is listed under in `text`: a code belongs to
+    /// the last three-digit status before it.
+    fn documented_statuses(text: &str) -> Vec<(String, u16)> {
+        let mut status = 0;
+        let mut found = Vec::new();
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if let Ok(number) = word.parse::<u16>() {
+                if (400..600).contains(&number) {
+                    status = number;
+                }
+            } else if ErrorCode::ALL.iter().any(|code| code.as_str() == word) {
+                found.push((word.to_owned(), status));
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_error_code_is_documented_with_its_status_in_llms_txt_and_openapi() {
+        let text = llms_txt("http://example.test", None);
+        let answers = text
+            .split("## Answers")
+            .nth(1)
+            .and_then(|rest| rest.split("Credits are exact").next())
+            .expect("an Answers section");
+        let doc = openapi("http://example.test");
+        let error = &doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["data"]
+            ["properties"]["error"];
+        let description = error["description"].as_str().expect("description");
+        for listing in [answers, description] {
+            let documented = documented_statuses(listing);
+            for code in ErrorCode::ALL {
+                let statuses: Vec<u16> = documented
+                    .iter()
+                    .filter(|(name, _)| name == code.as_str())
+                    .map(|(_, status)| *status)
+                    .collect();
+                assert_eq!(
+                    statuses,
+                    [status_for(*code)],
+                    "{code} is listed once, under its status: {listing}"
+                );
+            }
+        }
+        let listed: Vec<&str> = error["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(listed, ERROR_CODES, "the OpenAPI enum is the list of codes");
     }
 }

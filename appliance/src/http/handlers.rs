@@ -439,8 +439,10 @@ pub fn llms(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Ha
     ))
 }
 
-/// `GET /healthz`: the database answers.
+/// `GET /healthz`: the database answers and the job workers are not
+/// failing (else 503 `workers_failing` with the reason).
 pub fn health(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+    state.gate.worker_health().check()?;
     let version = state.gate.active_price_version()?;
     Ok(ok(json!({ "status": "ok", "price_version": version })))
 }
@@ -546,6 +548,109 @@ mod tests {
             (status, wrong["data"]["field"].as_str()),
             (400, Some("identity_token"))
         );
+    }
+
+    /// A gate with the shipped catalog and an account with a key for
+    /// images, behind a state the socket-free `handle` serves.
+    fn served() -> (tempfile::TempDir, State, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Gate::open(
+            &StoreOptions::new(dir.path().join("s.db")),
+            Arc::new(ManualClock::new(1_790_000_000_000)),
+        )
+        .expect("open");
+        gate.import_catalog(crate::serve::SHIPPED_CATALOG)
+            .expect("catalog");
+        let account = gate
+            .create_account(&NewAccount::named("agent"))
+            .expect("account")
+            .id;
+        gate.grant("seed", &account, 100_000.into(), "")
+            .expect("grant");
+        let (_, key) = gate
+            .create_api_key(&account, "k", &["image".to_owned()], None)
+            .expect("key");
+        let state = State {
+            gate: Arc::new(gate),
+            public_base_url: "http://127.0.0.1:8080".into(),
+        };
+        (dir, state, key)
+    }
+
+    fn call(state: &State, method: &str, path: &str, key: &str, body: &str) -> (u16, Value) {
+        let request = Request {
+            method: method.into(),
+            path: path.into(),
+            headers: vec![("authorization".into(), format!("Bearer {key}"))],
+            body: body.as_bytes().to_vec(),
+            request_id: "req-test".into(),
+            ..Request::default()
+        };
+        let response = super::super::handle(state, &request);
+        let value = serde_json::from_slice(&response.body).expect("json");
+        (response.status, value)
+    }
+
+    #[test]
+    fn a_full_disk_answers_507_insufficient_storage_and_submits_succeed_when_space_returns() {
+        let (_dir, state, key) = served();
+        let store = state.gate.store();
+        store
+            .write(|tx| {
+                let pages: i64 = tx.pragma_query_value(None, "page_count", |r| r.get(0))?;
+                Ok(tx.pragma_update(None, "max_page_count", pages)?)
+            })
+            .expect("fill the disk");
+        let body = |i: usize| {
+            json!({"request_id": format!("r{i}"), "model": "z-image", "prompt": "x".repeat(2_000)})
+                .to_string()
+        };
+        let mut refused = None;
+        for i in 0..500 {
+            let (status, answer) = call(&state, "POST", "/v1/generate", &key, &body(i));
+            if status != 200 {
+                refused = Some((i, status, answer));
+                break;
+            }
+        }
+        let (at, status, answer) = refused.expect("the disk fills up");
+        assert_eq!(status, 507, "{answer}");
+        assert_eq!(answer["code"], 507);
+        assert_eq!(answer["data"]["error"], "insufficient_storage");
+
+        store
+            .write(|tx| Ok(tx.pragma_update(None, "max_page_count", 1_073_741_823)?))
+            .expect("space returns");
+        let (status, answer) = call(&state, "POST", "/v1/generate", &key, &body(at));
+        assert_eq!(status, 200, "the server recovered by itself: {answer}");
+        assert!(state.gate.verify_ledger().expect("verify").is_ok());
+    }
+
+    #[test]
+    fn healthz_says_why_while_the_workers_keep_failing() {
+        let (_dir, state, _) = served();
+        assert_eq!(call(&state, "GET", "/healthz", "", "").0, 200);
+        state
+            .gate
+            .store()
+            .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
+            .expect("break the worker's query");
+        for _ in 0..creditgate::FAILING_STEPS_UNHEALTHY {
+            assert!(state.gate.run_due_work(8).is_err());
+        }
+        let (status, answer) = call(&state, "GET", "/healthz", "", "");
+        assert_eq!(status, 503, "{answer}");
+        assert_eq!(answer["data"]["error"], "workers_failing");
+        assert!(
+            answer["data"]["reason"]
+                .as_str()
+                .is_some_and(|why| why.contains("jobs_due")),
+            "{answer}"
+        );
+        assert!(answer["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("jobs_due"));
     }
 
     #[test]

@@ -1,53 +1,71 @@
-//! The one table from core error codes to HTTP statuses, and the v1
-//! envelope: `{code, message, data}` with `code` 0 on success and the HTTP
-//! status on error, `data.error` the machine code (CONTRACTS.md §6).
+//! The one table from core errors to HTTP statuses, and the v1 envelope:
+//! `{code, message, data}` with `code` 0 on success and the HTTP status on
+//! error, `data.error` the machine code (CONTRACTS.md §6). A status derives
+//! from the error's kind (the core's one table of codes and kinds), with a
+//! few exact overrides by code; whether to log an error derives from the
+//! same kind, so the two cannot disagree.
 
+use creditgate::error::{ErrorCode, ErrorKind};
 use creditgate::Error;
 use serde_json::{json, Value};
 
 use super::Response;
 
-/// The HTTP status of a core error code. Every code in
-/// `creditgate::error::ERROR_CODES` has a row (a test checks it).
-pub fn status_for(code: &str) -> u16 {
+/// The HTTP status of a kind of error. Exhaustive: a new kind does not
+/// compile until it has a status here.
+pub fn status_of_kind(kind: ErrorKind) -> u16 {
+    match kind {
+        ErrorKind::Invalid => 400,
+        ErrorKind::Unauthorized => 401,
+        ErrorKind::Forbidden => 403,
+        ErrorKind::NotFound => 404,
+        ErrorKind::Conflict => 409,
+        ErrorKind::Limited => 429,
+        ErrorKind::Internal => 500,
+        ErrorKind::Upstream => 502,
+        ErrorKind::Unavailable => 503,
+        ErrorKind::StorageFull => 507,
+    }
+}
+
+/// The HTTP status of a core error code: its kind's status, or one of a
+/// few exact overrides (a limit with a status of its own, a method).
+pub fn status_for(code: ErrorCode) -> u16 {
     match code {
-        "invalid_request"
-        | "invalid_amount"
-        | "unknown_model"
-        | "invalid_option"
-        | "unknown_price_version"
-        | "invalid_catalog"
-        | "capture_exceeds_hold"
-        | "refund_exceeds_charge"
-        | "wrong_transfer_kind"
-        | "registration_expired" => 400,
-        "unauthorized"
-        | "invalid_signature"
-        | "stale_timestamp"
-        | "nonce_reused"
-        | "token_expired"
-        | "refresh_token_reused"
-        | "identity_refused" => 401,
-        "insufficient_credits" => 402,
-        // An unbound agent is known but may not act for any account yet.
-        "forbidden" | "agent_not_bound" => 403,
-        "not_found" => 404,
-        "method_not_allowed" => 405,
-        "request_timeout" => 408,
-        "idempotency_conflict"
-        | "exists_with_different_fields"
-        | "invalid_transition"
-        | "price_version_conflict"
-        | "hold_already_resolved"
-        | "hold_expired"
-        | "agent_already_bound"
-        | "balance_limit" => 409,
-        "payload_too_large" => 413,
-        "rate_limited" => 429,
-        "no_price_catalog" | "provider_unavailable" | "storage_unavailable" => 503,
-        "bad_gateway" | "upstream_unavailable" => 502,
-        // "storage_error", "schema_too_new", "internal" and anything new.
-        _ => 500,
+        ErrorCode::InsufficientCredits => 402,
+        ErrorCode::MethodNotAllowed => 405,
+        ErrorCode::RequestTimeout => 408,
+        ErrorCode::PayloadTooLarge => 413,
+        other => status_of_kind(other.kind()),
+    }
+}
+
+/// What the caller is told of an error: the error itself, except that a
+/// server fault does not leak internals.
+fn public_message(err: &Error) -> String {
+    match err.kind() {
+        ErrorKind::Upstream => match err {
+            Error::UpstreamUnavailable { upstream, .. } => {
+                format!("{upstream} could not be reached or answered unusably; retry later")
+            }
+            _ => "an upstream service failed; retry later".to_owned(),
+        },
+        ErrorKind::Unavailable => match err {
+            Error::NoPriceCatalog
+            | Error::ProviderUnavailable { .. }
+            | Error::WorkersFailing { .. } => err.to_string(),
+            _ => "the service is unavailable for a moment; retry later".to_owned(),
+        },
+        ErrorKind::StorageFull => "the server's storage is full, so nothing of this request \
+             was kept; work already acknowledged is safe. Retry later"
+            .to_owned(),
+        ErrorKind::Internal => "internal error; the operator's log has the details".to_owned(),
+        ErrorKind::Invalid
+        | ErrorKind::Unauthorized
+        | ErrorKind::Forbidden
+        | ErrorKind::NotFound
+        | ErrorKind::Conflict
+        | ErrorKind::Limited => err.to_string(),
     }
 }
 
@@ -67,27 +85,14 @@ pub fn error(err: &Error) -> Response {
 /// such as the registration code of an unbound Moltbook agent).
 /// [`error`] with extra `data` members (e.g. a registration code).
 pub fn error_with(err: &Error, extra: Value) -> Response {
-    let code = err.code();
-    let status = status_for(code);
+    let status = status_for(err.error_code());
     let mut data = crate::render::error_data(err);
     if let Value::Object(extra) = extra {
         for (key, value) in extra {
             data[key] = value;
         }
     }
-    // Server faults do not leak internals to the caller.
-    let message = if let Error::UpstreamUnavailable { upstream, .. } = err {
-        format!("{upstream} could not be reached or answered unusably; retry later")
-    } else if status >= 500
-        && !matches!(
-            err,
-            Error::NoPriceCatalog | Error::ProviderUnavailable { .. }
-        )
-    {
-        "internal error; the operator's log has the details".to_owned()
-    } else {
-        err.to_string()
-    };
+    let message = public_message(err);
     let mut response = Response::json(
         status,
         &json!({ "code": status, "message": message, "data": data }),
@@ -116,16 +121,94 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_core_code_has_a_deliberate_status() {
-        let server_faults = ["storage_error", "schema_too_new", "internal"];
-        for code in creditgate::error::ERROR_CODES {
-            let status = status_for(code);
-            if server_faults.contains(code) {
-                assert_eq!(status, 500, "{code}");
-            } else {
-                assert_ne!(status, 500, "{code} falls through to 500");
-            }
+    fn every_code_keeps_its_status_and_a_server_fault_is_exactly_a_5xx() {
+        let expected: &[(&str, u16)] = &[
+            ("invalid_request", 400),
+            ("invalid_amount", 400),
+            ("not_found", 404),
+            ("insufficient_credits", 402),
+            ("idempotency_conflict", 409),
+            ("invalid_transition", 409),
+            ("provider_unavailable", 503),
+            ("exists_with_different_fields", 409),
+            ("hold_already_resolved", 409),
+            ("hold_expired", 409),
+            ("capture_exceeds_hold", 400),
+            ("refund_exceeds_charge", 400),
+            ("wrong_transfer_kind", 400),
+            ("unknown_model", 400),
+            ("invalid_option", 400),
+            ("internal", 500),
+            ("invalid_catalog", 400),
+            ("unknown_price_version", 400),
+            ("price_version_conflict", 409),
+            ("no_price_catalog", 503),
+            ("balance_limit", 409),
+            ("schema_too_new", 500),
+            ("unauthorized", 401),
+            ("token_expired", 401),
+            ("forbidden", 403),
+            ("invalid_signature", 401),
+            ("stale_timestamp", 401),
+            ("nonce_reused", 401),
+            ("refresh_token_reused", 401),
+            ("registration_expired", 400),
+            ("agent_not_bound", 403),
+            ("agent_already_bound", 409),
+            ("identity_refused", 401),
+            ("upstream_unavailable", 502),
+            ("payload_too_large", 413),
+            ("rate_limited", 429),
+            ("request_timeout", 408),
+            ("method_not_allowed", 405),
+            ("storage_error", 500),
+            ("storage_unavailable", 503),
+            ("insufficient_storage", 507),
+            ("workers_failing", 503),
+        ];
+        assert_eq!(ErrorCode::ALL.len(), expected.len(), "a code without a row");
+        for code in ErrorCode::ALL {
+            let row = expected.iter().find(|(name, _)| *name == code.as_str());
+            let status = status_for(*code);
+            assert_eq!(Some(status), row.map(|r| r.1), "{code}");
+            // One table: what is logged as the server's fault is what
+            // answers 5xx, and nothing else.
+            assert_eq!(code.kind().is_server_fault(), status >= 500, "{code}");
         }
+    }
+
+    #[test]
+    fn server_faults_are_500s_not_the_callers_invalid_request() {
+        for err in [
+            Error::CorruptData {
+                detail: "stored request of job_1 does not decode".into(),
+            },
+            Error::Internal {
+                detail: "could not enable WAL journal mode".into(),
+            },
+        ] {
+            let response = error(&err);
+            assert_eq!(response.status, 500, "{err}");
+            let body: Value = serde_json::from_slice(&response.body).expect("json");
+            assert_eq!(body["data"]["error"], "internal");
+            assert!(!body["message"].as_str().unwrap_or("").contains("job_1"));
+            assert!(err.is_server_fault());
+        }
+        // A 503 is a server fault (logged) like every other 5xx; before,
+        // the status table and the fault list disagreed on it.
+        assert_eq!(error(&Error::NoPriceCatalog).status, 503);
+        assert!(Error::NoPriceCatalog.is_server_fault());
+    }
+
+    #[test]
+    fn a_full_disk_is_507_insufficient_storage_not_a_generic_500() {
+        let response = error(&Error::StorageFull {
+            detail: "database or disk is full".into(),
+        });
+        assert_eq!(response.status, 507);
+        let body: Value = serde_json::from_slice(&response.body).expect("json");
+        assert_eq!(body["code"], 507);
+        assert_eq!(body["data"]["error"], "insufficient_storage");
     }
 
     #[test]

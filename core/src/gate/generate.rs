@@ -69,7 +69,7 @@ impl Gate {
             .ok_or_else(|| Error::invalid("request_id", "is required"))?;
         let fingerprint = request.fingerprint();
         let request_json = serde_json::to_string(&request)
-            .map_err(|err| Error::invalid("body", err.to_string()))?;
+            .map_err(|err| Error::internal(format!("a request cannot be encoded: {err}")))?;
         // Pricing reads immutable catalogs, so it is done before the write;
         // its error is raised inside, after the idempotency check, so that a
         // replay still answers even if its model has since gone.
@@ -133,8 +133,9 @@ impl Gate {
                 model: prepared.estimate.model.clone(),
                 price_version: prepared.estimate.price_version.clone(),
                 estimate_micros: micros,
-                estimate: serde_json::to_string(&prepared.estimate)
-                    .map_err(|err| Error::invalid("estimate", err.to_string()))?,
+                estimate: serde_json::to_string(&prepared.estimate).map_err(|err| {
+                    Error::internal(format!("an estimate cannot be encoded: {err}"))
+                })?,
                 hold_id,
                 usage_event_id: sortable_id("use_", now),
                 provider: prepared.provider,
@@ -154,9 +155,12 @@ impl Gate {
     fn prepare(&self, request: &GenerateRequest) -> Result<Prepared> {
         let catalog = self.catalog(request.price_version.as_deref())?;
         let estimate = pricing::estimate(&catalog, &request.estimate_request())?;
-        let spec = catalog
-            .model(&estimate.model)
-            .ok_or_else(|| Error::invalid("model", "vanished from its catalog"))?;
+        let spec = catalog.model(&estimate.model).ok_or_else(|| {
+            Error::internal(format!(
+                "model {} was priced but is missing from its catalog",
+                estimate.model
+            ))
+        })?;
         let needs_prompt = spec.category.starts_with("text-to") || spec.product == "chat";
         if needs_prompt
             && request
@@ -210,19 +214,28 @@ impl Gate {
     }
 
     /// Cancels an account's live job and releases its hold, in one
-    /// transaction; then asks the provider to stop (best effort). A finished
-    /// job is [`Error::InvalidTransition`]; another account's is `not_found`.
+    /// transaction; then asks the provider to stop (best effort). The job's
+    /// status is read inside that transaction, so a job that started
+    /// running meanwhile is still canceled. Canceling a canceled job again
+    /// answers it as it is; another finished job is
+    /// [`Error::InvalidTransition`]; another account's is `not_found`.
     pub fn cancel(&self, account_id: &str, request_or_task_id: &str) -> Result<Job> {
-        let job = self.job_for(account_id, request_or_task_id)?;
+        // Ids and ownership never change: resolving them outside is safe.
+        let job_id = self.job_for(account_id, request_or_task_id)?.id;
         let now = self.clock.now();
-        let (job_id, from) = (job.id.clone(), job.status);
-        let canceled = self.store.write(move |tx| {
+        let (canceled, from) = self.store.write(move |tx| {
+            let current = jobs::get(tx, &job_id)?;
+            let from = current.status;
+            if from == JobStatus::Canceled {
+                return Ok((current, from));
+            }
             let change = Change {
                 error_code: Some("canceled".into()),
                 error_message: Some("canceled by its owner".into()),
                 ..Change::default()
             };
-            finish_unpaid(tx, &job_id, from, JobStatus::Canceled, change, now)
+            let canceled = finish_unpaid(tx, &job_id, from, JobStatus::Canceled, change, now)?;
+            Ok((canceled, from))
         })?;
         if from == JobStatus::Running {
             self.cancel_at_provider(&canceled);
@@ -254,7 +267,7 @@ pub(crate) fn finish_unpaid(
 
 /// Releases a job's hold with the deterministic id `release:<job>`. A hold
 /// the ledger already expired (its backstop sweep) is already released.
-fn release_hold(
+pub(crate) fn release_hold(
     tx: &Tx<'_>,
     job_id: &str,
     hold_id: &str,

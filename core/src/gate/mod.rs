@@ -89,6 +89,10 @@ pub struct Gate {
     /// External identity providers whose exchange is on, at most one per
     /// provider name; none by default.
     identity_providers: Vec<IdentityProvider>,
+    /// Submission answers the worker could not record yet.
+    unrecorded: work::Unrecorded,
+    /// How the worker steps have been going.
+    step_health: work::StepHealth,
 }
 
 /// An external identity provider configured on a gate: how its tokens are
@@ -110,6 +114,8 @@ impl Gate {
             settings: GateSettings::default(),
             limiter: RateLimiter::new(GateSettings::default().rate_limit),
             identity_providers: Vec::new(),
+            unrecorded: work::Unrecorded::default(),
+            step_health: work::StepHealth::default(),
         })
     }
 

@@ -19,6 +19,7 @@ use super::catalog::{
     RuleEffect, Unit, MODEL_ID_CHARS_MAX,
 };
 use super::round_credits;
+use crate::error::ErrorCode;
 use crate::money::to_micros;
 
 /// Most close matches an `UnknownModel` error suggests.
@@ -245,14 +246,14 @@ impl EstimateError {
     /// The machine code for `data.error`: `unknown_model`, `invalid_option`,
     /// `invalid_request` (see [`EstimateError::field`]) or, for a server
     /// fault, `internal`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            EstimateError::UnknownModel { .. } => "unknown_model",
-            EstimateError::InvalidOption { .. } => "invalid_option",
+            EstimateError::UnknownModel { .. } => ErrorCode::UnknownModel,
+            EstimateError::InvalidOption { .. } => ErrorCode::InvalidOption,
             EstimateError::ProductMismatch { .. }
             | EstimateError::InvalidInputImages { .. }
-            | EstimateError::PriceOutOfRange { .. } => "invalid_request",
-            EstimateError::InconsistentCatalog { .. } => "internal",
+            | EstimateError::PriceOutOfRange { .. } => ErrorCode::InvalidRequest,
+            EstimateError::InconsistentCatalog { .. } => ErrorCode::Internal,
         }
     }
 
@@ -904,7 +905,7 @@ mod tests {
         );
         let error = check_err("song", r#"{"resolution": "1080p"}"#, 0);
         assert_eq!(
-            (error.code(), error.field()),
+            (error.code().as_str(), error.field()),
             ("invalid_option", Some("units"))
         );
         assert_eq!(
@@ -931,7 +932,7 @@ mod tests {
             }
         );
         assert_eq!(
-            (error.code(), error.field()),
+            (error.code().as_str(), error.field()),
             ("invalid_request", Some("input_image_urls"))
         );
         assert!(matches!(
@@ -1000,7 +1001,7 @@ mod tests {
             "unknown model `sora2`; did you mean sora-2?"
         );
         assert_eq!(
-            (error.code(), error.field()),
+            (error.code().as_str(), error.field()),
             ("unknown_model", Some("model"))
         );
     }
@@ -1047,7 +1048,7 @@ mod tests {
             });
         }
         let error = estimate(&broken, &request("per-second", "{}", 0)).expect_err("no duration");
-        assert_eq!(error.code(), "internal");
+        assert_eq!(error.code().as_str(), "internal");
         assert!(matches!(error, EstimateError::InconsistentCatalog { .. }));
         let listed = listing(&broken);
         assert_eq!(listed.models[2].default_credits, None);

@@ -47,7 +47,7 @@ pub struct ImportOutcome {
 /// The stored form of a catalog and its digest.
 pub(crate) fn canonical(catalog: &Catalog) -> Result<(String, String)> {
     let json = serde_json::to_string(catalog)
-        .map_err(|err| Error::invalid("catalog", format!("cannot serialise: {err}")))?;
+        .map_err(|err| Error::internal(format!("a catalog cannot be serialised: {err}")))?;
     let digest = hex::encode(Sha256::digest(json.as_bytes()));
     Ok((json, digest))
 }
@@ -183,12 +183,11 @@ pub fn load(conn: &Connection, version: &str) -> Result<Catalog> {
             id: version.to_owned(),
         })?;
     // Stored catalogs were validated on import; failing here means the row
-    // was changed behind our back.
+    // was changed behind our back: a server fault, not the caller's.
     parse_catalog(&json).map_err(|err| {
-        Error::invalid(
-            "price_version",
-            format!("stored catalog {version} no longer validates: {err}"),
-        )
+        Error::corrupt(format!(
+            "stored catalog {version} no longer validates: {err}"
+        ))
     })
 }
 

@@ -17,6 +17,31 @@ use crate::pricing::ResolvedUnits;
 
 /// Outputs a provider may return for one job, at most.
 pub const PROVIDER_OUTPUTS_MAX: usize = crate::jobs::OUTPUTS_MAX;
+/// The longest task id a provider may return, in characters.
+pub const PROVIDER_TASK_ID_CHARS_MAX: usize = 256;
+/// The longest output URL a provider may return, in characters.
+pub const OUTPUT_URL_CHARS_MAX: usize = 2_048;
+/// The longest output media type a provider may return, in characters.
+pub const OUTPUT_MIME_CHARS_MAX: usize = 128;
+/// The longest machine code of a provider's failure, in characters.
+pub const FAILURE_CODE_CHARS_MAX: usize = 64;
+
+/// A provider's answer is input like any other: checks that a task id is
+/// non-empty and within [`PROVIDER_TASK_ID_CHARS_MAX`]. The error says what
+/// is wrong (for the job's error message), never the value itself.
+pub fn check_task_id(task_id: &str) -> Result<(), String> {
+    if task_id.trim().is_empty() {
+        return Err("the provider answered an empty task id".to_owned());
+    }
+    let chars = task_id.chars().count();
+    if chars > PROVIDER_TASK_ID_CHARS_MAX {
+        return Err(format!(
+            "the provider answered a task id of {chars} characters \
+             (at most {PROVIDER_TASK_ID_CHARS_MAX})"
+        ));
+    }
+    Ok(())
+}
 
 /// What a provider is told about a job.
 #[derive(Debug, Clone)]
@@ -60,6 +85,37 @@ pub struct Completion {
     pub outputs: Vec<Output>,
     /// The seed used, where known.
     pub seed: Option<i64>,
+}
+
+impl Completion {
+    /// Checks a provider's result before it is recorded: at least one and
+    /// at most [`PROVIDER_OUTPUTS_MAX`] outputs, each with a non-empty URL
+    /// within [`OUTPUT_URL_CHARS_MAX`] and a non-empty media type within
+    /// [`OUTPUT_MIME_CHARS_MAX`].
+    pub fn check(&self) -> Result<(), String> {
+        let count = self.outputs.len();
+        if count == 0 || count > PROVIDER_OUTPUTS_MAX {
+            return Err(format!(
+                "the provider answered {count} outputs (1 to {PROVIDER_OUTPUTS_MAX})"
+            ));
+        }
+        for (index, output) in self.outputs.iter().enumerate() {
+            let url = output.url.chars().count();
+            if url == 0 || url > OUTPUT_URL_CHARS_MAX {
+                return Err(format!(
+                    "output {index}: a URL of {url} characters (1 to {OUTPUT_URL_CHARS_MAX})"
+                ));
+            }
+            let mime = output.mime.chars().count();
+            if mime == 0 || mime > OUTPUT_MIME_CHARS_MAX {
+                return Err(format!(
+                    "output {index}: a media type of {mime} characters \
+                     (1 to {OUTPUT_MIME_CHARS_MAX})"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What a submission returned.

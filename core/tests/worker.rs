@@ -1,0 +1,639 @@
+//! The worker fails per job, never per batch, and never dies (issue 11
+//! section 2), and a full disk is its own error that the store recovers
+//! from (section 8): a job whose stored data does not decode fails alone;
+//! a storage error recording one answer leaves that job and commits the
+//! others, and a submission's answer is never lost nor asked for twice;
+//! provider answers are validated; a panicking provider fails its job
+//! alone; worker health says when steps keep failing; cancel reads the
+//! status inside its write. `ledger verify` passes after each.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use creditgate::jobs::Output;
+use creditgate::providers::fixture::{FixtureProvider, Scenarios};
+use creditgate::providers::{
+    Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry, Submission,
+};
+use creditgate::{Error, Gate, JobStatus, ManualClock, NewAccount, StoreOptions, Synchronous};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+const RYNJER: &str = include_str!("../../fixtures/catalogs/rynjer.json");
+const START: i64 = 1_790_000_000_000;
+/// z-image costs 20 credits.
+const JOB_MICROS: i64 = 20_000_000;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    gate: Arc<Gate>,
+    clock: Arc<ManualClock>,
+    account: String,
+}
+
+fn fixture(provider: Option<Arc<dyn Provider>>) -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = Arc::new(ManualClock::new(START));
+    let mut options = StoreOptions::new(dir.path().join("worker.db"));
+    options.synchronous = Synchronous::Normal;
+    let mut gate = Gate::open(&options, clock.clone()).expect("open");
+    if let Some(provider) = provider {
+        let mut registry = ProviderRegistry::new();
+        registry.insert("fixture", provider);
+        gate = gate.with_providers(registry);
+    }
+    gate.import_catalog(RYNJER).expect("catalog");
+    let account = gate
+        .create_account(&NewAccount::named("agent"))
+        .expect("account")
+        .id;
+    gate.grant("seed", &account, Decimal::from(1_000), "")
+        .expect("grant");
+    Fixture {
+        dir,
+        gate: Arc::new(gate),
+        clock,
+        account,
+    }
+}
+
+impl Fixture {
+    fn submit(&self, request_id: &str, prompt: &str) -> creditgate::Job {
+        self.gate
+            .submit(
+                &self.account,
+                &json!({"request_id": request_id, "model": "z-image", "prompt": prompt}),
+            )
+            .expect("submit")
+            .job
+    }
+
+    fn status(&self, request_id: &str) -> JobStatus {
+        self.gate
+            .job_for(&self.account, request_id)
+            .expect("job")
+            .status
+    }
+
+    fn raw(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.dir.path().join("worker.db")).expect("raw connection")
+    }
+
+    fn pending_micros(&self) -> i64 {
+        self.gate.balance(&self.account).expect("balance").pending
+    }
+
+    fn assert_verified(&self) {
+        let report = self.gate.verify_ledger().expect("verify");
+        assert!(report.is_ok(), "ledger verify: {:#?}", report.violations);
+    }
+}
+
+/// The fixture provider, counting submissions per job, with behaviours
+/// chosen by prompt markers: `[panic]` panics on submit, `[bad:...]`
+/// answers something invalid, `[drop-index]` breaks the next write.
+#[derive(Debug)]
+struct Scripted {
+    inner: FixtureProvider,
+    submits: Mutex<HashMap<String, usize>>,
+    /// The task ids the provider was asked to cancel.
+    cancels: Mutex<Vec<Option<String>>>,
+    gate: Mutex<Option<std::sync::Weak<Gate>>>,
+}
+
+impl Scripted {
+    fn new() -> Arc<Scripted> {
+        Arc::new(Scripted {
+            inner: FixtureProvider::new(Scenarios::shipped()),
+            submits: Mutex::new(HashMap::new()),
+            cancels: Mutex::new(Vec::new()),
+            gate: Mutex::new(None),
+        })
+    }
+
+    fn submits(&self, job_id: &str) -> usize {
+        self.submits
+            .lock()
+            .expect("lock")
+            .get(job_id)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn output(url: String, mime: &str) -> Output {
+    Output {
+        url,
+        mime: mime.to_owned(),
+        file: None,
+    }
+}
+
+fn completed(task_id: &str, outputs: Vec<Output>) -> Submission {
+    Submission::Completed {
+        task_id: task_id.to_owned(),
+        completion: Completion {
+            outputs,
+            seed: None,
+        },
+    }
+}
+
+impl Provider for Scripted {
+    fn submit(&self, job: &ProviderJob<'_>) -> Result<Submission, ProviderError> {
+        *self
+            .submits
+            .lock()
+            .expect("lock")
+            .entry(job.job_id.to_owned())
+            .or_default() += 1;
+        let prompt = job.prompt.unwrap_or("");
+        let good = || output("https://cdn.example/x.png".into(), "image/png");
+        if prompt.contains("[panic]") {
+            panic!("provider bug on {}", job.job_id);
+        }
+        if prompt.contains("[drop-index]") {
+            let gate = self.gate.lock().expect("lock").clone();
+            let gate = gate.and_then(|g| g.upgrade()).expect("gate");
+            gate.store()
+                .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
+                .expect("drop index");
+        }
+        match prompt {
+            "[bad:empty-task-id]" => Ok(Submission::Accepted {
+                task_id: "  ".into(),
+            }),
+            "[bad:long-task-id]" => Ok(Submission::Accepted {
+                task_id: "t".repeat(10_000),
+            }),
+            "[bad:no-outputs]" => Ok(completed("t1", vec![])),
+            "[bad:too-many-outputs]" => Ok(completed("t2", (0..17).map(|_| good()).collect())),
+            "[bad:long-url]" => Ok(completed(
+                "t3",
+                vec![output(
+                    format!("https://cdn.example/{}", "u".repeat(5_000)),
+                    "image/png",
+                )],
+            )),
+            "[bad:empty-mime]" => Ok(completed(
+                "t4",
+                vec![output("https://cdn.example/x".into(), "")],
+            )),
+            _ => self.inner.submit(job),
+        }
+    }
+
+    fn poll(&self, job: &ProviderJob<'_>) -> Result<PollStatus, ProviderError> {
+        self.inner.poll(job)
+    }
+
+    fn cancel(&self, job: &ProviderJob<'_>) -> Result<(), ProviderError> {
+        self.cancels
+            .lock()
+            .expect("lock")
+            .push(job.provider_task_id.map(str::to_owned));
+        self.inner.cancel(job)
+    }
+
+    fn idempotent_submit(&self) -> bool {
+        // As strict as a real upstream without idempotency keys: a
+        // submission asked twice would be a second task.
+        false
+    }
+}
+
+#[test]
+fn a_job_whose_stored_request_does_not_decode_fails_alone() {
+    let fx = fixture(None);
+    let (a, b, c) = (
+        fx.submit("a", "x"),
+        fx.submit("b", "x"),
+        fx.submit("c", "x"),
+    );
+    fx.raw()
+        .execute(
+            "UPDATE jobs SET request = '{not json' WHERE id = ?1",
+            [&b.id],
+        )
+        .expect("corrupt b");
+
+    let report = fx.gate.run_due_work(64).expect("the step goes on");
+    assert_eq!(fx.status("a"), JobStatus::Running, "{report:?}");
+    assert_eq!(fx.status("c"), JobStatus::Running, "{report:?}");
+    let failed = fx.gate.job(&b.id).expect("b");
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("internal"));
+    assert_eq!(fx.pending_micros(), 2 * JOB_MICROS, "b's hold was released");
+    assert_eq!(report.faults.len(), 1, "{report:?}");
+    assert_eq!(report.faults[0].job_id, b.id);
+    assert!(report.faults[0].detail.contains("does not decode"));
+    assert!(a.id != c.id);
+    fx.assert_verified();
+}
+
+#[test]
+fn a_job_whose_row_does_not_decode_fails_alone_and_never_stalls_the_worker() {
+    let fx = fixture(None);
+    fx.submit("a", "x");
+    let b = fx.submit("b", "x");
+    fx.submit("c", "x");
+    fx.raw()
+        .execute("UPDATE jobs SET outputs = 'garbage' WHERE id = ?1", [&b.id])
+        .expect("corrupt b's row");
+
+    let report = fx.gate.run_due_work(64).expect("the step goes on");
+    assert_eq!(
+        (fx.status("a"), fx.status("c")),
+        (JobStatus::Running, JobStatus::Running),
+        "{report:?}"
+    );
+    let failed = fx.gate.job(&b.id).expect("b reads again");
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert_eq!(failed.error_code.as_deref(), Some("internal"));
+    assert_eq!(fx.pending_micros(), 2 * JOB_MICROS, "b's hold was released");
+    assert_eq!(report.faults.len(), 1, "{report:?}");
+    // The worker keeps working: the others finish.
+    for _ in 0..30 {
+        fx.clock.advance(Duration::from_secs(1));
+        fx.gate.run_due_work(64).expect("step");
+    }
+    assert_eq!(fx.status("a"), JobStatus::Succeeded);
+    fx.assert_verified();
+}
+
+#[test]
+fn a_storage_error_recording_one_answer_leaves_that_job_and_commits_the_others() {
+    let provider = Scripted::new();
+    let fx = fixture(Some(provider.clone()));
+    let a = fx.submit("a", "x");
+    let b = fx.submit("b", "x");
+    let c = fx.submit("c", "x");
+    // Recording b's answer fails in SQLite (as an I/O error would).
+    fx.raw()
+        .execute_batch(&format!(
+            "CREATE TRIGGER refuse_b BEFORE UPDATE OF status ON jobs WHEN OLD.id = '{}'
+             BEGIN SELECT RAISE(ABORT, 'simulated storage failure'); END;",
+            b.id
+        ))
+        .expect("trigger");
+
+    let report = fx.gate.run_due_work(64).expect("the other answers commit");
+    assert_eq!((report.submitted, report.left), (3, 1), "{report:?}");
+    assert_eq!(
+        (fx.status("a"), fx.status("b"), fx.status("c")),
+        (JobStatus::Running, JobStatus::Pending, JobStatus::Running)
+    );
+    assert_eq!(report.faults.len(), 1);
+    assert_eq!(report.faults[0].job_id, b.id);
+
+    fx.raw()
+        .execute_batch("DROP TRIGGER refuse_b")
+        .expect("storage is back");
+    fx.clock.advance(Duration::from_secs(1));
+    fx.gate.run_due_work(64).expect("step");
+    let b_now = fx.gate.job(&b.id).expect("b");
+    assert_eq!(b_now.status, JobStatus::Running, "b's kept answer recorded");
+    assert_eq!(b_now.provider_task_id, Some(format!("fx_{}", b.id)));
+    assert_eq!(
+        [
+            provider.submits(&a.id),
+            provider.submits(&b.id),
+            provider.submits(&c.id)
+        ],
+        [1, 1, 1],
+        "an accepted submission is never asked for twice"
+    );
+    for _ in 0..30 {
+        fx.clock.advance(Duration::from_secs(1));
+        fx.gate.run_due_work(64).expect("step");
+    }
+    assert_eq!(fx.status("b"), JobStatus::Succeeded);
+    fx.assert_verified();
+}
+
+#[test]
+fn an_accepted_answer_is_kept_when_the_whole_record_write_fails() {
+    let provider = Scripted::new();
+    let fx = fixture(Some(provider.clone()));
+    *provider.gate.lock().expect("lock") = Some(Arc::downgrade(&fx.gate));
+    let a = fx.submit("a", "x");
+    let b = fx.submit("b", "[drop-index] x");
+
+    // The record write needs the dropped index: it fails as a whole.
+    let err = fx
+        .gate
+        .run_due_work(64)
+        .expect_err("the record write fails");
+    assert_eq!(err.code(), "storage_error", "{err}");
+    assert_eq!(
+        (fx.status("a"), fx.status("b")),
+        (JobStatus::Pending, JobStatus::Pending)
+    );
+
+    fx.gate
+        .store()
+        .write(|tx| {
+            Ok(tx.execute_batch(
+                "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
+            )?)
+        })
+        .expect("index back");
+    // Past the lease of the failed step.
+    fx.clock.advance(Duration::from_secs(61));
+    fx.gate.run_due_work(64).expect("step");
+    for job in [&a, &b] {
+        let now = fx.gate.job(&job.id).expect("job");
+        assert_eq!(
+            now.status,
+            JobStatus::Running,
+            "{} recorded from memory",
+            job.id
+        );
+        assert_eq!(now.provider_task_id, Some(format!("fx_{}", job.id)));
+        assert_eq!(provider.submits(&job.id), 1, "never submitted twice");
+    }
+    fx.assert_verified();
+}
+
+#[test]
+fn a_kept_answer_of_a_job_canceled_meanwhile_cancels_its_upstream_task() {
+    let provider = Scripted::new();
+    let fx = fixture(Some(provider.clone()));
+    *provider.gate.lock().expect("lock") = Some(Arc::downgrade(&fx.gate));
+    let a = fx.submit("a", "[drop-index] x");
+    fx.gate
+        .run_due_work(64)
+        .expect_err("the record write fails");
+    fx.gate
+        .store()
+        .write(|tx| {
+            Ok(tx.execute_batch(
+                "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
+            )?)
+        })
+        .expect("index back");
+    // Its owner cancels it while the upstream's answer is only in memory.
+    assert_eq!(
+        fx.gate.cancel(&fx.account, "a").expect("cancel").status,
+        JobStatus::Canceled
+    );
+    fx.clock.advance(Duration::from_secs(1));
+    fx.gate.run_due_work(64).expect("step");
+    assert_eq!(
+        provider.cancels.lock().expect("lock").clone(),
+        [Some(format!("fx_{}", a.id))],
+        "the upstream task nobody will collect is canceled"
+    );
+    assert_eq!(fx.status("a"), JobStatus::Canceled);
+    assert_eq!(provider.submits(&a.id), 1);
+    fx.assert_verified();
+}
+
+#[test]
+fn provider_answers_are_validated_and_a_bad_one_fails_its_job() {
+    let fx = fixture(Some(Scripted::new()));
+    let bad = [
+        "[bad:empty-task-id]",
+        "[bad:long-task-id]",
+        "[bad:no-outputs]",
+        "[bad:too-many-outputs]",
+        "[bad:long-url]",
+        "[bad:empty-mime]",
+    ];
+    for (i, prompt) in bad.iter().enumerate() {
+        fx.submit(&format!("bad-{i}"), prompt);
+    }
+    fx.submit("good", "x");
+
+    let report = fx.gate.run_due_work(64).expect("step");
+    assert_eq!(report.faults.len(), bad.len(), "{report:?}");
+    for (i, prompt) in bad.iter().enumerate() {
+        let job = fx
+            .gate
+            .job_for(&fx.account, &format!("bad-{i}"))
+            .expect("job");
+        assert_eq!(job.status, JobStatus::Failed, "{prompt}");
+        assert_eq!(
+            job.error_code.as_deref(),
+            Some("invalid_provider_answer"),
+            "{prompt}"
+        );
+        assert!(job.outputs.is_empty(), "{prompt}");
+        assert!(job.provider_task_id.is_none(), "{prompt}");
+    }
+    assert_eq!(fx.status("good"), JobStatus::Running);
+    assert_eq!(
+        fx.pending_micros(),
+        JOB_MICROS,
+        "the bad ones were released"
+    );
+    fx.assert_verified();
+}
+
+#[test]
+fn a_panicking_provider_fails_its_job_alone_and_the_worker_goes_on() {
+    let fx = fixture(Some(Scripted::new()));
+    fx.submit("a", "x");
+    let b = fx.submit("b", "[panic] x");
+    fx.submit("c", "x");
+
+    let report = fx.gate.run_due_work(64).expect("no panic escapes the step");
+    assert_eq!(
+        (fx.status("a"), fx.status("b"), fx.status("c")),
+        (JobStatus::Running, JobStatus::Failed, JobStatus::Running)
+    );
+    assert_eq!(report.faults.len(), 1);
+    assert_eq!(report.faults[0].job_id, b.id, "the fault names the job");
+    assert!(report.faults[0].detail.contains("panicked"));
+    assert_eq!(
+        fx.gate.job(&b.id).expect("b").error_code.as_deref(),
+        Some("internal")
+    );
+    fx.assert_verified();
+}
+
+#[test]
+fn worker_health_stops_saying_ok_while_steps_keep_failing_and_says_why() {
+    let fx = fixture(None);
+    fx.submit("a", "x");
+    assert!(fx.gate.worker_health().is_ok());
+    fx.gate
+        .store()
+        .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
+        .expect("break the worker's query");
+    for _ in 0..creditgate::FAILING_STEPS_UNHEALTHY {
+        assert!(fx.gate.run_due_work(64).is_err());
+    }
+    let health = fx.gate.worker_health();
+    assert!(!health.is_ok(), "{health:?}");
+    let why = health.last_failure.clone().unwrap_or_default();
+    assert!(why.contains("jobs_due"), "{why}");
+    let err = health.check().expect_err("failing");
+    assert_eq!(err.code(), "workers_failing");
+    assert!(err.to_string().contains("jobs_due"), "{err}");
+
+    fx.gate
+        .store()
+        .write(|tx| {
+            Ok(tx.execute_batch(
+                "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
+            )?)
+        })
+        .expect("repair");
+    fx.clock.advance(Duration::from_secs(61));
+    fx.gate.run_due_work(64).expect("step");
+    assert!(fx.gate.worker_health().is_ok());
+    assert_eq!(fx.status("a"), JobStatus::Running);
+}
+
+#[test]
+fn cancel_reads_the_status_inside_its_write() {
+    let fx = fixture(None);
+    let job = fx.submit("r", "[slow] x");
+    let store_queued = |n: u64| {
+        let gate = fx.gate.clone();
+        move || {
+            while gate.store().write_stats().queued < n {
+                std::thread::yield_now();
+            }
+        }
+    };
+    // Hold the writer until the job's start and the cancel are queued
+    // behind it, so the cancel reads `pending` and then, in its write,
+    // finds the job running.
+    let wait_for_two = store_queued(2);
+    let ops_before = fx.gate.store().write_stats().ops;
+    let blocker = {
+        let gate = fx.gate.clone();
+        std::thread::spawn(move || {
+            gate.store().write(move |_| {
+                wait_for_two();
+                Ok(())
+            })
+        })
+    };
+    while fx.gate.store().write_stats().ops <= ops_before {
+        std::thread::yield_now();
+    }
+    let starter = {
+        let (gate, id) = (fx.gate.clone(), job.id.clone());
+        std::thread::spawn(move || {
+            gate.store().write(move |tx| {
+                Ok(tx.execute(
+                    "UPDATE jobs SET status = 'running', provider_task_id = 'fx_' || id
+                     WHERE id = ?1",
+                    [&id],
+                )?)
+            })
+        })
+    };
+    store_queued(1)();
+    assert_eq!(
+        fx.status("r"),
+        JobStatus::Pending,
+        "the cancel will read pending"
+    );
+    let canceled = fx.gate.cancel(&fx.account, "r");
+    blocker.join().expect("blocker").expect("blocker write");
+    starter.join().expect("starter").expect("start");
+    let canceled = canceled.expect("a job that started meanwhile is still cancellable");
+    assert_eq!(canceled.status, JobStatus::Canceled);
+    assert_eq!(fx.pending_micros(), 0, "released");
+    fx.assert_verified();
+}
+
+#[test]
+fn a_second_cancel_answers_the_canceled_job() {
+    let fx = fixture(None);
+    fx.submit("r", "[slow] x");
+    let first = fx.gate.cancel(&fx.account, "r").expect("cancel");
+    let second = fx.gate.cancel(&fx.account, "r").expect("cancel again");
+    assert_eq!(second, first);
+    assert_eq!(second.status, JobStatus::Canceled);
+    assert_eq!(fx.pending_micros(), 0);
+    fx.assert_verified();
+}
+
+/// Makes the writer's database unable to grow (as a full disk does): SQLite
+/// answers `SQLITE_FULL`. Returns the page limit set.
+fn fill_the_disk(gate: &Gate) -> i64 {
+    gate.store()
+        .write(|tx| {
+            let pages: i64 = tx.pragma_query_value(None, "page_count", |r| r.get(0))?;
+            Ok(tx.pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?)
+        })
+        .expect("limit pages")
+}
+
+#[test]
+fn a_full_disk_refuses_submits_with_insufficient_storage_and_recovers_when_space_returns() {
+    let fx = fixture(None);
+    fx.gate
+        .grant("plenty", &fx.account, Decimal::from(100_000), "")
+        .expect("grant");
+    let acknowledged = fx.submit("before", "x");
+    fill_the_disk(&fx.gate);
+    let mut refused = None;
+    let mut kept = vec![acknowledged.id.clone()];
+    for i in 0..500 {
+        let body = json!({
+            "request_id": format!("full-{i}"),
+            "model": "z-image",
+            "prompt": "x".repeat(2_000),
+        });
+        match fx.gate.submit(&fx.account, &body) {
+            Ok(done) => kept.push(done.job.id),
+            Err(err) => {
+                refused = Some((i, err));
+                break;
+            }
+        }
+    }
+    let (at, err) = refused.expect("the disk fills up");
+    assert!(matches!(err, Error::StorageFull { .. }), "{err}");
+    assert_eq!(err.code(), "insufficient_storage");
+    // Nothing of the refused submit was kept; everything acknowledged is.
+    assert!(fx.gate.job_for(&fx.account, &format!("full-{at}")).is_err());
+    for id in &kept {
+        assert_eq!(fx.gate.job(id).expect("kept").status, JobStatus::Pending);
+    }
+
+    // Space returns: the same store takes writes again by itself.
+    fx.gate
+        .store()
+        .write(|tx| Ok(tx.pragma_update(None, "max_page_count", 1_073_741_823)?))
+        .expect("space back");
+    let retried = fx
+        .gate
+        .submit(
+            &fx.account,
+            &json!({"request_id": format!("full-{at}"), "model": "z-image", "prompt": "x".repeat(2_000)}),
+        )
+        .expect("a refused submit may be retried once space returns");
+    assert!(!retried.replayed);
+    fx.gate.run_due_work(64).expect("the worker runs");
+    assert_eq!(fx.status("before"), JobStatus::Running);
+    fx.assert_verified();
+}
+
+#[test]
+fn a_stored_catalog_that_no_longer_validates_is_a_server_fault_not_invalid_request() {
+    let fx = fixture(None);
+    fx.raw()
+        .execute_batch(
+            "DROP TRIGGER price_versions_catalog_is_immutable;
+             UPDATE price_versions SET catalog = '{\"models\": 7}';",
+        )
+        .expect("tamper with the stored catalog");
+    // A fresh gate: catalogs are cached once parsed.
+    let mut options = StoreOptions::new(fx.dir.path().join("worker.db"));
+    options.synchronous = Synchronous::Normal;
+    let gate = Gate::open(&options, fx.clock.clone()).expect("open");
+    let err = gate
+        .estimate_body(&json!({"model": "z-image"}))
+        .expect_err("the catalog does not validate");
+    assert_eq!(err.code(), "internal", "{err}");
+    assert!(err.is_server_fault(), "{err}");
+    assert!(matches!(err, Error::CorruptData { .. }), "{err}");
+}
