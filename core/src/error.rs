@@ -174,6 +174,16 @@ error_codes! {
     RequestTimeout = "request_timeout", Limited;
     /// The route does not take this method.
     MethodNotAllowed = "method_not_allowed", Invalid;
+    /// The request line or a header is malformed or not ASCII.
+    BadRequest = "bad_request", Invalid;
+    /// The request line (path and query) is too long.
+    UriTooLong = "uri_too_long", Limited;
+    /// The `Expect` header asks for something the server does not do.
+    ExpectationFailed = "expectation_failed", Invalid;
+    /// A header line or the whole header block is too large.
+    HeaderTooLarge = "header_too_large", Limited;
+    /// The server holds as many connections as it may; retry shortly.
+    ServerBusy = "server_busy", Unavailable;
     /// SQLite failed (I/O, corruption, an unexpected constraint).
     StorageError = "storage_error", Internal;
     /// The store cannot take requests now (shutting down, no connection).
@@ -473,6 +483,22 @@ pub enum Error {
     /// A request body did not arrive in time (raised by shells).
     #[error("the request body did not arrive in time")]
     RequestTimeout,
+    /// The request line or a header is malformed or not ASCII (raised by
+    /// shells, before routing).
+    #[error("the request line or a header is malformed or not ASCII")]
+    MalformedRequest,
+    /// The request line is longer than the shell accepts.
+    #[error("the request line (path and query) is too long")]
+    UriTooLong,
+    /// An `Expect` header other than `100-continue`.
+    #[error("the Expect header asks for something this server does not do")]
+    ExpectationFailed,
+    /// A header line or the header block is larger than the shell accepts.
+    #[error("a header line or the request's headers are too large")]
+    HeaderTooLarge,
+    /// The shell holds as many open connections as it may.
+    #[error("the server has too many open connections; retry shortly")]
+    ServerBusy,
     /// No route answers this path (raised by shells).
     #[error("no route for {method} {path}")]
     NoRoute {
@@ -563,6 +589,11 @@ impl Error {
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
+            Error::MalformedRequest => ErrorCode::BadRequest,
+            Error::UriTooLong => ErrorCode::UriTooLong,
+            Error::ExpectationFailed => ErrorCode::ExpectationFailed,
+            Error::HeaderTooLarge => ErrorCode::HeaderTooLarge,
+            Error::ServerBusy => ErrorCode::ServerBusy,
             Error::NoRoute { .. } => ErrorCode::NotFound,
             Error::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
             Error::CommitFailed { .. } => ErrorCode::StorageError,
@@ -760,6 +791,11 @@ mod tests {
             Error::PayloadTooLarge { limit_bytes: 1 },
             Error::RateLimited { retry_after_ms: 1 },
             Error::RequestTimeout,
+            Error::MalformedRequest,
+            Error::UriTooLong,
+            Error::ExpectationFailed,
+            Error::HeaderTooLarge,
+            Error::ServerBusy,
             Error::NoRoute {
                 method: "GET".into(),
                 path: "/x".into(),

@@ -91,7 +91,8 @@ fn out_of_file_descriptors_the_server_recovers_when_they_are_freed() {
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut stream = TcpStream::connect(&server.addr).expect("connect");
+        let mut stream = TcpStream::connect(&server.addr)
+            .unwrap_or_else(|err| panic!("connect: {err}\n{}", server.stderr()));
         let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         let (bytes, _) = read_until_closed(&mut stream, Duration::from_secs(2));
         if bytes.starts_with(b"HTTP/1.1 200") {

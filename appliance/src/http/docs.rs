@@ -71,16 +71,18 @@ wrong_transfer_kind, registration_expired;
 refresh_token_reused, identity_refused (data.reason);
 402 insufficient_credits (data.required, data.available, data.suggestion);
 403 forbidden (data.scope), agent_not_bound (data.agent_id);
+400 bad_request (the request line or a header is malformed or not ASCII);
 404 not_found; 405 method_not_allowed; 408 request_timeout;
 409 idempotency_conflict, invalid_transition, exists_with_different_fields (data.field),
 hold_already_resolved, hold_expired, price_version_conflict, agent_already_bound,
 balance_limit;
-413 payload_too_large (data.limit_bytes);
+413 payload_too_large (data.limit_bytes); 414 uri_too_long; 417 expectation_failed;
+431 header_too_large (a header line over 8 KiB or headers over 32 KiB);
 429 rate_limited (data.retry_after seconds, and a Retry-After header);
 500 internal, storage_error, schema_too_new (the server's fault; retry later);
 502 upstream_unavailable (retry later);
 503 no_price_catalog, provider_unavailable, storage_unavailable,
-workers_failing (retry later);
+workers_failing, server_busy (too many open connections; Retry-After) (retry later);
 507 insufficient_storage (the server's disk is full: nothing of the request
 was kept, work already accepted is safe; retry later).
 Credits are exact decimal numbers (0.0165).

@@ -37,18 +37,6 @@ pub const UNREAD_BODY_DRAIN_BYTES_MAX: usize = 64 * 1024;
 /// Open connections, at most, whatever `--max-connections` says.
 pub const CONNECTIONS_MAX: usize = 16 * 1024;
 
-/// The machine codes of the refusals the HTTP layer makes before a request
-/// reaches the router, by status. Every one is documented in llms.txt and
-/// the OpenAPI document.
-pub const SHELL_REFUSALS: &[(u16, &str)] = &[
-    (400, "bad_request"),
-    (408, "request_timeout"),
-    (414, "uri_too_long"),
-    (417, "expectation_failed"),
-    (431, "header_too_large"),
-    (503, "server_busy"),
-];
-
 /// How to run the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -167,18 +155,20 @@ pub fn start(
     })
 }
 
-/// The body of a refusal the HTTP layer makes itself, in the envelope.
-fn refusal_body(status: u16, reason: &str) -> (&'static str, Vec<u8>) {
-    let code = SHELL_REFUSALS
-        .iter()
-        .find(|(s, _)| *s == status)
-        .map_or("bad_request", |(_, code)| code);
-    let body = serde_json::json!({
-        "code": status,
-        "message": reason,
-        "data": { "error": code },
-    });
-    ("application/json", body.to_string().into_bytes())
+/// The body of a refusal the HTTP layer makes itself (before routing), in
+/// the envelope, through the one error table.
+fn refusal_body(status: u16, _reason: &str) -> (&'static str, Vec<u8>) {
+    let err = match status {
+        408 => Error::RequestTimeout,
+        414 => Error::UriTooLong,
+        417 => Error::ExpectationFailed,
+        431 => Error::HeaderTooLarge,
+        503 => Error::ServerBusy,
+        _ => Error::MalformedRequest,
+    };
+    let response = status::error(&err);
+    debug_assert!(response.status == status || status == 400 || status == 505);
+    (response.content_type, response.body)
 }
 
 fn request_id(incoming: Option<&str>) -> String {

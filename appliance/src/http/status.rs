@@ -36,6 +36,9 @@ pub fn status_for(code: ErrorCode) -> u16 {
         ErrorCode::MethodNotAllowed => 405,
         ErrorCode::RequestTimeout => 408,
         ErrorCode::PayloadTooLarge => 413,
+        ErrorCode::UriTooLong => 414,
+        ErrorCode::ExpectationFailed => 417,
+        ErrorCode::HeaderTooLarge => 431,
         other => status_of_kind(other.kind()),
     }
 }
@@ -53,7 +56,8 @@ fn public_message(err: &Error) -> String {
         ErrorKind::Unavailable => match err {
             Error::NoPriceCatalog
             | Error::ProviderUnavailable { .. }
-            | Error::WorkersFailing { .. } => err.to_string(),
+            | Error::WorkersFailing { .. }
+            | Error::ServerBusy => err.to_string(),
             _ => "the service is unavailable for a moment; retry later".to_owned(),
         },
         ErrorKind::StorageFull => "the server's storage is full, so nothing of this request \
@@ -161,6 +165,11 @@ mod tests {
             ("rate_limited", 429),
             ("request_timeout", 408),
             ("method_not_allowed", 405),
+            ("bad_request", 400),
+            ("uri_too_long", 414),
+            ("expectation_failed", 417),
+            ("header_too_large", 431),
+            ("server_busy", 503),
             ("storage_error", 500),
             ("storage_unavailable", 503),
             ("insufficient_storage", 507),

@@ -298,7 +298,9 @@ impl ClientConnection {
             path,
             version.clone(),
             headers,
-            *self.remote_addr.as_ref().unwrap(),
+            // creditgate: a peer gone before its address was read is not a
+            // reason to panic the connection's thread.
+            self.remote_addr.as_ref().ok().copied().flatten(),
             data_source,
             writer,
             self.state.clone(),

@@ -353,7 +353,7 @@ impl Server {
                 };
                 let new_client = {
                     use util::RefinedTcpStream;
-                    let (read_closable, write_closable) = match ssl {
+                    let halves = match ssl {
                         None => RefinedTcpStream::new(sock),
                         #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                         Some(ref ssl) => {
@@ -368,6 +368,22 @@ impl Server {
                         }
                         #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
                         Some(ref _ssl) => unreachable!(),
+                    };
+                    // Splitting the socket in two takes a descriptor: when
+                    // none is left, drop this connection and back off.
+                    let (read_closable, write_closable) = match halves {
+                        Ok(halves) => halves,
+                        Err(e) => {
+                            log::warn!(
+                                "accept: cannot use a connection: {}; retrying in {} ms",
+                                e,
+                                backoff.as_millis()
+                            );
+                            drop(slot);
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                            continue;
+                        }
                     };
 
                     ClientConnection::new(write_closable, read_closable, limits.clone())

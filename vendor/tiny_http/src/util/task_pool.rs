@@ -58,7 +58,7 @@ impl TaskPool {
         };
 
         for _ in 0..MIN_THREADS {
-            pool.add_thread(None)
+            let _ = pool.add_thread(None);
         }
 
         pool
@@ -78,17 +78,34 @@ impl TaskPool {
         // A new task gets a waiting thread only if one is left over after
         // every task already queued has taken one.
         if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
-            self.add_thread(Some(code));
+            // creditgate: a thread that cannot be started (out of memory or
+            // of threads) leaves the task queued for a running thread,
+            // instead of panicking the caller (the accept loop).
+            if let Err(code) = self.add_thread(Some(code)) {
+                if let Some(code) = code {
+                    queue.push_back(code);
+                }
+                self.sharing.condvar.notify_one();
+            }
         } else {
             queue.push_back(code);
             self.sharing.condvar.notify_one();
         }
     }
 
-    fn add_thread(&self, initial_fn: Option<Box<dyn FnMut() + Send>>) {
+    /// Starts a thread that runs `initial_fn` first, then queued tasks.
+    /// If no thread can be started, gives `initial_fn` back.
+    #[allow(clippy::type_complexity)]
+    fn add_thread(
+        &self,
+        initial_fn: Option<Box<dyn FnMut() + Send>>,
+    ) -> Result<(), Option<Box<dyn FnMut() + Send>>> {
         let sharing = self.sharing.clone();
+        let handoff = std::sync::Arc::new(std::sync::Mutex::new(initial_fn));
+        let given = handoff.clone();
 
-        thread::spawn(move || {
+        let started = thread::Builder::new().spawn(move || {
+            let initial_fn = given.lock().ok().and_then(|mut f| f.take());
             let sharing = sharing;
             let _active_guard = Registration::new(&sharing.active_tasks);
 
@@ -132,6 +149,10 @@ impl TaskPool {
                 task();
             }
         });
+        match started {
+            Ok(_) => Ok(()),
+            Err(_) => Err(handoff.lock().ok().and_then(|mut f| f.take())),
+        }
     }
 }
 
