@@ -124,7 +124,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         ..GateSettings::default()
     };
     let gate = Gate::open(&options.store, Arc::new(SystemClock))
-        .with_context(|| format!("cannot open database {}", options.store.path.display()))?
+        .map_err(|err| anyhow::anyhow!(crate::render::open_error(&options.store.path, &err)))?
         .with_providers(ProviderRegistry::fixture(scenarios))
         .with_settings(settings.clone());
     let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
@@ -237,8 +237,8 @@ fn prepare_catalog(gate: &Gate, catalog: Option<&std::path::Path>) -> anyhow::Re
 }
 
 /// On a database without accounts: a demo account with starter credits and
-/// a key for every product (and admin), printed once with a curl line that
-/// works as printed.
+/// a key with the active catalog's product scopes (never `admin`), printed
+/// once with a curl line that works as printed.
 fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
     if !gate.list_accounts()?.is_empty() {
         return Ok(());
@@ -250,16 +250,17 @@ fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
         Decimal::from(DEMO_CREDITS),
         "starter credits",
     )?;
-    let scopes: Vec<String> = ["image", "video", "music", "chat", "audio", "admin"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let scopes = gate.product_scopes()?;
     let (_, key) = gate.create_api_key(&account.id, "demo", &scopes, None)?;
     println!(
         "creditgate: first run: created the demo account {} with {DEMO_CREDITS} credits.",
         account.id
     );
     println!("Its API key, shown only now (store it): {key}");
+    println!(
+        "It may generate with every product of the catalog ({}), not administer.",
+        scopes.join(", ")
+    );
     println!("Try it:");
     println!(
         "  curl -s {base_url}/v1/generate -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"request_id\":\"first-call-1\",\"model\":\"nano-banana-pro\",\"prompt\":\"a lighthouse at dawn\"}}'"

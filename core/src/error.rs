@@ -228,6 +228,16 @@ pub enum Error {
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
+    /// The database file cannot be used: missing (when it must exist), a
+    /// directory, in a missing folder, read-only, or not a creditgate
+    /// database. Nothing was created or changed.
+    #[error("{}", .problem.describe(.path))]
+    Database {
+        /// The database path, as given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: crate::store::OpenProblem,
+    },
     /// The database was written by a newer creditgate.
     #[error("database schema version {found} is newer than this build supports ({supported}); upgrade creditgate")]
     SchemaTooNew {
@@ -324,6 +334,7 @@ impl Error {
             Error::IdentityProviderNotConfigured { .. } => "not_found",
             Error::BalanceLimit => "balance_limit",
             Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::Database { .. } => "storage_unavailable",
             Error::RateLimited { .. } => "rate_limited",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::RequestTimeout => "request_timeout",
@@ -346,6 +357,7 @@ impl Error {
                 | Error::UpstreamUnavailable { .. }
                 | Error::Pool(_)
                 | Error::SchemaTooNew { .. }
+                | Error::Database { .. }
                 | Error::CommitFailed { .. }
                 | Error::WriterStopped
         )
@@ -535,6 +547,10 @@ mod tests {
                 message: "m".into(),
             },
             Error::WriterStopped,
+            Error::Database {
+                path: "x.db".into(),
+                problem: crate::store::OpenProblem::Missing,
+            },
         ];
         for err in samples {
             assert!(
