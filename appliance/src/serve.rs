@@ -156,12 +156,12 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     };
     let running = server::start(state, listener, &config)
         .with_context(|| format!("cannot serve on {addr}"))?;
-    println!("creditgate listening on http://{}", running.local_addr());
     println!(
         "database {}; public URL {}",
         options.store.path.display(),
         settings.public_base_url
     );
+    println!("creditgate listening on http://{}", running.local_addr());
     std::io::stdout().flush()?;
 
     while !stop.load(Ordering::SeqCst) {

@@ -696,3 +696,126 @@ fn a_backup_taken_under_load_passes_the_file_and_ledger_checks() {
         assert_eq!(run.code, 0, "{copy:?}: {run:?}");
     }
 }
+
+#[test]
+fn the_first_run_demo_key_has_the_catalog_products_and_is_not_admin() {
+    let sb = sandbox();
+    let server = sb.serve(&[]);
+    let key = server.demo_key.clone().expect("first run prints a key");
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let keys = sb.ok(&["keys", "list", "--account", &account]);
+    assert_eq!(
+        keys["keys"][0]["scopes"],
+        json!(["chat", "image", "music", "video"]),
+        "the Rynjer catalog's products, no admin"
+    );
+    assert!(
+        server.banner.iter().any(|line| line
+            == "It may generate with every product of the catalog (chat, image, music, video), not administer."),
+        "{:?}",
+        server.banner
+    );
+    let bind = server.post(
+        "/api/v1/agents/bind",
+        &key,
+        &json!({"registration_code": "cg_reg_unknown"}),
+    );
+    assert_eq!(bind.status, 403, "the demo key cannot administer: {:?}", bind.json());
+    assert_eq!(bind.json()["data"]["error"], "forbidden");
+}
+
+#[test]
+fn default_keys_can_use_every_product_of_the_active_catalog() {
+    let sb = sandbox();
+    let server = sb.serve(&["--catalog", &catalog("kiwiwhale.json")]);
+    let demo = server.demo_key.clone().expect("demo key");
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let created = sb.ok(&["keys", "create", "--account", &account]);
+    assert_eq!(
+        created["scopes"],
+        json!(["audio", "chat", "image", "tools", "video"]),
+        "KiwiWhale's products"
+    );
+    let key = created["key"].as_str().expect("key").to_owned();
+    for (credential, name) in [(&demo, "demo"), (&key, "default")] {
+        for (n, model) in ["kiwiwhale/s2-pro/tts", "tools/web-search"].iter().enumerate() {
+            let answer = server.post(
+                "/v1/generate",
+                credential,
+                &json!({"request_id": format!("{name}-{n}"), "model": model, "prompt": "hello"}),
+            );
+            assert_eq!(answer.status, 200, "{name} key, {model}: {}", answer.json());
+        }
+    }
+}
+
+#[test]
+fn the_readme_shows_what_the_first_run_prints() {
+    let readme = std::fs::read_to_string(format!("{}/../README.md", env!("CARGO_MANIFEST_DIR")))
+        .expect("README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("creditgate: first run:"))
+        .expect("the README shows the first run");
+    let start = lines[..first]
+        .iter()
+        .rposition(|l| l.starts_with("```"))
+        .expect("in a code block")
+        + 1;
+    let end = first
+        + lines[first..]
+            .iter()
+            .position(|l| l.starts_with("```"))
+            .expect("the block ends");
+    let sample = &lines[start..end];
+
+    let sb = sandbox();
+    let server = sb.serve(&[]);
+    let printed: Vec<String> = server
+        .banner
+        .iter()
+        .map(|line| {
+            line.replace(&server.base(), "http://127.0.0.1:8080")
+                .replace(&sb.db().display().to_string(), "./creditgate.db")
+        })
+        .collect();
+    assert_eq!(
+        sample.len(),
+        printed.len(),
+        "README:\n{}\nprinted:\n{}",
+        sample.join("\n"),
+        printed.join("\n")
+    );
+    for (shown, printed) in sample.iter().zip(&printed) {
+        assert!(
+            matches_sample(shown, printed),
+            "README line\n  {shown}\ndoes not match the printed\n  {printed}"
+        );
+    }
+}
+
+/// Whether `printed` is `shown` with each `…` standing for some text.
+fn matches_sample(shown: &str, printed: &str) -> bool {
+    let parts: Vec<&str> = shown.split('…').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    let Some(mut rest) = printed.strip_prefix(first) else {
+        return false;
+    };
+    if parts.len() == 1 {
+        return rest.is_empty();
+    }
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
+}
