@@ -827,6 +827,84 @@ mod tests {
     }
 
     #[test]
+    fn an_existing_only_open_refuses_a_missing_file_and_creates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("typo.db");
+        let err = Store::open(&StoreOptions::new(&path).existing()).expect_err("refused");
+        assert!(
+            matches!(
+                &err,
+                Error::Database {
+                    problem: OpenProblem::Missing,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("no creditgate database at {}", path.display())
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+        drop(Store::open(&StoreOptions::new(&path)).expect("created"));
+        Store::open(&StoreOptions::new(&path).existing()).expect("now it exists");
+    }
+
+    #[test]
+    fn open_names_what_is_wrong_with_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let problem = |path: &Path, mode: OpenMode| {
+            let mut options = StoreOptions::new(path);
+            options.mode = mode;
+            match Store::open(&options) {
+                Err(Error::Database { problem, .. }) => problem,
+                other => panic!("{path:?}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            problem(dir.path(), OpenMode::CreateIfMissing),
+            OpenProblem::IsDirectory
+        );
+        assert_eq!(
+            problem(
+                &dir.path().join("missing").join("a.db"),
+                OpenMode::CreateIfMissing
+            ),
+            OpenProblem::ParentMissing
+        );
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 4096]).expect("write");
+        assert!(matches!(
+            problem(&junk, OpenMode::CreateIfMissing),
+            OpenProblem::NotCreditgate { .. }
+        ));
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        assert!(matches!(
+            problem(&empty, OpenMode::Existing),
+            OpenProblem::NotCreditgate { .. }
+        ));
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .expect("open")
+            .execute_batch("CREATE TABLE recipes (name TEXT)")
+            .expect("create");
+        assert!(matches!(
+            problem(&foreign, OpenMode::CreateIfMissing),
+            OpenProblem::NotCreditgate { .. }
+        ));
+        let readonly = dir.path().join("ro.db");
+        drop(Store::open(&StoreOptions::new(&readonly)).expect("create"));
+        let mut permissions = std::fs::metadata(&readonly).expect("meta").permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&readonly, permissions).expect("chmod");
+        assert_eq!(
+            problem(&readonly, OpenMode::Existing),
+            OpenProblem::ReadOnly
+        );
+    }
+
+    #[test]
     fn readers_cannot_write() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&StoreOptions::new(dir.path().join("r.db"))).expect("open");

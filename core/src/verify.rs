@@ -101,11 +101,19 @@ fn check_file(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
         Err(err) => return Err(err.into()),
     };
     if problems != ["ok"] {
-        report.damaged = true;
+        // A row that breaks a CHECK or NOT NULL constraint is tampered data,
+        // which the ledger checks still describe; anything else (b-tree
+        // structure, page references, an index that disagrees with its
+        // table) is a damaged file.
+        report.damaged = problems
+            .iter()
+            .any(|problem| !is_constraint_problem(problem));
         for problem in problems {
             report.push("integrity_check", problem);
         }
-        return Ok(());
+        if report.damaged {
+            return Ok(());
+        }
     }
     let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
     let rows = stmt.query_map([], |row| {
@@ -121,6 +129,14 @@ fn check_file(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
         report.push("foreign_key_check", detail?);
     }
     Ok(())
+}
+
+/// Whether an `integrity_check` line reports a row that breaks a column
+/// constraint (rather than damage to the file's structure).
+fn is_constraint_problem(problem: &str) -> bool {
+    problem.starts_with("CHECK constraint failed in ")
+        || problem.starts_with("NULL value in ")
+        || problem.starts_with("non-")
 }
 
 /// Whether SQLite failed because the file is damaged.

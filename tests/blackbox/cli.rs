@@ -723,7 +723,12 @@ fn the_first_run_demo_key_has_the_catalog_products_and_is_not_admin() {
         &key,
         &json!({"registration_code": "cg_reg_unknown"}),
     );
-    assert_eq!(bind.status, 403, "the demo key cannot administer: {:?}", bind.json());
+    assert_eq!(
+        bind.status,
+        403,
+        "the demo key cannot administer: {:?}",
+        bind.json()
+    );
     assert_eq!(bind.json()["data"]["error"], "forbidden");
 }
 
@@ -744,7 +749,10 @@ fn default_keys_can_use_every_product_of_the_active_catalog() {
     );
     let key = created["key"].as_str().expect("key").to_owned();
     for (credential, name) in [(&demo, "demo"), (&key, "default")] {
-        for (n, model) in ["kiwiwhale/s2-pro/tts", "tools/web-search"].iter().enumerate() {
+        for (n, model) in ["kiwiwhale/s2-pro/tts", "tools/web-search"]
+            .iter()
+            .enumerate()
+        {
             let answer = server.post(
                 "/v1/generate",
                 credential,
