@@ -14,7 +14,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use creditgate::ids::random_id;
 use creditgate::ledger::HISTORY_PAGE_MAX;
 use creditgate::money::parse_credits;
-use creditgate::{Gate, JobFilter, JobStatus, NewAccount, StoreOptions, Synchronous, SystemClock};
+use creditgate::{
+    Gate, JobFilter, JobStatus, NewAccount, OpenProblem, StoreOptions, Synchronous, SystemClock,
+};
 use serde_json::{json, Value};
 
 use crate::render;
@@ -375,12 +377,28 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
     if command_only_reads(&cli.command) {
         options = options.existing();
     }
+    let verifying = matches!(cli.command, Command::Ledger(LedgerCommand::Verify));
     let output = match Gate::open(&options, Arc::new(SystemClock)) {
         Ok(gate) => match execute(&gate, cli.command) {
             Ok(output) => output,
             Err(failure) => failure.output(),
         },
-        Err(err) => Failure::Open(cli.db, err).output(),
+        Err(err) => {
+            // A file too damaged to open is what `ledger verify` looks
+            // for: it found damage (1), rather than could not run (2).
+            let damaged = matches!(
+                &err,
+                creditgate::Error::Database {
+                    problem: OpenProblem::Damaged { .. },
+                    ..
+                }
+            );
+            let mut output = Failure::Open(cli.db, err).output();
+            if verifying && damaged {
+                output.exit = 1;
+            }
+            output
+        }
     };
     if cli.json {
         println!("{}", output.json);

@@ -156,6 +156,11 @@ pub enum OpenProblem {
         /// What was found instead.
         detail: String,
     },
+    /// The file is an SQLite database too damaged to read its schema.
+    Damaged {
+        /// SQLite's description of the damage.
+        detail: String,
+    },
     /// SQLite could not open or read the file for another reason.
     Unreadable {
         /// SQLite's or the system's reason.
@@ -181,6 +186,9 @@ impl OpenProblem {
             OpenProblem::NotCreditgate { detail } => {
                 format!("{path} is not a creditgate database ({detail})")
             }
+            OpenProblem::Damaged { detail } => format!(
+                "the database {path} is damaged ({detail}); restore the last copy made with `creditgate backup`"
+            ),
             OpenProblem::Unreadable { detail } => format!("cannot open the database {path}: {detail}"),
         }
     }
@@ -598,6 +606,9 @@ fn classify_open_error(path: &Path, err: &rusqlite::Error) -> OpenProblem {
             detail: "not an SQLite database file".into(),
         },
         Some(ErrorCode::ReadOnly) => OpenProblem::ReadOnly,
+        Some(ErrorCode::DatabaseCorrupt) => OpenProblem::Damaged {
+            detail: err.to_string(),
+        },
         Some(ErrorCode::CannotOpen) if path.is_dir() => OpenProblem::IsDirectory,
         Some(ErrorCode::CannotOpen) if !path.exists() => OpenProblem::Missing,
         _ => OpenProblem::Unreadable {

@@ -617,6 +617,22 @@ fn verify_checks_the_file_and_fails_on_damage_with_exit_1() {
         (json!(false), json!(true))
     );
     assert_eq!(run.json["violations"][0]["check"], "integrity_check");
+
+    // Damage SQLite cannot even open past: still found (1), and other
+    // commands could not run (2).
+    let sb = sandbox();
+    sb.account("unreadable");
+    let conn = rusqlite::Connection::open(sb.db()).expect("open");
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .expect("fold the WAL in");
+    drop(conn);
+    let mut bytes = std::fs::read(sb.db()).expect("read");
+    bytes[100] = 0; // the schema b-tree's page type
+    std::fs::write(sb.db(), bytes).expect("damage");
+    let run = sb.run(&["ledger", "verify"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("is damaged"), "{run:?}");
+    assert_eq!(sb.run(&["accounts", "list"]).code, 2);
 }
 
 #[test]
