@@ -25,6 +25,8 @@ use crate::http::State;
 
 /// The catalog a fresh database gets.
 pub const SHIPPED_CATALOG: &str = include_str!("../../fixtures/catalogs/rynjer.json");
+/// The model the first-run curl line uses when the catalog has it.
+pub const FIRST_CALL_MODEL: &str = "nano-banana-pro";
 /// Credits the first-run demo account starts with.
 pub const DEMO_CREDITS: i64 = 200;
 /// Jobs one worker step takes, at most.
@@ -261,12 +263,29 @@ fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
         "It may generate with every product of the catalog ({}), not administer.",
         scopes.join(", ")
     );
+    let model = first_call_model(gate)?;
     println!("Try it:");
     println!(
-        "  curl -s {base_url}/v1/generate -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"request_id\":\"first-call-1\",\"model\":\"nano-banana-pro\",\"prompt\":\"a lighthouse at dawn\"}}'"
+        "  curl -s {base_url}/v1/generate -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"request_id\":\"first-call-1\",\"model\":\"{model}\",\"prompt\":\"a lighthouse at dawn\"}}'"
     );
     println!("  curl -s {base_url}/v1/generate/first-call-1 -H 'Authorization: Bearer {key}'");
     Ok(())
+}
+
+/// The model of the first-run curl line, so that it works as printed with
+/// any catalog: [`FIRST_CALL_MODEL`] if the active catalog prices it, else
+/// its first image model that needs no input image, else its first model
+/// that needs none.
+fn first_call_model(gate: &Gate) -> anyhow::Result<String> {
+    let catalog = gate.catalog(None)?;
+    let without_images = || catalog.models.iter().filter(|m| m.input_images.min == 0);
+    let chosen = catalog
+        .model(FIRST_CALL_MODEL)
+        .or_else(|| without_images().find(|m| m.product == "image"))
+        .or_else(|| without_images().next())
+        .or_else(|| catalog.models.first())
+        .context("the active catalog lists no model")?;
+    Ok(chosen.model.clone())
 }
 
 /// One job worker: steps until stopped, sleeping until the next job is due

@@ -467,6 +467,16 @@ fn an_unreadable_input_file_is_exit_2() {
 }
 
 #[test]
+fn a_storage_failure_is_exit_2_not_a_refusal() {
+    let sb = sandbox();
+    sb.account("backup");
+    let dest = sb.dir().join("no-such-folder").join("copy.db");
+    let run = sb.json(&["backup", &dest.display().to_string()]);
+    assert_eq!(run.code, 2, "the command could not run: {run:?}");
+    assert_eq!(run.json["error"], "storage_error");
+}
+
+#[test]
 fn credits_history_is_a_table_that_pages_and_empty_lists_say_so() {
     let sb = with_catalog();
     assert_eq!(
@@ -764,6 +774,22 @@ fn default_keys_can_use_every_product_of_the_active_catalog() {
         "KiwiWhale's products"
     );
     let key = created["key"].as_str().expect("key").to_owned();
+    // The first-run curl line works as printed with this catalog too.
+    let curl = server
+        .banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("curl -s") && l.contains("/v1/generate "))
+        .expect("a curl line")
+        .trim()
+        .to_owned();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&curl)
+        .output()
+        .expect("run curl");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("curl printed JSON");
+    assert_eq!(answer["code"], 0, "{curl}: {answer}");
     for (credential, name) in [(&demo, "demo"), (&key, "default")] {
         for (n, model) in ["kiwiwhale/s2-pro/tts", "tools/web-search"]
             .iter()
