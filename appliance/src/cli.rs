@@ -2,8 +2,10 @@
 //! function, render. No business logic lives here.
 //!
 //! Exit codes: 0 success; 1 the core refused (the error is printed, as JSON
-//! with `--json`) or `ledger verify` found violations; 2 the command itself
-//! could not run (bad flags, unreadable database).
+//! with `--json`) or `ledger verify` found violations or damage; 2 the
+//! command itself could not run (bad flags, a database that cannot be
+//! opened, an input file that cannot be read, a storage failure). Commands
+//! that only read open an existing database and never create one.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
