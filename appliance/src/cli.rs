@@ -2,20 +2,24 @@
 //! function, render. No business logic lives here.
 //!
 //! Exit codes: 0 success; 1 the core refused (the error is printed, as JSON
-//! with `--json`) or `ledger verify` found violations; 2 the command itself
-//! could not run (bad flags, unreadable database).
+//! with `--json`) or `ledger verify` found violations or damage; 2 the
+//! command itself could not run (bad flags, a database that cannot be
+//! opened, an input file that cannot be read, a storage failure). Commands
+//! that only read open an existing database and never create one.
 
+use creditgate::error::ErrorKind;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use creditgate::ids::random_id;
 use creditgate::ledger::HISTORY_PAGE_MAX;
 use creditgate::money::parse_credits;
-use creditgate::{Gate, JobFilter, JobStatus, NewAccount, StoreOptions, Synchronous, SystemClock};
+use creditgate::{
+    Gate, JobFilter, JobStatus, NewAccount, OpenProblem, StoreOptions, Synchronous, SystemClock,
+};
 use serde_json::{json, Value};
 
 use crate::render;
@@ -27,7 +31,8 @@ use crate::render;
     about = "A self-hostable credits gateway for AI agents"
 )]
 struct Cli {
-    /// The database file (created if missing).
+    /// The database file (created if missing by commands that write;
+    /// commands that only read need it to exist).
     #[arg(
         long,
         global = true,
@@ -164,8 +169,8 @@ enum KeysCommand {
         #[arg(long)]
         account: String,
         /// A scope: a product (image, video, music, chat, ...) or admin.
-        /// Repeat for several. Default: every product of the shipped
-        /// catalog.
+        /// Repeat for several. Default: every product of the active
+        /// catalog (never admin).
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// The key expires after this many days.
@@ -313,16 +318,17 @@ enum JobsCommand {
 
 #[derive(Debug, Subcommand)]
 enum LedgerCommand {
-    /// Check every ledger invariant; exit 1 naming each violation.
+    /// Check the database file (SQLite's integrity and foreign-key checks),
+    /// then every ledger invariant; exit 1 naming each problem.
     Verify,
 }
 
-/// What a command produced: a JSON object, a text for people, whether it
-/// succeeded, and whether the text is an error message (for stderr).
+/// What a command produced: a JSON object, a text for people, its exit
+/// code, and whether the text is an error message (for stderr).
 struct Output {
     json: Value,
     text: String,
-    ok: bool,
+    exit: u8,
     is_error: bool,
 }
 
@@ -331,7 +337,7 @@ impl Output {
         Output {
             json,
             text: text.into(),
-            ok: true,
+            exit: 0,
             is_error: false,
         }
     }
@@ -377,16 +383,31 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let gate = Gate::open(&options, Arc::new(SystemClock))
-        .with_context(|| format!("cannot open database {}", cli.db.display()))?;
-    let output = match execute(&gate, cli.command) {
-        Ok(output) => output,
-        Err(err) => Output {
-            text: format!("error: {err}"),
-            json: render::error(&err),
-            ok: false,
-            is_error: true,
+    if command_only_reads(&cli.command) {
+        options = options.existing();
+    }
+    let verifying = matches!(cli.command, Command::Ledger(LedgerCommand::Verify));
+    let output = match Gate::open(&options, Arc::new(SystemClock)) {
+        Ok(gate) => match execute(&gate, cli.command) {
+            Ok(output) => output,
+            Err(failure) => failure.output(),
         },
+        Err(err) => {
+            // A file too damaged to open is what `ledger verify` looks
+            // for: it found damage (1), rather than could not run (2).
+            let damaged = matches!(
+                &err,
+                creditgate::Error::Database {
+                    problem: OpenProblem::Damaged { .. },
+                    ..
+                }
+            );
+            let mut output = Failure::Open(cli.db, err).output();
+            if verifying && damaged {
+                output.exit = 1;
+            }
+            output
+        }
     };
     if cli.json {
         println!("{}", output.json);
@@ -395,14 +416,94 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
     } else {
         println!("{}", output.text);
     }
-    Ok(if output.ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(output.exit))
 }
 
-fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
+/// Whether `command` only reads: it then opens an existing database and
+/// never creates one (a mistyped `--db` is an error, not an empty ledger).
+fn command_only_reads(command: &Command) -> bool {
+    match command {
+        Command::Ledger(LedgerCommand::Verify)
+        | Command::Accounts(AccountsCommand::List)
+        | Command::Credits(CreditsCommand::Balance { .. } | CreditsCommand::History { .. })
+        | Command::Jobs(_)
+        | Command::Keys(KeysCommand::List { .. })
+        | Command::Prices(PricesCommand::List | PricesCommand::Estimate { .. })
+        | Command::Backup { .. } => true,
+        Command::Serve(_)
+        | Command::Keys(KeysCommand::Create { .. } | KeysCommand::Revoke { .. })
+        | Command::Agents(_)
+        | Command::Accounts(AccountsCommand::Create { .. })
+        | Command::Credits(CreditsCommand::Grant(_))
+        | Command::Prices(
+            PricesCommand::Import { .. }
+            | PricesCommand::Activate { .. }
+            | PricesCommand::Retire { .. },
+        ) => false,
+    }
+}
+
+/// Why a command did not succeed, and so its exit code: 1 when the core
+/// refused, 2 when the command could not run (the database cannot be
+/// opened, an input file cannot be read, storage failed).
+enum Failure {
+    /// The database at this path could not be opened.
+    Open(PathBuf, creditgate::Error),
+    /// The core refused or failed.
+    Core(creditgate::Error),
+    /// A file the command reads could not be read.
+    Input {
+        /// The argument it was given as.
+        field: &'static str,
+        /// What went wrong, naming the file.
+        message: String,
+    },
+}
+
+impl From<creditgate::Error> for Failure {
+    fn from(err: creditgate::Error) -> Self {
+        Failure::Core(err)
+    }
+}
+
+impl Failure {
+    fn output(self) -> Output {
+        let (json, text, exit) = match self {
+            Failure::Open(path, err) => {
+                let message = render::open_error(&path, &err);
+                let mut json = render::error(&err);
+                json["message"] = json!(message);
+                (json, message, 2)
+            }
+            Failure::Core(err) => {
+                // The command could not run (storage, the database file, an
+                // internal fault) is 2; everything the gate refuses,
+                // including "no price catalog yet", is 1.
+                let exit = match err.kind() {
+                    ErrorKind::StorageFull | ErrorKind::Internal => 2,
+                    ErrorKind::Unavailable if !matches!(err, creditgate::Error::NoPriceCatalog) => {
+                        2
+                    }
+                    _ => 1,
+                };
+                (render::error(&err), err.to_string(), exit)
+            }
+            Failure::Input { field, message } => (
+                json!({ "error": "unreadable_input", "field": field, "message": message }),
+                message,
+                2,
+            ),
+        };
+        Output {
+            json,
+            text: format!("error: {text}"),
+            exit,
+            is_error: true,
+        }
+    }
+}
+
+fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
     match command {
         Command::Accounts(AccountsCommand::Create {
             name,
@@ -422,11 +523,12 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
         }
         Command::Accounts(AccountsCommand::List) => {
             let accounts = gate.list_accounts()?;
-            let text = accounts
-                .iter()
-                .map(|a| format!("{}\t{}\t{}", a.id, a.plan, a.name))
-                .collect::<Vec<_>>()
-                .join("\n");
+            let text = render::lines_or(
+                accounts
+                    .iter()
+                    .map(|a| format!("{}\t{}\t{}", a.id, a.plan, a.name)),
+                "no accounts yet (create one with `creditgate accounts create --name NAME`)",
+            );
             let json =
                 json!({ "accounts": accounts.iter().map(render::account).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
@@ -447,17 +549,8 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
             cursor,
         }) => {
             let page = gate.history(&account, cursor.as_deref(), limit.min(HISTORY_PAGE_MAX))?;
+            let text = render::history_table(&account, &page, cursor.is_some());
             let transfers: Vec<Value> = page.transfers.iter().map(render::transfer).collect();
-            let text = transfers
-                .iter()
-                .map(|t| {
-                    format!(
-                        "{}\t{}\t{}\t{}",
-                        t["created_at"], t["kind"], t["amount"], t["id"]
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
             let json = json!({ "transfers": transfers, "next_cursor": page.next_cursor });
             Ok(Output::ok(json, text))
         }
@@ -469,6 +562,18 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
             );
             let text = if report.is_ok() {
                 format!("ledger ok: {summary}")
+            } else if report.damaged {
+                let mut lines = vec![format!(
+                    "ledger verify FAILED: the database file is damaged ({} problem(s) found by SQLite's integrity check); the ledger was not checked. Restore the last copy made with `creditgate backup`.",
+                    report.violations.len() + report.violations_omitted
+                )];
+                lines.extend(
+                    report
+                        .violations
+                        .iter()
+                        .map(|v| format!("  {}: {}", v.check, v.detail)),
+                );
+                lines.join("\n")
             } else {
                 let mut lines = vec![format!(
                     "ledger verify FAILED: {} violation(s) in {summary}",
@@ -485,7 +590,7 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
             Ok(Output {
                 json: render::verify_report(&report),
                 text,
-                ok: report.is_ok(),
+                exit: if report.is_ok() { 0 } else { 1 },
                 is_error: false,
             })
         }
@@ -498,10 +603,7 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
             name,
         }) => {
             let scopes = if scopes.is_empty() {
-                ["image", "video", "music", "chat"]
-                    .iter()
-                    .map(|s| (*s).to_owned())
-                    .collect()
+                gate.product_scopes()?
             } else {
                 scopes
             };
@@ -519,18 +621,17 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
         }
         Command::Keys(KeysCommand::List { account }) => {
             let keys = gate.list_api_keys(&account)?;
-            let text = keys
-                .iter()
-                .map(|k| {
+            let text = render::lines_or(
+                keys.iter().map(|k| {
                     let state = if k.revoked_at.is_some() {
                         "revoked"
                     } else {
                         "active"
                     };
                     format!("{}\t{}\t{}\t{}", k.id, k.name, k.scopes.join(","), state)
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
+                }),
+                &format!("no keys for {account}"),
+            );
             let json = json!({ "keys": keys.iter().map(render::key).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
         }
@@ -576,9 +677,8 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
                 status,
                 limit,
             })?;
-            let text = jobs
-                .iter()
-                .map(|j| {
+            let text = render::lines_or(
+                jobs.iter().map(|j| {
                     format!(
                         "{}\t{}\t{}\t{}\t{}",
                         j.id,
@@ -587,9 +687,9 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
                         j.account_id,
                         j.request_id
                     )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
+                }),
+                "no jobs",
+            );
             let json =
                 json!({ "jobs": jobs.iter().map(|j| render::job(gate, j)).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
@@ -612,8 +712,8 @@ fn execute(gate: &Gate, command: Command) -> creditgate::Result<Output> {
     }
 }
 
-fn grant(gate: &Gate, args: GrantArgs) -> creditgate::Result<Output> {
-    let amount = parse_credits(&args.amount)?;
+fn grant(gate: &Gate, args: GrantArgs) -> Result<Output, Failure> {
+    let amount = parse_credits(&args.amount).map_err(creditgate::Error::from)?;
     let id = args.id.unwrap_or_else(|| random_id("grant_"));
     let outcome = gate.grant(&id, &args.account, amount, &args.memo)?;
     let balance = gate.balance(&args.account)?;
@@ -635,7 +735,7 @@ fn grant(gate: &Gate, args: GrantArgs) -> creditgate::Result<Output> {
     Ok(Output::ok(json, text))
 }
 
-fn prices(gate: &Gate, command: PricesCommand) -> creditgate::Result<Output> {
+fn prices(gate: &Gate, command: PricesCommand) -> Result<Output, Failure> {
     match command {
         PricesCommand::Import { file } => {
             let text = read_input(&file.display().to_string(), "file")?;
@@ -660,9 +760,8 @@ fn prices(gate: &Gate, command: PricesCommand) -> creditgate::Result<Output> {
         }
         PricesCommand::List => {
             let versions = gate.price_versions()?;
-            let text = versions
-                .iter()
-                .map(|v| {
+            let text = render::lines_or(
+                versions.iter().map(|v| {
                     let state = if v.active {
                         "active"
                     } else if v.retired {
@@ -671,9 +770,9 @@ fn prices(gate: &Gate, command: PricesCommand) -> creditgate::Result<Output> {
                         ""
                     };
                     format!("{}\t{} models\t{}", v.version, v.models, state)
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
+                }),
+                "no price versions (import one with `creditgate prices import FILE`)",
+            );
             let json = json!({ "price_versions": versions.iter().map(render::price_version).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
         }
@@ -710,10 +809,11 @@ fn prices(gate: &Gate, command: PricesCommand) -> creditgate::Result<Output> {
 }
 
 /// The text of `source`: `-` for standard input, `@PATH` or a path for
-/// `file`-like arguments, else the argument itself.
-fn read_input(source: &str, field: &str) -> creditgate::Result<String> {
-    let unreadable = |err: std::io::Error| creditgate::Error::InvalidRequest {
-        field: field.to_owned(),
+/// `file`-like arguments, else the argument itself. A file that cannot be
+/// read means the command could not run (exit 2).
+fn read_input(source: &str, field: &'static str) -> Result<String, Failure> {
+    let unreadable = |err: std::io::Error| Failure::Input {
+        field,
         message: format!("cannot read {source}: {err}"),
     };
     if source == "-" {

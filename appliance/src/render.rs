@@ -6,7 +6,9 @@ use creditgate::clock::format_rfc3339;
 use creditgate::money::to_credits;
 use creditgate::pricing::versions::PriceVersionInfo;
 use creditgate::pricing::Estimate;
-use creditgate::{Account, Balance, Error, Gate, Job, Transfer, VerifyReport};
+use creditgate::{
+    Account, Balance, Error, Gate, HistoryPage, Job, Transfer, TransferKind, VerifyReport,
+};
 use serde_json::{json, Number, Value};
 
 /// Micro-credits as an exact JSON number of credits.
@@ -53,6 +55,95 @@ pub fn transfer(transfer: &Transfer) -> Value {
         "memo": transfer.memo,
         "created_at": format_rfc3339(transfer.created_at),
     })
+}
+
+/// Lines for people, or `empty` when there are none (an empty list says
+/// so rather than printing nothing).
+pub fn lines_or(lines: impl Iterator<Item = String>, empty: &str) -> String {
+    let lines: Vec<String> = lines.collect();
+    if lines.is_empty() {
+        empty.to_owned()
+    } else {
+        lines.join("\n")
+    }
+}
+
+/// How a transfer moved an account's credits, for people: `in` (a grant
+/// or refund), `held` (reserved for a job), `out` (a capture: charged),
+/// `released` (a hold voided or expired; the credits are available again).
+pub fn direction(kind: TransferKind) -> &'static str {
+    match kind {
+        TransferKind::Grant | TransferKind::Refund => "in",
+        TransferKind::Hold => "held",
+        TransferKind::Capture => "out",
+        TransferKind::Release | TransferKind::Expire => "released",
+    }
+}
+
+/// A page of an account's history as a table (time, direction, credits,
+/// kind, memo), newest first, with the command for the next page when
+/// there is one. `continued` says whether this page follows a cursor.
+pub fn history_table(account_id: &str, page: &HistoryPage, continued: bool) -> String {
+    if page.transfers.is_empty() {
+        return if continued {
+            format!("no more transfers for {account_id}")
+        } else {
+            format!("no transfers for {account_id} yet")
+        };
+    }
+    let rows: Vec<[String; 5]> = page
+        .transfers
+        .iter()
+        .map(|t| {
+            [
+                format_rfc3339(t.created_at),
+                direction(t.kind).to_owned(),
+                to_credits(t.amount).to_string(),
+                t.kind.as_str().to_owned(),
+                t.memo.replace(['\n', '\r', '\t'], " "),
+            ]
+        })
+        .collect();
+    let header = ["TIME", "DIRECTION", "CREDITS", "KIND", "MEMO"].map(str::to_owned);
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let line = |row: &[String; 5]| {
+        // Credits align right; the memo, last, is not padded.
+        format!(
+            "{:<w0$}  {:<w1$}  {:>w2$}  {:<w3$}  {}",
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2],
+            w3 = widths[3],
+        )
+        .trim_end()
+        .to_owned()
+    };
+    let mut out: Vec<String> = std::iter::once(&header).chain(&rows).map(line).collect();
+    if let Some(cursor) = &page.next_cursor {
+        out.push(format!(
+            "more: creditgate credits history --account {account_id} --cursor {cursor}"
+        ));
+    }
+    out.join("\n")
+}
+
+/// Why the database could not be opened, said once: the core's
+/// [`Error::Database`] names the path itself; other errors get it added.
+pub fn open_error(path: &std::path::Path, err: &Error) -> String {
+    match err {
+        Error::Database { .. } => err.to_string(),
+        _ => format!("cannot use the database {}: {err}", path.display()),
+    }
 }
 
 /// A price version.
@@ -124,6 +215,7 @@ pub fn key(key: &creditgate::ApiKeyInfo) -> Value {
 pub fn verify_report(report: &VerifyReport) -> Value {
     json!({
         "ok": report.is_ok(),
+        "damaged": report.damaged,
         "transfers": report.transfers,
         "accounts": report.accounts,
         "open_holds": report.open_holds,

@@ -25,6 +25,8 @@ use crate::http::State;
 
 /// The catalog a fresh database gets.
 pub const SHIPPED_CATALOG: &str = include_str!("../../fixtures/catalogs/rynjer.json");
+/// The model the first-run curl line uses when the catalog has it.
+pub const FIRST_CALL_MODEL: &str = "nano-banana-pro";
 /// Credits the first-run demo account starts with.
 pub const DEMO_CREDITS: i64 = 200;
 /// Jobs one worker step takes, at most.
@@ -126,7 +128,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         ..GateSettings::default()
     };
     let gate = Gate::open(&options.store, Arc::new(SystemClock))
-        .with_context(|| format!("cannot open database {}", options.store.path.display()))?
+        .map_err(|err| anyhow::anyhow!(crate::render::open_error(&options.store.path, &err)))?
         .with_providers(ProviderRegistry::fixture(scenarios))
         .with_settings(settings.clone());
     let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
@@ -165,14 +167,14 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     let _ = writeln!(
         stdout,
-        "creditgate listening on http://{}",
-        running.local_addr()
-    );
-    let _ = writeln!(
-        stdout,
         "database {}; public URL {}",
         options.store.path.display(),
         settings.public_base_url
+    );
+    let _ = writeln!(
+        stdout,
+        "creditgate listening on http://{}",
+        running.local_addr()
     );
     let _ = stdout.flush();
 
@@ -266,8 +268,8 @@ fn prepare_catalog(gate: &Gate, catalog: Option<&std::path::Path>) -> anyhow::Re
 }
 
 /// On a database without accounts: a demo account with starter credits and
-/// a key for every product (and admin), printed once with a curl line that
-/// works as printed.
+/// a key with the active catalog's product scopes (never `admin`), printed
+/// once with a curl line that works as printed.
 fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
     if !gate.list_accounts()?.is_empty() {
         return Ok(());
@@ -279,22 +281,40 @@ fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
         Decimal::from(DEMO_CREDITS),
         "starter credits",
     )?;
-    let scopes: Vec<String> = ["image", "video", "music", "chat", "audio", "admin"]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+    let scopes = gate.product_scopes()?;
     let (_, key) = gate.create_api_key(&account.id, "demo", &scopes, None)?;
     println!(
         "creditgate: first run: created the demo account {} with {DEMO_CREDITS} credits.",
         account.id
     );
     println!("Its API key, shown only now (store it): {key}");
+    println!(
+        "It may generate with every product of the catalog ({}), not administer.",
+        scopes.join(", ")
+    );
+    let model = first_call_model(gate)?;
     println!("Try it:");
     println!(
-        "  curl -s {base_url}/v1/generate -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"request_id\":\"first-call-1\",\"model\":\"nano-banana-pro\",\"prompt\":\"a lighthouse at dawn\"}}'"
+        "  curl -s {base_url}/v1/generate -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"request_id\":\"first-call-1\",\"model\":\"{model}\",\"prompt\":\"a lighthouse at dawn\"}}'"
     );
     println!("  curl -s {base_url}/v1/generate/first-call-1 -H 'Authorization: Bearer {key}'");
     Ok(())
+}
+
+/// The model of the first-run curl line, so that it works as printed with
+/// any catalog: [`FIRST_CALL_MODEL`] if the active catalog prices it, else
+/// its first image model that needs no input image, else its first model
+/// that needs none.
+fn first_call_model(gate: &Gate) -> anyhow::Result<String> {
+    let catalog = gate.catalog(None)?;
+    let without_images = || catalog.models.iter().filter(|m| m.input_images.min == 0);
+    let chosen = catalog
+        .model(FIRST_CALL_MODEL)
+        .or_else(|| without_images().find(|m| m.product == "image"))
+        .or_else(|| without_images().next())
+        .or_else(|| catalog.models.first())
+        .context("the active catalog lists no model")?;
+    Ok(chosen.model.clone())
 }
 
 /// One job worker: steps until stopped, sleeping until the next job is due

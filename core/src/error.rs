@@ -441,6 +441,16 @@ pub enum Error {
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
+    /// The database file cannot be used: missing (when it must exist), a
+    /// directory, in a missing folder, read-only, or not a creditgate
+    /// database. Nothing was created or changed.
+    #[error("{}", .problem.describe(.path))]
+    Database {
+        /// The database path, as given.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: crate::store::OpenProblem,
+    },
     /// The database was written by a newer creditgate.
     #[error("database schema version {found} is newer than this build supports ({supported}); upgrade creditgate")]
     SchemaTooNew {
@@ -586,6 +596,7 @@ impl Error {
             Error::IdentityProviderNotConfigured { .. } => ErrorCode::NotFound,
             Error::BalanceLimit => ErrorCode::BalanceLimit,
             Error::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
+            Error::Database { .. } => ErrorCode::StorageUnavailable,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
@@ -816,6 +827,10 @@ mod tests {
             Error::WorkersFailing {
                 failing_steps: 3,
                 reason: "r".into(),
+            },
+            Error::Database {
+                path: "x.db".into(),
+                problem: crate::store::OpenProblem::Missing,
             },
         ];
         for err in samples {

@@ -60,5 +60,5 @@ pub use identity::{
 };
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
-pub use store::{Store, StoreOptions, Synchronous};
+pub use store::{OpenMode, OpenProblem, Store, StoreOptions, Synchronous};
 pub use verify::{VerifyReport, Violation};

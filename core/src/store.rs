@@ -126,11 +126,81 @@ impl Synchronous {
     }
 }
 
+/// Whether opening a store may create its database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenMode {
+    /// Open the database, creating it if the file does not exist.
+    #[default]
+    CreateIfMissing,
+    /// Open an existing creditgate database only: a missing file is
+    /// [`OpenProblem::Missing`] and nothing is created (for commands that
+    /// only read, so that a mistyped path is not a fresh empty database).
+    Existing,
+}
+
+/// Why a database file could not be used, each said once and plainly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenProblem {
+    /// No file at the path (and the mode does not create one).
+    Missing,
+    /// The path is a directory.
+    IsDirectory,
+    /// The folder that would hold the file does not exist.
+    ParentMissing,
+    /// The file (or the folder that must hold its `-wal` and `-shm` files)
+    /// cannot be written.
+    ReadOnly,
+    /// The file is not a creditgate database: not SQLite at all, or an
+    /// SQLite database of something else.
+    NotCreditgate {
+        /// What was found instead.
+        detail: String,
+    },
+    /// The file is an SQLite database too damaged to read its schema.
+    Damaged {
+        /// SQLite's description of the damage.
+        detail: String,
+    },
+    /// SQLite could not open or read the file for another reason.
+    Unreadable {
+        /// SQLite's or the system's reason.
+        detail: String,
+    },
+}
+
+impl OpenProblem {
+    /// One sentence naming the path and what is wrong with it.
+    pub fn describe(&self, path: &Path) -> String {
+        let path = path.display();
+        match self {
+            OpenProblem::Missing => format!("no creditgate database at {path}"),
+            OpenProblem::IsDirectory => {
+                format!("{path} is a directory, not a creditgate database file")
+            }
+            OpenProblem::ParentMissing => {
+                format!("cannot create a database at {path}: its folder does not exist")
+            }
+            OpenProblem::ReadOnly => format!(
+                "the database {path} is read-only (creditgate writes to it and to its -wal and -shm files beside it)"
+            ),
+            OpenProblem::NotCreditgate { detail } => {
+                format!("{path} is not a creditgate database ({detail})")
+            }
+            OpenProblem::Damaged { detail } => format!(
+                "the database {path} is damaged ({detail}); restore the last copy made with `creditgate backup`"
+            ),
+            OpenProblem::Unreadable { detail } => format!("cannot open the database {path}: {detail}"),
+        }
+    }
+}
+
 /// How to open a store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
-    /// The database file; created if missing.
+    /// The database file; created if missing unless `mode` says otherwise.
     pub path: PathBuf,
+    /// Whether a missing database is created (default) or refused.
+    pub mode: OpenMode,
     /// The durability setting (default FULL).
     pub synchronous: Synchronous,
     /// Reader connections in the pool (1..=[`READ_POOL_SIZE_MAX`]).
@@ -142,9 +212,17 @@ impl StoreOptions {
     pub fn new(path: impl AsRef<Path>) -> Self {
         StoreOptions {
             path: path.as_ref().to_path_buf(),
+            mode: OpenMode::CreateIfMissing,
             synchronous: Synchronous::Full,
             read_pool_size: 4,
         }
+    }
+
+    /// The same options, refusing to create a missing database
+    /// ([`OpenMode::Existing`]).
+    pub fn existing(mut self) -> Self {
+        self.mode = OpenMode::Existing;
+        self
     }
 }
 
@@ -344,17 +422,34 @@ impl Store {
     ///
     /// Fails with [`Error::SchemaTooNew`] if the file was written by a newer
     /// build, leaving it untouched.
+    /// A file that cannot be used fails with [`Error::Database`] saying
+    /// why ([`OpenProblem`]); with [`OpenMode::Existing`] a missing file is
+    /// refused and nothing is created.
     pub fn open(options: &StoreOptions) -> Result<Store> {
         let synchronous = options.synchronous;
-        let mut writer = Connection::open_with_flags(
-            &options.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        configure(&writer, synchronous)?;
-        let mode: String =
-            writer.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        let path = &options.path;
+        let unusable = |problem: OpenProblem| Error::Database {
+            path: path.clone(),
+            problem,
+        };
+        precheck(path, options.mode).map_err(unusable)?;
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if options.mode == OpenMode::CreateIfMissing {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let mut writer = Connection::open_with_flags(path, flags)
+            .map_err(|err| unusable(classify_open_error(path, &err)))?;
+        if writer.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(unusable(OpenProblem::ReadOnly));
+        }
+        configure(&writer, synchronous).map_err(|err| unusable(classify_open_error(path, &err)))?;
+        check_is_creditgate(&writer, options.mode).map_err(|err| match err {
+            CheckError::Problem(problem) => unusable(problem),
+            CheckError::Sqlite(err) => unusable(classify_open_error(path, &err)),
+        })?;
+        let mode: String = writer
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(|err| unusable(classify_open_error(path, &err)))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(Error::internal(format!(
                 "could not enable WAL journal mode on {} (got {mode})",
@@ -518,8 +613,15 @@ impl Store {
     }
 
     /// Copies the database, consistent as of one instant, to `dest` (which
-    /// must not exist) with `VACUUM INTO`.
+    /// must not exist) with `VACUUM INTO`: one read transaction, so writes
+    /// that go on meanwhile are either wholly in the copy or not at all.
     pub fn backup(&self, dest: &Path) -> Result<()> {
+        if dest.symlink_metadata().is_ok() {
+            return Err(Error::invalid(
+                "dest",
+                format!("{} already exists; choose a new path", dest.display()),
+            ));
+        }
         let dest = dest
             .to_str()
             .ok_or_else(|| Error::invalid("dest", "path is not valid UTF-8"))?;
@@ -528,6 +630,91 @@ impl Store {
         conn.execute("VACUUM INTO ?1", [dest])?;
         Ok(())
     }
+}
+
+/// What can be told about the path before SQLite sees it.
+fn precheck(path: &Path, mode: OpenMode) -> std::result::Result<(), OpenProblem> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(OpenProblem::IsDirectory),
+        // The permission bits, not access(2): root may write anyway, but a
+        // file its operator marked read-only is not ours to write.
+        Ok(meta) if meta.permissions().readonly() => Err(OpenProblem::ReadOnly),
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => match mode {
+            OpenMode::Existing => Err(OpenProblem::Missing),
+            OpenMode::CreateIfMissing => {
+                let parent = path
+                    .parent()
+                    .filter(|parent| !parent.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                if parent.is_dir() {
+                    Ok(())
+                } else {
+                    Err(OpenProblem::ParentMissing)
+                }
+            }
+        },
+        Err(err) => Err(OpenProblem::Unreadable {
+            detail: err.to_string(),
+        }),
+    }
+}
+
+/// Names what SQLite's failure to open or first read `path` means.
+fn classify_open_error(path: &Path, err: &rusqlite::Error) -> OpenProblem {
+    use rusqlite::ErrorCode;
+    match err.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => OpenProblem::NotCreditgate {
+            detail: "not an SQLite database file".into(),
+        },
+        Some(ErrorCode::ReadOnly) => OpenProblem::ReadOnly,
+        Some(ErrorCode::DatabaseCorrupt) => OpenProblem::Damaged {
+            detail: err.to_string(),
+        },
+        Some(ErrorCode::CannotOpen) if path.is_dir() => OpenProblem::IsDirectory,
+        Some(ErrorCode::CannotOpen) if !path.exists() => OpenProblem::Missing,
+        _ => OpenProblem::Unreadable {
+            detail: err.to_string(),
+        },
+    }
+}
+
+/// Why [`check_is_creditgate`] refused.
+enum CheckError {
+    Problem(OpenProblem),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for CheckError {
+    fn from(err: rusqlite::Error) -> Self {
+        CheckError::Sqlite(err)
+    }
+}
+
+/// Refuses an SQLite file that is not ours: one that has tables but no
+/// schema version (someone else's database, which migrating would litter),
+/// and, when the database must already exist, an empty one.
+fn check_is_creditgate(conn: &Connection, mode: OpenMode) -> std::result::Result<(), CheckError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    if version > 0 {
+        return Ok(());
+    }
+    let tables: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE type = 'table'",
+        [],
+        |row| row.get(0),
+    )?;
+    if tables > 0 {
+        return Err(CheckError::Problem(OpenProblem::NotCreditgate {
+            detail: format!("an SQLite database with {tables} table(s) and no creditgate schema"),
+        }));
+    }
+    if mode == OpenMode::Existing {
+        return Err(CheckError::Problem(OpenProblem::NotCreditgate {
+            detail: "an empty file".into(),
+        }));
+    }
+    Ok(())
 }
 
 /// Runs one batch in one transaction and delivers every result after the
@@ -741,6 +928,84 @@ mod tests {
         assert_eq!(err.code(), "internal", "{err}");
         assert!(err.is_server_fault());
         assert!(err.to_string().contains("WAL"), "{err}");
+    }
+
+    #[test]
+    fn an_existing_only_open_refuses_a_missing_file_and_creates_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("typo.db");
+        let err = Store::open(&StoreOptions::new(&path).existing()).expect_err("refused");
+        assert!(
+            matches!(
+                &err,
+                Error::Database {
+                    problem: OpenProblem::Missing,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!("no creditgate database at {}", path.display())
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+        drop(Store::open(&StoreOptions::new(&path)).expect("created"));
+        Store::open(&StoreOptions::new(&path).existing()).expect("now it exists");
+    }
+
+    #[test]
+    fn open_names_what_is_wrong_with_the_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let problem = |path: &Path, mode: OpenMode| {
+            let mut options = StoreOptions::new(path);
+            options.mode = mode;
+            match Store::open(&options) {
+                Err(Error::Database { problem, .. }) => problem,
+                other => panic!("{path:?}: {other:?}"),
+            }
+        };
+        assert_eq!(
+            problem(dir.path(), OpenMode::CreateIfMissing),
+            OpenProblem::IsDirectory
+        );
+        assert_eq!(
+            problem(
+                &dir.path().join("missing").join("a.db"),
+                OpenMode::CreateIfMissing
+            ),
+            OpenProblem::ParentMissing
+        );
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![b'x'; 4096]).expect("write");
+        assert!(matches!(
+            problem(&junk, OpenMode::CreateIfMissing),
+            OpenProblem::NotCreditgate { .. }
+        ));
+        let empty = dir.path().join("empty.db");
+        std::fs::write(&empty, b"").expect("write");
+        assert!(matches!(
+            problem(&empty, OpenMode::Existing),
+            OpenProblem::NotCreditgate { .. }
+        ));
+        let foreign = dir.path().join("foreign.db");
+        Connection::open(&foreign)
+            .expect("open")
+            .execute_batch("CREATE TABLE recipes (name TEXT)")
+            .expect("create");
+        assert!(matches!(
+            problem(&foreign, OpenMode::CreateIfMissing),
+            OpenProblem::NotCreditgate { .. }
+        ));
+        let readonly = dir.path().join("ro.db");
+        drop(Store::open(&StoreOptions::new(&readonly)).expect("create"));
+        let mut permissions = std::fs::metadata(&readonly).expect("meta").permissions();
+        permissions.set_readonly(true);
+        std::fs::set_permissions(&readonly, permissions).expect("chmod");
+        assert_eq!(
+            problem(&readonly, OpenMode::Existing),
+            OpenProblem::ReadOnly
+        );
     }
 
     #[test]

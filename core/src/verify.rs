@@ -1,7 +1,10 @@
-//! `ledger verify`: checks every ledger invariant of CONTRACTS.md §2 from the
-//! outside, by reading the database, never by trusting the code that wrote
-//! it. Read-only; it owns no table. Each violation names the check and the
-//! rows involved, so an operator can find what was tampered with.
+//! `ledger verify`: checks the database file (SQLite's own integrity and
+//! foreign-key checks), then every ledger invariant of CONTRACTS.md §2, from
+//! the outside, by reading the database, never by trusting the code that
+//! wrote it. Read-only; it owns no table. Each violation names the check and
+//! the rows involved, so an operator can find what was tampered with. A
+//! damaged file is reported as such and its ledger is not checked: rows
+//! read through a broken b-tree prove nothing.
 
 use rusqlite::Connection;
 
@@ -10,6 +13,9 @@ use crate::ledger::{chain_hash, ChainFields};
 
 /// Violations reported in full, at most; the count beyond is still given.
 pub const VIOLATIONS_REPORTED_MAX: usize = 1_000;
+
+/// Problems `PRAGMA integrity_check` lists, at most (it stops there).
+pub const INTEGRITY_PROBLEMS_MAX: usize = 100;
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +39,10 @@ pub struct VerifyReport {
     pub violations: Vec<Violation>,
     /// Violations found beyond [`VIOLATIONS_REPORTED_MAX`].
     pub violations_omitted: usize,
+    /// SQLite's integrity check found the file damaged (its problems are
+    /// the `integrity_check` violations); the ledger was then not checked
+    /// and the counts above are not known.
+    pub damaged: bool,
 }
 
 impl VerifyReport {
@@ -55,10 +65,86 @@ impl VerifyReport {
 pub fn verify(conn: &Connection) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     conn.execute_batch("BEGIN")?;
-    let result = run_checks(conn, &mut report);
-    conn.execute_batch("COMMIT")?;
+    let result = check_file(conn, &mut report).and_then(|()| {
+        if report.damaged {
+            Ok(())
+        } else {
+            run_checks(conn, &mut report)
+        }
+    });
+    // A read transaction: ending it changes nothing. SQLite may have ended
+    // it already on finding damage, and on a damaged file ending it can
+    // fail again; the report says what matters then.
+    let ended = if conn.is_autocommit() {
+        Ok(())
+    } else {
+        conn.execute_batch("COMMIT")
+    };
     result?;
+    if !report.damaged {
+        ended?;
+    }
     Ok(report)
+}
+
+/// SQLite's integrity check (b-trees, page references, every index against
+/// its table, constraints) and foreign-key check. An integrity problem
+/// marks the report `damaged`; a file too damaged to be read at all is
+/// damaged too, not an error.
+fn check_file(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+    let problems: rusqlite::Result<Vec<String>> = conn
+        .prepare(&format!("PRAGMA integrity_check({INTEGRITY_PROBLEMS_MAX})"))
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get::<_, String>(0))?.collect());
+    let problems = match problems {
+        Ok(problems) => problems,
+        Err(err) if is_damage(&err) => vec![format!("SQLite cannot read the file: {err}")],
+        Err(err) => return Err(err.into()),
+    };
+    if problems != ["ok"] {
+        // A row that breaks a CHECK or NOT NULL constraint is tampered data,
+        // which the ledger checks still describe; anything else (b-tree
+        // structure, page references, an index that disagrees with its
+        // table) is a damaged file.
+        report.damaged = problems
+            .iter()
+            .any(|problem| !is_constraint_problem(problem));
+        for problem in problems {
+            report.push("integrity_check", problem);
+        }
+        if report.damaged {
+            return Ok(());
+        }
+    }
+    let mut stmt = conn.prepare("PRAGMA foreign_key_check")?;
+    let rows = stmt.query_map([], |row| {
+        Ok(format!(
+            "{} row {} refers to a missing row of {}",
+            row.get::<_, String>(0)?,
+            row.get::<_, Option<i64>>(1)?
+                .map_or_else(|| "(without rowid)".to_owned(), |id| id.to_string()),
+            row.get::<_, String>(2)?,
+        ))
+    })?;
+    for detail in rows {
+        report.push("foreign_key_check", detail?);
+    }
+    Ok(())
+}
+
+/// Whether an `integrity_check` line reports a row that breaks a column
+/// constraint (rather than damage to the file's structure).
+fn is_constraint_problem(problem: &str) -> bool {
+    problem.starts_with("CHECK constraint failed in ")
+        || problem.starts_with("NULL value in ")
+        || problem.starts_with("non-")
+}
+
+/// Whether SQLite failed because the file is damaged.
+fn is_damage(err: &rusqlite::Error) -> bool {
+    matches!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase)
+    )
 }
 
 fn run_checks(conn: &Connection, report: &mut VerifyReport) -> Result<()> {

@@ -72,15 +72,24 @@ fn error_code(response: &HttpResponse) -> (u16, String) {
     )
 }
 
+/// An admin key for `account`, made the way the README says (the first-run
+/// demo key is not one).
+fn admin_key(sb: &Sandbox, account: &str) -> String {
+    sb.ok(&["keys", "create", "--account", account, "--scope", "admin"])["key"]
+        .as_str()
+        .expect("key")
+        .to_owned()
+}
+
 #[test]
 fn the_whole_agent_flow_over_http() {
     let sb = sandbox();
     let server = sb.serve(&["--poll-interval-ms", "20"]);
-    let admin_key = server.demo_key.clone().expect("demo key");
     let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
         .as_str()
         .expect("id")
         .to_owned();
+    let admin_key = admin_key(&sb, &account);
     let agent = Agent::new(7);
 
     // 1. Register (self-signed with the key being registered).
@@ -344,7 +353,11 @@ fn keys_from_the_cli_work_until_revoked_and_bind_needs_admin() {
 fn the_owner_binds_an_agent_with_an_admin_key_over_http() {
     let sb = sandbox();
     let server = sb.serve(&[]);
-    let admin = server.demo_key.clone().expect("demo key");
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let admin = admin_key(&sb, &account);
     let agent = Agent::new(11);
     let registered = agent
         .post(

@@ -165,7 +165,7 @@ fn the_database_comes_from_the_flag_or_the_environment() {
     command
         .current_dir(sb.dir())
         .env_remove("CREDITGATE_DB")
-        .args(["accounts", "list"]);
+        .args(["accounts", "create", "--name", "default"]);
     assert_eq!(Run::from(command.output().expect("run")).code, 0);
     assert!(
         sb.dir().join("creditgate.db").exists(),
@@ -287,4 +287,587 @@ fn a_backup_is_a_consistent_copy_that_verifies() {
     assert!(verify.success());
     // Refuses to overwrite.
     assert_eq!(sb.json(&["backup", &dest.display().to_string()]).code, 1);
+}
+
+/// The files in `dir`, sorted.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// A sandbox whose database exists and holds the shipped Rynjer catalog.
+fn with_catalog() -> Sandbox {
+    let sb = sandbox();
+    sb.ok(&["prices", "import", &catalog("rynjer.json")]);
+    sb
+}
+
+fn catalog(name: &str) -> String {
+    format!("{}/../fixtures/catalogs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn read_commands_on_a_missing_database_exit_2_and_create_nothing() {
+    let sb = sandbox();
+    let typo = sb.dir().join("creditgaet.db");
+    let typo_arg = typo.display().to_string();
+    let dest = sb.dir().join("copy.db").display().to_string();
+    let commands: Vec<Vec<&str>> = vec![
+        vec!["ledger", "verify"],
+        vec!["credits", "balance", "--account", "acct_x"],
+        vec!["credits", "history", "--account", "acct_x"],
+        vec!["accounts", "list"],
+        vec!["jobs", "list"],
+        vec!["jobs", "show", "job_x"],
+        vec!["prices", "list"],
+        vec!["keys", "list", "--account", "acct_x"],
+        vec!["backup", &dest],
+    ];
+    for args in commands {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"));
+        command.arg("--db").arg(&typo).args(&args);
+        let run = Run::from(command.output().expect("run"));
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(
+            run.stderr.trim(),
+            format!("error: no creditgate database at {typo_arg}"),
+            "{args:?}"
+        );
+        assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
+        assert_eq!(
+            files_in(sb.dir()),
+            Vec::<String>::new(),
+            "{args:?} created a file"
+        );
+
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"));
+        command.arg("--db").arg(&typo).arg("--json").args(&args);
+        let run = Run::from(command.output().expect("run"));
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(
+            run.json["message"],
+            json!(format!("no creditgate database at {typo_arg}"))
+        );
+        assert_eq!(
+            files_in(sb.dir()),
+            Vec::<String>::new(),
+            "{args:?} created a file"
+        );
+    }
+}
+
+#[test]
+fn database_errors_say_once_what_is_wrong() {
+    let sb = sandbox();
+    let dir = sb.dir();
+    let run_on = |db: &std::path::Path, args: &[&str]| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"));
+        command.arg("--db").arg(db).args(args);
+        Run::from(command.output().expect("run"))
+    };
+    let expect = |db: &std::path::Path, args: &[&str], wanted: &str| {
+        let run = run_on(db, args);
+        assert_eq!(run.code, 2, "{db:?} {args:?}: {run:?}");
+        let message = run.stderr.trim();
+        assert_eq!(message.lines().count(), 1, "said once: {message}");
+        assert!(message.starts_with("error: "), "{message}");
+        assert!(message.contains(wanted), "{db:?} {args:?}: {message}");
+        assert!(
+            message.contains(&db.display().to_string()),
+            "names the path: {message}"
+        );
+    };
+    let create = ["accounts", "create", "--name", "x"];
+    let list = ["accounts", "list"];
+
+    expect(dir, &create, "is a directory");
+    expect(dir, &list, "is a directory");
+    expect(
+        &dir.join("no-such-folder").join("a.db"),
+        &create,
+        "its folder does not exist",
+    );
+    assert!(!dir.join("no-such-folder").exists());
+
+    let readonly = dir.join("readonly.db");
+    assert_eq!(run_on(&readonly, &create).code, 0);
+    let mut permissions = std::fs::metadata(&readonly).expect("meta").permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&readonly, permissions).expect("chmod");
+    expect(&readonly, &create, "is read-only");
+    expect(&readonly, &list, "is read-only");
+
+    let junk = dir.join("notes.txt");
+    std::fs::write(
+        &junk,
+        "shopping list: milk, eggs, flour, sugar, butter\n".repeat(20),
+    )
+    .expect("write");
+    expect(&junk, &create, "is not a creditgate database");
+    expect(&junk, &["ledger", "verify"], "is not a creditgate database");
+
+    let other = dir.join("other.sqlite");
+    let conn = rusqlite::Connection::open(&other).expect("open");
+    conn.execute_batch("CREATE TABLE recipes (name TEXT)")
+        .expect("create");
+    drop(conn);
+    expect(&other, &create, "is not a creditgate database");
+    let conn = rusqlite::Connection::open(&other).expect("open");
+    let tables: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(tables, 1, "someone else's database was left alone");
+    drop(conn);
+
+    let newer = dir.join("newer.db");
+    assert_eq!(run_on(&newer, &create).code, 0);
+    let conn = rusqlite::Connection::open(&newer).expect("open");
+    conn.pragma_update(None, "user_version", 999).expect("bump");
+    drop(conn);
+    expect(&newer, &create, "newer than this build supports");
+    expect(
+        &newer,
+        &["ledger", "verify"],
+        "newer than this build supports",
+    );
+}
+
+#[test]
+fn an_unreadable_input_file_is_exit_2() {
+    let sb = with_catalog();
+    let missing = sb.dir().join("missing.json").display().to_string();
+    let run = sb.run(&["prices", "import", &missing]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot read"), "{run:?}");
+    let run = sb.run(&["prices", "estimate", &format!("@{missing}")]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let run = sb.json(&["prices", "import", &missing]);
+    assert_eq!(
+        (run.code, run.json["error"].clone()),
+        (2, json!("unreadable_input"))
+    );
+    // A refusal is still 1.
+    let bad = sb.dir().join("bad.json");
+    std::fs::write(&bad, "{}").expect("write");
+    assert_eq!(
+        sb.run(&["prices", "import", &bad.display().to_string()])
+            .code,
+        1
+    );
+}
+
+#[test]
+fn a_storage_failure_is_exit_2_not_a_refusal() {
+    let sb = sandbox();
+    sb.account("backup");
+    let dest = sb.dir().join("no-such-folder").join("copy.db");
+    let run = sb.json(&["backup", &dest.display().to_string()]);
+    assert_eq!(run.code, 2, "the command could not run: {run:?}");
+    assert_eq!(run.json["error"], "storage_error");
+}
+
+#[test]
+fn credits_history_is_a_table_that_pages_and_empty_lists_say_so() {
+    let sb = with_catalog();
+    assert_eq!(
+        sb.run(&["accounts", "list"]).stdout.trim(),
+        "no accounts yet (create one with `creditgate accounts create --name NAME`)"
+    );
+    assert_eq!(sb.run(&["jobs", "list"]).stdout.trim(), "no jobs");
+    let id = sb.account("history");
+    let empty = sb.run(&["credits", "history", "--account", &id]);
+    assert_eq!(empty.code, 0);
+    assert_eq!(empty.stdout.trim(), format!("no transfers for {id} yet"));
+    assert_eq!(
+        sb.run(&["keys", "list", "--account", &id]).stdout.trim(),
+        format!("no keys for {id}")
+    );
+
+    for (i, amount) in ["12.5", "0.0165", "3"].iter().enumerate() {
+        sb.ok(&[
+            "credits",
+            "grant",
+            "--account",
+            &id,
+            "--amount",
+            amount,
+            "--memo",
+            &format!("top-up {i}"),
+        ]);
+    }
+    let page = sb.run(&["credits", "history", "--account", &id, "--limit", "2"]);
+    assert_eq!(page.code, 0, "{page:?}");
+    let lines: Vec<&str> = page.stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "header, two rows, the next page: {}",
+        page.stdout
+    );
+    let header: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(header, ["TIME", "DIRECTION", "CREDITS", "KIND", "MEMO"]);
+    let first: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(
+        first[1..],
+        ["in", "3", "grant", "top-up", "2"],
+        "{}",
+        lines[1]
+    );
+    assert!(
+        first[0].ends_with('Z') && first[0].contains('T'),
+        "an RFC 3339 time"
+    );
+    let second: Vec<&str> = lines[2].split_whitespace().collect();
+    assert_eq!(second[1..], ["in", "0.0165", "grant", "top-up", "1"]);
+    let next = lines[3]
+        .strip_prefix(&format!(
+            "more: creditgate credits history --account {id} --cursor "
+        ))
+        .unwrap_or_else(|| panic!("the next page's command: {}", lines[3]));
+    let rest = sb.run(&[
+        "credits",
+        "history",
+        "--account",
+        &id,
+        "--limit",
+        "2",
+        "--cursor",
+        next,
+    ]);
+    let lines: Vec<&str> = rest.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", rest.stdout);
+    assert_eq!(
+        lines[1].split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["in", "12.5", "grant", "top-up", "0"]
+    );
+}
+
+/// Overwrites the index entry of the transfer `needle` in `index`'s root page
+/// of the database at `db` (closed, checkpointed) so that the index no
+/// longer matches its table.
+fn corrupt_index_entry(db: &std::path::Path, index: &str, needle: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let conn = rusqlite::Connection::open(db).expect("open");
+    let (root, page_size): (i64, i64) = conn
+        .query_row(
+            "SELECT rootpage, (SELECT page_size FROM pragma_page_size()) FROM sqlite_schema WHERE name = ?1",
+            [index],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("index root page");
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .expect("fold the WAL in");
+    drop(conn);
+    let offset = ((root - 1) * page_size) as u64;
+    let bytes = std::fs::read(db).expect("read");
+    let page = &bytes[offset as usize..(offset + page_size as u64) as usize];
+    let at = page
+        .windows(needle.len())
+        .rposition(|w| w == needle)
+        .expect("the entry is in the root page");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(db)
+        .expect("open for write");
+    file.seek(SeekFrom::Start(
+        offset + at as u64 + needle.len() as u64 - 1,
+    ))
+    .expect("seek");
+    file.write_all(b"#").expect("damage");
+}
+
+#[test]
+fn verify_checks_the_file_and_fails_on_damage_with_exit_1() {
+    let sb = sandbox();
+    let id = sb.account("damaged");
+    for i in 0..3 {
+        sb.ok(&[
+            "credits",
+            "grant",
+            "--account",
+            &id,
+            "--amount",
+            "5",
+            "--id",
+            &format!("topup-{i}"),
+        ]);
+    }
+    assert_eq!(sb.run(&["ledger", "verify"]).code, 0);
+    corrupt_index_entry(&sb.db(), "sqlite_autoindex_transfers_1", b"topup-1");
+
+    let run = sb.run(&["ledger", "verify"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("the database file is damaged"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("integrity_check: row")
+            && run
+                .stdout
+                .contains("missing from index sqlite_autoindex_transfers_1"),
+        "{}",
+        run.stdout
+    );
+    let run = sb.json(&["ledger", "verify"]);
+    assert_eq!(run.code, 1);
+    assert_eq!(
+        (run.json["ok"].clone(), run.json["damaged"].clone()),
+        (json!(false), json!(true))
+    );
+    assert_eq!(run.json["violations"][0]["check"], "integrity_check");
+
+    // Damage SQLite cannot even open past: still found (1), and other
+    // commands could not run (2).
+    let sb = sandbox();
+    sb.account("unreadable");
+    let conn = rusqlite::Connection::open(sb.db()).expect("open");
+    conn.pragma_update(None, "journal_mode", "DELETE")
+        .expect("fold the WAL in");
+    drop(conn);
+    let mut bytes = std::fs::read(sb.db()).expect("read");
+    bytes[100] = 0; // the schema b-tree's page type
+    std::fs::write(sb.db(), bytes).expect("damage");
+    let run = sb.run(&["ledger", "verify"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stderr.contains("is damaged"), "{run:?}");
+    assert_eq!(sb.run(&["accounts", "list"]).code, 2);
+}
+
+#[test]
+fn verify_names_a_dangling_foreign_key() {
+    let sb = sandbox();
+    let id = sb.account("orphan");
+    let key = sb.ok(&["keys", "create", "--account", &id, "--scope", "image"]);
+    let conn = rusqlite::Connection::open(sb.db()).expect("open");
+    conn.pragma_update(None, "foreign_keys", false)
+        .expect("foreign keys off");
+    conn.execute("UPDATE api_keys SET account_id = 'acct_gone'", [])
+        .expect("tamper with foreign keys off");
+    drop(conn);
+    let run = sb.run(&["ledger", "verify"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stdout.contains("foreign_key_check: api_keys row") && run.stdout.contains("accounts"),
+        "{} (key {})",
+        run.stdout,
+        key["id"]
+    );
+}
+
+#[test]
+fn a_backup_taken_under_load_passes_the_file_and_ledger_checks() {
+    let sb = sandbox();
+    let id = sb.account("load");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..3)
+        .map(|w| {
+            let (stop, db, id) = (stop.clone(), sb.db(), id.clone());
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let status = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"))
+                        .arg("--db")
+                        .arg(&db)
+                        .args([
+                            "--synchronous",
+                            "normal",
+                            "credits",
+                            "grant",
+                            "--account",
+                            &id,
+                            "--amount",
+                            "1",
+                        ])
+                        .args(["--id", &format!("w{w}-{i}")])
+                        .output()
+                        .expect("grant");
+                    assert!(status.status.success(), "{status:?}");
+                    i += 1;
+                }
+                i
+            })
+        })
+        .collect();
+    let mut copies = Vec::new();
+    for n in 0..4 {
+        std::thread::sleep(Duration::from_millis(150));
+        let dest = sb.dir().join(format!("copy-{n}.db"));
+        sb.ok(&["backup", &dest.display().to_string()]);
+        copies.push(dest);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let granted: i32 = writers.into_iter().map(|w| w.join().expect("writer")).sum();
+    assert!(granted > 0);
+    for copy in copies {
+        let run = Run::from(
+            std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"))
+                .arg("--db")
+                .arg(&copy)
+                .args(["ledger", "verify"])
+                .output()
+                .expect("verify the copy"),
+        );
+        assert_eq!(run.code, 0, "{copy:?}: {run:?}");
+    }
+}
+
+#[test]
+fn the_first_run_demo_key_has_the_catalog_products_and_is_not_admin() {
+    let sb = sandbox();
+    let server = sb.serve(&[]);
+    let key = server.demo_key.clone().expect("first run prints a key");
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let keys = sb.ok(&["keys", "list", "--account", &account]);
+    assert_eq!(
+        keys["keys"][0]["scopes"],
+        json!(["chat", "image", "music", "video"]),
+        "the Rynjer catalog's products, no admin"
+    );
+    assert!(
+        server.banner.iter().any(|line| line
+            == "It may generate with every product of the catalog (chat, image, music, video), not administer."),
+        "{:?}",
+        server.banner
+    );
+    let bind = server.post(
+        "/api/v1/agents/bind",
+        &key,
+        &json!({"registration_code": "cg_reg_unknown"}),
+    );
+    assert_eq!(
+        bind.status,
+        403,
+        "the demo key cannot administer: {:?}",
+        bind.json()
+    );
+    assert_eq!(bind.json()["data"]["error"], "forbidden");
+}
+
+#[test]
+fn default_keys_can_use_every_product_of_the_active_catalog() {
+    let sb = sandbox();
+    let server = sb.serve(&["--catalog", &catalog("kiwiwhale.json")]);
+    let demo = server.demo_key.clone().expect("demo key");
+    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let created = sb.ok(&["keys", "create", "--account", &account]);
+    assert_eq!(
+        created["scopes"],
+        json!(["audio", "chat", "image", "tools", "video"]),
+        "KiwiWhale's products"
+    );
+    let key = created["key"].as_str().expect("key").to_owned();
+    // The first-run curl line works as printed with this catalog too.
+    let curl = server
+        .banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("curl -s") && l.contains("/v1/generate "))
+        .expect("a curl line")
+        .trim()
+        .to_owned();
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&curl)
+        .output()
+        .expect("run curl");
+    let answer: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("curl printed JSON");
+    assert_eq!(answer["code"], 0, "{curl}: {answer}");
+    for (credential, name) in [(&demo, "demo"), (&key, "default")] {
+        for (n, model) in ["kiwiwhale/s2-pro/tts", "tools/web-search"]
+            .iter()
+            .enumerate()
+        {
+            let answer = server.post(
+                "/v1/generate",
+                credential,
+                &json!({"request_id": format!("{name}-{n}"), "model": model, "prompt": "hello"}),
+            );
+            assert_eq!(answer.status, 200, "{name} key, {model}: {}", answer.json());
+        }
+    }
+}
+
+#[test]
+fn the_readme_shows_what_the_first_run_prints() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let lines: Vec<&str> = readme.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with("creditgate: first run:"))
+        .expect("the README shows the first run");
+    let start = lines[..first]
+        .iter()
+        .rposition(|l| l.starts_with("```"))
+        .expect("in a code block")
+        + 1;
+    let end = first
+        + lines[first..]
+            .iter()
+            .position(|l| l.starts_with("```"))
+            .expect("the block ends");
+    let sample = &lines[start..end];
+
+    let sb = sandbox();
+    let server = sb.serve(&[]);
+    let printed: Vec<String> = server
+        .banner
+        .iter()
+        .map(|line| {
+            line.replace(&server.base(), "http://127.0.0.1:8080")
+                .replace(&sb.db().display().to_string(), "./creditgate.db")
+        })
+        .collect();
+    assert_eq!(
+        sample.len(),
+        printed.len(),
+        "README:\n{}\nprinted:\n{}",
+        sample.join("\n"),
+        printed.join("\n")
+    );
+    for (shown, printed) in sample.iter().zip(&printed) {
+        assert!(
+            matches_sample(shown, printed),
+            "README line\n  {shown}\ndoes not match the printed\n  {printed}"
+        );
+    }
+}
+
+/// Whether `printed` is `shown` with each `…` standing for some text.
+fn matches_sample(shown: &str, printed: &str) -> bool {
+    let parts: Vec<&str> = shown.split('…').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    let Some(mut rest) = printed.strip_prefix(first) else {
+        return false;
+    };
+    if parts.len() == 1 {
+        return rest.is_empty();
+    }
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.ends_with(last)
 }

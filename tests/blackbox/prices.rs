@@ -51,6 +51,7 @@ fn import_list_activate_and_estimate() {
 #[test]
 fn errors_name_what_is_wrong() {
     let sb = sandbox();
+    sb.account("no catalog yet");
     let missing = sb.json(&["prices", "estimate", r#"{"model":"veo3"}"#]);
     assert_eq!(
         (missing.code, missing.json["error"].clone()),

@@ -9,8 +9,7 @@ use crate::error::{Error, Result};
 use crate::gate::Gate;
 use crate::identity::external::{self, ExchangeOutcome, MOLTBOOK_PROVIDER};
 use crate::identity::keys::{self, NewKey};
-use crate::identity::{agents, scopes, tokens, ADMIN_SCOPE};
-use crate::pricing::Catalog;
+use crate::identity::{agents, tokens};
 
 impl Gate {
     /// `POST /auth/moltbook/exchange`: verifies a Moltbook identity token
@@ -50,7 +49,7 @@ impl Gate {
         let provider = configured.verifier.provider();
         let default_account = configured.default_account.clone();
         let products = match self.active_price_version()? {
-            Some(_) => Some(product_scopes(self.catalog(None)?.as_ref())),
+            Some(_) => Some(self.product_scopes()?),
             None => None,
         };
         let key_name = format!("{provider} exchange");
@@ -115,20 +114,4 @@ impl Gate {
             Ok(ExchangeOutcome::Granted(grant))
         })
     }
-}
-
-/// The product scopes of a catalog: every product that is a well-formed
-/// scope and not [`ADMIN_SCOPE`], sorted and deduplicated.
-fn product_scopes(catalog: &Catalog) -> Vec<String> {
-    let mut products: Vec<String> = catalog
-        .models
-        .iter()
-        .map(|model| model.product.clone())
-        .filter(|product| {
-            product != ADMIN_SCOPE && scopes::validate_scope("product", product).is_ok()
-        })
-        .collect();
-    products.sort();
-    products.dedup();
-    products
 }

@@ -21,6 +21,18 @@ use crate::store::Tx;
 impl Gate {
     // ----- identity: API keys ---------------------------------------------
 
+    /// The product scopes of the active catalog (every product it prices,
+    /// never `admin`): what "every product" means wherever a credential is
+    /// made without explicit scopes (a key created without scopes, the
+    /// first-run demo key, an identity exchange of an agent bound without
+    /// them). [`Error::NoPriceCatalog`] if no catalog was imported.
+    pub fn product_scopes(&self) -> Result<Vec<String>> {
+        let catalog = self.catalog(None)?;
+        Ok(scopes::product_scopes(
+            catalog.models.iter().map(|model| model.product.as_str()),
+        ))
+    }
+
     /// Creates an API key (`cg_live_…`) for an account with `scopes` (at
     /// least one; `admin` for owner operations), optionally expiring after
     /// `expires_in_days`. Returns the key and its secret: the only time the

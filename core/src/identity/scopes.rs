@@ -65,6 +65,20 @@ pub fn first_uncovered<'a>(granted: &[String], wanted: &'a [String]) -> Option<&
         .find(|scope| !covers(granted, scope))
 }
 
+/// The product scopes of a catalog's products: every product that is a
+/// well-formed scope and not [`ADMIN_SCOPE`], sorted and deduplicated. The
+/// one rule for "every product" (see `Gate::product_scopes`).
+pub fn product_scopes<'a>(products: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut scopes: Vec<String> = products
+        .into_iter()
+        .filter(|product| *product != ADMIN_SCOPE && validate_scope("product", product).is_ok())
+        .map(str::to_owned)
+        .collect();
+    scopes.sort();
+    scopes.dedup();
+    scopes
+}
+
 /// The stored form: normalized scopes joined by single spaces.
 pub(crate) fn encode(scopes: &[String]) -> String {
     scopes.join(" ")
@@ -134,6 +148,14 @@ mod tests {
         assert_eq!(
             first_uncovered(&owned(&["admin"]), &owned(&["image", "video"])),
             None
+        );
+    }
+
+    #[test]
+    fn product_scopes_are_the_products_never_admin() {
+        assert_eq!(
+            product_scopes(["video", "image", "admin", "Bad Name", "image", "tools"]),
+            owned(&["image", "tools", "video"])
         );
     }
 
