@@ -267,6 +267,14 @@ fn prepare_catalog(gate: &Gate, catalog: Option<&std::path::Path>) -> anyhow::Re
     Ok(())
 }
 
+/// `println!` that ignores a closed stdout: the key is lost to a reader
+/// that went away, but the server is not (`println!` would panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// On a database without accounts: a demo account with starter credits and
 /// a key with the active catalog's product scopes (never `admin`), printed
 /// once with a curl line that works as printed.
@@ -283,21 +291,21 @@ fn first_run(gate: &Gate, base_url: &str) -> anyhow::Result<()> {
     )?;
     let scopes = gate.product_scopes()?;
     let (_, key) = gate.create_api_key(&account.id, "demo", &scopes, None)?;
-    println!(
+    say!(
         "creditgate: first run: created the demo account {} with {DEMO_CREDITS} credits.",
         account.id
     );
-    println!("Its API key, shown only now (store it): {key}");
-    println!(
+    say!("Its API key, shown only now (store it): {key}");
+    say!(
         "It may generate with every product of the catalog ({}), not administer.",
         scopes.join(", ")
     );
     let model = first_call_model(gate)?;
-    println!("Try it:");
-    println!(
+    say!("Try it:");
+    say!(
         "  curl -s {base_url}/v1/generate -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' -d '{{\"request_id\":\"first-call-1\",\"model\":\"{model}\",\"prompt\":\"a lighthouse at dawn\"}}'"
     );
-    println!("  curl -s {base_url}/v1/generate/first-call-1 -H 'Authorization: Bearer {key}'");
+    say!("  curl -s {base_url}/v1/generate/first-call-1 -H 'Authorization: Bearer {key}'");
     Ok(())
 }
 
