@@ -2,7 +2,8 @@
 //! opens with a `//!` header saying what it owns; no stub (`todo!`,
 //! `unimplemented!`) ships, in our code or in vendored code; every table of
 //! the schema has the one owner ARCHITECTURE.md names, and no other source
-//! writes it; and every document a doc or source names is in the
+//! writes it; every core module names only the modules ARCHITECTURE.md's
+//! import rule allows; and every document a doc or source names is in the
 //! repository, so a clone stands on its own.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -297,5 +298,198 @@ fn the_document_finder_sees_relative_and_outside_names() {
             "fixtures/catalogs/README.md",
             "../elsewhere/x.md"
         ]
+    );
+}
+
+/// ARCHITECTURE.md's "Import rule" section: the layer of each core module
+/// (from its `| n | `a`, `b` |` rows) and the allowed exceptions (from its
+/// `| `module` | `may name` | why |` rows).
+struct ImportRule {
+    layers: BTreeMap<String, u32>,
+    exceptions: BTreeSet<(String, String)>,
+}
+
+fn documented_import_rule() -> ImportRule {
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let section = text
+        .split("\n### Import rule\n")
+        .nth(1)
+        .expect("ARCHITECTURE.md has a '### Import rule' section");
+    let mut rule = ImportRule {
+        layers: BTreeMap::new(),
+        exceptions: BTreeSet::new(),
+    };
+    for line in section.lines().take_while(|line| !line.starts_with('#')) {
+        let cells: Vec<&str> = line
+            .split('|')
+            .map(str::trim)
+            .filter(|cell| !cell.is_empty())
+            .collect();
+        match cells.as_slice() {
+            [layer, modules] if layer.parse::<u32>().is_ok() => {
+                let layer = layer.parse().expect("checked");
+                for module in modules.split(',') {
+                    let module = module.trim().trim_matches('`').to_owned();
+                    assert!(
+                        rule.layers.insert(module.clone(), layer).is_none(),
+                        "`{module}` has two layers"
+                    );
+                }
+            }
+            [module, named, _why] if module.starts_with('`') => {
+                rule.exceptions.insert((
+                    module.trim_matches('`').to_owned(),
+                    named.trim_matches('`').to_owned(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    assert!(rule.layers.len() > 5, "found the layers: {:?}", rule.layers);
+    rule
+}
+
+/// The first path segment after each `crate::` in Rust code (comments
+/// stripped): `use crate::ledger::X` and `crate::ledger::f()` name
+/// `ledger`; `use crate::{a::X, b}` names `a` and `b`. A macro's
+/// `$crate::` is not a path of this crate's code.
+fn named_modules(source: &str) -> Vec<String> {
+    let code: String = source
+        .lines()
+        .map(|line| line.find("//").map_or(line, |at| &line[..at]))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |text: &str| -> String {
+        text.trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut named = Vec::new();
+    for (at, _) in code.match_indices("crate::") {
+        let before = code[..at].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$') {
+            continue;
+        }
+        let rest = &code[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut item_start = true;
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => item_start = true,
+                    c if c.is_whitespace() => {}
+                    _ if item_start => {
+                        named.push(ident(&group[i..]));
+                        item_start = false;
+                    }
+                    _ => {}
+                }
+            }
+        } else {
+            named.push(ident(rest));
+        }
+    }
+    named
+}
+
+#[test]
+fn every_core_module_names_only_what_the_import_rule_allows() {
+    let rule = documented_import_rule();
+    let lib = std::fs::read_to_string(root().join("core/src/lib.rs")).expect("lib.rs");
+    let declared: BTreeSet<String> = lib
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let line = line.strip_prefix("pub ").unwrap_or(line);
+            line.strip_prefix("mod ")?
+                .strip_suffix(';')
+                .map(str::to_owned)
+        })
+        .collect();
+    let mut problems = Vec::new();
+    for module in &declared {
+        if !rule.layers.contains_key(module) {
+            problems.push(format!("`{module}` has no layer in ARCHITECTURE.md"));
+        }
+    }
+    for module in rule.layers.keys() {
+        if !declared.contains(module) {
+            problems.push(format!(
+                "`{module}` has a layer but is not a module of lib.rs"
+            ));
+        }
+    }
+    let src = root().join("core/src");
+    let mut sources = Vec::new();
+    rust_files(&src, &mut sources);
+    let mut used: BTreeSet<(String, String)> = BTreeSet::new();
+    for path in sources {
+        let file = relative(&path);
+        let inside = path.strip_prefix(&src).expect("under core/src");
+        let first = inside.components().next().expect("a path");
+        let module = first
+            .as_os_str()
+            .to_string_lossy()
+            .trim_end_matches(".rs")
+            .to_owned();
+        if module == "lib" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).expect("read source");
+        let code = without_tests(&text);
+        if code.contains("super::super::") {
+            problems.push(format!(
+                "{file} climbs with super::super::; name the path from crate::"
+            ));
+        }
+        for named in named_modules(code) {
+            if named == module {
+                continue;
+            }
+            let (Some(own), Some(theirs)) = (rule.layers.get(&module), rule.layers.get(&named))
+            else {
+                problems.push(format!(
+                    "{file} names crate::{named}, which is not a layered module \
+                     (a crate-root re-export? name the defining module)"
+                ));
+                continue;
+            };
+            let pair = (module.clone(), named.clone());
+            if rule.exceptions.contains(&pair) {
+                used.insert(pair);
+            } else if theirs <= own {
+                problems.push(format!(
+                    "{file}: `{module}` (layer {own}) may not name `{named}` (layer {theirs})"
+                ));
+            }
+        }
+    }
+    for (module, named) in &rule.exceptions {
+        if !used.contains(&(module.clone(), named.clone())) {
+            problems.push(format!(
+                "the exception `{module}` → `{named}` is not used: drop it"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "import rule: {problems:#?}");
+}
+
+#[test]
+fn the_import_scanner_sees_paths_and_groups_but_not_comments() {
+    let source = "use crate::ledger::{chain_hash, X};
+        use crate::{money::Micros, clock,
+            store::{Store, Tx}};
+        let x = crate::jobs::get(conn);
+        // see crate::verify
+        /// [`crate::Gate`]
+        macro_rules! m { () => { $crate::error::Error } }
+        let y = crate::Error::Busy;";
+    assert_eq!(
+        named_modules(source),
+        ["ledger", "money", "clock", "store", "jobs", "Error"]
     );
 }
