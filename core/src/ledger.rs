@@ -15,6 +15,16 @@
 //!
 //! Functions here take an open write transaction and `now`; the facade
 //! composes them. Amounts are micro-credits.
+//!
+//! Three identifiers, three names:
+//! - an **account id** (`account_id: &str`, `acct_…`): the customer account
+//!   of `accounts.rs`, the only one callers pass in;
+//! - a **ledger code** (`&str`: `wallet:<account id>`, [`GRANTS_CODE`],
+//!   [`REVENUE_CODE`]): the stable name of a ledger account (a customer's
+//!   wallet or a system account), what a [`Transfer`] shows as
+//!   `debit_code`/`credit_code`;
+//! - a **ledger row** ([`LedgerRow`], an `i64`): the `ledger_accounts` row id
+//!   the `transfers` columns point at; internal, never handed out.
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -26,11 +36,17 @@ use crate::error::{Error, Result};
 use crate::ids::validate_caller_id;
 use crate::money::{AMOUNT_MICROS_MAX, BALANCE_MICROS_MAX};
 
-/// The ledger account that funds grants (may go negative: it is the
-/// system's equity side).
-pub const GRANTS_ACCOUNT: &str = "system:grants";
-/// The ledger account that receives holds (pending) and captures (posted).
-pub const REVENUE_ACCOUNT: &str = "system:revenue";
+/// The ledger code of the system account that funds grants (may go
+/// negative: it is the system's equity side).
+pub const GRANTS_CODE: &str = "system:grants";
+/// The ledger code of the system account that receives holds (pending) and
+/// captures (posted).
+pub const REVENUE_CODE: &str = "system:revenue";
+
+/// The row id of a `ledger_accounts` row, as the `transfers` columns
+/// `debit_account` and `credit_account` store it. Not an account id and not
+/// a ledger code: it never leaves this module but through the chain hash.
+pub(crate) type LedgerRow = i64;
 
 /// The longest memo kept on a transfer.
 pub const MEMO_CHARS_MAX: usize = 512;
@@ -91,10 +107,11 @@ pub struct Transfer {
     pub id: String,
     /// What it does.
     pub kind: TransferKind,
-    /// Code of the debited ledger account (`wallet:<account>` or `system:*`).
-    pub debit_account: String,
-    /// Code of the credited ledger account.
-    pub credit_account: String,
+    /// The ledger code of the debited ledger account (`wallet:<account id>`
+    /// or `system:*`).
+    pub debit_code: String,
+    /// The ledger code of the credited ledger account.
+    pub credit_code: String,
     /// Micro-credits moved (for a release or expiry: the voided hold amount).
     pub amount: i64,
     /// For captures, releases and expiries: the hold resolved.
@@ -129,7 +146,7 @@ pub struct Balance {
     pub posted: i64,
 }
 
-/// The ledger account code of an account's wallet.
+/// The ledger code of an account's wallet.
 pub fn wallet_code(account_id: &str) -> String {
     format!("wallet:{account_id}")
 }
@@ -158,8 +175,8 @@ pub(crate) fn create_wallet(
 struct NewTransfer<'a> {
     id: &'a str,
     kind: TransferKind,
-    debit: i64,
-    credit: i64,
+    debit: LedgerRow,
+    credit: LedgerRow,
     amount: i64,
     pending_id: Option<&'a str>,
     refund_of: Option<&'a str>,
@@ -177,11 +194,11 @@ pub(crate) fn grant(
     now: UnixMillis,
 ) -> Result<TransferOutcome> {
     validate(id, amount, memo)?;
-    let wallet = wallet_id(tx, account_id)?;
+    let wallet = wallet_row(tx, account_id)?;
     let new = NewTransfer {
         id,
         kind: TransferKind::Grant,
-        debit: account_id_of(tx, GRANTS_ACCOUNT)?,
+        debit: row_of_code(tx, GRANTS_CODE)?,
         credit: wallet,
         amount,
         pending_id: None,
@@ -209,12 +226,12 @@ pub(crate) fn hold(
     now: UnixMillis,
 ) -> Result<TransferOutcome> {
     validate(id, amount, memo)?;
-    let wallet = wallet_id(tx, account_id)?;
+    let wallet = wallet_row(tx, account_id)?;
     let new = NewTransfer {
         id,
         kind: TransferKind::Hold,
         debit: wallet,
-        credit: account_id_of(tx, REVENUE_ACCOUNT)?,
+        credit: row_of_code(tx, REVENUE_CODE)?,
         amount,
         pending_id: None,
         refund_of: None,
@@ -348,8 +365,8 @@ pub(crate) fn refund(
     let new = NewTransfer {
         id,
         kind: TransferKind::Refund,
-        debit: account_id_of(tx, &charge.credit_account)?,
-        credit: account_id_of(tx, &charge.debit_account)?,
+        debit: row_of_code(tx, &charge.credit_code)?,
+        credit: row_of_code(tx, &charge.debit_code)?,
         amount,
         pending_id: None,
         refund_of: Some(charge_id),
@@ -483,8 +500,8 @@ fn transfer_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Transfer> {
                 format!("unknown transfer kind {kind}").into(),
             )
         })?,
-        debit_account: row.get(3)?,
-        credit_account: row.get(4)?,
+        debit_code: row.get(3)?,
+        credit_code: row.get(4)?,
         amount: row.get(5)?,
         pending_id: row.get(6)?,
         refund_of: row.get(7)?,
@@ -511,7 +528,8 @@ fn validate(id: &str, amount: i64, memo: &str) -> Result<()> {
     Ok(())
 }
 
-fn wallet_id(tx: &Tx<'_>, account_id: &str) -> Result<i64> {
+/// The ledger row of an account's wallet.
+fn wallet_row(tx: &Tx<'_>, account_id: &str) -> Result<LedgerRow> {
     tx.prepare_cached("SELECT id FROM ledger_accounts WHERE account_id = ?1")?
         .query_row([account_id], |row| row.get(0))
         .optional()?
@@ -521,12 +539,13 @@ fn wallet_id(tx: &Tx<'_>, account_id: &str) -> Result<i64> {
         })
 }
 
-fn account_id_of(tx: &Tx<'_>, code: &str) -> Result<i64> {
+/// The ledger row of a ledger code.
+fn row_of_code(tx: &Tx<'_>, code: &str) -> Result<LedgerRow> {
     let mut stmt = tx.prepare_cached("SELECT id FROM ledger_accounts WHERE code = ?1")?;
     Ok(stmt.query_row([code], |row| row.get(0))?)
 }
 
-fn insufficient(tx: &Tx<'_>, wallet: i64, required: i64) -> Error {
+fn insufficient(tx: &Tx<'_>, wallet: LedgerRow, required: i64) -> Error {
     let available = tx
         .prepare_cached(
             "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id = ?1",
@@ -545,7 +564,7 @@ fn insufficient(tx: &Tx<'_>, wallet: i64, required: i64) -> Error {
 /// Moves `amount` posted from `debit` to `credit`: the debit side is
 /// checked and written in one conditional statement, the credit side
 /// refuses to pass a wallet's maximum balance.
-fn post(tx: &Tx<'_>, debit: i64, credit: i64, amount: i64) -> Result<()> {
+fn post(tx: &Tx<'_>, debit: LedgerRow, credit: LedgerRow, amount: i64) -> Result<()> {
     let debited = tx
         .prepare_cached(
             "UPDATE ledger_accounts SET debits_posted = debits_posted + ?2
@@ -570,8 +589,8 @@ fn post(tx: &Tx<'_>, debit: i64, credit: i64, amount: i64) -> Result<()> {
 
 /// An open or resolved hold, as the resolving operations need it.
 struct HoldRow {
-    debit: i64,
-    credit: i64,
+    debit: LedgerRow,
+    credit: LedgerRow,
     amount: i64,
     deadline: Option<UnixMillis>,
 }
@@ -686,8 +705,8 @@ fn replay(tx: &Tx<'_>, new: &NewTransfer<'_>) -> Result<Option<TransferOutcome>>
             |row| {
                 Ok((
                     row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
+                    row.get::<_, LedgerRow>(1)?,
+                    row.get::<_, LedgerRow>(2)?,
                     row.get::<_, i64>(3)?,
                     row.get::<_, Option<String>>(4)?,
                     row.get::<_, Option<String>>(5)?,
@@ -767,8 +786,8 @@ pub(crate) struct ChainFields<'a> {
     pub(crate) seq: i64,
     pub(crate) id: &'a str,
     pub(crate) kind: &'a str,
-    pub(crate) debit: i64,
-    pub(crate) credit: i64,
+    pub(crate) debit: LedgerRow,
+    pub(crate) credit: LedgerRow,
     pub(crate) amount: i64,
     pub(crate) pending_id: Option<&'a str>,
     pub(crate) refund_of: Option<&'a str>,

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::gate::Gate;
-use crate::identity::Principal;
+use crate::identity::{self, Principal};
 use crate::ids::{random_id, sortable_id};
 use crate::jobs::{self, Change, Job, JobFilter, JobStatus, NewJob};
 use crate::ledger;
@@ -349,7 +349,7 @@ impl Gate {
             .store
             .read(|conn| jobs::get(conn, job_id))
             .map_err(|_| not_found())?;
-        if !constant_time_eq(job.output_token.as_bytes(), token.as_bytes())
+        if !identity::constant_time_eq(job.output_token.as_bytes(), token.as_bytes())
             || job.status != JobStatus::Succeeded
         {
             return Err(not_found());
@@ -365,9 +365,4 @@ impl Gate {
             bytes: sample.bytes,
         })
     }
-}
-
-/// Equality that takes the same time wherever the inputs differ.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -25,7 +25,7 @@ use crate::ids::random_id;
 use crate::store::Tx;
 
 use super::signing::{SignedFields, SIGNED_REQUEST_SKEW_SECS_MAX};
-use super::{mint_secret, same_hash, scopes, secret_hash, ADMIN_SCOPE};
+use super::{constant_time_eq, mint_secret, scopes, secret_hash, ADMIN_SCOPE};
 
 /// The prefix of agent ids.
 pub const AGENT_ID_PREFIX: &str = "agent_";
@@ -371,7 +371,7 @@ pub(crate) fn bind(
         })
         .optional()?;
     let agent = match found {
-        Some((agent, stored)) if same_hash(&stored, &wanted) => agent,
+        Some((agent, stored)) if constant_time_eq(&stored, &wanted) => agent,
         _ => return Err(redacted_code_not_found()),
     };
     if agent.account_id.is_none() && now >= agent.registration_expires_at {
@@ -450,7 +450,7 @@ pub(crate) fn check_registration_code(conn: &Connection, agent_id: &str, code: &
         .query_row([agent_id], |row| row.get(0))
         .optional()?;
     match stored {
-        Some(stored) if same_hash(&stored, &secret_hash(code)) => Ok(()),
+        Some(stored) if constant_time_eq(&stored, &secret_hash(code)) => Ok(()),
         _ => Err(Error::unauthorized(
             "the registration code is not this agent's",
         )),

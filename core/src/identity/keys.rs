@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::ids::random_id;
 use crate::store::Tx;
 
-use super::{mint_secret, same_hash, scopes, secret_hash, Principal, Via};
+use super::{constant_time_eq, mint_secret, scopes, secret_hash, Principal, Via};
 
 /// The prefix of keys an owner creates for an account.
 pub const ACCOUNT_KEY_PREFIX: &str = "cg_live_";
@@ -335,7 +335,7 @@ pub(crate) fn find_usable(conn: &Connection, secret: &str, now: UnixMillis) -> R
         })
         .optional()?;
     let key = match found {
-        Some((key, stored)) if same_hash(&stored, &wanted) => key,
+        Some((key, stored)) if constant_time_eq(&stored, &wanted) => key,
         _ => return Err(Error::unauthorized("unknown API key")),
     };
     key.ensure_usable(now)?;

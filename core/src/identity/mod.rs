@@ -13,9 +13,9 @@
 //! Invariants:
 //! - no secret (API key, access token, refresh token, registration code) is
 //!   ever stored, logged or put in an error: only its SHA-256, looked up by
-//!   an index and then compared in constant time (`same_hash`, with `subtle`);
-//!   an external identity token and the Moltbook app key are not kept at
-//!   all, not even hashed;
+//!   an index and then compared in constant time (`constant_time_eq`, the
+//!   crate's one, with `subtle`); an external identity token and the
+//!   Moltbook app key are not kept at all, not even hashed;
 //! - revocation and expiry are checked on every [`authenticate`] against the
 //!   injected clock, so they take effect on the very next request;
 //! - another account's or agent's things are `not_found`, never `forbidden`.
@@ -197,9 +197,11 @@ pub(crate) fn secret_hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-/// Compares two hashes in constant time (a stored hash is found by an
-/// index, then confirmed here, so its bytes never decide by timing).
-pub(crate) fn same_hash(a: &[u8], b: &[u8]) -> bool {
+/// The one constant-time comparison of the crate: equality that takes the
+/// same time wherever the inputs differ (only a length mismatch answers
+/// early). A stored hash is found by an index, then confirmed here, and an
+/// output token is checked here, so their bytes never decide by timing.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
@@ -252,9 +254,9 @@ mod tests {
         let b = mint_secret("cg_live_");
         assert_ne!(a, b);
         assert_eq!(a.len(), "cg_live_".len() + 2 * SECRET_BYTES);
-        assert!(same_hash(&secret_hash(&a), &secret_hash(&a)));
-        assert!(!same_hash(&secret_hash(&a), &secret_hash(&b)));
-        assert!(!same_hash(&secret_hash(&a), &[]));
+        assert!(constant_time_eq(&secret_hash(&a), &secret_hash(&a)));
+        assert!(!constant_time_eq(&secret_hash(&a), &secret_hash(&b)));
+        assert!(!constant_time_eq(&secret_hash(&a), &[]));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::ids::random_id;
 use crate::store::Tx;
 
 use super::keys::{self, ApiKeyInfo};
-use super::{mint_secret, same_hash, scopes, secret_hash, Principal, Via, BEARER_CHARS_MAX};
+use super::{constant_time_eq, mint_secret, scopes, secret_hash, Principal, Via, BEARER_CHARS_MAX};
 
 /// The prefix of access tokens.
 pub const ACCESS_TOKEN_PREFIX: &str = "cg_at_";
@@ -315,7 +315,7 @@ pub(crate) fn refresh(tx: &Tx<'_>, token: &str, now: UnixMillis) -> Result<Refre
         })
         .optional()?;
     let (expires_at, used_at, family) = match found {
-        Some((stored, expires_at, used_at, family)) if same_hash(&stored, &wanted) => {
+        Some((stored, expires_at, used_at, family)) if constant_time_eq(&stored, &wanted) => {
             (expires_at, used_at, family)
         }
         _ => return Err(Error::unauthorized("unknown refresh token")),
@@ -380,7 +380,9 @@ pub fn authenticate(conn: &Connection, token: &str, now: UnixMillis) -> Result<P
         })
         .optional()?;
     let (expires_at, family) = match found {
-        Some((stored, expires_at, family)) if same_hash(&stored, &wanted) => (expires_at, family),
+        Some((stored, expires_at, family)) if constant_time_eq(&stored, &wanted) => {
+            (expires_at, family)
+        }
         _ => return Err(Error::unauthorized("unknown access token")),
     };
     if family.revoked_at.is_some() {
