@@ -67,6 +67,13 @@ enum SyncArg {
 enum Command {
     /// Run the HTTP server and the job workers.
     Serve(ServeArgs),
+    #[command(flatten)]
+    Gate(GateCommand),
+}
+
+/// The commands that open the database and run once.
+#[derive(Debug, Subcommand)]
+enum GateCommand {
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -357,38 +364,41 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         SyncArg::Full => Synchronous::Full,
         SyncArg::Normal => Synchronous::Normal,
     };
-    if let Command::Serve(args) = cli.command {
-        crate::serve::run(crate::serve::ServeOptions {
-            store: options,
-            listen: args.listen,
-            workers: args.workers,
-            http_threads: args.http_threads,
-            catalog: args.catalog,
-            scenarios: args.scenarios,
-            public_url: args.public_url,
-            read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
-            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-            job_deadline: std::time::Duration::from_secs(args.job_deadline_secs.max(1)),
-            poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(1)),
-            rate_limit: creditgate::ratelimit::RateLimit {
-                per_sec: args.rate_limit_per_sec,
-                burst: args.rate_limit_burst,
-            },
-            moltbook: crate::serve::MoltbookOptions {
-                verify_url: args.moltbook_verify_url,
-                app_key: args.moltbook_app_key,
-                audience: args.moltbook_audience,
-                default_account: args.moltbook_default_account,
-            },
-        })?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if command_only_reads(&cli.command) {
+    let command = match cli.command {
+        Command::Gate(command) => command,
+        Command::Serve(args) => {
+            crate::serve::run(crate::serve::ServeOptions {
+                store: options,
+                listen: args.listen,
+                workers: args.workers,
+                http_threads: args.http_threads,
+                catalog: args.catalog,
+                scenarios: args.scenarios,
+                public_url: args.public_url,
+                read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                job_deadline: std::time::Duration::from_secs(args.job_deadline_secs.max(1)),
+                poll_interval: std::time::Duration::from_millis(args.poll_interval_ms.max(1)),
+                rate_limit: creditgate::ratelimit::RateLimit {
+                    per_sec: args.rate_limit_per_sec,
+                    burst: args.rate_limit_burst,
+                },
+                moltbook: crate::serve::MoltbookOptions {
+                    verify_url: args.moltbook_verify_url,
+                    app_key: args.moltbook_app_key,
+                    audience: args.moltbook_audience,
+                    default_account: args.moltbook_default_account,
+                },
+            })?;
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    if command_only_reads(&command) {
         options = options.existing();
     }
-    let verifying = matches!(cli.command, Command::Ledger(LedgerCommand::Verify));
+    let verifying = matches!(command, GateCommand::Ledger(LedgerCommand::Verify));
     let output = match Gate::open(&options, Arc::new(SystemClock)) {
-        Ok(gate) => match execute(&gate, cli.command) {
+        Ok(gate) => match execute(&gate, command) {
             Ok(output) => output,
             Err(failure) => failure.output(),
         },
@@ -421,21 +431,20 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
 
 /// Whether `command` only reads: it then opens an existing database and
 /// never creates one (a mistyped `--db` is an error, not an empty ledger).
-fn command_only_reads(command: &Command) -> bool {
+fn command_only_reads(command: &GateCommand) -> bool {
     match command {
-        Command::Ledger(LedgerCommand::Verify)
-        | Command::Accounts(AccountsCommand::List)
-        | Command::Credits(CreditsCommand::Balance { .. } | CreditsCommand::History { .. })
-        | Command::Jobs(_)
-        | Command::Keys(KeysCommand::List { .. })
-        | Command::Prices(PricesCommand::List | PricesCommand::Estimate { .. })
-        | Command::Backup { .. } => true,
-        Command::Serve(_)
-        | Command::Keys(KeysCommand::Create { .. } | KeysCommand::Revoke { .. })
-        | Command::Agents(_)
-        | Command::Accounts(AccountsCommand::Create { .. })
-        | Command::Credits(CreditsCommand::Grant(_))
-        | Command::Prices(
+        GateCommand::Ledger(LedgerCommand::Verify)
+        | GateCommand::Accounts(AccountsCommand::List)
+        | GateCommand::Credits(CreditsCommand::Balance { .. } | CreditsCommand::History { .. })
+        | GateCommand::Jobs(_)
+        | GateCommand::Keys(KeysCommand::List { .. })
+        | GateCommand::Prices(PricesCommand::List | PricesCommand::Estimate { .. })
+        | GateCommand::Backup { .. } => true,
+        GateCommand::Keys(KeysCommand::Create { .. } | KeysCommand::Revoke { .. })
+        | GateCommand::Agents(_)
+        | GateCommand::Accounts(AccountsCommand::Create { .. })
+        | GateCommand::Credits(CreditsCommand::Grant(_))
+        | GateCommand::Prices(
             PricesCommand::Import { .. }
             | PricesCommand::Activate { .. }
             | PricesCommand::Retire { .. },
@@ -503,9 +512,9 @@ impl Failure {
     }
 }
 
-fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
+fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
     match command {
-        Command::Accounts(AccountsCommand::Create {
+        GateCommand::Accounts(AccountsCommand::Create {
             name,
             plan,
             allow_negative,
@@ -521,7 +530,7 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
             );
             Ok(Output::ok(render::account(&account), text))
         }
-        Command::Accounts(AccountsCommand::List) => {
+        GateCommand::Accounts(AccountsCommand::List) => {
             let accounts = gate.list_accounts()?;
             let text = render::lines_or(
                 accounts
@@ -533,8 +542,8 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
                 json!({ "accounts": accounts.iter().map(render::account).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
         }
-        Command::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
-        Command::Credits(CreditsCommand::Balance { account }) => {
+        GateCommand::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
+        GateCommand::Credits(CreditsCommand::Balance { account }) => {
             let balance = gate.balance(&account)?;
             let json = render::balance(&account, &balance);
             let text = format!(
@@ -543,7 +552,7 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
             );
             Ok(Output::ok(json, text))
         }
-        Command::Credits(CreditsCommand::History {
+        GateCommand::Credits(CreditsCommand::History {
             account,
             limit,
             cursor,
@@ -554,7 +563,7 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
             let json = json!({ "transfers": transfers, "next_cursor": page.next_cursor });
             Ok(Output::ok(json, text))
         }
-        Command::Ledger(LedgerCommand::Verify) => {
+        GateCommand::Ledger(LedgerCommand::Verify) => {
             let report = gate.verify_ledger()?;
             let summary = format!(
                 "{} transfers, {} ledger accounts, {} open holds",
@@ -594,9 +603,8 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
                 is_error: false,
             })
         }
-        Command::Prices(command) => prices(gate, command),
-        Command::Serve(_) => unreachable!("serve is run before the gate is opened here"),
-        Command::Keys(KeysCommand::Create {
+        GateCommand::Prices(command) => prices(gate, command),
+        GateCommand::Keys(KeysCommand::Create {
             account,
             scopes,
             expires_in_days,
@@ -619,7 +627,7 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
             );
             Ok(Output::ok(json, text))
         }
-        Command::Keys(KeysCommand::List { account }) => {
+        GateCommand::Keys(KeysCommand::List { account }) => {
             let keys = gate.list_api_keys(&account)?;
             let text = render::lines_or(
                 keys.iter().map(|k| {
@@ -635,13 +643,13 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
             let json = json!({ "keys": keys.iter().map(render::key).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
         }
-        Command::Keys(KeysCommand::Revoke { key_id }) => {
+        GateCommand::Keys(KeysCommand::Revoke { key_id }) => {
             let info = gate.revoke_api_key(&key_id)?;
             let mut json = render::key(&info);
             json["id"] = json!(info.id);
             Ok(Output::ok(json, format!("revoked key {}", info.id)))
         }
-        Command::Agents(AgentsCommand::Bind {
+        GateCommand::Agents(AgentsCommand::Bind {
             code,
             account,
             scopes,
@@ -659,7 +667,7 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
                 format!("bound agent {} to {}", agent.id, account),
             ))
         }
-        Command::Jobs(JobsCommand::List {
+        GateCommand::Jobs(JobsCommand::List {
             account,
             status,
             limit,
@@ -694,13 +702,13 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
                 json!({ "jobs": jobs.iter().map(|j| render::job(gate, j)).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
         }
-        Command::Jobs(JobsCommand::Show { id }) => {
+        GateCommand::Jobs(JobsCommand::Show { id }) => {
             let job = gate.job(&id)?;
             let json = render::job(gate, &job);
             let text = serde_json::to_string_pretty(&json).unwrap_or_default();
             Ok(Output::ok(json, text))
         }
-        Command::Backup { dest } => {
+        GateCommand::Backup { dest } => {
             gate.store().backup(&dest)?;
             let json =
                 json!({ "id": dest.display().to_string(), "path": dest.display().to_string() });

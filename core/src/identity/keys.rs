@@ -72,11 +72,6 @@ impl ApiKeyInfo {
         self.expires_at.is_some_and(|at| now >= at)
     }
 
-    /// Whether the key authenticates at `now`: neither revoked nor expired.
-    pub fn is_usable(&self, now: UnixMillis) -> bool {
-        self.revoked_at.is_none() && !self.is_expired(now)
-    }
-
     /// The principal this key authenticates as.
     pub fn principal(&self) -> Principal {
         Principal {

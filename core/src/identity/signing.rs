@@ -14,7 +14,7 @@
 //! Verification uses `verify_strict` (no small-order keys, no malleable
 //! signatures).
 
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey, SIGNATURE_LENGTH};
+use ed25519_dalek::{Signature, VerifyingKey, SIGNATURE_LENGTH};
 use serde_json::Value;
 
 use crate::clock::UnixMillis;
@@ -62,17 +62,6 @@ pub fn signed_message(method: &str, path: &str, body: &Value) -> Result<Vec<u8>>
     let mut message = format!("{method} {path}\n").into_bytes();
     message.extend(jcs::canonicalize(&Value::Object(unsigned))?);
     Ok(message)
-}
-
-/// Signs `body` for `method` and `path` with `key`, setting its
-/// `signature` (what an agent client does; the server never signs).
-pub fn sign_request(method: &str, path: &str, body: &mut Value, key: &SigningKey) -> Result<()> {
-    let message = signed_message(method, path, body)?;
-    let signature = hex::encode(key.sign(&message).to_bytes());
-    body.as_object_mut()
-        .expect("signed_message accepted only an object")
-        .insert(SIGNATURE_FIELD.to_owned(), Value::String(signature));
-    Ok(())
 }
 
 /// Verifies a signed request against `public_key` and returns its
@@ -225,6 +214,7 @@ fn nonce_field(body: &Value) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use ed25519_dalek::{Signer, SigningKey};
     use serde_json::json;
 
     use super::*;
@@ -233,8 +223,12 @@ mod tests {
         SigningKey::from_bytes(&[7u8; 32])
     }
 
+    /// `body` with its `signature` for `method` and `path`, as an agent
+    /// client makes it (the server never signs).
     fn signed(method: &str, path: &str, mut body: Value) -> Value {
-        sign_request(method, path, &mut body, &key()).expect("sign");
+        let message = signed_message(method, path, &body).expect("sign");
+        let signature = hex::encode(key().sign(&message).to_bytes());
+        body[SIGNATURE_FIELD] = Value::String(signature);
         body
     }
 
