@@ -4,23 +4,27 @@
 //! secret in the database files. Each test opens a fresh database with a
 //! `ManualClock` and moves time instead of sleeping.
 
+mod common;
+
 use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{code, fresh, strings, Fixture, START};
+use common::{Setup, RYNJER};
 use creditgate::identity::agents::REGISTRATION_TTL_SECS;
+use creditgate::identity::external::MOLTBOOK_PROVIDER;
 use creditgate::identity::jcs;
 use creditgate::identity::keys::LAST_USED_INTERVAL_SECS;
 use creditgate::identity::signing::SIGNED_REQUEST_SKEW_SECS_MAX;
 use creditgate::identity::tokens::ACCESS_TOKEN_TTL_SECS;
 use creditgate::{
-    AgentRegistration, Error, Gate, ManualClock, NewAccount, Principal, StoreOptions, TokenGrant,
-    Via,
+    AgentRegistration, Error, ExchangeOutcome, IdentityVerifier, Principal, TokenGrant,
+    VerifiedIdentity, Via,
 };
 use ed25519_dalek::{Signer, SigningKey};
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
-
-const START: i64 = 1_790_000_000_000;
 
 const REGISTER: &str = "/api/v1/agents/register";
 const KEYS_CREATE: &str = "/api/v1/agents/keys/create";
@@ -29,51 +33,15 @@ const KEYS_REVOKE: &str = "/api/v1/agents/keys/revoke";
 const TOKEN: &str = "/api/v1/agents/auth/token";
 const POST: &str = "POST";
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    gate: Gate,
-    clock: Arc<ManualClock>,
-    path: std::path::PathBuf,
-}
-
-fn fresh() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("identity.db");
-    let clock = Arc::new(ManualClock::new(START));
-    let gate = Gate::open(&StoreOptions::new(&path), clock.clone()).expect("open");
-    Fixture {
-        _dir: dir,
-        gate,
-        clock,
-        path,
-    }
-}
-
 impl Fixture {
     fn account(&self) -> String {
-        self.gate
-            .create_account(&NewAccount::named("owner"))
-            .expect("create account")
-            .id
-    }
-
-    fn advance_secs(&self, secs: u64) {
-        self.clock.advance(Duration::from_secs(secs));
+        common::account(&self.gate, "owner", Decimal::ZERO)
     }
 
     fn now_secs(&self) -> i64 {
         use creditgate::Clock;
         self.clock.now() / 1_000
     }
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
-
-/// The machine code of a refusal.
-fn code<T: std::fmt::Debug>(result: creditgate::Result<T>) -> &'static str {
-    result.expect_err("expected a refusal").code()
 }
 
 /// An agent as a client in the wild would be: it holds an ed25519 key and
@@ -1150,9 +1118,43 @@ fn api_key_input_is_validated() {
     }
 }
 
+/// An identity provider in process: every token is valid and names the
+/// same external agent. The gate writes what it writes for Moltbook (the
+/// verifier only answers), without a network stand-in.
+#[derive(Debug)]
+struct TrustingVerifier;
+
+impl IdentityVerifier for TrustingVerifier {
+    fn provider(&self) -> &'static str {
+        MOLTBOOK_PROVIDER
+    }
+
+    fn verify(&self, _identity_token: &str) -> creditgate::Result<VerifiedIdentity> {
+        Ok(VerifiedIdentity {
+            external_id: "0d4f1c2e-external-agent".to_owned(),
+            name: "External Agent".to_owned(),
+            karma: None,
+            owner_handle: None,
+        })
+    }
+}
+
+/// The one "no secret in the database or its WAL" test: it creates every
+/// kind of secret (account key, agent registration code, agent key, access
+/// and refresh tokens and their refreshed pair, an external agent's
+/// registration code and access token, and the external identity token
+/// itself), then greps the database, `-wal` and `-shm` files for each,
+/// whole and by its random part, with the writes still in the WAL and
+/// again after a checkpoint.
 #[test]
 fn no_secret_is_readable_in_the_database_or_its_wal() {
-    let fx = fresh();
+    let mut fx = common::open(Setup {
+        catalog: Some(RYNJER),
+        ..Setup::default()
+    });
+    fx.gate = fx
+        .gate
+        .with_identity_verifier(Arc::new(TrustingVerifier), None);
     let account_id = fx.account();
     let mut secrets = Vec::new();
     let (_, account_key) = fx
@@ -1187,23 +1189,46 @@ fn no_secret_is_readable_in_the_database_or_its_wal() {
         refreshed.refresh_token,
     ]);
 
-    let check_files = |stage: &str| {
+    // An external agent: its registration code, then, bound, its token.
+    let identity_token = "ok-secret-agent";
+    let external = match fx.gate.moltbook_exchange(identity_token).expect("exchange") {
+        ExchangeOutcome::NotBound(registration) => registration,
+        other => panic!("expected not bound, got {other:?}"),
+    };
+    fx.gate
+        .bind_agent(&external.registration_code, &account_id, None)
+        .expect("bind the external agent");
+    let external_grant = match fx.gate.moltbook_exchange(identity_token).expect("exchange") {
+        ExchangeOutcome::Granted(grant) => grant,
+        other => panic!("expected a grant, got {other:?}"),
+    };
+    fx.gate
+        .authenticate(&external_grant.access_token)
+        .expect("use the external token");
+    secrets.extend([external.registration_code, external_grant.access_token]);
+    // The identity token is not a secret of ours, and is not kept at all.
+    let needles: Vec<Vec<u8>> = secrets
+        .iter()
+        .flat_map(|secret| {
+            let random = secret.rsplit('_').next().expect("random part");
+            [secret.as_bytes().to_vec(), random.as_bytes().to_vec()]
+        })
+        .chain([identity_token.as_bytes().to_vec()])
+        .collect();
+
+    let check_files = |path: &std::path::Path, stage: &str| {
         let mut inspected = 0;
         for suffix in ["", "-wal", "-shm"] {
-            let path = format!("{}{suffix}", fx.path.display());
-            let Ok(bytes) = std::fs::read(&path) else {
+            let file = format!("{}{suffix}", path.display());
+            let Ok(bytes) = std::fs::read(&file) else {
                 continue;
             };
             inspected += bytes.len();
-            for secret in &secrets {
-                // The whole secret, and its random part alone.
-                let random = secret.rsplit('_').next().expect("suffix");
-                for needle in [secret.as_bytes(), random.as_bytes()] {
-                    assert!(
-                        !bytes.windows(needle.len()).any(|w| w == needle),
-                        "{stage}: a secret is readable in {path}"
-                    );
-                }
+            for needle in &needles {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                    "{stage}: a secret is readable in {file}"
+                );
             }
         }
         assert!(inspected > 0, "{stage}: the database files exist");
@@ -1211,29 +1236,24 @@ fn no_secret_is_readable_in_the_database_or_its_wal() {
     // With the writes still in the WAL ...
     let wal = std::fs::metadata(format!("{}-wal", fx.path.display())).expect("wal exists");
     assert!(wal.len() > 0, "the writes are in the WAL");
-    check_files("live");
+    check_files(&fx.path, "live");
     // ... and after they were checkpointed into the main file.
     let Fixture {
-        gate, path, _dir, ..
+        gate, path, dir, ..
     } = fx;
     drop(gate);
-    let fx_path = path;
     {
-        let conn = rusqlite::Connection::open(&fx_path).expect("raw open");
+        let conn = rusqlite::Connection::open(&path).expect("raw open");
         conn.pragma_update(None, "wal_checkpoint", "TRUNCATE")
             .expect("checkpoint");
     }
-    let bytes = std::fs::read(&fx_path).expect("db");
-    for secret in &secrets {
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "checkpointed: a secret is readable in the database"
-        );
-    }
-    // Their hashes are there: the test would see a secret if it were stored.
-    let conn = rusqlite::Connection::open(&fx_path).expect("raw open");
+    check_files(&path, "checkpointed");
+    // Their hashes are there: the test would see a secret if it were stored
+    // (the account key, the agent key and the external agent's exchange key).
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
     let stored: i64 = conn
         .query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0))
         .expect("count");
-    assert_eq!(stored, 2);
+    assert_eq!(stored, 3);
+    drop(dir);
 }

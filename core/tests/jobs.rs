@@ -4,63 +4,34 @@
 //! admission under a tight wallet; price pinning; cancel; restart.
 //! `ledger verify` passes after every test that moves money.
 
+mod common;
+
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use creditgate::{Error, Gate, JobStatus, ManualClock, NewAccount, StoreOptions, Synchronous};
+use common::{assert_verified, Fixture, Setup, KIWIWHALE, RYNJER, START};
+use creditgate::{Error, Gate, JobStatus, Synchronous};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-const RYNJER: &str = include_str!("../../fixtures/catalogs/rynjer.json");
-const KIWIWHALE: &str = include_str!("../../fixtures/catalogs/kiwiwhale.json");
-const START: i64 = 1_790_000_000_000;
 /// Worker steps a test may take before it gives up: time moves one second
 /// per step, so this also bounds the simulated time.
 const STEPS_MAX: usize = 4_000;
 
-struct Fixture {
-    dir: tempfile::TempDir,
-    gate: Gate,
-    clock: Arc<ManualClock>,
-}
-
-fn open(dir: &std::path::Path, clock: Arc<ManualClock>) -> Gate {
-    let mut options = StoreOptions::new(dir.join("jobs.db"));
-    options.synchronous = Synchronous::Normal;
-    Gate::open(&options, clock).expect("open")
-}
-
 fn fresh() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(START));
-    let gate = open(dir.path(), clock.clone());
-    gate.import_catalog(RYNJER).expect("catalog");
-    Fixture { dir, gate, clock }
+    common::open(Setup {
+        synchronous: Synchronous::Normal,
+        catalog: Some(RYNJER),
+        ..Setup::default()
+    })
 }
 
 fn account(gate: &Gate, credits: i64) -> String {
-    let account = gate
-        .create_account(&NewAccount::named("agent"))
-        .expect("account");
-    if credits > 0 {
-        gate.grant(
-            &format!("seed-{}", account.id),
-            &account.id,
-            Decimal::from(credits),
-            "",
-        )
-        .expect("grant");
-    }
-    account.id
+    common::account(gate, "agent", Decimal::from(credits))
 }
 
 fn available(gate: &Gate, account: &str) -> i64 {
     gate.balance(account).expect("balance").available
-}
-
-fn assert_verified(gate: &Gate) {
-    let report = gate.verify_ledger().expect("verify");
-    assert!(report.is_ok(), "ledger verify: {:#?}", report.violations);
 }
 
 /// Runs worker steps, one simulated second apart, until `done` or the step
@@ -509,15 +480,12 @@ fn a_restart_resumes_every_live_job() {
     fx.gate.run_due_work(2).expect("step: two submitted");
     // Simulate a worker that died holding a lease: lease everything far out.
     {
-        let conn = rusqlite::Connection::open(fx.dir.path().join("jobs.db")).expect("raw");
+        let conn = fx.raw();
         conn.execute("UPDATE jobs SET lease_until = ?1", [START + 3_600_000])
             .expect("lease");
     }
-    let Fixture { dir, gate, clock } = fx;
-    drop(gate);
-    let gate = open(dir.path(), clock.clone());
-    assert_eq!(gate.recover().expect("recover"), 5);
-    let fx = Fixture { dir, gate, clock };
+    let fx = fx.reopen();
+    assert_eq!(fx.gate.recover().expect("recover"), 5);
     drive(&fx, |g| {
         (0..5).all(|i| {
             g.job_for(&acct, &format!("j{i}"))
@@ -620,7 +588,7 @@ fn verify_names_a_job_charged_without_success() {
     );
     let job = run_to_end(&fx, &acct, "t");
     assert_eq!(job.status, JobStatus::Succeeded);
-    let conn = rusqlite::Connection::open(fx.dir.path().join("jobs.db")).expect("raw");
+    let conn = fx.raw();
     conn.execute(
         "UPDATE jobs SET status = 'failed', charged_micros = NULL, error_code = 'x' WHERE id = ?1",
         [&job.id],
@@ -678,16 +646,14 @@ fn an_uncertain_submission_is_resubmitted_only_to_an_idempotent_provider() {
         );
         // A worker claimed the job and may have submitted it, then died.
         {
-            let conn = rusqlite::Connection::open(fx.dir.path().join("jobs.db")).expect("raw");
+            let conn = fx.raw();
             conn.execute(
                 "UPDATE jobs SET submit_attempts = 1, submit_started_at = ?1, lease_until = ?2",
                 [START, START + 3_600_000],
             )
             .expect("simulate the crash");
         }
-        let Fixture { dir, gate, clock } = fx;
-        drop(gate);
-        let mut gate = open(dir.path(), clock.clone());
+        let mut fx = fx.reopen();
         if !idempotent {
             let mut registry = ProviderRegistry::new();
             registry.insert(
@@ -696,10 +662,9 @@ fn an_uncertain_submission_is_resubmitted_only_to_an_idempotent_provider() {
                     fixture::Scenarios::shipped(),
                 ))),
             );
-            gate = gate.with_providers(registry);
+            fx.gate = fx.gate.with_providers(registry);
         }
-        gate.recover().expect("recover");
-        let fx = Fixture { dir, gate, clock };
+        fx.gate.recover().expect("recover");
         let job = run_to_end(&fx, &acct, "u");
         if idempotent {
             assert_eq!(job.status, JobStatus::Succeeded);
@@ -771,8 +736,7 @@ impl creditgate::providers::Provider for CancelsDuringSubmit {
 #[test]
 fn an_answer_for_a_job_canceled_meanwhile_is_dropped_and_the_others_recorded() {
     use creditgate::providers::{fixture, ProviderRegistry};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(START));
+    let fx = fresh();
     let slot = Arc::new(std::sync::OnceLock::new());
     let account_slot = Arc::new(std::sync::OnceLock::new());
     let mut registry = ProviderRegistry::new();
@@ -784,9 +748,8 @@ fn an_answer_for_a_job_canceled_meanwhile_is_dropped_and_the_others_recorded() {
             account: account_slot.clone(),
         }),
     );
-    let gate = Arc::new(open(dir.path(), clock.clone()).with_providers(registry));
+    let gate = Arc::new(fx.gate.with_providers(registry));
     slot.set(Arc::downgrade(&gate)).expect("set once");
-    gate.import_catalog(RYNJER).expect("catalog");
     let acct = account(&gate, 100);
     account_slot.set(acct.clone()).expect("set once");
     for (id, prompt) in [("a", "x"), ("b", "[cancel-during-submit] x"), ("c", "x")] {

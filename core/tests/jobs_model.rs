@@ -5,11 +5,13 @@
 //! = granted − the charges of succeeded jobs, pending = the estimates of
 //! live jobs; and no job is ever charged twice or charged without success.
 
+mod common;
+
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use creditgate::{Gate, JobFilter, JobStatus, ManualClock, NewAccount, StoreOptions, Synchronous};
+use common::{Setup, RYNJER};
+use creditgate::{JobFilter, JobStatus, NewAccount, Synchronous};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 use serde_json::json;
@@ -55,13 +57,12 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut options = StoreOptions::new(dir.path().join("m.db"));
-    options.synchronous = Synchronous::Normal;
-    let clock = Arc::new(ManualClock::new(1_790_000_000_000));
-    let gate = Gate::open(&options, clock.clone()).expect("open");
-    gate.import_catalog(include_str!("../../fixtures/catalogs/rynjer.json"))
-        .expect("catalog");
+    let fx = common::open(Setup {
+        synchronous: Synchronous::Normal,
+        catalog: Some(RYNJER),
+        ..Setup::default()
+    });
+    let (gate, clock) = (&fx.gate, &fx.clock);
     let accounts: Vec<String> = (0..2)
         .map(|i| {
             let id = gate

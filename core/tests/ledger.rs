@@ -2,68 +2,29 @@
 //! replays, concurrency, and tampering caught by `verify`. Each test opens a
 //! fresh database and ends by checking `verify_ledger`.
 
+mod common;
+
 use std::str::FromStr;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use creditgate::{Error, Gate, ManualClock, NewAccount, StoreOptions, Synchronous, TransferKind};
+use common::{assert_verified, fresh, Fixture, Setup, START};
+use creditgate::{Error, Gate, NewAccount, Synchronous, TransferKind};
 use rust_decimal::Decimal;
-
-const START: i64 = 1_790_000_000_000;
-
-struct Fixture {
-    _dir: tempfile::TempDir,
-    gate: Gate,
-    clock: Arc<ManualClock>,
-    path: std::path::PathBuf,
-}
-
-fn fresh() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("ledger.db");
-    let clock = Arc::new(ManualClock::new(START));
-    let gate = Gate::open(&StoreOptions::new(&path), clock.clone()).expect("open");
-    Fixture {
-        _dir: dir,
-        gate,
-        clock,
-        path,
-    }
-}
 
 fn credits(text: &str) -> Decimal {
     Decimal::from_str(text).expect("decimal literal")
 }
 
+/// A new account funded with `funded` credits.
 fn account(gate: &Gate, funded: &str) -> String {
-    let account = gate
-        .create_account(&NewAccount::named("test"))
-        .expect("create account");
-    if credits(funded) > Decimal::ZERO {
-        gate.grant(
-            &format!("seed-{}", account.id),
-            &account.id,
-            credits(funded),
-            "seed",
-        )
-        .expect("seed grant");
-    }
-    account.id
-}
-
-fn assert_verified(gate: &Gate) {
-    let report = gate.verify_ledger().expect("verify runs");
-    assert!(
-        report.is_ok(),
-        "ledger verify failed: {:#?}",
-        report.violations
-    );
+    common::account(gate, "test", credits(funded))
 }
 
 /// Every row of every table, so a refused operation can be shown to change
 /// nothing at all.
 fn snapshot(fx: &Fixture) -> String {
-    let conn = rusqlite::Connection::open(&fx.path).expect("raw open");
+    let conn = fx.raw();
     let mut out = String::new();
     for table in [
         "accounts",
@@ -483,7 +444,7 @@ fn one_transfer_id_from_eight_threads_moves_once() {
 }
 
 fn tamper(fx: &Fixture, sql: &str) {
-    let conn = rusqlite::Connection::open(&fx.path).expect("raw open");
+    let conn = fx.raw();
     conn.execute_batch(sql).expect("tamper");
 }
 
@@ -526,7 +487,7 @@ fn tampering_with_a_transfer_is_named_by_verify() {
     let acct = account(&fx.gate, "10");
     fx.gate.grant("g2", &acct, credits("5"), "").expect("grant");
     fx.gate.grant("g3", &acct, credits("5"), "").expect("grant");
-    let conn = rusqlite::Connection::open(&fx.path).expect("raw open");
+    let conn = fx.raw();
     let refused = conn.execute("UPDATE transfers SET amount = 1 WHERE id = 'g2'", []);
     assert!(refused.is_err(), "the trigger refuses updates to transfers");
     let refused = conn.execute("DELETE FROM transfers WHERE id = 'g2'", []);
@@ -606,10 +567,11 @@ fn a_negative_wallet_and_a_lost_open_hold_are_named_by_verify() {
 
 #[test]
 fn a_synchronous_normal_store_works_the_same() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut options = StoreOptions::new(dir.path().join("n.db"));
-    options.synchronous = Synchronous::Normal;
-    let gate = Gate::open(&options, Arc::new(ManualClock::new(START))).expect("open");
+    let fx = common::open(Setup {
+        synchronous: Synchronous::Normal,
+        ..Setup::default()
+    });
+    let gate = fx.gate;
     let acct = account(&gate, "1");
     assert_eq!(gate.balance(&acct).expect("balance").available, 1_000_000);
     assert_verified(&gate);

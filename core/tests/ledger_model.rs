@@ -3,10 +3,12 @@
 //! After every step `verify` passes and every balance equals a plain
 //! in-memory model of what the ledger promises.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use creditgate::{Gate, ManualClock, NewAccount, StoreOptions, Synchronous};
+use common::Setup;
+use creditgate::{Gate, NewAccount, Synchronous};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -106,11 +108,12 @@ fn micros(m: i64) -> Decimal {
 type Replay = Box<dyn Fn(&Gate) -> creditgate::Result<creditgate::TransferOutcome>>;
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut options = StoreOptions::new(dir.path().join("model.db"));
-    options.synchronous = Synchronous::Normal;
-    let clock = Arc::new(ManualClock::new(0));
-    let gate = Gate::open(&options, clock.clone()).expect("open");
+    let fx = common::open(Setup {
+        synchronous: Synchronous::Normal,
+        start: 0,
+        ..Setup::default()
+    });
+    let (gate, clock) = (&fx.gate, &fx.clock);
     let ids: Vec<String> = (0..ACCOUNTS)
         .map(|_| {
             gate.create_account(&NewAccount::named("m"))

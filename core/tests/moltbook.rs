@@ -4,7 +4,11 @@
 //! become access tokens that authenticate and expire, refusals and an
 //! unusable verifier never succeed and record nothing, an unbound agent
 //! gets a registration code its owner binds, one Moltbook agent is always
-//! one creditgate agent, and no token is stored. Every wait is bounded.
+//! one creditgate agent, and no token is stored (the one test that greps
+//! the database files for every secret is in `identity.rs`). Every wait is
+//! bounded.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -13,17 +17,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::{strings, RYNJER, START};
 use creditgate::identity::external::{self, MOLTBOOK_PROVIDER, VERIFY_RESPONSE_BYTES_MAX};
 use creditgate::identity::tokens::ACCESS_TOKEN_TTL_SECS;
 use creditgate::{
     AccessGrant, AgentRegistration, Error, ExchangeOutcome, Gate, ManualClock, MoltbookConfig,
-    MoltbookVerifier, NewAccount, StoreOptions, Via,
+    MoltbookVerifier, NewAccount, Via,
 };
 use serde_json::{json, Value};
 
-const START: i64 = 1_790_000_000_000;
-const CATALOG: &str = include_str!("../../fixtures/catalogs/rynjer.json");
-/// The products of that catalog: what "any scope but admin" grants.
+/// The products of the rynjer catalog: what "any scope but admin" grants.
 const PRODUCTS: &[&str] = &["chat", "image", "music", "video"];
 /// The verify call's timeout in these tests: generous, for a loaded machine.
 const TEST_TIMEOUT_MS: u64 = 5_000;
@@ -248,7 +251,6 @@ fn answer(token: &str) -> (u16, String, Vec<u8>) {
 
 struct Fixture {
     _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
     clock: Arc<ManualClock>,
     gate: Gate,
     stand_in: StandIn,
@@ -279,12 +281,16 @@ impl Default for Setup {
 }
 
 fn fixture(setup: Setup) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("moltbook.db");
-    let clock = Arc::new(ManualClock::new(START));
+    let common::Fixture {
+        dir,
+        clock,
+        gate: plain,
+        ..
+    } = common::open(common::Setup {
+        catalog: Some(RYNJER),
+        ..common::Setup::default()
+    });
     let stand_in = StandIn::start();
-    let plain = Gate::open(&StoreOptions::new(&path), clock.clone()).expect("open");
-    plain.import_catalog(CATALOG).expect("catalog");
     let default_account = setup.default_account.then(|| {
         plain
             .create_account(&NewAccount::named("moltbook pool"))
@@ -300,7 +306,6 @@ fn fixture(setup: Setup) -> Fixture {
     let gate = plain.with_identity_verifier(Arc::new(verifier), default_account.clone());
     Fixture {
         _dir: dir,
-        path,
         clock,
         gate,
         stand_in,
@@ -339,10 +344,6 @@ impl Fixture {
     fn advance_secs(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
     }
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
 }
 
 // ----- tests ------------------------------------------------------------------
@@ -682,13 +683,8 @@ fn a_moltbook_agent_cannot_use_the_signed_agent_flow() {
 
 #[test]
 fn the_exchange_is_off_unless_configured() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gate = Gate::open(
-        &StoreOptions::new(dir.path().join("off.db")),
-        Arc::new(ManualClock::new(START)),
-    )
-    .expect("open");
-    let err = gate.moltbook_exchange("ok-agent-1").expect_err("off");
+    let fx = common::fresh();
+    let err = fx.gate.moltbook_exchange("ok-agent-1").expect_err("off");
     assert_eq!(err.code(), "not_found");
     assert!(
         matches!(&err, Error::IdentityProviderNotConfigured { provider } if provider == "moltbook")
@@ -697,15 +693,12 @@ fn the_exchange_is_off_unless_configured() {
 
 #[test]
 fn a_missing_default_account_or_catalog_records_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    let fx = common::fresh();
     let stand_in = StandIn::start();
     let verifier = MoltbookVerifier::new(MoltbookConfig::new(stand_in.url())).expect("verifier");
-    let gate = Gate::open(
-        &StoreOptions::new(dir.path().join("missing.db")),
-        Arc::new(ManualClock::new(START)),
-    )
-    .expect("open")
-    .with_identity_verifier(Arc::new(verifier), Some("acct_missing".to_owned()));
+    let gate = fx
+        .gate
+        .with_identity_verifier(Arc::new(verifier), Some("acct_missing".to_owned()));
     let err = gate
         .moltbook_exchange("ok-agent-1")
         .expect_err("no account");
@@ -725,49 +718,4 @@ fn a_missing_default_account_or_catalog_records_nothing() {
         .read(|conn| Ok(conn.query_row("SELECT count(*) FROM agents", [], |r| r.get(0))?))
         .expect("count");
     assert_eq!(agents, 0, "both refusals rolled back");
-}
-
-#[test]
-fn no_token_or_code_is_readable_in_the_database_or_its_wal() {
-    let fx = fixture(Setup::default());
-    let registration = fx.not_bound("ok-secret-agent");
-    let owner = fx
-        .gate
-        .create_account(&NewAccount::named("owner"))
-        .expect("account")
-        .id;
-    fx.gate
-        .bind_agent(&registration.registration_code, &owner, None)
-        .expect("bind");
-    let grant = fx.granted("ok-secret-agent");
-    fx.gate.authenticate(&grant.access_token).expect("auth");
-    let secrets = [
-        registration.registration_code.clone(),
-        grant.access_token.clone(),
-    ];
-    let mut inspected = 0;
-    for suffix in ["", "-wal", "-shm"] {
-        let path = format!("{}{suffix}", fx.path.display());
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        inspected += bytes.len();
-        for secret in &secrets {
-            let random = secret.rsplit('_').next().expect("random part");
-            assert!(
-                !bytes
-                    .windows(random.len())
-                    .any(|window| window == random.as_bytes()),
-                "a secret is readable in {path}"
-            );
-        }
-        // The identity token (here a readable test string) is not kept.
-        assert!(
-            !bytes
-                .windows(b"ok-secret-agent".len())
-                .any(|window| window == b"ok-secret-agent"),
-            "the identity token is readable in {path}"
-        );
-    }
-    assert!(inspected > 0);
 }

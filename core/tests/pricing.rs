@@ -3,27 +3,17 @@
 //! (import, replay, conflict, activate, retire, pin), and malformed catalogs
 //! refused with the path of the offending field and nothing stored.
 
-use std::str::FromStr;
-use std::sync::Arc;
+mod common;
 
+use std::str::FromStr;
+
+use common::{fresh, KIWIWHALE, RYNJER};
 use creditgate::pricing::EstimateRequest;
-use creditgate::{Error, Gate, ManualClock, StoreOptions};
+use creditgate::Error;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-const RYNJER: &str = include_str!("../../fixtures/catalogs/rynjer.json");
-const KIWIWHALE: &str = include_str!("../../fixtures/catalogs/kiwiwhale.json");
 const EXPECTED: &str = include_str!("../../fixtures/catalogs/expected_prices.json");
-
-fn fresh() -> (tempfile::TempDir, Gate) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gate = Gate::open(
-        &StoreOptions::new(dir.path().join("p.db")),
-        Arc::new(ManualClock::new(1_790_000_000_000)),
-    )
-    .expect("open");
-    (dir, gate)
-}
 
 fn version_of(catalog: &str) -> String {
     let value: Value = serde_json::from_str(catalog).expect("catalog JSON");
@@ -32,7 +22,8 @@ fn version_of(catalog: &str) -> String {
 
 #[test]
 fn every_reference_price_is_estimated_exactly() {
-    let (_dir, gate) = fresh();
+    let fx = fresh();
+    let gate = &fx.gate;
     gate.import_catalog(RYNJER).expect("import rynjer");
     gate.import_catalog(KIWIWHALE).expect("import kiwiwhale");
     let cases: Vec<Value> = serde_json::from_str(EXPECTED).expect("expected prices");
@@ -62,7 +53,8 @@ fn every_reference_price_is_estimated_exactly() {
 
 #[test]
 fn the_named_rules_of_the_references_hold() {
-    let (_dir, gate) = fresh();
+    let fx = fresh();
+    let gate = &fx.gate;
     gate.import_catalog(RYNJER).expect("import");
     let price = |body: &str| -> String {
         let request: EstimateRequest = serde_json::from_str(body).expect("request");
@@ -105,7 +97,8 @@ fn the_named_rules_of_the_references_hold() {
 
 #[test]
 fn estimates_refuse_what_the_model_does_not_allow() {
-    let (_dir, gate) = fresh();
+    let fx = fresh();
+    let gate = &fx.gate;
     gate.import_catalog(RYNJER).expect("import");
     let refuse = |body: &str, code: &str| -> Error {
         let request: EstimateRequest = serde_json::from_str(body).expect("request");
@@ -137,7 +130,8 @@ fn estimates_refuse_what_the_model_does_not_allow() {
 
 #[test]
 fn versions_are_immutable_and_exactly_one_is_active() {
-    let (_dir, gate) = fresh();
+    let fx = fresh();
+    let gate = &fx.gate;
     let request: EstimateRequest = serde_json::from_str(r#"{"model":"veo3"}"#).expect("request");
     assert_eq!(
         gate.estimate(&request, None)
@@ -228,7 +222,8 @@ fn versions_are_immutable_and_exactly_one_is_active() {
 
 #[test]
 fn a_malformed_catalog_is_refused_with_its_path_and_nothing_is_stored() {
-    let (_dir, gate) = fresh();
+    let fx = fresh();
+    let gate = &fx.gate;
     let mut value: Value = serde_json::from_str(RYNJER).expect("json");
     value["models"][3]["price_rules"] =
         serde_json::json!([{"option": "resolution", "equals": "4K", "multiplier": -2}]);
@@ -254,7 +249,8 @@ fn a_malformed_catalog_is_refused_with_its_path_and_nothing_is_stored() {
 
 #[test]
 fn the_listing_names_every_model_with_its_price() {
-    let (_dir, gate) = fresh();
+    let fx = fresh();
+    let gate = &fx.gate;
     gate.import_catalog(RYNJER).expect("import");
     let listing = gate.models(None).expect("listing");
     assert_eq!(listing.price_version, "2026-02-02-v1");

@@ -7,51 +7,54 @@
 //! alone; worker health says when steps keep failing; cancel reads the
 //! status inside its write. `ledger verify` passes after each.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::RYNJER;
 use creditgate::jobs::Output;
 use creditgate::providers::fixture::{FixtureProvider, Scenarios};
 use creditgate::providers::{
     Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry, Submission,
 };
-use creditgate::{Error, Gate, JobStatus, ManualClock, NewAccount, StoreOptions, Synchronous};
+use creditgate::{Error, Gate, JobStatus, ManualClock, Synchronous};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-const RYNJER: &str = include_str!("../../fixtures/catalogs/rynjer.json");
-const START: i64 = 1_790_000_000_000;
 /// z-image costs 20 credits.
 const JOB_MICROS: i64 = 20_000_000;
 
 struct Fixture {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
     gate: Arc<Gate>,
     clock: Arc<ManualClock>,
     account: String,
 }
 
 fn fixture(provider: Option<Arc<dyn Provider>>) -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let clock = Arc::new(ManualClock::new(START));
-    let mut options = StoreOptions::new(dir.path().join("worker.db"));
-    options.synchronous = Synchronous::Normal;
-    let mut gate = Gate::open(&options, clock.clone()).expect("open");
+    let common::Fixture {
+        dir,
+        path,
+        clock,
+        mut gate,
+        ..
+    } = common::open(common::Setup {
+        synchronous: Synchronous::Normal,
+        catalog: Some(RYNJER),
+        ..common::Setup::default()
+    });
     if let Some(provider) = provider {
         let mut registry = ProviderRegistry::new();
         registry.insert("fixture", provider);
         gate = gate.with_providers(registry);
     }
-    gate.import_catalog(RYNJER).expect("catalog");
-    let account = gate
-        .create_account(&NewAccount::named("agent"))
-        .expect("account")
-        .id;
-    gate.grant("seed", &account, Decimal::from(1_000), "")
-        .expect("grant");
+    let account = common::account(&gate, "agent", Decimal::from(1_000));
     Fixture {
-        dir,
+        _dir: dir,
+        path,
         gate: Arc::new(gate),
         clock,
         account,
@@ -77,7 +80,7 @@ impl Fixture {
     }
 
     fn raw(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.dir.path().join("worker.db")).expect("raw connection")
+        rusqlite::Connection::open(&self.path).expect("raw connection")
     }
 
     fn pending_micros(&self) -> i64 {
@@ -85,8 +88,7 @@ impl Fixture {
     }
 
     fn assert_verified(&self) {
-        let report = self.gate.verify_ledger().expect("verify");
-        assert!(report.is_ok(), "ledger verify: {:#?}", report.violations);
+        common::assert_verified(&self.gate);
     }
 }
 
@@ -627,9 +629,7 @@ fn a_stored_catalog_that_no_longer_validates_is_a_server_fault_not_invalid_reque
         )
         .expect("tamper with the stored catalog");
     // A fresh gate: catalogs are cached once parsed.
-    let mut options = StoreOptions::new(fx.dir.path().join("worker.db"));
-    options.synchronous = Synchronous::Normal;
-    let gate = Gate::open(&options, fx.clock.clone()).expect("open");
+    let gate = common::open_gate(&fx.path, fx.clock.clone(), Synchronous::Normal);
     let err = gate
         .estimate_body(&json!({"model": "z-image"}))
         .expect_err("the catalog does not validate");
