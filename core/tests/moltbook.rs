@@ -24,6 +24,7 @@ use creditgate::{
     AccessGrant, AgentRegistration, Error, ExchangeOutcome, Gate, ManualClock, MoltbookConfig,
     MoltbookVerifier, NewAccount, Via,
 };
+use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
 /// The products of the rynjer catalog: what "any scope but admin" grants.
@@ -341,6 +342,13 @@ impl Fixture {
             .expect("count")
     }
 
+    /// No agent, identity, key or token was recorded.
+    fn assert_recorded_nothing(&self) {
+        for table in ["agents", "external_identities", "api_keys", "access_tokens"] {
+            assert_eq!(self.count(table), 0, "{table}");
+        }
+    }
+
     fn advance_secs(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
     }
@@ -468,9 +476,7 @@ fn refused_tokens_are_identity_refused_and_record_nothing() {
         "identity_refused"
     );
     assert_eq!(fx.stand_in.received().len(), 2, "only two calls were made");
-    for table in ["agents", "external_identities", "api_keys", "access_tokens"] {
-        assert_eq!(fx.count(table), 0, "{table}");
-    }
+    fx.assert_recorded_nothing();
 }
 
 #[test]
@@ -501,11 +507,8 @@ fn an_unusable_verifier_is_upstream_unavailable_never_a_success() {
         .expect_err("unreachable");
     assert_eq!(err.code(), "upstream_unavailable", "{err}");
 
-    for fx in [&fx, &unreachable] {
-        for table in ["agents", "external_identities", "api_keys", "access_tokens"] {
-            assert_eq!(fx.count(table), 0, "{table}");
-        }
-    }
+    fx.assert_recorded_nothing();
+    unreachable.assert_recorded_nothing();
 }
 
 #[test]
@@ -543,11 +546,7 @@ fn an_unbound_agent_gets_a_registration_code_its_owner_binds() {
     let second = fx.not_bound("ok-agent-7");
     assert_eq!(second.agent_id, first.agent_id, "the same agent");
     assert_ne!(second.registration_code, first.registration_code);
-    let owner = fx
-        .gate
-        .create_account(&NewAccount::named("owner"))
-        .expect("account")
-        .id;
+    let owner = common::account(&fx.gate, "owner", Decimal::ZERO);
     assert_eq!(
         fx.gate
             .bind_agent(&first.registration_code, &owner, None)
@@ -580,11 +579,7 @@ fn the_code_of_an_unbound_agent_expires_and_the_next_exchange_renews_it() {
     let fx = fixture(Setup::default());
     let first = fx.not_bound("ok-agent-8");
     fx.advance_secs(creditgate::identity::agents::REGISTRATION_TTL_SECS as u64);
-    let owner = fx
-        .gate
-        .create_account(&NewAccount::named("owner"))
-        .expect("account")
-        .id;
+    let owner = common::account(&fx.gate, "owner", Decimal::ZERO);
     assert_eq!(
         fx.gate
             .bind_agent(&first.registration_code, &owner, None)

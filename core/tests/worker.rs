@@ -83,6 +83,26 @@ impl Fixture {
         rusqlite::Connection::open(&self.path).expect("raw connection")
     }
 
+    /// Puts back the index `[drop-index]` dropped: storage works again.
+    fn restore_due_index(&self) {
+        self.gate
+            .store()
+            .write(|tx| {
+                Ok(tx.execute_batch(
+                    "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
+                )?)
+            })
+            .expect("restore the index");
+    }
+
+    /// Runs `n` worker steps, each one simulated second after the last.
+    fn steps(&self, n: usize) {
+        for _ in 0..n {
+            self.clock.advance(Duration::from_secs(1));
+            self.gate.run_due_work(64).expect("step");
+        }
+    }
+
     fn pending_micros(&self) -> i64 {
         self.gate.balance(&self.account).expect("balance").pending
     }
@@ -256,10 +276,7 @@ fn a_job_whose_row_does_not_decode_fails_alone_and_never_stalls_the_worker() {
     assert_eq!(fx.pending_micros(), 2 * JOB_MICROS, "b's hold was released");
     assert_eq!(report.faults.len(), 1, "{report:?}");
     // The worker keeps working: the others finish.
-    for _ in 0..30 {
-        fx.clock.advance(Duration::from_secs(1));
-        fx.gate.run_due_work(64).expect("step");
-    }
+    fx.steps(30);
     assert_eq!(fx.status("a"), JobStatus::Succeeded);
     fx.assert_verified();
 }
@@ -292,8 +309,7 @@ fn a_storage_error_recording_one_answer_leaves_that_job_and_commits_the_others()
     fx.raw()
         .execute_batch("DROP TRIGGER refuse_b")
         .expect("storage is back");
-    fx.clock.advance(Duration::from_secs(1));
-    fx.gate.run_due_work(64).expect("step");
+    fx.steps(1);
     let b_now = fx.gate.job(&b.id).expect("b");
     assert_eq!(b_now.status, JobStatus::Running, "b's kept answer recorded");
     assert_eq!(b_now.provider_task_id, Some(format!("fx_{}", b.id)));
@@ -306,10 +322,7 @@ fn a_storage_error_recording_one_answer_leaves_that_job_and_commits_the_others()
         [1, 1, 1],
         "an accepted submission is never asked for twice"
     );
-    for _ in 0..30 {
-        fx.clock.advance(Duration::from_secs(1));
-        fx.gate.run_due_work(64).expect("step");
-    }
+    fx.steps(30);
     assert_eq!(fx.status("b"), JobStatus::Succeeded);
     fx.assert_verified();
 }
@@ -333,14 +346,7 @@ fn an_accepted_answer_is_kept_when_the_whole_record_write_fails() {
         (JobStatus::Pending, JobStatus::Pending)
     );
 
-    fx.gate
-        .store()
-        .write(|tx| {
-            Ok(tx.execute_batch(
-                "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
-            )?)
-        })
-        .expect("index back");
+    fx.restore_due_index();
     // Past the lease of the failed step.
     fx.clock.advance(Duration::from_secs(61));
     fx.gate.run_due_work(64).expect("step");
@@ -367,21 +373,13 @@ fn a_kept_answer_of_a_job_canceled_meanwhile_cancels_its_upstream_task() {
     fx.gate
         .run_due_work(64)
         .expect_err("the record write fails");
-    fx.gate
-        .store()
-        .write(|tx| {
-            Ok(tx.execute_batch(
-                "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
-            )?)
-        })
-        .expect("index back");
+    fx.restore_due_index();
     // Its owner cancels it while the upstream's answer is only in memory.
     assert_eq!(
         fx.gate.cancel(&fx.account, "a").expect("cancel").status,
         JobStatus::Canceled
     );
-    fx.clock.advance(Duration::from_secs(1));
-    fx.gate.run_due_work(64).expect("step");
+    fx.steps(1);
     assert_eq!(
         provider.cancels.lock().expect("lock").clone(),
         [Some(format!("fx_{}", a.id))],
@@ -475,14 +473,7 @@ fn worker_health_stops_saying_ok_while_steps_keep_failing_and_says_why() {
     assert_eq!(err.code(), "workers_failing");
     assert!(err.to_string().contains("jobs_due"), "{err}");
 
-    fx.gate
-        .store()
-        .write(|tx| {
-            Ok(tx.execute_batch(
-                "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
-            )?)
-        })
-        .expect("repair");
+    fx.restore_due_index();
     fx.clock.advance(Duration::from_secs(61));
     fx.gate.run_due_work(64).expect("step");
     assert!(fx.gate.worker_health().is_ok());

@@ -5,7 +5,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use creditgate_tests::{HttpResponse, Sandbox, Server};
+use creditgate_tests::{text_at, HttpResponse, Sandbox, Server};
 use ed25519_dalek::{Signer, SigningKey};
 use serde_json::{json, Value};
 
@@ -81,6 +81,20 @@ fn admin_key(sb: &Sandbox, account: &str) -> String {
         .to_owned()
 }
 
+/// Binds the agent of registration `code` to `account` with the CLI,
+/// allowing the `image` scope only; the command's JSON answer.
+fn bind_for_image(sb: &Sandbox, code: &str, account: &str) -> Value {
+    sb.ok(&[
+        "agents",
+        "bind",
+        code,
+        "--account",
+        account,
+        "--scope",
+        "image",
+    ])
+}
+
 #[test]
 fn the_whole_agent_flow_over_http() {
     let sb = sandbox();
@@ -102,14 +116,8 @@ fn the_whole_agent_flow_over_http() {
     let body = registered.json();
     assert_eq!(registered.status, 200, "{body}");
     assert_eq!(body["success"], json!(true));
-    let agent_id = body["data"]["agent_id"]
-        .as_str()
-        .expect("agent_id")
-        .to_owned();
-    let code = body["data"]["registration_code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
+    let agent_id = text_at(&body, "/data/agent_id");
+    let code = text_at(&body, "/data/registration_code");
     assert!(body["data"]["expires_at"].is_string());
 
     // Before binding, key creation is refused.
@@ -122,15 +130,7 @@ fn the_whole_agent_flow_over_http() {
     assert_eq!(error_code(&early), (403, "agent_not_bound".to_owned()));
 
     // 2. The owner binds the code (CLI), allowing image only.
-    let bound = sb.ok(&[
-        "agents",
-        "bind",
-        &code,
-        "--account",
-        &account,
-        "--scope",
-        "image",
-    ]);
+    let bound = bind_for_image(&sb, &code, &account);
     assert_eq!(bound["agent_id"], json!(agent_id));
 
     // 3. Keys: beyond the binding is forbidden; image is fine.
@@ -149,14 +149,8 @@ fn the_whole_agent_flow_over_http() {
     );
     let created = created.json();
     assert_eq!(created["success"], json!(true), "{created}");
-    let api_key = created["data"]["api_key"]
-        .as_str()
-        .expect("api_key")
-        .to_owned();
-    let key_id = created["data"]["key_id"]
-        .as_str()
-        .expect("key_id")
-        .to_owned();
+    let api_key = text_at(&created, "/data/api_key");
+    let key_id = text_at(&created, "/data/key_id");
     assert_eq!(created["data"]["scopes"], json!(["image"]));
 
     // 4. Exchange the key for an access token.
@@ -171,14 +165,8 @@ fn the_whole_agent_flow_over_http() {
     assert_eq!(token["data"]["token_type"], "Bearer");
     assert_eq!(token["data"]["expires_in"], 900);
     assert_eq!(token["data"]["account_id"], json!(account));
-    let access = token["data"]["access_token"]
-        .as_str()
-        .expect("access")
-        .to_owned();
-    let refresh = token["data"]["refresh_token"]
-        .as_str()
-        .expect("refresh")
-        .to_owned();
+    let access = text_at(&token, "/data/access_token");
+    let refresh = text_at(&token, "/data/refresh_token");
 
     // The access token spends from the owner's account, within its scope.
     let job = server.post(
@@ -206,10 +194,7 @@ fn the_whole_agent_flow_over_http() {
         Some(&json!({"refresh_token": refresh}).to_string()),
     );
     assert_eq!(rotated.status, 200, "{}", rotated.json());
-    let new_access = rotated.json()["data"]["access_token"]
-        .as_str()
-        .expect("access")
-        .to_owned();
+    let new_access = text_at(&rotated.json(), "/data/access_token");
     assert_eq!(server.get("/v1/credits/balance", &new_access).status, 200);
     let reused = server.request(
         "POST",
@@ -319,8 +304,8 @@ fn keys_from_the_cli_work_until_revoked_and_bind_needs_admin() {
         "--name",
         "laptop",
     ]);
-    let key = created["key"].as_str().expect("secret").to_owned();
-    let key_id = created["id"].as_str().expect("id").to_owned();
+    let key = text_at(&created, "/key");
+    let key_id = text_at(&created, "/id");
     assert!(key.starts_with("cg_live_"));
     let balance = server.get("/v1/credits/balance", &key).json();
     assert_eq!(balance["data"]["available"], json!(50));
@@ -367,10 +352,7 @@ fn the_owner_binds_an_agent_with_an_admin_key_over_http() {
             json!({"public_key": agent.public_hex(), "agent_name": "B", "agent_version": "2"}),
         )
         .json();
-    let code = registered["data"]["registration_code"]
-        .as_str()
-        .expect("code")
-        .to_owned();
+    let code = text_at(&registered, "/data/registration_code");
     let bound = server.post(
         "/api/v1/agents/bind",
         &admin,
@@ -453,29 +435,15 @@ fn sign_in_with_moltbook_binds_then_grants_a_token() {
 
     let unbound = exchange("good-token");
     assert_eq!(error_code(&unbound), (403, "agent_not_bound".to_owned()));
-    let code = unbound.json()["data"]["registration_code"]
-        .as_str()
-        .expect("a code to bind")
-        .to_owned();
-    sb.ok(&[
-        "agents",
-        "bind",
-        &code,
-        "--account",
-        &account,
-        "--scope",
-        "image",
-    ]);
+    let code = text_at(&unbound.json(), "/data/registration_code");
+    bind_for_image(&sb, &code, &account);
 
     let granted = exchange("good-token");
     let body = granted.json();
     assert_eq!(granted.status, 200, "{body}");
     assert_eq!(body["data"]["expires_in"], 900);
     assert_eq!(body["data"]["account_id"], json!(account));
-    let token = body["data"]["access_token"]
-        .as_str()
-        .expect("token")
-        .to_owned();
+    let token = text_at(&body, "/data/access_token");
     assert_eq!(server.get("/v1/credits/balance", &token).status, 200);
     let video = server.post(
         "/v1/generate",

@@ -6,8 +6,20 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use creditgate_tests::{Run, Sandbox};
+use creditgate_tests::{text_at, Run, Sandbox};
 use serde_json::json;
+
+/// The arguments of `credits grant` for `account` and `amount`, then `extra`.
+fn grant<'a>(account: &'a str, amount: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["credits", "grant", "--account", account, "--amount", amount];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// What `credits balance` says `account` has available, as printed.
+fn available(sb: &Sandbox, account: &str) -> String {
+    sb.ok(&["credits", "balance", "--account", account])["available"].to_string()
+}
 
 fn sandbox() -> Sandbox {
     Sandbox::new(env!("CARGO_BIN_EXE_creditgate"))
@@ -17,20 +29,11 @@ fn sandbox() -> Sandbox {
 fn accounts_grants_and_balances_round_trip_as_json() {
     let sb = sandbox();
     let created = sb.ok(&["accounts", "create", "--name", "Alice", "--plan", "pro"]);
-    let id = created["id"].as_str().expect("id").to_owned();
+    let id = text_at(&created, "/id");
     assert!(id.starts_with("acct_"), "{created}");
     assert_eq!(created["plan"], "pro");
 
-    let granted = sb.ok(&[
-        "credits",
-        "grant",
-        "--account",
-        &id,
-        "--amount",
-        "0.0165",
-        "--memo",
-        "hi",
-    ]);
+    let granted = sb.ok(&grant(&id, "0.0165", &["--memo", "hi"]));
     assert!(granted["id"].as_str().is_some_and(|t| !t.is_empty()));
     assert_eq!(granted["amount"].to_string(), "0.0165", "exact JSON number");
     sb.ok(&["credits", "grant", "--account", &id, "--amount", "20"]);
@@ -60,49 +63,19 @@ fn accounts_grants_and_balances_round_trip_as_json() {
 fn a_grant_with_an_id_is_safe_to_retry() {
     let sb = sandbox();
     let id = sb.account("retry");
-    let first = sb.ok(&[
-        "credits",
-        "grant",
-        "--account",
-        &id,
-        "--amount",
-        "5",
-        "--id",
-        "topup-1",
-    ]);
-    let again = sb.ok(&[
-        "credits",
-        "grant",
-        "--account",
-        &id,
-        "--amount",
-        "5",
-        "--id",
-        "topup-1",
-    ]);
+    let first = sb.ok(&grant(&id, "5", &["--id", "topup-1"]));
+    let again = sb.ok(&grant(&id, "5", &["--id", "topup-1"]));
     assert_eq!(
         (first["replayed"].clone(), again["replayed"].clone()),
         (json!(false), json!(true))
     );
     assert_eq!(again["available"].to_string(), "5");
 
-    let differs = sb.json(&[
-        "credits",
-        "grant",
-        "--account",
-        &id,
-        "--amount",
-        "6",
-        "--id",
-        "topup-1",
-    ]);
+    let differs = sb.json(&grant(&id, "6", &["--id", "topup-1"]));
     assert_eq!(differs.code, 1);
     assert_eq!(differs.json["error"], "exists_with_different_fields");
     assert_eq!(differs.json["field"], "amount");
-    assert_eq!(
-        sb.ok(&["credits", "balance", "--account", &id])["available"].to_string(),
-        "5"
-    );
+    assert_eq!(available(&sb, &id), "5");
 }
 
 #[test]
@@ -141,10 +114,7 @@ fn bad_input_is_a_clear_error_and_moves_nothing() {
     let usage = sb.run(&["credits", "grant", "--amount", "1"]);
     assert_eq!(usage.code, 2, "a missing flag is a usage error");
     assert_eq!(sb.run(&["ledger", "verify"]).code, 0);
-    assert_eq!(
-        sb.ok(&["credits", "balance", "--account", &id])["available"].to_string(),
-        "0"
-    );
+    assert_eq!(available(&sb, &id), "0");
 }
 
 #[test]
@@ -204,21 +174,12 @@ fn an_acknowledged_grant_survives_sigkill() {
     // whose process printed its acknowledgement must be in the database.
     let mut children: Vec<_> = (0..24)
         .map(|i| {
-            sb.command(&[
-                "--json",
-                "credits",
-                "grant",
-                "--account",
-                &id,
-                "--amount",
-                "1",
-                "--id",
-                &format!("kill-{i}"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn")
+            let kill = format!("kill-{i}");
+            sb.command(&[vec!["--json"], grant(&id, "1", &["--id", &kill])].concat())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn")
         })
         .collect();
     let started = Instant::now();
@@ -234,7 +195,7 @@ fn an_acknowledged_grant_survives_sigkill() {
         }
         if status.success() {
             let ack: serde_json::Value = serde_json::from_str(out.trim()).expect("ack is JSON");
-            acknowledged.push(ack["id"].as_str().expect("transfer id").to_owned());
+            acknowledged.push(text_at(&ack, "/id"));
         }
     }
     assert!(started.elapsed() < Duration::from_secs(60));
@@ -333,6 +294,13 @@ fn read_commands_on_a_missing_database_exit_2_and_create_nothing() {
         vec!["keys", "list", "--account", "acct_x"],
         vec!["backup", &dest],
     ];
+    let created_nothing = |args: &[&str]| {
+        assert_eq!(
+            files_in(sb.dir()),
+            Vec::<String>::new(),
+            "{args:?} created a file"
+        );
+    };
     for args in commands {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"));
         command.arg("--db").arg(&typo).args(&args);
@@ -344,11 +312,7 @@ fn read_commands_on_a_missing_database_exit_2_and_create_nothing() {
             "{args:?}"
         );
         assert!(run.stdout.is_empty(), "{args:?}: {run:?}");
-        assert_eq!(
-            files_in(sb.dir()),
-            Vec::<String>::new(),
-            "{args:?} created a file"
-        );
+        created_nothing(&args);
 
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"));
         command.arg("--db").arg(&typo).arg("--json").args(&args);
@@ -358,11 +322,7 @@ fn read_commands_on_a_missing_database_exit_2_and_create_nothing() {
             run.json["message"],
             json!(format!("no creditgate database at {typo_arg}"))
         );
-        assert_eq!(
-            files_in(sb.dir()),
-            Vec::<String>::new(),
-            "{args:?} created a file"
-        );
+        created_nothing(&args);
     }
 }
 
@@ -494,16 +454,7 @@ fn credits_history_is_a_table_that_pages_and_empty_lists_say_so() {
     );
 
     for (i, amount) in ["12.5", "0.0165", "3"].iter().enumerate() {
-        sb.ok(&[
-            "credits",
-            "grant",
-            "--account",
-            &id,
-            "--amount",
-            amount,
-            "--memo",
-            &format!("top-up {i}"),
-        ]);
+        sb.ok(&grant(&id, amount, &["--memo", &format!("top-up {i}")]));
     }
     let page = sb.run(&["credits", "history", "--account", &id, "--limit", "2"]);
     assert_eq!(page.code, 0, "{page:?}");
@@ -591,16 +542,7 @@ fn verify_checks_the_file_and_fails_on_damage_with_exit_1() {
     let sb = sandbox();
     let id = sb.account("damaged");
     for i in 0..3 {
-        sb.ok(&[
-            "credits",
-            "grant",
-            "--account",
-            &id,
-            "--amount",
-            "5",
-            "--id",
-            &format!("topup-{i}"),
-        ]);
+        sb.ok(&grant(&id, "5", &["--id", &format!("topup-{i}")]));
     }
     assert_eq!(sb.run(&["ledger", "verify"]).code, 0);
     corrupt_index_entry(&sb.db(), "sqlite_autoindex_transfers_1", b"topup-1");
@@ -680,17 +622,8 @@ fn a_backup_taken_under_load_passes_the_file_and_ledger_checks() {
                     let status = std::process::Command::new(env!("CARGO_BIN_EXE_creditgate"))
                         .arg("--db")
                         .arg(&db)
-                        .args([
-                            "--synchronous",
-                            "normal",
-                            "credits",
-                            "grant",
-                            "--account",
-                            &id,
-                            "--amount",
-                            "1",
-                        ])
-                        .args(["--id", &format!("w{w}-{i}")])
+                        .args(["--synchronous", "normal"])
+                        .args(grant(&id, "1", &["--id", &format!("w{w}-{i}")]))
                         .output()
                         .expect("grant");
                     assert!(status.status.success(), "{status:?}");
@@ -773,22 +706,9 @@ fn default_keys_can_use_every_product_of_the_active_catalog() {
         json!(["audio", "chat", "image", "tools", "video"]),
         "KiwiWhale's products"
     );
-    let key = created["key"].as_str().expect("key").to_owned();
+    let key = text_at(&created, "/key");
     // The first-run curl line works as printed with this catalog too.
-    let curl = server
-        .banner
-        .iter()
-        .find(|l| l.trim_start().starts_with("curl -s") && l.contains("/v1/generate "))
-        .expect("a curl line")
-        .trim()
-        .to_owned();
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&curl)
-        .output()
-        .expect("run curl");
-    let answer: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("curl printed JSON");
+    let (curl, answer) = server.run_banner_curl();
     assert_eq!(answer["code"], 0, "{curl}: {answer}");
     for (credential, name) in [(&demo, "demo"), (&key, "default")] {
         for (n, model) in ["kiwiwhale/s2-pro/tts", "tools/web-search"]

@@ -67,23 +67,11 @@ fn verify_ledger(sb: &Sandbox) {
 fn the_first_run_curl_line_works_as_printed() {
     let sb = sandbox();
     let (server, key) = start(&sb);
-    let curl = server
-        .banner
-        .iter()
-        .find(|l| l.trim_start().starts_with("curl -s") && l.contains("/v1/generate "))
-        .expect("a curl line")
-        .trim()
-        .to_owned();
+    let (curl, answer) = server.run_banner_curl();
     assert!(
         curl.contains(&key) && curl.contains(&server.base()),
         "{curl}"
     );
-    let output = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(&curl)
-        .output()
-        .expect("run curl");
-    let answer: Value = serde_json::from_slice(&output.stdout).expect("curl printed JSON");
     assert_eq!(answer["code"], 0, "{answer}");
     assert_eq!(answer["data"]["status"], "pending");
     let done = wait_terminal(&server, &key, "first-call-1", Duration::from_secs(20));

@@ -1,7 +1,7 @@
 //! Black-box tests of `creditgate prices`: import, list, activate, retire
 //! and estimate through the real binary, with `--json` shapes and errors.
 
-use creditgate_tests::Sandbox;
+use creditgate_tests::{text_at, Sandbox};
 use serde_json::json;
 
 fn sandbox() -> Sandbox {
@@ -39,7 +39,7 @@ fn import_list_activate_and_estimate() {
         .is_some_and(|b| b.len() >= 2));
 
     // KiwiWhale's fractional prices stay exact through the CLI.
-    let kiwi_version = kiwi["id"].as_str().expect("version").to_owned();
+    let kiwi_version = text_at(&kiwi, "/id");
     sb.ok(&["prices", "activate", &kiwi_version]);
     let body_path = sb.dir().join("body.json");
     std::fs::write(&body_path, r#"{"model":"z-image"}"#).expect("write body");

@@ -243,6 +243,15 @@ impl HttpResponse {
 /// How long one test request may take, at most.
 pub const REQUEST_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(20);
 
+/// The string at JSON `pointer` (`/data/access_token`) of `value`.
+pub fn text_at(value: &Value, pointer: &str) -> String {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no string at {pointer} in {value}"))
+        .to_owned()
+}
+
 /// Sends one raw HTTP/1.1 request (with `Connection: close`) and reads the
 /// whole response. A deliberately tiny client: the tests need to send
 /// malformed and hostile requests a real client would refuse to.
@@ -309,6 +318,25 @@ fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
 }
 
 impl Server {
+    /// The `curl` line of the first-run banner that calls `/v1/generate`,
+    /// and what running it as printed (`sh -c`) wrote to stdout, as JSON.
+    pub fn run_banner_curl(&self) -> (String, Value) {
+        let curl = self
+            .banner
+            .iter()
+            .find(|l| l.trim_start().starts_with("curl -s") && l.contains("/v1/generate "))
+            .expect("a curl line")
+            .trim()
+            .to_owned();
+        let output = Command::new("sh")
+            .arg("-c")
+            .arg(&curl)
+            .output()
+            .expect("run curl");
+        let answer = serde_json::from_slice(&output.stdout).expect("curl printed JSON");
+        (curl, answer)
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn base(&self) -> String {
         format!("http://{}", self.addr)

@@ -58,17 +58,11 @@ pub fn open(setup: Setup) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("gate.db");
     let clock = Arc::new(ManualClock::new(setup.start));
-    let gate = open_gate(&path, clock.clone(), setup.synchronous);
+    let fx = Fixture::around(dir, path, clock, setup);
     if let Some(catalog) = setup.catalog {
-        gate.import_catalog(catalog).expect("catalog");
+        fx.gate.import_catalog(catalog).expect("catalog");
     }
-    Fixture {
-        dir,
-        path,
-        clock,
-        gate,
-        setup,
-    }
+    fx
 }
 
 /// A gate over the database at `path`.
@@ -83,6 +77,23 @@ pub fn open_gate(
 }
 
 impl Fixture {
+    /// A gate over the database at `path`, which `dir` keeps.
+    fn around(
+        dir: tempfile::TempDir,
+        path: PathBuf,
+        clock: Arc<ManualClock>,
+        setup: Setup,
+    ) -> Fixture {
+        let gate = open_gate(&path, clock.clone(), setup.synchronous);
+        Fixture {
+            dir,
+            path,
+            clock,
+            gate,
+            setup,
+        }
+    }
+
     /// Closes the gate and opens the same database again, as a restart does.
     pub fn reopen(self) -> Fixture {
         let Fixture {
@@ -93,14 +104,7 @@ impl Fixture {
             setup,
         } = self;
         drop(gate);
-        let gate = open_gate(&path, clock.clone(), setup.synchronous);
-        Fixture {
-            dir,
-            path,
-            clock,
-            gate,
-            setup,
-        }
+        Fixture::around(dir, path, clock, setup)
     }
 
     /// A connection of its own to the database file, past the gate.
