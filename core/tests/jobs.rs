@@ -6,10 +6,10 @@
 
 mod common;
 
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_verified, Fixture, Setup, KIWIWHALE, RYNJER, START};
+use common::{assert_verified, race, Fixture, Setup, KIWIWHALE, RYNJER, START};
 use creditgate::{Error, Gate, JobStatus, Synchronous};
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
@@ -209,23 +209,14 @@ fn thirty_two_identical_submits_make_one_job_and_one_hold() {
     let fx = fresh();
     let acct = account(&fx.gate, 100);
     let gate = Arc::new(fx.gate);
-    let barrier = Arc::new(Barrier::new(32));
-    let answers: Vec<_> = (0..32)
-        .map(|_| {
-            let (gate, barrier, acct) = (gate.clone(), barrier.clone(), acct.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                gate.submit(
-                    &acct,
-                    &json!({"request_id": "same", "model": "veo3_fast", "prompt": "waves"}),
-                )
-                .expect("submit")
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
+    let submitter = acct.clone();
+    let answers = race(&gate, 32, move |gate, _| {
+        gate.submit(
+            &submitter,
+            &json!({"request_id": "same", "model": "veo3_fast", "prompt": "waves"}),
+        )
+        .expect("submit")
+    });
     assert_eq!(answers.iter().filter(|a| !a.replayed).count(), 1);
     assert!(
         answers.windows(2).all(|w| w[0].job == w[1].job),
@@ -297,22 +288,13 @@ fn a_wallet_for_n_jobs_admits_exactly_n_of_4n_concurrent_submits() {
     // veo3_fast costs 50: a wallet of 300 holds exactly six.
     let acct = account(&fx.gate, 50 * N as i64);
     let gate = Arc::new(fx.gate);
-    let barrier = Arc::new(Barrier::new(4 * N));
-    let results: Vec<_> = (0..4 * N)
-        .map(|i| {
-            let (gate, barrier, acct) = (gate.clone(), barrier.clone(), acct.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                gate.submit(
-                    &acct,
-                    &json!({"request_id": format!("r{i}"), "model": "veo3_fast", "prompt": "x"}),
-                )
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
+    let submitter = acct.clone();
+    let results = race(&gate, 4 * N, move |gate, i| {
+        gate.submit(
+            &submitter,
+            &json!({"request_id": format!("r{i}"), "model": "veo3_fast", "prompt": "x"}),
+        )
+    });
     let accepted = results.iter().filter(|r| r.is_ok()).count();
     let refused: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert_eq!((accepted, refused.len()), (N, 3 * N));
@@ -570,10 +552,7 @@ fn bad_submits_are_refused_with_the_field() {
             .code(),
         "not_found"
     );
-    assert_eq!(
-        fx.gate.balance(&acct).expect("balance").available,
-        100_000_000
-    );
+    assert_eq!(available(&fx.gate, &acct), 100_000_000);
     assert_verified(&fx.gate);
 }
 

@@ -5,10 +5,10 @@
 mod common;
 
 use std::str::FromStr;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_verified, fresh, Fixture, Setup, START};
+use common::{assert_verified, fresh, race, Fixture, Setup, START};
 use creditgate::{Error, Gate, NewAccount, Synchronous, TransferKind};
 use rust_decimal::Decimal;
 
@@ -380,28 +380,20 @@ fn concurrent_holds_never_overdraw_the_wallet() {
     let fx = fresh();
     let acct = account(&fx.gate, "500");
     let gate = Arc::new(fx.gate);
-    let barrier = Arc::new(Barrier::new(16));
-    let handles: Vec<_> = (0..16)
-        .map(|thread| {
-            let (gate, barrier, acct) = (gate.clone(), barrier.clone(), acct.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                let (mut ok, mut refused) = (0, 0);
-                for i in 0..100 {
-                    match gate.hold(&format!("t{thread}-{i}"), &acct, Decimal::ONE, None, "") {
-                        Ok(_) => ok += 1,
-                        Err(Error::InsufficientCredits { .. }) => refused += 1,
-                        Err(other) => panic!("unexpected error: {other}"),
-                    }
-                }
-                (ok, refused)
-            })
-        })
-        .collect();
-    let (ok, refused) = handles
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .fold((0, 0), |acc, r| (acc.0 + r.0, acc.1 + r.1));
+    let holder = acct.clone();
+    let (ok, refused) = race(&gate, 16, move |gate, thread| {
+        let (mut ok, mut refused) = (0, 0);
+        for i in 0..100 {
+            match gate.hold(&format!("t{thread}-{i}"), &holder, Decimal::ONE, None, "") {
+                Ok(_) => ok += 1,
+                Err(Error::InsufficientCredits { .. }) => refused += 1,
+                Err(other) => panic!("unexpected error: {other}"),
+            }
+        }
+        (ok, refused)
+    })
+    .into_iter()
+    .fold((0, 0), |acc, r| (acc.0 + r.0, acc.1 + r.1));
     assert_eq!((ok, refused), (500, 1100));
     let b = gate.balance(&acct).expect("balance");
     assert_eq!((b.available, b.pending), (0, 500_000_000));
@@ -413,20 +405,11 @@ fn one_transfer_id_from_eight_threads_moves_once() {
     let fx = fresh();
     let acct = account(&fx.gate, "0");
     let gate = Arc::new(fx.gate);
-    let barrier = Arc::new(Barrier::new(8));
-    let outcomes: Vec<_> = (0..8)
-        .map(|_| {
-            let (gate, barrier, acct) = (gate.clone(), barrier.clone(), acct.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                gate.grant("same-id", &acct, credits("3"), "")
-                    .expect("grant or replay")
-            })
-        })
-        .collect::<Vec<_>>()
-        .into_iter()
-        .map(|h| h.join().expect("thread"))
-        .collect();
+    let granted = acct.clone();
+    let outcomes = race(&gate, 8, move |gate, _| {
+        gate.grant("same-id", &granted, credits("3"), "")
+            .expect("grant or replay")
+    });
     assert_eq!(outcomes.iter().filter(|o| !o.replayed).count(), 1);
     assert!(outcomes.windows(2).all(|w| w[0].transfer == w[1].transfer));
     assert_eq!(gate.balance(&acct).expect("balance").posted, 3_000_000);

@@ -99,10 +99,7 @@ fn bind_for_image(sb: &Sandbox, code: &str, account: &str) -> Value {
 fn the_whole_agent_flow_over_http() {
     let sb = sandbox();
     let server = sb.serve(&["--poll-interval-ms", "20"]);
-    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let account = sb.first_account();
     let admin_key = admin_key(&sb, &account);
     let agent = Agent::new(7);
 
@@ -338,10 +335,7 @@ fn keys_from_the_cli_work_until_revoked_and_bind_needs_admin() {
 fn the_owner_binds_an_agent_with_an_admin_key_over_http() {
     let sb = sandbox();
     let server = sb.serve(&[]);
-    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let account = sb.first_account();
     let admin = admin_key(&sb, &account);
     let agent = Agent::new(11);
     let registered = agent
@@ -420,10 +414,7 @@ fn sign_in_with_moltbook_binds_then_grants_a_token() {
     let sb = sandbox();
     let verify_url = moltbook_stand_in(8);
     let server = sb.serve(&["--moltbook-verify-url", &verify_url]);
-    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let account = sb.first_account();
     let exchange = |token: &str| {
         let request = format!(
             "POST /auth/moltbook/exchange HTTP/1.1\r\nHost: x\r\nX-Moltbook-Identity: {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"

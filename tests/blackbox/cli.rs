@@ -661,10 +661,7 @@ fn the_first_run_demo_key_has_the_catalog_products_and_is_not_admin() {
     let sb = sandbox();
     let server = sb.serve(&[]);
     let key = server.demo_key.clone().expect("first run prints a key");
-    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let account = sb.first_account();
     let keys = sb.ok(&["keys", "list", "--account", &account]);
     assert_eq!(
         keys["keys"][0]["scopes"],
@@ -696,10 +693,7 @@ fn default_keys_can_use_every_product_of_the_active_catalog() {
     let sb = sandbox();
     let server = sb.serve(&["--catalog", &catalog("kiwiwhale.json")]);
     let demo = server.demo_key.clone().expect("demo key");
-    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let account = sb.first_account();
     let created = sb.ok(&["keys", "create", "--account", &account]);
     assert_eq!(
         created["scopes"],

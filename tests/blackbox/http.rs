@@ -274,10 +274,7 @@ fn a_job_runs_from_submit_to_its_output_file() {
 fn every_error_path_is_a_json_4xx_and_moves_no_money() {
     let sb = sandbox();
     let (server, key) = start(&sb);
-    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let account = sb.first_account();
     let image_only = sb.ok(&["keys", "create", "--account", &account, "--scope", "image"])["key"]
         .as_str()
         .expect("key")
@@ -628,10 +625,7 @@ fn a_credential_past_its_rate_limit_gets_429_with_retry_after() {
     assert_eq!(body["data"]["retry_after"], json!(1));
     assert_eq!(limited.header("retry-after"), Some("1"));
     // Another credential has its own bucket; public routes are not limited.
-    let account = sb.ok(&["accounts", "list"])["accounts"][0]["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let account = sb.first_account();
     let other = sb.ok(&["keys", "create", "--account", &account])["key"]
         .as_str()
         .expect("key")

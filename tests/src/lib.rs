@@ -83,6 +83,12 @@ impl Sandbox {
         let created = self.ok(&["accounts", "create", "--name", name]);
         created["id"].as_str().expect("account id").to_owned()
     }
+
+    /// The id of the first account `accounts list` shows (on a first run,
+    /// the demo account).
+    pub fn first_account(&self) -> String {
+        text_at(&self.ok(&["accounts", "list"]), "/accounts/0/id")
+    }
 }
 
 impl From<Output> for Run {

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
 use creditgate::{Gate, ManualClock, NewAccount, StoreOptions, Synchronous};
@@ -148,4 +148,28 @@ pub fn strings(items: &[&str]) -> Vec<String> {
 /// The machine code of a refusal.
 pub fn code<T: std::fmt::Debug>(result: creditgate::Result<T>) -> &'static str {
     result.expect_err("expected a refusal").code()
+}
+
+/// Runs `run(gate, i)` for `i` in `0..threads`, each on its own thread,
+/// all released at once by a barrier; their answers in `i` order.
+pub fn race<T: Send + 'static>(
+    gate: &Arc<Gate>,
+    threads: usize,
+    run: impl Fn(&Gate, usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(threads));
+    let run = Arc::new(run);
+    let handles: Vec<_> = (0..threads)
+        .map(|i| {
+            let (gate, barrier, run) = (gate.clone(), barrier.clone(), run.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                run(&gate, i)
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect()
 }
