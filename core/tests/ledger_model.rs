@@ -254,7 +254,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::ReplayLast => {
                 if let Some(replay) = &last {
-                    let outcome = replay(&gate).expect("a replay is not an error");
+                    let outcome = replay(gate).expect("a replay is not an error");
                     prop_assert!(outcome.replayed);
                 }
             }
