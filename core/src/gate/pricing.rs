@@ -73,12 +73,16 @@ impl Gate {
 
     /// Prices a request body as agents send it to `POST /v1/credits/estimate`
     /// (normalised like a generate body; `request_id` and `prompt` optional).
+    /// An agent estimates before it uploads: a body without input images is
+    /// priced with the fewest the model takes
+    /// ([`pricing::estimate_before_upload`]); a submission still needs them.
     pub fn estimate_body(&self, body: &serde_json::Value) -> Result<Estimate> {
         let request = crate::request::normalize(body)?;
-        self.estimate(
+        let catalog = self.catalog(request.price_version.as_deref())?;
+        Ok(pricing::estimate_before_upload(
+            &catalog,
             &request.estimate_request(),
-            request.price_version.as_deref(),
-        )
+        )?)
     }
 
     /// The model listing of `price_version` (or the active version).
