@@ -360,7 +360,11 @@ mod tests {
 
     #[test]
     fn openapi_lists_every_route_exactly() {
-        let doc = super::super::docs::openapi("http://127.0.0.1:8080");
+        let live = super::super::docs::Live {
+            catalogs: Vec::new(),
+            moltbook: true,
+        };
+        let doc = super::super::docs::openapi("http://127.0.0.1:8080", &live);
         let paths = doc["paths"].as_object().expect("paths");
         for route in ROUTES {
             let method = route.method.to_ascii_lowercase();

@@ -157,8 +157,7 @@ impl Gate {
         let spec = catalog
             .model(&estimate.model)
             .ok_or_else(|| Error::invalid("model", "vanished from its catalog"))?;
-        let needs_prompt = spec.category.starts_with("text-to") || spec.product == "chat";
-        if needs_prompt
+        if spec.needs_prompt()
             && request
                 .prompt
                 .as_deref()

@@ -91,6 +91,19 @@ impl Gate {
         Ok(pricing::listing(&catalog))
     }
 
+    /// Every catalog a request may be priced with (the price versions not
+    /// retired), the active one first, each with whether it is active.
+    pub fn honoured_catalogs(&self) -> Result<Vec<(Arc<Catalog>, bool)>> {
+        let mut honoured = Vec::new();
+        for info in self.price_versions()? {
+            if !info.retired {
+                honoured.push((self.catalog_version(&info.version)?, info.active));
+            }
+        }
+        honoured.sort_by_key(|(_, active)| !*active);
+        Ok(honoured)
+    }
+
     /// The active price version, if any catalog was imported.
     pub fn active_price_version(&self) -> Result<Option<String>> {
         self.store.read(versions::active_version)
