@@ -58,7 +58,9 @@ for scope in image video music chat audio tools admin; do scopes+=(--scope "$sco
 key="$("$bin" --json keys create --account "$account" --name schemathesis "${scopes[@]}" | json_field key)"
 
 status=0
-"$work/venv/bin/st" --config-file .ci/schemathesis.toml run "$base/agent/openapi.json" \
+# From the temporary directory: schemathesis keeps a cache where it runs.
+config="$PWD/.ci/schemathesis.toml"
+(cd "$work" && "$work/venv/bin/st" --config-file "$config" run "$base/agent/openapi.json" \
     --checks all \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples "$MAX_EXAMPLES" \
@@ -66,7 +68,7 @@ status=0
     --request-timeout 10 \
     --seed "${SCHEMATHESIS_SEED:-1}" \
     --header "Authorization: Bearer $key" \
-    --report junit --report-dir "$work/report" || status=$?
+    --report junit --report-dir "$work/report") || status=$?
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "creditgate serve died during the run" >&2
