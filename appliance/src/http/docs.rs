@@ -395,8 +395,9 @@ mod tests {
             for (path, item) in paths {
                 for method in item.as_object().expect("path item").keys() {
                     assert!(
-                        ROUTES.iter().any(|r| r.pattern == path
-                            && r.method.eq_ignore_ascii_case(method)),
+                        ROUTES
+                            .iter()
+                            .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
                         "{method} {path} is documented but not routed"
                     );
                 }

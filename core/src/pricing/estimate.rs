@@ -977,7 +977,10 @@ mod tests {
         let before = estimate_before_upload(&rynjer, &request(model, "{}", 0))
             .expect("priced before the upload");
         let with_image = estimate(&rynjer, &request(model, "{}", 1)).expect("priced");
-        assert_eq!(before, with_image, "the price of the cheapest valid request");
+        assert_eq!(
+            before, with_image,
+            "the price of the cheapest valid request"
+        );
         assert_eq!(before.input_images, 1);
         // A submission prices with `estimate`, which still needs the image.
         assert!(matches!(
@@ -991,7 +994,10 @@ mod tests {
             Err(EstimateError::InvalidInputImages { given: 2, .. })
         ));
         let plain = estimate_before_upload(&rynjer, &request("wan-2.6", "{}", 0)).expect("ok");
-        assert_eq!(plain, estimate(&rynjer, &request("wan-2.6", "{}", 0)).expect("ok"));
+        assert_eq!(
+            plain,
+            estimate(&rynjer, &request("wan-2.6", "{}", 0)).expect("ok")
+        );
     }
 
     #[test]
