@@ -295,7 +295,10 @@ Example:
       -d '{{"request_id":"demo-001","model":"nano-banana-pro","prompt":"a lighthouse at dawn"}}'
 
 Shortcuts: top-level count, resolution, duration and aspect_ratio go into
-units; image_urls into input_image_urls; product may be omitted.
+units; image_urls into input_image_urls (give each one way, not both);
+product may be omitted. /agent/openapi.json has one request schema per
+model with its allowed values. Estimate before you upload: an estimate
+without input images prices the fewest the model takes; generate needs them.
 Idempotency: reuse a request_id to retry safely. The same request returns
 the same job and charges nothing more; a different request under the same
 request_id is 409 `idempotency_conflict`. A refused submit records nothing,
