@@ -48,6 +48,9 @@ for _ in $(seq 1 100); do
 done
 [[ -n "$base" ]] || { echo "serve did not start" >&2; cat "$work/serve.err" >&2; exit 2; }
 
+# A second, not active, price version: requests may pin it, and the
+# document has a schema per model of each.
+"$bin" prices import fixtures/catalogs/kiwiwhale.json >/dev/null
 # An account with credits for every job schemathesis submits, and a key
 # with every product scope and admin (so bind is reachable too).
 json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }

@@ -147,11 +147,30 @@ fn request_schema(catalogs: &[(Arc<Catalog>, bool)], purpose: Purpose) -> Value 
              input images the model takes (the generate request itself must carry them)."
         }
     };
-    json!({
+    let mut schema = json!({
         "type": "object",
         "description": description,
         "oneOf": branches,
         "allOf": not_both,
+    });
+    if let Some(example) = example(catalogs, purpose) {
+        schema["examples"] = json!([example]);
+    }
+    schema
+}
+
+/// A request that works as it stands: the first model of the active
+/// catalog that takes no input image, with its defaults.
+fn example(catalogs: &[(Arc<Catalog>, bool)], purpose: Purpose) -> Option<Value> {
+    let (catalog, _) = catalogs.iter().find(|(_, active)| *active)?;
+    let spec = catalog.models.iter().find(|m| m.input_images.min == 0)?;
+    Some(match purpose {
+        Purpose::Generate => json!({
+            "request_id": "example-1",
+            "model": spec.model,
+            "prompt": "a lighthouse at dawn",
+        }),
+        Purpose::Estimate => json!({ "model": spec.model }),
     })
 }
 
