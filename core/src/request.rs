@@ -5,7 +5,9 @@
 //! Normalisation: top-level `count`, `resolution`, `duration` and
 //! `aspect_ratio` move into `units`; `image_urls` becomes
 //! `input_image_urls`; `product` may be omitted (the estimate infers it).
-//! A shortcut that contradicts its `units` twin is refused, not guessed.
+//! A shortcut and its long form are one field spelled two ways: giving both
+//! (even equal) is refused, so the OpenAPI document can say exactly what is
+//! accepted (a JSON Schema cannot compare two members).
 //! Unknown members are refused naming the member, so a typo never silently
 //! changes what is generated or charged.
 
@@ -195,12 +197,11 @@ fn units(object: &Map<String, Value>) -> Result<Units> {
         let inner = nested.get(name).filter(|v| !v.is_null());
         let outer = object.get(name).filter(|v| !v.is_null());
         match (inner, outer) {
-            (Some(a), Some(b)) if a != b => Err(Error::invalid(
+            (Some(_), Some(_)) => Err(Error::invalid(
                 name,
-                format!("top-level {name} contradicts units.{name}"),
+                format!("give {name} at the top level or as units.{name}, not both"),
             )),
-            (Some(a), _) => Ok(Some(a)),
-            (None, b) => Ok(b),
+            (a, b) => Ok(a.or(b)),
         }
     };
     Ok(Units {
@@ -259,12 +260,11 @@ fn image_urls(object: &Map<String, Value>) -> Result<Vec<String>> {
         .map(|v| url_list("image_urls", v))
         .transpose()?;
     match (input, short) {
-        (Some(a), Some(b)) if a != b => {
-            Err(Error::invalid("image_urls", "contradicts input_image_urls"))
-        }
-        (Some(a), _) => Ok(a),
-        (None, Some(b)) => Ok(b),
-        (None, None) => Ok(Vec::new()),
+        (Some(_), Some(_)) => Err(Error::invalid(
+            "image_urls",
+            "give image_urls or input_image_urls, not both",
+        )),
+        (a, b) => Ok(a.or(b).unwrap_or_default()),
     }
 }
 
@@ -317,6 +317,16 @@ mod tests {
         check_refused(
             json!({"model": "m", "count": 2, "units": {"count": 4}}),
             "count",
+        );
+        // One field spelled two ways is refused even when both agree.
+        check_refused(
+            json!({"model": "m", "count": 2, "units": {"count": 2}}),
+            "count",
+        );
+        check_refused(
+            json!({"model": "m", "image_urls": ["https://e.com/a"],
+                   "input_image_urls": ["https://e.com/a"]}),
+            "image_urls",
         );
         check_refused(
             json!({"model": "m", "units": {"colour": "red"}}),

@@ -1,16 +1,279 @@
-//! Machine-readable docs for agents: the OpenAPI 3.1 document (kept in
-//! `openapi.json` beside this file and checked against the route table by
-//! a test) and llms.txt, both naming this instance's base URL.
+//! Machine-readable docs for agents: the OpenAPI 3.1 document and
+//! llms.txt, both naming this instance's base URL.
+//!
+//! The document is `openapi.json` beside this file (checked against the
+//! route table by a test) completed at serve time from what this instance
+//! really accepts: the generate and estimate bodies become one schema per
+//! model of every honoured price version (its options' allowed values, its
+//! input images, whether it needs a prompt), `price_version` an enum of the
+//! honoured versions, and routes that are off (the Moltbook exchange when no
+//! verifier is configured) are left out. The document is exactly as strict
+//! as the server: CI fuzzes a real `serve` against it with schemathesis
+//! (`.ci/schemathesis.sh`).
 
-use serde_json::{json, Value};
+use std::sync::Arc;
+
+use creditgate::pricing::{Catalog, ModelSpec, OptionName, OptionValue};
+use creditgate::request::{INPUT_URLS_MAX, PROMPT_CHARS_MAX, URL_CHARS_MAX};
+use serde_json::{json, Map, Value};
 
 const OPENAPI: &str = include_str!("openapi.json");
 
-/// The OpenAPI document, with this instance as its server.
-pub fn openapi(base_url: &str) -> Value {
+/// The path of the Moltbook exchange, documented only when it is on.
+pub const MOLTBOOK_EXCHANGE_PATH: &str = "/auth/moltbook/exchange";
+
+/// What the served document depends on at serve time.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// The catalogs a request may be priced with, each with whether it is
+    /// the active one (`Gate::honoured_catalogs`).
+    pub catalogs: Vec<(Arc<Catalog>, bool)>,
+    /// Whether the Moltbook exchange is configured.
+    pub moltbook: bool,
+}
+
+/// The OpenAPI document of this instance: `base_url` as its server, the
+/// request schemas of `live`'s catalogs, and only the routes that are on.
+pub fn openapi(base_url: &str, live: &Live) -> Value {
     let mut doc: Value = serde_json::from_str(OPENAPI).unwrap_or_else(|_| json!({}));
     doc["servers"] = json!([{ "url": base_url }]);
+    if !live.moltbook {
+        if let Some(paths) = doc["paths"].as_object_mut() {
+            paths.remove(MOLTBOOK_EXCHANGE_PATH);
+        }
+        if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+            for unused in [
+                "MoltbookExchangeRequest",
+                "MoltbookAccessGrant",
+                "AgentNotBoundEnvelope",
+            ] {
+                schemas.remove(unused);
+            }
+        }
+    }
+    if !live.catalogs.is_empty() {
+        let schemas = &mut doc["components"]["schemas"];
+        schemas["GenerateRequest"] = request_schema(&live.catalogs, Purpose::Generate);
+        schemas["EstimateRequest"] = request_schema(&live.catalogs, Purpose::Estimate);
+        let versions: Vec<&str> = live
+            .catalogs
+            .iter()
+            .map(|(catalog, _)| catalog.price_version.as_str())
+            .collect();
+        if let Some(parameters) =
+            doc["paths"]["/v1/models/list"]["get"]["parameters"].as_array_mut()
+        {
+            for parameter in parameters {
+                if parameter["name"] == "price_version" {
+                    parameter["schema"] = json!({ "type": "string", "enum": versions });
+                }
+            }
+        }
+    }
     doc
+}
+
+/// Which body a request schema describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// `POST /v1/generate`: `request_id` required, a prompt where the model
+    /// needs one, and the model's input images.
+    Generate,
+    /// `POST /v1/credits/estimate`: `request_id` and `prompt` optional, and
+    /// input images may follow (none given prices the fewest).
+    Estimate,
+}
+
+/// A caller-chosen id: 1 to 128 printable ASCII characters, no spaces
+/// (`creditgate::ids::validate_caller_id`).
+const CALLER_ID_PATTERN: &str = "^[!-~]{1,128}$";
+
+/// Unicode white space (what Rust's `char::is_whitespace` and `str::trim`
+/// know), as the inside of a regular expression class. Spelled out, since
+/// `\s` differs between regex dialects.
+const WHITE_SPACE_CLASS: &str =
+    "\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+
+/// The request body schema: one branch per model of every honoured price
+/// version (so a value one model refuses is refused by its branch), and the
+/// rule that a shortcut and its long form are not both given.
+fn request_schema(catalogs: &[(Arc<Catalog>, bool)], purpose: Purpose) -> Value {
+    let branches: Vec<Value> = catalogs
+        .iter()
+        .flat_map(|(catalog, active)| {
+            catalog
+                .models
+                .iter()
+                .map(move |spec| model_branch(catalog, spec, *active, purpose))
+        })
+        .collect();
+    let mut not_both: Vec<Value> = OptionName::ALL
+        .iter()
+        .map(|name| {
+            let name = name.as_str();
+            json!({ "not": {
+                "required": [name, "units"],
+                "properties": {
+                    name: { "not": { "type": "null" } },
+                    "units": {
+                        "type": "object",
+                        "required": [name],
+                        "properties": { name: { "not": { "type": "null" } } }
+                    }
+                }
+            }})
+        })
+        .collect();
+    not_both.push(json!({ "not": {
+        "required": ["image_urls", "input_image_urls"],
+        "properties": {
+            "image_urls": { "type": "array" },
+            "input_image_urls": { "type": "array" }
+        }
+    }}));
+    let description = match purpose {
+        Purpose::Generate => {
+            "One schema per model of this instance's honoured price versions (GET \
+             /v1/models/list). Top-level count, resolution, duration and aspect_ratio are \
+             shortcuts for units.*, image_urls for input_image_urls: give each one way, not \
+             both. product is inferred from the model when omitted; null is the same as \
+             leaving a member out. The same request_id with the same request returns the same \
+             job and charges nothing more; with a different request it is 409 \
+             idempotency_conflict."
+        }
+        Purpose::Estimate => {
+            "The body of a generate request; request_id and prompt are optional, and input \
+             images may follow: without input_image_urls the price is that of the fewest \
+             input images the model takes (the generate request itself must carry them)."
+        }
+    };
+    let mut schema = json!({
+        "type": "object",
+        "description": description,
+        "oneOf": branches,
+        "allOf": not_both,
+    });
+    if let Some(example) = example(catalogs, purpose) {
+        schema["examples"] = json!([example]);
+    }
+    schema
+}
+
+/// A request that works as it stands: the first model of the active
+/// catalog that takes no input image, with its defaults.
+fn example(catalogs: &[(Arc<Catalog>, bool)], purpose: Purpose) -> Option<Value> {
+    let (catalog, _) = catalogs.iter().find(|(_, active)| *active)?;
+    let spec = catalog.models.iter().find(|m| m.input_images.min == 0)?;
+    Some(match purpose {
+        Purpose::Generate => json!({
+            "request_id": "example-1",
+            "model": spec.model,
+            "prompt": "a lighthouse at dawn",
+        }),
+        Purpose::Estimate => json!({ "model": spec.model }),
+    })
+}
+
+/// The schema of a request for one model of one price version.
+fn model_branch(catalog: &Catalog, spec: &ModelSpec, active: bool, purpose: Purpose) -> Value {
+    let mut properties = Map::new();
+    let mut required = vec![json!("model")];
+    let (id_type, needs_id) = match purpose {
+        Purpose::Generate => (json!("string"), true),
+        Purpose::Estimate => (json!(["string", "null"]), false),
+    };
+    properties.insert(
+        "request_id".into(),
+        json!({ "type": id_type, "pattern": CALLER_ID_PATTERN }),
+    );
+    if needs_id {
+        required.push(json!("request_id"));
+    }
+    properties.insert("model".into(), json!({ "const": spec.model }));
+    properties.insert(
+        "product".into(),
+        json!({ "enum": [spec.product, null], "description": "Inferred when omitted." }),
+    );
+    if purpose == Purpose::Generate && spec.needs_prompt() {
+        properties.insert(
+            "prompt".into(),
+            json!({
+                "type": "string",
+                "maxLength": PROMPT_CHARS_MAX,
+                "pattern": format!("[^{WHITE_SPACE_CLASS}]"),
+            }),
+        );
+        required.push(json!("prompt"));
+    } else {
+        properties.insert(
+            "prompt".into(),
+            json!({ "type": ["string", "null"], "maxLength": PROMPT_CHARS_MAX }),
+        );
+    }
+    let mut units = Map::new();
+    for name in OptionName::ALL {
+        let schema = match spec.options.get(&name) {
+            Some(option) => {
+                let mut allowed: Vec<Value> = option
+                    .allowed
+                    .iter()
+                    .map(|value| match value {
+                        OptionValue::Int(n) => json!(n),
+                        OptionValue::Text(text) => json!(text),
+                    })
+                    .collect();
+                allowed.push(Value::Null);
+                json!({ "enum": allowed })
+            }
+            None => json!({ "type": "null", "description": "This model has no such option." }),
+        };
+        units.insert(name.as_str().into(), schema.clone());
+        properties.insert(name.as_str().into(), schema);
+    }
+    properties.insert(
+        "units".into(),
+        json!({ "type": ["object", "null"], "additionalProperties": false, "properties": units }),
+    );
+    let images = spec.input_images;
+    let url = json!({
+        "type": "string",
+        "maxLength": URL_CHARS_MAX,
+        "pattern": format!("^https?://[^{WHITE_SPACE_CLASS}]*$"),
+    });
+    let mut list = json!({
+        "type": ["array", "null"],
+        "maxItems": (images.max as usize).min(INPUT_URLS_MAX),
+        "items": url,
+    });
+    if purpose == Purpose::Estimate && images.min >= 2 {
+        list["anyOf"] = json!([{ "maxItems": 0 }, { "minItems": images.min }]);
+    }
+    properties.insert("input_image_urls".into(), list.clone());
+    properties.insert("image_urls".into(), list);
+    let version = if active {
+        json!({ "enum": [catalog.price_version, null] })
+    } else {
+        required.push(json!("price_version"));
+        json!({ "const": catalog.price_version })
+    };
+    properties.insert("price_version".into(), version);
+    let mut branch = json!({
+        "title": format!("{} ({})", spec.model, catalog.price_version),
+        "type": "object",
+        "additionalProperties": false,
+        "required": required,
+        "properties": properties,
+    });
+    if purpose == Purpose::Generate && images.min >= 1 {
+        let given = |field: &str| {
+            json!({
+                "required": [field],
+                "properties": { field: { "type": "array", "minItems": images.min } }
+            })
+        };
+        branch["anyOf"] = json!([given("input_image_urls"), given("image_urls")]);
+    }
+    branch
 }
 
 /// The agent quickstart for this instance.
@@ -51,7 +314,10 @@ Example:
       -d '{{"request_id":"demo-001","model":"nano-banana-pro","prompt":"a lighthouse at dawn"}}'
 
 Shortcuts: top-level count, resolution, duration and aspect_ratio go into
-units; image_urls into input_image_urls; product may be omitted.
+units; image_urls into input_image_urls (give each one way, not both);
+product may be omitted. /agent/openapi.json has one request schema per
+model with its allowed values. Estimate before you upload: an estimate
+without input images prices the fewest the model takes; generate needs them.
 Idempotency: reuse a request_id to retry safely. The same request returns
 the same job and charges nothing more; a different request under the same
 request_id is 409 `idempotency_conflict`. A refused submit records nothing,
@@ -144,32 +410,96 @@ mod tests {
 
     #[test]
     fn the_document_and_the_router_agree_exactly() {
-        let doc = openapi("http://example.test");
-        let paths = doc["paths"].as_object().expect("paths");
-        for route in ROUTES {
-            let method = route.method.to_ascii_lowercase();
-            assert!(
-                paths
+        for moltbook in [true, false] {
+            let live = Live {
+                catalogs: Vec::new(),
+                moltbook,
+            };
+            let doc = openapi("http://example.test", &live);
+            let paths = doc["paths"].as_object().expect("paths");
+            for route in ROUTES {
+                let method = route.method.to_ascii_lowercase();
+                let documented = paths
                     .get(route.pattern)
                     .and_then(|p| p.get(&method))
-                    .is_some(),
-                "{} {} is routed but not documented",
-                route.method,
-                route.pattern
-            );
-        }
-        for (path, item) in paths {
-            for method in item.as_object().expect("path item").keys() {
+                    .is_some();
+                let on = moltbook || route.pattern != MOLTBOOK_EXCHANGE_PATH;
+                assert_eq!(
+                    documented, on,
+                    "{} {} is on: {on}, documented: {documented}",
+                    route.method, route.pattern
+                );
+            }
+            for (path, item) in paths {
+                for method in item.as_object().expect("path item").keys() {
+                    assert!(
+                        ROUTES
+                            .iter()
+                            .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
+                        "{method} {path} is documented but not routed"
+                    );
+                }
+            }
+            assert_eq!(doc["openapi"], "3.1.0");
+            assert_eq!(doc["servers"][0]["url"], "http://example.test");
+            // Every $ref resolves, whatever was left out.
+            let text = doc.to_string();
+            for piece in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+                let name = piece.split('"').next().expect("ref name");
                 assert!(
-                    ROUTES
-                        .iter()
-                        .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
-                    "{method} {path} is documented but not routed"
+                    doc["components"]["schemas"][name].is_object(),
+                    "dangling $ref {name} (moltbook: {moltbook})"
                 );
             }
         }
-        assert_eq!(doc["openapi"], "3.1.0");
-        assert_eq!(doc["servers"][0]["url"], "http://example.test");
+    }
+
+    #[test]
+    fn request_schemas_come_from_the_live_catalogs() {
+        let catalog = Arc::new(
+            creditgate::pricing::parse_catalog(crate::serve::SHIPPED_CATALOG).expect("catalog"),
+        );
+        let live = Live {
+            catalogs: vec![(catalog.clone(), true)],
+            moltbook: false,
+        };
+        let doc = openapi("http://example.test", &live);
+        let schemas = &doc["components"]["schemas"];
+        let generate = schemas["GenerateRequest"]["oneOf"]
+            .as_array()
+            .expect("one schema per model");
+        let models: Vec<&str> = generate
+            .iter()
+            .map(|branch| branch["properties"]["model"]["const"].as_str().expect("id"))
+            .collect();
+        let listed: Vec<&str> = catalog.models.iter().map(|m| m.model.as_str()).collect();
+        assert_eq!(models, listed);
+        let branch = |schema: &str, model: &str| {
+            schemas[schema]["oneOf"]
+                .as_array()
+                .expect("branches")
+                .iter()
+                .find(|b| b["properties"]["model"]["const"] == model)
+                .cloned()
+                .expect("branch")
+        };
+        let pro = branch("GenerateRequest", "nano-banana-pro");
+        assert_eq!(
+            pro["properties"]["units"]["properties"]["resolution"]["enum"],
+            json!(["1K", "2K", "4K", null])
+        );
+        assert_eq!(pro["required"], json!(["model", "request_id", "prompt"]));
+        // An image-to-video model needs its image to generate, not to
+        // estimate.
+        let i2v = "fal-ai/ltx-2/image-to-video";
+        assert!(branch("GenerateRequest", i2v)["anyOf"].is_array());
+        let estimate = branch("EstimateRequest", i2v);
+        assert!(estimate["anyOf"].is_null());
+        assert_eq!(estimate["required"], json!(["model"]));
+        assert_eq!(
+            doc["paths"]["/v1/models/list"]["get"]["parameters"][0]["schema"]["enum"],
+            json!([catalog.price_version])
+        );
     }
 
     /// The status each code is listed under in `text`: a code belongs to
@@ -197,7 +527,7 @@ mod tests {
             .nth(1)
             .and_then(|rest| rest.split("Credits are exact").next())
             .expect("an Answers section");
-        let doc = openapi("http://example.test");
+        let doc = openapi("http://example.test", &Live::default());
         let error = &doc["components"]["schemas"]["ErrorEnvelope"]["properties"]["data"]
             ["properties"]["error"];
         let description = error["description"].as_str().expect("description");

@@ -421,9 +421,19 @@ pub fn moltbook_exchange(
     }
 }
 
-/// `GET /agent/openapi.json`.
+/// `GET /agent/openapi.json`: the document as this instance is now (its
+/// honoured catalogs, the routes that are on).
 pub fn openapi(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
-    Ok(Response::json(200, &docs::openapi(&state.public_base_url)))
+    let live = docs::Live {
+        catalogs: state.gate.honoured_catalogs()?,
+        moltbook: state
+            .gate
+            .identity_exchange_enabled(creditgate::identity::external::MOLTBOOK_PROVIDER),
+    };
+    Ok(Response::json(
+        200,
+        &docs::openapi(&state.public_base_url, &live),
+    ))
 }
 
 /// `GET /llms.txt` and `GET /agent/llms.txt`.

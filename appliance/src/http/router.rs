@@ -1,7 +1,9 @@
 //! The route table: every route the server answers, with its method, path
 //! pattern, whether it needs a bearer credential, and its handler. The
 //! OpenAPI document is checked against this table (every route documented,
-//! every documented path routed), so it cannot drift.
+//! every documented path routed), so it cannot drift. `HEAD` is answered on
+//! every `GET` route by its `GET` handler; the server sends the headers
+//! without the body.
 
 use creditgate::identity::Principal;
 use creditgate::Error;
@@ -215,25 +217,42 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
     }
 }
 
-/// The methods the route table answers on `path`, for `Allow`.
+/// The methods the route table answers on `path`, for `Allow` (`HEAD`
+/// wherever `GET` is).
 fn allowed_methods(path: &str) -> String {
-    let mut methods: Vec<&str> = ROUTES
+    let mut methods: Vec<&str> = Vec::new();
+    for route in ROUTES
         .iter()
         .filter(|route| match_path(route.pattern, path).is_some())
-        .map(|route| route.method)
-        .collect();
-    methods.dedup();
+    {
+        let implied = (route.method == "GET").then_some("HEAD");
+        for method in std::iter::once(route.method).chain(implied) {
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+    }
     methods.join(", ")
+}
+
+/// The route method that answers `method`: `HEAD` is answered as `GET`.
+fn routed_method(method: &str) -> &str {
+    if method == "HEAD" {
+        "GET"
+    } else {
+        method
+    }
 }
 
 fn route(state: &State, request: &Request) -> Result<Response, Error> {
     let mut path_matched = false;
+    let method = routed_method(&request.method);
     for route in ROUTES {
         let Some(params) = match_path(route.pattern, &request.path) else {
             continue;
         };
         path_matched = true;
-        if route.method != request.method {
+        if route.method != method {
             continue;
         }
         let principal = match route.auth {
@@ -272,11 +291,80 @@ pub fn bearer(request: &Request) -> Result<&str, Error> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use creditgate::{Gate, ManualClock, NewAccount, StoreOptions};
+
     use super::*;
+
+    /// A gate with the shipped catalog and an admin key, in `dir`.
+    fn state(dir: &std::path::Path) -> (State, String) {
+        let gate = Gate::open(
+            &StoreOptions::new(dir.join("router.db")),
+            Arc::new(ManualClock::new(1_790_000_000_000)),
+        )
+        .expect("open");
+        gate.import_catalog(crate::serve::SHIPPED_CATALOG)
+            .expect("catalog");
+        let account = gate.create_account(&NewAccount::named("a")).expect("acct");
+        let (_, key) = gate
+            .create_api_key(&account.id, "k", &["admin".to_owned()], None)
+            .expect("key");
+        let state = State {
+            gate: Arc::new(gate),
+            public_base_url: "http://127.0.0.1:8080".into(),
+        };
+        (state, key)
+    }
+
+    #[test]
+    fn head_is_answered_on_every_get_route_as_get() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (state, key) = state(dir.path());
+        let call = |method: &str, path: &str| {
+            dispatch(
+                &state,
+                &Request {
+                    method: method.into(),
+                    path: path.into(),
+                    headers: vec![("authorization".into(), format!("Bearer {key}"))],
+                    ..Request::default()
+                },
+            )
+        };
+        let mut checked = 0;
+        for route in ROUTES.iter().filter(|route| route.method == "GET") {
+            let path = route
+                .pattern
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { "x" } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let (get, head) = (call("GET", &path), call("HEAD", &path));
+            assert_ne!(head.status, 405, "HEAD {path} is refused");
+            assert_eq!(
+                (head.status, head.content_type),
+                (get.status, get.content_type),
+                "HEAD {path} answers as GET"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 7, "every GET route walked");
+        let refused = call("DELETE", "/v1/credits/balance");
+        assert_eq!(refused.status, 405);
+        assert!(refused
+            .headers
+            .iter()
+            .any(|(name, value)| *name == "Allow" && value == "GET, HEAD"));
+    }
 
     #[test]
     fn openapi_lists_every_route_exactly() {
-        let doc = super::super::docs::openapi("http://127.0.0.1:8080");
+        let live = super::super::docs::Live {
+            catalogs: Vec::new(),
+            moltbook: true,
+        };
+        let doc = super::super::docs::openapi("http://127.0.0.1:8080", &live);
         let paths = doc["paths"].as_object().expect("paths");
         for route in ROUTES {
             let method = route.method.to_ascii_lowercase();

@@ -20,6 +20,13 @@ impl Gate {
         self.exchange_identity(MOLTBOOK_PROVIDER, identity_token)
     }
 
+    /// Whether the identity exchange of `provider` (`moltbook`) is on.
+    pub fn identity_exchange_enabled(&self, provider: &str) -> bool {
+        self.identity_providers
+            .iter()
+            .any(|known| known.verifier.provider() == provider)
+    }
+
     /// Exchanges an identity token of `provider` for an access token.
     ///
     /// The provider's verifier is asked first (no verifier configured:

@@ -161,8 +161,7 @@ impl Gate {
                 estimate.model
             ))
         })?;
-        let needs_prompt = spec.category.starts_with("text-to") || spec.product == "chat";
-        if needs_prompt
+        if spec.needs_prompt()
             && request
                 .prompt
                 .as_deref()

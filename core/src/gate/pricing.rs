@@ -73,18 +73,35 @@ impl Gate {
 
     /// Prices a request body as agents send it to `POST /v1/credits/estimate`
     /// (normalised like a generate body; `request_id` and `prompt` optional).
+    /// An agent estimates before it uploads: a body without input images is
+    /// priced with the fewest the model takes
+    /// ([`pricing::estimate_before_upload`]); a submission still needs them.
     pub fn estimate_body(&self, body: &serde_json::Value) -> Result<Estimate> {
         let request = crate::request::normalize(body)?;
-        self.estimate(
+        let catalog = self.catalog(request.price_version.as_deref())?;
+        Ok(pricing::estimate_before_upload(
+            &catalog,
             &request.estimate_request(),
-            request.price_version.as_deref(),
-        )
+        )?)
     }
 
     /// The model listing of `price_version` (or the active version).
     pub fn models(&self, price_version: Option<&str>) -> Result<Listing> {
         let catalog = self.catalog(price_version)?;
         Ok(pricing::listing(&catalog))
+    }
+
+    /// Every catalog a request may be priced with (the price versions not
+    /// retired), the active one first, each with whether it is active.
+    pub fn honoured_catalogs(&self) -> Result<Vec<(Arc<Catalog>, bool)>> {
+        let mut honoured = Vec::new();
+        for info in self.price_versions()? {
+            if !info.retired {
+                honoured.push((self.catalog_version(&info.version)?, info.active));
+            }
+        }
+        honoured.sort_by_key(|(_, active)| !*active);
+        Ok(honoured)
     }
 
     /// The active price version, if any catalog was imported.

@@ -109,17 +109,20 @@ pub fn check_timestamp(timestamp: i64, now: UnixMillis) -> Result<()> {
     }
 }
 
-/// Parses an agent's public key: 64 lowercase hex digits of a valid,
-/// not small-order ed25519 point.
+/// Parses an agent's public key: 64 lowercase hex digits (else
+/// `invalid_request` naming `public_key`, a refusal the OpenAPI document
+/// states as a pattern) of a valid, not small-order ed25519 point. Whether
+/// 32 bytes are such a point no schema can say, so a key that is not is
+/// [`Error::InvalidSignature`]: no signature can verify against it.
 pub fn parse_public_key(text: &str) -> Result<VerifyingKey> {
     let bad = |message: &str| Error::invalid("public_key", message);
     let bytes = lowercase_hex(text).ok_or_else(|| bad("must be 64 lowercase hex digits"))?;
     let bytes: [u8; 32] = bytes
         .try_into()
         .map_err(|_| bad("must be 64 lowercase hex digits (32 bytes)"))?;
-    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| bad("is not an ed25519 public key"))?;
+    let key = VerifyingKey::from_bytes(&bytes).map_err(|_| Error::InvalidSignature)?;
     if key.is_weak() {
-        return Err(bad("is a small-order (weak) ed25519 key"));
+        return Err(Error::InvalidSignature);
     }
     Ok(key)
 }
@@ -157,13 +160,35 @@ pub(crate) fn id_field<'a>(body: &'a Value, name: &str) -> Result<&'a str> {
     Ok(id)
 }
 
+/// The value of a JSON number that is an integer as JSON Schema counts
+/// them: `7`, and also `7.0` or `7e0` (what some encoders write for an
+/// integral double). Exact, without floats; `None` for a fraction or a
+/// value beyond `i64`.
+fn integral(number: &serde_json::Number) -> Option<i64> {
+    use rust_decimal::prelude::ToPrimitive;
+    use std::str::FromStr;
+    if let Some(n) = number.as_i64() {
+        return Some(n);
+    }
+    // With serde_json's `arbitrary_precision` this is the literal as sent.
+    let literal = number.to_string();
+    let value = rust_decimal::Decimal::from_str(&literal)
+        .or_else(|_| rust_decimal::Decimal::from_scientific(&literal))
+        .ok()?;
+    if value.fract().is_zero() {
+        value.to_i64()
+    } else {
+        None
+    }
+}
+
 /// A required integer field.
 pub(crate) fn integer_field(body: &Value, name: &str) -> Result<i64> {
     match body.get(name) {
         None | Some(Value::Null) => Err(Error::invalid(name, "is required")),
-        Some(Value::Number(number)) => number
-            .as_i64()
-            .ok_or_else(|| Error::invalid(name, "must be an integer")),
+        Some(Value::Number(number)) => {
+            integral(number).ok_or_else(|| Error::invalid(name, "must be an integer"))
+        }
         Some(_) => Err(Error::invalid(name, "must be an integer")),
     }
 }
@@ -172,8 +197,7 @@ pub(crate) fn integer_field(body: &Value, name: &str) -> Result<i64> {
 pub(crate) fn optional_u32_field(body: &Value, name: &str) -> Result<Option<u32>> {
     match body.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(number)) => number
-            .as_u64()
+        Some(Value::Number(number)) => integral(number)
             .and_then(|n| u32::try_from(n).ok())
             .map(Some)
             .ok_or_else(|| Error::invalid(name, "must be a non-negative integer")),
@@ -363,15 +387,41 @@ mod tests {
     }
 
     #[test]
+    fn integers_may_be_written_as_integral_decimals() {
+        let body: Value = serde_json::from_str(
+            r#"{"a": 7, "b": -168838473.0, "c": 1e3, "d": 1.5, "e": 1e40, "f": "7"}"#,
+        )
+        .expect("json");
+        assert_eq!(integer_field(&body, "a").ok(), Some(7));
+        assert_eq!(integer_field(&body, "b").ok(), Some(-168_838_473));
+        assert_eq!(integer_field(&body, "c").ok(), Some(1_000));
+        for refused in ["d", "e", "f", "missing"] {
+            assert!(integer_field(&body, refused).is_err(), "{refused}");
+        }
+        assert_eq!(optional_u32_field(&body, "c").ok(), Some(Some(1_000)));
+        assert!(optional_u32_field(&body, "b").is_err());
+    }
+
+    #[test]
     fn public_keys_are_checked() {
         let good = hex::encode(key().verifying_key().to_bytes());
         assert!(parse_public_key(&good).is_ok());
         assert!(parse_public_key(&good.to_uppercase()).is_err());
         assert!(parse_public_key(&good[..62]).is_err());
         assert!(parse_public_key("zz").is_err());
-        // The identity point is small-order.
+        assert_eq!(
+            parse_public_key("zz").map_err(|e| e.code()).err(),
+            Some("invalid_request")
+        );
+        // The identity point is small-order: well-formed, but no signature
+        // can verify against it.
         let mut identity = [0u8; 32];
         identity[0] = 1;
-        assert!(parse_public_key(&hex::encode(identity)).is_err());
+        assert_eq!(
+            parse_public_key(&hex::encode(identity))
+                .map_err(|e| e.code())
+                .err(),
+            Some("invalid_signature")
+        );
     }
 }

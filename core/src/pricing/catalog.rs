@@ -72,6 +72,14 @@ pub struct Catalog {
     pub models: Vec<ModelSpec>,
 }
 
+impl ModelSpec {
+    /// Whether a generate request for this model needs a prompt that is not
+    /// blank: text-to-* models and chat.
+    pub fn needs_prompt(&self) -> bool {
+        self.category.starts_with("text-to") || self.product == "chat"
+    }
+}
+
 impl Catalog {
     /// The model with exactly this id (ids are case-sensitive), if listed.
     pub fn model(&self, id: &str) -> Option<&ModelSpec> {

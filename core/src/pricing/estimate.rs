@@ -278,6 +278,28 @@ impl EstimateError {
 /// multiplies by `count`, unit `second` by `duration`; the total is rounded
 /// once to the micro-credit, half up. Every step is a breakdown line.
 pub fn estimate(catalog: &Catalog, req: &EstimateRequest) -> Result<Estimate, EstimateError> {
+    price_request(catalog, req, false)
+}
+
+/// Prices a request an agent may send before it uploads its input images
+/// (`POST /v1/credits/estimate`): a request that carries no input images is
+/// priced with the fewest the model takes (`input_images.min`), so an
+/// image-to-image or image-to-video model answers the price of its cheapest
+/// valid request; `Estimate::input_images` says how many were priced. A
+/// request that carries images is priced exactly like [`estimate`], which a
+/// submission always uses, so a job still needs its images.
+pub fn estimate_before_upload(
+    catalog: &Catalog,
+    req: &EstimateRequest,
+) -> Result<Estimate, EstimateError> {
+    price_request(catalog, req, true)
+}
+
+fn price_request(
+    catalog: &Catalog,
+    req: &EstimateRequest,
+    images_may_follow: bool,
+) -> Result<Estimate, EstimateError> {
     let Some(spec) = catalog.model(&req.model) else {
         return Err(EstimateError::UnknownModel {
             model: req.model.clone(),
@@ -297,6 +319,7 @@ pub fn estimate(catalog: &Catalog, req: &EstimateRequest) -> Result<Estimate, Es
     let given = req.input_image_urls.len();
     let images = spec.input_images;
     let input_images = match u32::try_from(given) {
+        Ok(0) if images_may_follow => images.min,
         Ok(n) if (images.min..=images.max).contains(&n) => n,
         _ => {
             return Err(EstimateError::InvalidInputImages {
@@ -945,6 +968,36 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "model `fal-ai/ltx-2/image-to-video` takes 1 to 1 input images, not 0"
+        );
+    }
+
+    #[test]
+    fn an_estimate_before_upload_prices_the_fewest_input_images() {
+        let rynjer = catalog(RYNJER);
+        let model = "fal-ai/ltx-2/image-to-video";
+        let before = estimate_before_upload(&rynjer, &request(model, "{}", 0))
+            .expect("priced before the upload");
+        let with_image = estimate(&rynjer, &request(model, "{}", 1)).expect("priced");
+        assert_eq!(
+            before, with_image,
+            "the price of the cheapest valid request"
+        );
+        assert_eq!(before.input_images, 1);
+        // A submission prices with `estimate`, which still needs the image.
+        assert!(matches!(
+            estimate(&rynjer, &request(model, "{}", 0)),
+            Err(EstimateError::InvalidInputImages { given: 0, .. })
+        ));
+        // Too many images are refused either way; a model taking none is
+        // priced with none.
+        assert!(matches!(
+            estimate_before_upload(&rynjer, &request(model, "{}", 2)),
+            Err(EstimateError::InvalidInputImages { given: 2, .. })
+        ));
+        let plain = estimate_before_upload(&rynjer, &request("wan-2.6", "{}", 0)).expect("ok");
+        assert_eq!(
+            plain,
+            estimate(&rynjer, &request("wan-2.6", "{}", 0)).expect("ok")
         );
     }
 

@@ -24,8 +24,8 @@ pub use catalog::{
     OptionValue, PriceRule, RuleCondition, RuleEffect, Unit,
 };
 pub use estimate::{
-    close_matches, estimate, listing, BreakdownLine, Estimate, EstimateError, EstimateRequest,
-    Listing, ListingEntry, ResolvedUnits, Step, Units,
+    close_matches, estimate, estimate_before_upload, listing, BreakdownLine, Estimate,
+    EstimateError, EstimateRequest, Listing, ListingEntry, ResolvedUnits, Step, Units,
 };
 
 use rust_decimal::{Decimal, RoundingStrategy};
