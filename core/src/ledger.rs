@@ -236,13 +236,16 @@ pub(crate) fn hold(
            AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
         )?
         .execute(params![wallet, amount])?;
+    assert!(reserved <= 1, "ledger account ids are unique");
     if reserved != 1 {
         return Err(insufficient(tx, wallet, amount));
     }
-    tx.prepare_cached(
-        "UPDATE ledger_accounts SET credits_pending = credits_pending + ?2 WHERE id = ?1",
-    )?
-    .execute(params![new.credit, amount])?;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET credits_pending = credits_pending + ?2 WHERE id = ?1",
+        )?
+        .execute(params![new.credit, amount])?;
+    assert_eq!(changed, 1, "a hold credits exactly one ledger account");
     let outcome = insert(tx, &new, now)?;
     tx.prepare_cached(
         "INSERT INTO open_holds (transfer_id, wallet, amount, deadline) VALUES (?1, ?2, ?3, ?4)",
@@ -538,7 +541,7 @@ fn insufficient(tx: &Tx<'_>, wallet: i64, required: i64) -> Error {
             available_micros: available,
             suggestion: None,
         },
-        Err(err) => Error::Storage(err),
+        Err(err) => Error::storage(err),
     }
 }
 
@@ -553,6 +556,7 @@ fn post(tx: &Tx<'_>, debit: i64, credit: i64, amount: i64) -> Result<()> {
            AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
         )?
         .execute(params![debit, amount])?;
+    assert!(debited <= 1, "ledger account ids are unique");
     if debited != 1 {
         return Err(insufficient(tx, debit, amount));
     }
@@ -562,6 +566,7 @@ fn post(tx: &Tx<'_>, debit: i64, credit: i64, amount: i64) -> Result<()> {
          WHERE id = ?1 AND (kind = 'system' OR credits_posted - debits_posted + ?2 <= ?3)",
         )?
         .execute(params![credit, amount, BALANCE_MICROS_MAX])?;
+    assert!(credited <= 1, "ledger account ids are unique");
     if credited != 1 {
         return Err(Error::BalanceLimit);
     }
@@ -633,14 +638,18 @@ fn resolve_pending(tx: &Tx<'_>, hold: &HoldRow, hold_id: &str) -> Result<()> {
         removed, 1,
         "an unresolved hold has exactly one open_holds row"
     );
-    tx.prepare_cached(
-        "UPDATE ledger_accounts SET debits_pending = debits_pending - ?2 WHERE id = ?1",
-    )?
-    .execute(params![hold.debit, hold.amount])?;
-    tx.prepare_cached(
-        "UPDATE ledger_accounts SET credits_pending = credits_pending - ?2 WHERE id = ?1",
-    )?
-    .execute(params![hold.credit, hold.amount])?;
+    let debit_side = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET debits_pending = debits_pending - ?2 WHERE id = ?1",
+        )?
+        .execute(params![hold.debit, hold.amount])?;
+    assert_eq!(debit_side, 1, "a hold's debit account exists");
+    let credit_side = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET credits_pending = credits_pending - ?2 WHERE id = ?1",
+        )?
+        .execute(params![hold.credit, hold.amount])?;
+    assert_eq!(credit_side, 1, "a hold's credit account exists");
     Ok(())
 }
 

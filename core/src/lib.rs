@@ -49,7 +49,7 @@ mod gate;
 
 pub use accounts::{Account, NewAccount};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError};
 pub use gate::generate::Submitted;
 pub use gate::work::{JobFault, WorkReport, WorkerHealth, FAILING_STEPS_UNHEALTHY};
 pub use gate::{Gate, GateSettings};

@@ -325,24 +325,24 @@ impl BatchFailure {
     }
 }
 
-/// How a job's result reaches its caller, once the batch's fate is known:
-/// called with `Some(failure)` if the batch did not commit.
-type Completion = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
+/// How a write operation's result reaches its caller, once the batch's
+/// fate is known: called with `Some(failure)` if the batch did not commit.
+type Deliver = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
 
 /// What running an operation said: whether to keep its changes, whether it
 /// failed on a full disk, and how to deliver its result.
-type Ran = (bool, bool, Completion);
+type Ran = (bool, bool, Deliver);
 
 /// Runs an operation.
 type RunOp = Box<dyn FnOnce(&Tx<'_>) -> Ran + Send>;
 
 /// One queued write operation.
-struct Job {
+struct WriteOp {
     /// Runs the operation; says whether to keep its changes and how to
     /// deliver its result.
     run: RunOp,
     /// Tells the caller its operation never ran because the batch failed.
-    abort: Completion,
+    abort: Deliver,
     /// Asks the caller to lead the next batches.
     promote: Box<dyn Fn() + Send>,
 }
@@ -355,7 +355,7 @@ enum Message<T> {
 
 /// The queue of operations and whether a leader is running batches.
 struct Queue {
-    jobs: VecDeque<Job>,
+    ops: VecDeque<WriteOp>,
     leader: bool,
 }
 
@@ -467,11 +467,12 @@ impl Store {
         let readers = r2d2::Pool::builder()
             .max_size(options.read_pool_size.clamp(1, READ_POOL_SIZE_MAX))
             .min_idle(Some(0))
-            .build(manager)?;
+            .build(manager)
+            .map_err(Error::pool)?;
         Ok(Store {
             counters: Counters::default(),
             queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
+                ops: VecDeque::new(),
                 leader: false,
             }),
             queue_has_room: Condvar::new(),
@@ -500,12 +501,12 @@ impl Store {
         let (deliver, delivery) = mpsc::sync_channel::<Message<T>>(2);
         let abort_deliver = deliver.clone();
         let promote_deliver = deliver.clone();
-        let job = Job {
+        let write_op = WriteOp {
             run: Box::new(move |tx: &Tx<'_>| {
                 let outcome = catch_unwind(AssertUnwindSafe(|| op(tx)));
                 let keep = matches!(outcome, Ok(Ok(_)));
                 let full = matches!(outcome, Ok(Err(Error::StorageFull { .. })));
-                let completion: Completion =
+                let deliver_result: Deliver =
                     Box::new(move |batch_failure: Option<&BatchFailure>| {
                         let delivered = match (outcome, batch_failure) {
                             (Ok(Ok(_)), Some(failure)) => Ok(Err(failure.error())),
@@ -515,7 +516,7 @@ impl Store {
                         // The caller may have gone away; nothing to do then.
                         let _ = deliver.send(Message::Done(delivered));
                     });
-                (keep, full, completion)
+                (keep, full, deliver_result)
             }),
             abort: Box::new(move |batch_failure: Option<&BatchFailure>| {
                 let error = batch_failure.map_or_else(
@@ -532,13 +533,13 @@ impl Store {
         };
         let lead = {
             let mut queue = self.lock_queue();
-            while queue.jobs.len() >= WRITE_QUEUE_OPS_MAX {
+            while queue.ops.len() >= WRITE_QUEUE_OPS_MAX {
                 queue = self
                     .queue_has_room
                     .wait(queue)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
-            queue.jobs.push_back(job);
+            queue.ops.push_back(write_op);
             self.counters.queued.fetch_add(1, Ordering::SeqCst);
             !std::mem::replace(&mut queue.leader, true)
         };
@@ -564,33 +565,47 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for _ in 0..LEADER_BATCHES_MAX {
-            let batch: Vec<Job> = {
+            let batch: Vec<WriteOp> = {
                 let mut queue = self.lock_queue();
-                if queue.jobs.is_empty() {
+                assert!(queue.leader, "only the leader runs batches");
+                if queue.ops.is_empty() {
                     queue.leader = false;
                     return;
                 }
-                let take = queue.jobs.len().min(BATCH_OPS_MAX);
-                queue.jobs.drain(..take).collect()
+                let take = queue.ops.len().min(BATCH_OPS_MAX);
+                queue.ops.drain(..take).collect()
             };
             self.queue_has_room.notify_all();
-            let taken = batch.len() as u64;
-            self.counters.queued.fetch_sub(taken, Ordering::SeqCst);
+            let taken = batch.len();
+            assert!(
+                (1..=BATCH_OPS_MAX).contains(&taken),
+                "a batch takes 1..={BATCH_OPS_MAX} operations, not {taken}"
+            );
+            let was_queued = self.counters.queued.fetch_sub(taken as u64, Ordering::SeqCst);
+            assert!(
+                was_queued >= taken as u64,
+                "{taken} operations taken, only {was_queued} counted as queued"
+            );
             self.counters.batches.fetch_add(1, Ordering::SeqCst);
-            self.counters.ops.fetch_add(taken, Ordering::SeqCst);
-            run_batch(&mut conn, batch);
+            self.counters.ops.fetch_add(taken as u64, Ordering::SeqCst);
+            let delivered = run_batch(&mut conn, batch);
+            assert_eq!(
+                delivered, taken,
+                "every operation of a batch gets exactly one result"
+            );
         }
         // Decide under the lock, so a caller queueing now either sees the
         // lead still taken (and is served) or takes it itself.
         let mut queue = self.lock_queue();
-        match queue.jobs.front() {
+        assert!(queue.leader, "the lead is handed on by its holder only");
+        match queue.ops.front() {
             Some(next) => (next.promote)(),
             None => queue.leader = false,
         }
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        // Jobs run outside this lock and catch their own panics, so a
+        // Operations run outside this lock and catch their own panics, so a
         // poisoned queue still holds a consistent list.
         self.queue
             .lock()
@@ -608,7 +623,7 @@ impl Store {
 
     /// Runs `op` on a pooled read-only connection.
     pub fn read<T>(&self, op: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.readers.get()?;
+        let conn = self.readers.get().map_err(Error::pool)?;
         op(&conn)
     }
 
@@ -720,10 +735,16 @@ fn check_is_creditgate(conn: &Connection, mode: OpenMode) -> std::result::Result
 /// Runs one batch in one transaction and delivers every result after the
 /// commit (or its failure). A failed batch leaves the connection out of any
 /// transaction, so the next batch starts clean (a full disk does not break
-/// the writer for good).
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let mut ran: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
+/// the writer for good). Returns how many results it delivered: one per
+/// operation, which the leader asserts.
+fn run_batch(conn: &mut Connection, batch: Vec<WriteOp>) -> usize {
+    let batch_len = batch.len();
+    assert!(
+        (1..=BATCH_OPS_MAX).contains(&batch_len),
+        "a batch holds 1..={BATCH_OPS_MAX} operations, not {batch_len}"
+    );
+    let mut ran: Vec<Deliver> = Vec::with_capacity(batch_len);
+    let mut pending = batch.into_iter();
     if !conn.is_autocommit() {
         // A transaction left open by an earlier failure: drop it.
         let _ = conn.execute_batch("ROLLBACK");
@@ -732,11 +753,11 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         Err(err) => Some(BatchFailure::of(&err)),
         Ok(()) => {
             let mut failure = None;
-            for job in jobs.by_ref() {
-                match run_one(conn, job) {
-                    Ok(completion) => ran.push(completion),
-                    Err((message, completion)) => {
-                        ran.push(completion);
+            for op in pending.by_ref() {
+                match run_one(conn, op) {
+                    Ok(deliver) => ran.push(deliver),
+                    Err((message, deliver)) => {
+                        ran.push(deliver);
                         failure = Some(message);
                         break;
                     }
@@ -759,45 +780,54 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
             }
         }
     };
-    for completion in ran {
-        completion(failure.as_ref());
+    assert!(
+        failure.is_some() || ran.len() == batch_len,
+        "a committed batch ran every operation"
+    );
+    let mut delivered = 0;
+    for deliver in ran {
+        deliver(failure.as_ref());
+        delivered += 1;
     }
-    for job in jobs {
-        (job.abort)(failure.as_ref());
+    for op in pending {
+        (op.abort)(failure.as_ref());
+        delivered += 1;
     }
+    delivered
 }
 
-/// Runs one job under its own savepoint: kept if it succeeded, rolled back
-/// if it failed. Fails (and so fails the batch) if SQLite cannot settle the
-/// savepoint, or rolled the batch's transaction back by itself (then no
-/// later operation may run: it would run outside the batch).
+/// Runs one operation under its own savepoint: kept if it succeeded,
+/// rolled back if it failed. Fails (and so fails the batch) if SQLite
+/// cannot settle the savepoint, or rolled the batch's transaction back by
+/// itself (then no later operation may run: it would run outside the
+/// batch). Either way it hands back the one way to deliver the result.
 fn run_one(
     conn: &Connection,
-    job: Job,
-) -> std::result::Result<Completion, (BatchFailure, Completion)> {
+    op: WriteOp,
+) -> std::result::Result<Deliver, (BatchFailure, Deliver)> {
     if conn.is_autocommit() {
         let lost = BatchFailure {
             message: "SQLite rolled the transaction back".to_owned(),
             storage_full: false,
         };
-        return Err((lost, job.abort));
+        return Err((lost, op.abort));
     }
     if let Err(err) = run_cached(conn, "SAVEPOINT batch_op") {
-        return Err((BatchFailure::of(&err), job.abort));
+        return Err((BatchFailure::of(&err), op.abort));
     }
-    let (keep, full, completion) = (job.run)(&Tx { conn });
+    let (keep, full, deliver) = (op.run)(&Tx { conn });
     let settled = if keep {
         run_cached(conn, "RELEASE batch_op")
     } else {
         run_cached(conn, "ROLLBACK TO batch_op").and_then(|()| run_cached(conn, "RELEASE batch_op"))
     };
     match settled {
-        Ok(()) => Ok(completion),
+        Ok(()) => Ok(deliver),
         Err(err) => {
             let mut failure = BatchFailure::of(&err);
             // The operation's own full disk is why its savepoint is gone.
             failure.storage_full |= full;
-            Err((failure, completion))
+            Err((failure, deliver))
         }
     }
 }
