@@ -701,7 +701,7 @@ fn execute(gate: &Gate, command: Command) -> Result<Output, Failure> {
             Ok(Output::ok(json, text))
         }
         Command::Backup { dest } => {
-            gate.store().backup(&dest)?;
+            gate.backup(&dest)?;
             let json =
                 json!({ "id": dest.display().to_string(), "path": dest.display().to_string() });
             Ok(Output::ok(

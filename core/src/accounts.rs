@@ -88,7 +88,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
 }
 
 /// An account by id.
-pub fn get(conn: &Connection, id: &str) -> Result<Account> {
+pub(crate) fn get(conn: &Connection, id: &str) -> Result<Account> {
     conn.prepare_cached("SELECT id, name, plan, created_at FROM accounts WHERE id = ?1")?
         .query_row([id], from_row)
         .optional()?
@@ -99,7 +99,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Account> {
 }
 
 /// Accounts in creation order, at most [`ACCOUNTS_LIST_MAX`].
-pub fn list(conn: &Connection) -> Result<Vec<Account>> {
+pub(crate) fn list(conn: &Connection) -> Result<Vec<Account>> {
     let mut stmt = conn.prepare(
         "SELECT id, name, plan, created_at FROM accounts ORDER BY created_at, id LIMIT ?1",
     )?;

@@ -402,7 +402,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> 
 }
 
 /// A job by id.
-pub fn get(conn: &Connection, id: &str) -> Result<Job> {
+pub(crate) fn get(conn: &Connection, id: &str) -> Result<Job> {
     conn.prepare_cached(GET_SQL)?
         .query_row([id], from_row)
         .optional()?
@@ -413,7 +413,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Job> {
 }
 
 /// An account's job by its request id.
-pub fn find_by_request(
+pub(crate) fn find_by_request(
     conn: &Connection,
     account_id: &str,
     request_id: &str,
@@ -438,7 +438,7 @@ pub struct JobFilter {
 /// Jobs, newest first. Walks an index in creation order (an account's own,
 /// or all jobs') and filters by status on the way, so a page costs what it
 /// returns plus what it skips, never a sort of the whole table.
-pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
+pub(crate) fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
     let limit = filter.limit.clamp(1, JOBS_LIST_MAX) as i64;
     let status = filter.status.map(JobStatus::as_str);
     let mut stmt = conn.prepare_cached(match filter.account_id {

@@ -377,7 +377,7 @@ pub(crate) fn refund(
 }
 
 /// The balance of an account's wallet.
-pub fn balance(conn: &Connection, account_id: &str) -> Result<Balance> {
+pub(crate) fn balance(conn: &Connection, account_id: &str) -> Result<Balance> {
     conn.prepare_cached(
         "SELECT credits_posted - debits_posted, debits_pending
          FROM ledger_accounts WHERE account_id = ?1",
@@ -409,7 +409,7 @@ pub struct HistoryPage {
 
 /// Transfers that touched an account's wallet, newest first, `limit` (at
 /// most [`HISTORY_PAGE_MAX`]) at a time, continuing after `cursor`.
-pub fn history(
+pub(crate) fn history(
     conn: &Connection,
     account_id: &str,
     cursor: Option<&str>,
@@ -448,7 +448,7 @@ pub fn history(
 }
 
 /// A transfer by id.
-pub fn find_transfer(conn: &Connection, id: &str) -> Result<Option<Transfer>> {
+pub(crate) fn find_transfer(conn: &Connection, id: &str) -> Result<Option<Transfer>> {
     let mut stmt = conn.prepare_cached(&format!("{TRANSFER_SELECT} WHERE t.id = ?1"))?;
     Ok(stmt.query_row([id], transfer_from_row).optional()?)
 }

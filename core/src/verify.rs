@@ -62,7 +62,7 @@ impl VerifyReport {
 
 /// Runs every check. Call it on a read connection inside one read
 /// transaction so all checks see the same snapshot.
-pub fn verify(conn: &Connection) -> Result<VerifyReport> {
+pub(crate) fn verify(conn: &Connection) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     conn.execute_batch("BEGIN")?;
     let result = check_file(conn, &mut report).and_then(|()| {

@@ -7,7 +7,7 @@
 use crate::accounts;
 use crate::error::{Error, Result};
 use crate::gate::Gate;
-use crate::identity::external::{self, ExchangeOutcome, MOLTBOOK_PROVIDER};
+use crate::identity::external::{self, ExchangeOutcome, ExternalIdentity, MOLTBOOK_PROVIDER};
 use crate::identity::keys::{self, NewKey};
 use crate::identity::{agents, tokens};
 
@@ -18,6 +18,17 @@ impl Gate {
     /// instead). See [`Gate::exchange_identity`].
     pub fn moltbook_exchange(&self, identity_token: &str) -> Result<ExchangeOutcome> {
         self.exchange_identity(MOLTBOOK_PROVIDER, identity_token)
+    }
+
+    /// The stored mapping of `provider`'s agent `external_id` to a
+    /// creditgate agent, if it was exchanged before.
+    pub fn external_identity(
+        &self,
+        provider: &str,
+        external_id: &str,
+    ) -> Result<Option<ExternalIdentity>> {
+        self.store
+            .read(|conn| external::find(conn, provider, external_id))
     }
 
     /// Exchanges an identity token of `provider` for an access token.

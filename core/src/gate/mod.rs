@@ -15,6 +15,7 @@ mod pricing;
 pub mod work;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rust_decimal::Decimal;
@@ -30,7 +31,7 @@ use crate::pricing::Catalog;
 use crate::providers::fixture::Scenarios;
 use crate::providers::ProviderRegistry;
 use crate::ratelimit::{RateLimit, RateLimiter};
-use crate::store::{Store, StoreOptions};
+use crate::store::{Store, StoreOptions, WriteStats};
 use crate::verify::{self, VerifyReport};
 
 /// How long a job may take before it expires, by default: 30 minutes.
@@ -185,8 +186,25 @@ impl Gate {
         self.clock.as_ref()
     }
 
-    /// The underlying store (for backups and for tests that inspect SQL).
-    pub fn store(&self) -> &Store {
+    /// Copies the database, consistent as of one instant, to `dest`, which
+    /// must not exist yet (else [`Error::InvalidRequest`] on `dest`). Writes
+    /// that go on meanwhile are either wholly in the copy or not at all.
+    pub fn backup(&self, dest: &Path) -> Result<()> {
+        self.store.backup(dest)
+    }
+
+    /// The write path's counters (batches, operations, queued), for
+    /// benchmarks and health checks.
+    pub fn write_stats(&self) -> WriteStats {
+        self.store.write_stats()
+    }
+
+    /// The underlying store, for the workspace's own tests that inspect or
+    /// tamper with SQL. Built only with the `test-support` feature, which
+    /// only dev-dependencies turn on: no part of the API.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn store_for_tests(&self) -> &Store {
         &self.store
     }
 

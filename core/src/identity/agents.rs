@@ -154,7 +154,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
 }
 
 /// An agent by id.
-pub fn get(conn: &Connection, agent_id: &str) -> Result<Option<Agent>> {
+pub(crate) fn get(conn: &Connection, agent_id: &str) -> Result<Option<Agent>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
         .query_row([agent_id], from_row)
@@ -164,7 +164,7 @@ pub fn get(conn: &Connection, agent_id: &str) -> Result<Option<Agent>> {
 /// An agent's public key, to verify its signed requests; an unknown agent,
 /// or an external one (no key), is [`Error::Unauthorized`] (its request
 /// cannot be authenticated).
-pub fn verifying_key(conn: &Connection, agent_id: &str) -> Result<VerifyingKey> {
+pub(crate) fn verifying_key(conn: &Connection, agent_id: &str) -> Result<VerifyingKey> {
     let bytes: Option<Option<Vec<u8>>> = conn
         .prepare_cached("SELECT public_key FROM agents WHERE id = ?1")?
         .query_row([agent_id], |row| row.get(0))

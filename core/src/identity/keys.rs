@@ -259,7 +259,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
 }
 
 /// A key by id, whoever owns it.
-pub fn get(conn: &Connection, key_id: &str) -> Result<Option<ApiKeyInfo>> {
+pub(crate) fn get(conn: &Connection, key_id: &str) -> Result<Option<ApiKeyInfo>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))?
         .query_row([key_id], from_row)
@@ -267,7 +267,7 @@ pub fn get(conn: &Connection, key_id: &str) -> Result<Option<ApiKeyInfo>> {
 }
 
 /// A key by id if `owner` may see it, else [`Error::NotFound`].
-pub fn get_owned(conn: &Connection, owner: Owner<'_>, key_id: &str) -> Result<ApiKeyInfo> {
+pub(crate) fn get_owned(conn: &Connection, owner: Owner<'_>, key_id: &str) -> Result<ApiKeyInfo> {
     get(conn, key_id)?
         .filter(|key| owner.owns(key))
         .ok_or_else(|| not_found(key_id))
@@ -282,7 +282,7 @@ fn not_found(key_id: &str) -> Error {
 
 /// An account's keys (its agents' included), oldest first, at most
 /// [`KEYS_LIST_MAX`].
-pub fn list_for_account(conn: &Connection, account_id: &str) -> Result<Vec<ApiKeyInfo>> {
+pub(crate) fn list_for_account(conn: &Connection, account_id: &str) -> Result<Vec<ApiKeyInfo>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = ?1 ORDER BY created_at, id LIMIT ?2"
     ))?;
@@ -291,7 +291,7 @@ pub fn list_for_account(conn: &Connection, account_id: &str) -> Result<Vec<ApiKe
 }
 
 /// The keys an agent created, oldest first, at most [`KEYS_LIST_MAX`].
-pub fn list_for_agent(conn: &Connection, agent_id: &str) -> Result<Vec<ApiKeyInfo>> {
+pub(crate) fn list_for_agent(conn: &Connection, agent_id: &str) -> Result<Vec<ApiKeyInfo>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE agent_id = ?1 ORDER BY created_at, id LIMIT ?2"
     ))?;

@@ -6,9 +6,11 @@
 //! Tables, each written by one file here alone: `api_keys` (`keys.rs`);
 //! `agents` and `agent_nonces` (`agents.rs`); `token_families`,
 //! `access_tokens` and `refresh_tokens` (`tokens.rs`);
-//! `external_identities` (`external.rs`, which also holds the core's one
-//! network client, the Moltbook verifier). `jcs.rs`, `signing.rs` and
-//! `scopes.rs` are pure and own no table.
+//! `external_identities` (`external.rs`, with the `IdentityVerifier`
+//! trait). `moltbook_client.rs` holds Moltbook's protocol and, with the
+//! cargo feature `moltbook-http`, the core's one network client, the
+//! Moltbook verifier. `jcs.rs`, `signing.rs` and `scopes.rs` are pure and
+//! own no table.
 //!
 //! Invariants:
 //! - no secret (API key, access token, refresh token, registration code) is
@@ -27,6 +29,7 @@ pub mod agents;
 pub mod external;
 pub mod jcs;
 pub mod keys;
+pub mod moltbook_client;
 pub mod scopes;
 pub mod signing;
 pub mod tokens;
@@ -40,10 +43,10 @@ use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
 
 pub use agents::{Agent, AgentRegistration};
-pub use external::{
-    ExchangeOutcome, ExternalIdentity, IdentityVerifier, MoltbookConfig, MoltbookVerifier,
-    VerifiedIdentity,
-};
+pub use external::{ExchangeOutcome, ExternalIdentity, IdentityVerifier, VerifiedIdentity};
+pub use moltbook_client::MoltbookConfig;
+#[cfg(feature = "moltbook-http")]
+pub use moltbook_client::MoltbookVerifier;
 pub use keys::{ApiKeyInfo, CreatedAgentKey};
 pub use scopes::ADMIN_SCOPE;
 pub use signing::{verify_signed_request, SignedFields};
@@ -168,7 +171,7 @@ pub(crate) fn credential(bearer: &str) -> Result<Credential<'_>> {
 /// revoked or expired key, or a token of a revoked family or whose key is
 /// no longer usable, is [`Error::Unauthorized`]; an expired access token is
 /// [`Error::TokenExpired`].
-pub fn authenticate(conn: &Connection, bearer: &str, now: UnixMillis) -> Result<Authenticated> {
+pub(crate) fn authenticate(conn: &Connection, bearer: &str, now: UnixMillis) -> Result<Authenticated> {
     match credential(bearer)? {
         Credential::ApiKey(secret) => {
             let key = keys::find_usable(conn, secret, now)?;

@@ -363,7 +363,7 @@ fn usable_key(conn: &Connection, key_id: &str, now: UnixMillis) -> Result<ApiKey
 /// Authenticates an access token at `now`. A revoked family or an
 /// unusable key is [`Error::Unauthorized`]; an expired token is
 /// [`Error::TokenExpired`].
-pub fn authenticate(conn: &Connection, token: &str, now: UnixMillis) -> Result<Principal> {
+pub(crate) fn authenticate(conn: &Connection, token: &str, now: UnixMillis) -> Result<Principal> {
     let wanted = secret_hash(token);
     let found = conn
         .prepare_cached(&format!(

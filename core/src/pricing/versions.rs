@@ -136,7 +136,7 @@ pub(crate) fn retire(tx: &Tx<'_>, version: &str) -> Result<()> {
 
 /// The version a request is priced under: `requested` if it is stored and
 /// not retired, else the active version. Errors name the active version.
-pub fn resolve(conn: &Connection, requested: Option<&str>) -> Result<String> {
+pub(crate) fn resolve(conn: &Connection, requested: Option<&str>) -> Result<String> {
     match requested {
         None => active_version_in(conn)?.ok_or(Error::NoPriceCatalog),
         Some(version) => {
@@ -153,7 +153,7 @@ pub fn resolve(conn: &Connection, requested: Option<&str>) -> Result<String> {
 }
 
 /// The active version, if any catalog was imported.
-pub fn active_version(conn: &Connection) -> Result<Option<String>> {
+pub(crate) fn active_version(conn: &Connection) -> Result<Option<String>> {
     active_version_in(conn)
 }
 
@@ -173,7 +173,7 @@ fn unavailable(conn: &Connection, version: &str, retired: bool) -> Result<Error>
 }
 
 /// The catalog stored under `version`.
-pub fn load(conn: &Connection, version: &str) -> Result<Catalog> {
+pub(crate) fn load(conn: &Connection, version: &str) -> Result<Catalog> {
     let json: String = conn
         .prepare_cached("SELECT catalog FROM price_versions WHERE version = ?1")?
         .query_row([version], |row| row.get(0))
@@ -192,7 +192,7 @@ pub fn load(conn: &Connection, version: &str) -> Result<Catalog> {
 }
 
 /// Every version, newest import first.
-pub fn list(conn: &Connection) -> Result<Vec<PriceVersionInfo>> {
+pub(crate) fn list(conn: &Connection) -> Result<Vec<PriceVersionInfo>> {
     let mut stmt = conn.prepare(
         "SELECT version, active, retired, imported_at, digest, catalog FROM price_versions
          ORDER BY imported_at DESC, version LIMIT ?1",
