@@ -9,7 +9,6 @@ use crate::store::Tx;
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
 
 /// The longest account name.
 pub const ACCOUNT_NAME_CHARS_MAX: usize = 200;
@@ -72,7 +71,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
         ));
     }
     let account = Account {
-        id: random_id("acct_"),
+        id: tx.new_id("acct_"),
         name: name.to_owned(),
         plan: plan.to_owned(),
         created_at: now,

@@ -67,6 +67,7 @@ pub use identity::{
     ExchangeOutcome, IdentityVerifier, MoltbookConfig, Principal, SignedFields, TokenGrant,
     VerifiedIdentity, Via,
 };
+pub use ids::{IdSource, OsIds, SeededIds};
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
 pub use store::{OpenMode, OpenProblem, StoreOptions, Synchronous, WriteStats};

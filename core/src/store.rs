@@ -25,13 +25,15 @@ use std::ops::Deref;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
+use crate::ids::{self, IdSource, OsIds};
 
 /// `schema.sql`, the one source of truth for the schema: migration 0, then
 /// every later migration after a line starting with [`MIGRATION_MARKER`].
@@ -231,9 +233,22 @@ impl StoreOptions {
 /// `&Tx` is known to run inside the write path.
 pub struct Tx<'a> {
     conn: &'a Connection,
+    ids: &'a dyn IdSource,
 }
 
 impl Tx<'_> {
+    /// A fresh id (`prefix` and 32 hex digits) from the store's
+    /// [`IdSource`]. Never for secrets.
+    pub fn new_id(&self, prefix: &str) -> String {
+        ids::random_id_from(self.ids, prefix)
+    }
+
+    /// A fresh time-ordered id from the store's [`IdSource`] (see
+    /// [`ids::sortable_id_from`]). Never for secrets.
+    pub fn new_sortable_id(&self, prefix: &str, now: UnixMillis) -> String {
+        ids::sortable_id_from(self.ids, prefix, now)
+    }
+
     /// Runs `op` under a nested savepoint: its changes are kept if it
     /// returns `Ok` and undone if it returns `Err`, while the enclosing
     /// operation's other changes stay. For operations that apply many
@@ -390,6 +405,8 @@ pub struct Store {
     writer: Mutex<Connection>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
+    /// Where the random bits of minted ids come from.
+    ids: Arc<dyn IdSource>,
 }
 
 impl std::fmt::Debug for Store {
@@ -479,7 +496,13 @@ impl Store {
             writer: Mutex::new(writer),
             readers,
             path: options.path.clone(),
+            ids: Arc::new(OsIds),
         })
+    }
+
+    /// Replaces where minted ids come from (by default the OS).
+    pub(crate) fn set_id_source(&mut self, ids: Arc<dyn IdSource>) {
+        self.ids = ids;
     }
 
     /// The database file's path.
@@ -588,7 +611,7 @@ impl Store {
             );
             self.counters.batches.fetch_add(1, Ordering::SeqCst);
             self.counters.ops.fetch_add(taken as u64, Ordering::SeqCst);
-            let delivered = run_batch(&mut conn, batch);
+            let delivered = run_batch(&mut conn, self.ids.as_ref(), batch);
             assert_eq!(
                 delivered, taken,
                 "every operation of a batch gets exactly one result"
@@ -737,7 +760,7 @@ fn check_is_creditgate(conn: &Connection, mode: OpenMode) -> std::result::Result
 /// transaction, so the next batch starts clean (a full disk does not break
 /// the writer for good). Returns how many results it delivered: one per
 /// operation, which the leader asserts.
-fn run_batch(conn: &mut Connection, batch: Vec<WriteOp>) -> usize {
+fn run_batch(conn: &mut Connection, ids: &dyn IdSource, batch: Vec<WriteOp>) -> usize {
     let batch_len = batch.len();
     assert!(
         (1..=BATCH_OPS_MAX).contains(&batch_len),
@@ -754,7 +777,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<WriteOp>) -> usize {
         Ok(()) => {
             let mut failure = None;
             for op in pending.by_ref() {
-                match run_one(conn, op) {
+                match run_one(conn, ids, op) {
                     Ok(deliver) => ran.push(deliver),
                     Err((message, deliver)) => {
                         ran.push(deliver);
@@ -803,6 +826,7 @@ fn run_batch(conn: &mut Connection, batch: Vec<WriteOp>) -> usize {
 /// batch). Either way it hands back the one way to deliver the result.
 fn run_one(
     conn: &Connection,
+    ids: &dyn IdSource,
     op: WriteOp,
 ) -> std::result::Result<Deliver, (BatchFailure, Deliver)> {
     if conn.is_autocommit() {
@@ -815,7 +839,7 @@ fn run_one(
     if let Err(err) = run_cached(conn, "SAVEPOINT batch_op") {
         return Err((BatchFailure::of(&err), op.abort));
     }
-    let (keep, full, deliver) = (op.run)(&Tx { conn });
+    let (keep, full, deliver) = (op.run)(&Tx { conn, ids });
     let settled = if keep {
         run_cached(conn, "RELEASE batch_op")
     } else {

@@ -21,7 +21,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
 use crate::store::Tx;
 
 use super::signing::{SignedFields, SIGNED_REQUEST_SKEW_SECS_MAX};
@@ -216,7 +215,7 @@ pub(crate) fn register(
             agent_id
         }
         None => {
-            let agent_id = random_id(AGENT_ID_PREFIX);
+            let agent_id = tx.new_id(AGENT_ID_PREFIX);
             tx.prepare_cached(
                 "INSERT INTO agents (id, public_key, name, version, registration_code_hash,
                                      registration_expires_at, created_at)
@@ -251,7 +250,7 @@ pub(crate) fn insert_external(
     name: &str,
     now: UnixMillis,
 ) -> Result<AgentRegistration> {
-    let agent_id = random_id(AGENT_ID_PREFIX);
+    let agent_id = tx.new_id(AGENT_ID_PREFIX);
     let code = mint_secret(REGISTRATION_CODE_PREFIX);
     let expires_at = now + REGISTRATION_TTL_SECS * 1_000;
     tx.prepare_cached(

@@ -21,7 +21,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
 use crate::store::Tx;
 
 use super::{mint_secret, same_hash, scopes, secret_hash, Principal, Via};
@@ -212,7 +211,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewKey, now: UnixMillis) -> Result<(ApiK
     };
     let secret = mint_secret(prefix);
     let info = ApiKeyInfo {
-        id: random_id(KEY_ID_PREFIX),
+        id: tx.new_id(KEY_ID_PREFIX),
         account_id: new.account_id.clone(),
         agent_id: new.agent_id.clone(),
         name: new.name.clone(),

@@ -25,7 +25,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
 use crate::store::Tx;
 
 use super::keys::{self, ApiKeyInfo};
@@ -207,7 +206,7 @@ fn open_family(
         .clone()
         .expect("tokens are issued only for agent keys");
     let family = Family {
-        id: random_id(FAMILY_ID_PREFIX),
+        id: tx.new_id(FAMILY_ID_PREFIX),
         agent_id,
         account_id: key.account_id.clone(),
         key_id: key.id.clone(),
