@@ -3,9 +3,9 @@
 //! goes with each account is the ledger's, created in the same transaction
 //! by the facade.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -87,7 +87,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
 }
 
 /// An account by id.
-pub(crate) fn get(conn: &Connection, id: &str) -> Result<Account> {
+pub(crate) fn get(conn: &ReadOnly<'_>, id: &str) -> Result<Account> {
     conn.prepare_cached("SELECT id, name, plan, created_at FROM accounts WHERE id = ?1")?
         .query_row([id], from_row)
         .optional()?
@@ -98,7 +98,7 @@ pub(crate) fn get(conn: &Connection, id: &str) -> Result<Account> {
 }
 
 /// Accounts in creation order, at most [`ACCOUNTS_LIST_MAX`].
-pub(crate) fn list(conn: &Connection) -> Result<Vec<Account>> {
+pub(crate) fn list(conn: &ReadOnly<'_>) -> Result<Vec<Account>> {
     let mut stmt = conn.prepare(
         "SELECT id, name, plan, created_at FROM accounts ORDER BY created_at, id LIMIT ?1",
     )?;

@@ -16,9 +16,9 @@
 //! Functions here take an open write transaction and `now`; the facade
 //! composes them. Amounts are micro-credits.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
@@ -377,7 +377,7 @@ pub(crate) fn refund(
 }
 
 /// The balance of an account's wallet.
-pub(crate) fn balance(conn: &Connection, account_id: &str) -> Result<Balance> {
+pub(crate) fn balance(conn: &ReadOnly<'_>, account_id: &str) -> Result<Balance> {
     conn.prepare_cached(
         "SELECT credits_posted - debits_posted, debits_pending
          FROM ledger_accounts WHERE account_id = ?1",
@@ -410,7 +410,7 @@ pub struct HistoryPage {
 /// Transfers that touched an account's wallet, newest first, `limit` (at
 /// most [`HISTORY_PAGE_MAX`]) at a time, continuing after `cursor`.
 pub(crate) fn history(
-    conn: &Connection,
+    conn: &ReadOnly<'_>,
     account_id: &str,
     cursor: Option<&str>,
     limit: usize,
@@ -448,7 +448,7 @@ pub(crate) fn history(
 }
 
 /// A transfer by id.
-pub(crate) fn find_transfer(conn: &Connection, id: &str) -> Result<Option<Transfer>> {
+pub(crate) fn find_transfer(conn: &ReadOnly<'_>, id: &str) -> Result<Option<Transfer>> {
     let mut stmt = conn.prepare_cached(&format!("{TRANSFER_SELECT} WHERE t.id = ?1"))?;
     Ok(stmt.query_row([id], transfer_from_row).optional()?)
 }

@@ -29,7 +29,10 @@ use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{
+    CachedStatement, Connection, MappedRows, OpenFlags, Params, Row, Rows, Statement, ToSql,
+    TransactionBehavior,
+};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
@@ -231,9 +234,69 @@ impl StoreOptions {
 /// A write transaction (strictly: one operation's savepoint inside the
 /// batch's transaction). Only the store makes one, so a function that takes
 /// `&Tx` is known to run inside the write path.
+///
+/// A `Tx` reads like a [`ReadOnly`] (it dereferences to one, so a read
+/// helper taking `&ReadOnly` takes `&Tx` too) and adds the statements that
+/// write. It never hands out the raw connection.
 pub struct Tx<'a> {
     conn: &'a Connection,
     ids: &'a dyn IdSource,
+    read: ReadOnly<'a>,
+}
+
+impl<'a> Tx<'a> {
+    fn new(conn: &'a Connection, ids: &'a dyn IdSource) -> Tx<'a> {
+        Tx {
+            conn,
+            ids,
+            read: ReadOnly { conn },
+        }
+    }
+
+    /// Prepares a statement that may write, through the statement cache.
+    pub fn prepare_cached(&self, sql: &str) -> rusqlite::Result<CachedStatement<'a>> {
+        self.conn.prepare_cached(sql)
+    }
+
+    /// Prepares a statement that may write.
+    pub fn prepare(&self, sql: &str) -> rusqlite::Result<Statement<'a>> {
+        self.conn.prepare(sql)
+    }
+
+    /// Runs one statement that may write; returns the rows it changed.
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.execute(sql, params)
+    }
+
+    /// Runs statements without parameters.
+    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.execute_batch(sql)
+    }
+
+    /// Sets a pragma (`schema`: `None` for the main database).
+    pub fn pragma_update<V: ToSql>(
+        &self,
+        schema: Option<&str>,
+        name: &str,
+        value: V,
+    ) -> rusqlite::Result<()> {
+        self.conn.pragma_update(schema, name, value)
+    }
+
+    /// Sets a pragma and reads the value it reports back.
+    pub fn pragma_update_and_check<T, V, F>(
+        &self,
+        schema: Option<&str>,
+        name: &str,
+        value: V,
+        f: F,
+    ) -> rusqlite::Result<T>
+    where
+        V: ToSql,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.pragma_update_and_check(schema, name, value, f)
+    }
 }
 
 impl Tx<'_> {
@@ -292,11 +355,113 @@ fn transaction_lost() -> Error {
     }
 }
 
-impl Deref for Tx<'_> {
-    type Target = Connection;
+impl<'a> Deref for Tx<'a> {
+    type Target = ReadOnly<'a>;
 
-    fn deref(&self) -> &Connection {
-        self.conn
+    fn deref(&self) -> &ReadOnly<'a> {
+        &self.read
+    }
+}
+
+/// A connection that can only read: the statements it prepares can query
+/// and cannot execute, so a write through it does not compile. Readers
+/// ([`Store::read`]) and the steps that only check (`verify`, a signed
+/// agent request's checks) get one; a [`Tx`] dereferences to one.
+pub struct ReadOnly<'a> {
+    conn: &'a Connection,
+}
+
+impl<'a> ReadOnly<'a> {
+    /// Prepares a query through the statement cache.
+    pub fn prepare_cached(&self, sql: &str) -> rusqlite::Result<Query<'a>> {
+        Ok(Query(QueryStatement::Cached(self.conn.prepare_cached(sql)?)))
+    }
+
+    /// Prepares a query.
+    pub fn prepare(&self, sql: &str) -> rusqlite::Result<Query<'a>> {
+        Ok(Query(QueryStatement::Plain(self.conn.prepare(sql)?)))
+    }
+
+    /// Runs a query and maps its first row.
+    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.query_row(sql, params, f)
+    }
+
+    /// Reads a pragma's value (`schema`: `None` for the main database).
+    pub fn pragma_query_value<T, F>(
+        &self,
+        schema: Option<&str>,
+        name: &str,
+        f: F,
+    ) -> rusqlite::Result<T>
+    where
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.pragma_query_value(schema, name, f)
+    }
+
+    /// Starts a read transaction, so that the reads until
+    /// [`ReadOnly::end_snapshot`] see one snapshot. It writes nothing.
+    pub fn begin_snapshot(&self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("BEGIN")
+    }
+
+    /// Ends the read transaction, if SQLite has not ended it already.
+    pub fn end_snapshot(&self) -> rusqlite::Result<()> {
+        if self.conn.is_autocommit() {
+            Ok(())
+        } else {
+            self.conn.execute_batch("COMMIT")
+        }
+    }
+}
+
+/// A prepared query of a [`ReadOnly`]: rows in, nothing executed.
+pub struct Query<'a>(QueryStatement<'a>);
+
+enum QueryStatement<'a> {
+    Plain(Statement<'a>),
+    Cached(CachedStatement<'a>),
+}
+
+impl<'a> Query<'a> {
+    fn statement(&mut self) -> &mut Statement<'a> {
+        match &mut self.0 {
+            QueryStatement::Plain(stmt) => stmt,
+            QueryStatement::Cached(stmt) => stmt,
+        }
+    }
+
+    /// The first row, mapped.
+    pub fn query_row<T, P, F>(&mut self, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.statement().query_row(params, f)
+    }
+
+    /// Every row, mapped.
+    pub fn query_map<T, P, F>(&mut self, params: P, f: F) -> rusqlite::Result<MappedRows<'_, F>>
+    where
+        P: Params,
+        F: FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.statement().query_map(params, f)
+    }
+
+    /// How many parameters the query takes.
+    pub fn parameter_count(&mut self) -> usize {
+        self.statement().parameter_count()
+    }
+
+    /// The rows, to step through.
+    pub fn query<P: Params>(&mut self, params: P) -> rusqlite::Result<Rows<'_>> {
+        self.statement().query(params)
     }
 }
 
@@ -644,10 +809,11 @@ impl Store {
         }
     }
 
-    /// Runs `op` on a pooled read-only connection.
-    pub fn read<T>(&self, op: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    /// Runs `op` on a pooled connection (opened `query_only`), through a
+    /// [`ReadOnly`].
+    pub fn read<T>(&self, op: impl FnOnce(&ReadOnly<'_>) -> Result<T>) -> Result<T> {
         let conn = self.readers.get().map_err(Error::pool)?;
-        op(&conn)
+        op(&ReadOnly { conn: &conn })
     }
 
     /// Copies the database, consistent as of one instant, to `dest` (which
@@ -839,7 +1005,7 @@ fn run_one(
     if let Err(err) = run_cached(conn, "SAVEPOINT batch_op") {
         return Err((BatchFailure::of(&err), op.abort));
     }
-    let (keep, full, deliver) = (op.run)(&Tx { conn, ids });
+    let (keep, full, deliver) = (op.run)(&Tx::new(conn, ids));
     let settled = if keep {
         run_cached(conn, "RELEASE batch_op")
     } else {
@@ -1066,7 +1232,9 @@ mod tests {
     fn readers_cannot_write() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&StoreOptions::new(dir.path().join("r.db"))).expect("open");
-        let result = store.read(|c| Ok(c.execute("DELETE FROM accounts", [])?));
+        // A `ReadOnly` has no way to write; underneath, the pooled
+        // connection refuses too.
+        let result = store.read(|c| Ok(c.conn.execute("DELETE FROM accounts", [])?));
         assert!(result.is_err(), "pooled connections are query_only");
     }
 

@@ -5,11 +5,11 @@
 //! writes `external_identities`. It does no I/O: Moltbook's protocol and
 //! its HTTP client are in [`super::moltbook_client`].
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 use super::agents::AgentRegistration;
 use super::tokens::AccessGrant;
@@ -123,7 +123,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ExternalIdentity> {
 /// The mapping of `provider`'s agent `external_id`, if it was exchanged
 /// before.
 pub(crate) fn find(
-    conn: &Connection,
+    conn: &ReadOnly<'_>,
     provider: &str,
     external_id: &str,
 ) -> Result<Option<ExternalIdentity>> {

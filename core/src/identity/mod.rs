@@ -35,12 +35,12 @@ pub mod signing;
 pub mod tokens;
 
 use rand::RngCore;
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
+use crate::store::ReadOnly;
 
 pub use agents::{Agent, AgentRegistration};
 pub use external::{ExchangeOutcome, ExternalIdentity, IdentityVerifier, VerifiedIdentity};
@@ -171,7 +171,7 @@ pub(crate) fn credential(bearer: &str) -> Result<Credential<'_>> {
 /// revoked or expired key, or a token of a revoked family or whose key is
 /// no longer usable, is [`Error::Unauthorized`]; an expired access token is
 /// [`Error::TokenExpired`].
-pub(crate) fn authenticate(conn: &Connection, bearer: &str, now: UnixMillis) -> Result<Authenticated> {
+pub(crate) fn authenticate(conn: &ReadOnly<'_>, bearer: &str, now: UnixMillis) -> Result<Authenticated> {
     match credential(bearer)? {
         Credential::ApiKey(secret) => {
             let key = keys::find_usable(conn, secret, now)?;

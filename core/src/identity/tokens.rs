@@ -21,11 +21,11 @@
 //! still reads `token_expired`, not unknown) and then pruned a bounded
 //! batch at a time on each issue.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 use super::keys::{self, ApiKeyInfo};
 use super::{mint_secret, same_hash, scopes, secret_hash, Principal, Via, BEARER_CHARS_MAX};
@@ -352,7 +352,7 @@ pub(crate) fn refresh(tx: &Tx<'_>, token: &str, now: UnixMillis) -> Result<Refre
     Ok(Refreshed::Rotated(mint_pair(tx, &family, now)?))
 }
 
-fn usable_key(conn: &Connection, key_id: &str, now: UnixMillis) -> Result<ApiKeyInfo> {
+fn usable_key(conn: &ReadOnly<'_>, key_id: &str, now: UnixMillis) -> Result<ApiKeyInfo> {
     let key = keys::get(conn, key_id)?
         .ok_or_else(|| Error::unauthorized("the token's API key is gone"))?;
     key.ensure_usable(now)?;
@@ -362,7 +362,7 @@ fn usable_key(conn: &Connection, key_id: &str, now: UnixMillis) -> Result<ApiKey
 /// Authenticates an access token at `now`. A revoked family or an
 /// unusable key is [`Error::Unauthorized`]; an expired token is
 /// [`Error::TokenExpired`].
-pub(crate) fn authenticate(conn: &Connection, token: &str, now: UnixMillis) -> Result<Principal> {
+pub(crate) fn authenticate(conn: &ReadOnly<'_>, token: &str, now: UnixMillis) -> Result<Principal> {
     let wanted = secret_hash(token);
     let found = conn
         .prepare_cached(&format!(
