@@ -559,7 +559,8 @@ pub enum Error {
 }
 
 /// What the storage engine said when it failed: opaque, so that the
-/// engine (SQLite through rusqlite, its pool) is no part of the API. It
+/// engine (SQLite, its driver and its connection pool) is no part of the
+/// API. It
 /// displays the engine's message and hands the engine's error on as its
 /// [`std::error::Error::source`].
 pub struct StorageError(StorageCause);

@@ -70,5 +70,5 @@ pub use identity::{
 pub use ids::{IdSource, OsIds, SeededIds};
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
-pub use store::{OpenMode, OpenProblem, StoreOptions, Synchronous, WriteStats};
+pub use store::{OpenMode, OpenProblem, StoreOptions, Synchronous, WriteStats, READ_POOL_SIZE_MAX};
 pub use verify::{VerifyReport, Violation};

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{
-    CachedStatement, Connection, MappedRows, OpenFlags, Params, Row, Rows, Statement, ToSql,
+    CachedStatement, Connection, MappedRows, OpenFlags, Params, Row, Rows, Statement,
     TransactionBehavior,
 };
 
@@ -244,6 +244,9 @@ pub struct Tx<'a> {
     read: ReadOnly<'a>,
 }
 
+/// The statements that write. Only the store's own tests and the
+/// workspace's tests (feature `test-support`) call the ones marked so: the
+/// core's writers prepare theirs through the cache.
 impl<'a> Tx<'a> {
     fn new(conn: &'a Connection, ids: &'a dyn IdSource) -> Tx<'a> {
         Tx {
@@ -259,22 +262,26 @@ impl<'a> Tx<'a> {
     }
 
     /// Prepares a statement that may write.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn prepare(&self, sql: &str) -> rusqlite::Result<Statement<'a>> {
         self.conn.prepare(sql)
     }
 
     /// Runs one statement that may write; returns the rows it changed.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
         self.conn.execute(sql, params)
     }
 
     /// Runs statements without parameters.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
         self.conn.execute_batch(sql)
     }
 
     /// Sets a pragma (`schema`: `None` for the main database).
-    pub fn pragma_update<V: ToSql>(
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn pragma_update<V: rusqlite::ToSql>(
         &self,
         schema: Option<&str>,
         name: &str,
@@ -284,6 +291,7 @@ impl<'a> Tx<'a> {
     }
 
     /// Sets a pragma and reads the value it reports back.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn pragma_update_and_check<T, V, F>(
         &self,
         schema: Option<&str>,
@@ -292,7 +300,7 @@ impl<'a> Tx<'a> {
         f: F,
     ) -> rusqlite::Result<T>
     where
-        V: ToSql,
+        V: rusqlite::ToSql,
         F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
     {
         self.conn.pragma_update_and_check(schema, name, value, f)
@@ -374,7 +382,9 @@ pub struct ReadOnly<'a> {
 impl<'a> ReadOnly<'a> {
     /// Prepares a query through the statement cache.
     pub fn prepare_cached(&self, sql: &str) -> rusqlite::Result<Query<'a>> {
-        Ok(Query(QueryStatement::Cached(self.conn.prepare_cached(sql)?)))
+        Ok(Query(QueryStatement::Cached(
+            self.conn.prepare_cached(sql)?,
+        )))
     }
 
     /// Prepares a query.
@@ -392,6 +402,7 @@ impl<'a> ReadOnly<'a> {
     }
 
     /// Reads a pragma's value (`schema`: `None` for the main database).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn pragma_query_value<T, F>(
         &self,
         schema: Option<&str>,
@@ -455,6 +466,7 @@ impl<'a> Query<'a> {
     }
 
     /// How many parameters the query takes.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn parameter_count(&mut self) -> usize {
         self.statement().parameter_count()
     }
@@ -670,11 +682,6 @@ impl Store {
         self.ids = ids;
     }
 
-    /// The database file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Runs `op` inside the write path and returns its result once it is
     /// durable. `op` runs under its own savepoint in a batch: if it returns
     /// `Err` (or panics) its changes are rolled back and nothing it did
@@ -769,7 +776,10 @@ impl Store {
                 (1..=BATCH_OPS_MAX).contains(&taken),
                 "a batch takes 1..={BATCH_OPS_MAX} operations, not {taken}"
             );
-            let was_queued = self.counters.queued.fetch_sub(taken as u64, Ordering::SeqCst);
+            let was_queued = self
+                .counters
+                .queued
+                .fetch_sub(taken as u64, Ordering::SeqCst);
             assert!(
                 was_queued >= taken as u64,
                 "{taken} operations taken, only {was_queued} counted as queued"

@@ -6,10 +6,9 @@
 //! damaged file is reported as such and its ledger is not checked: rows
 //! read through a broken b-tree prove nothing.
 
-
 use crate::error::Result;
-use crate::store::ReadOnly;
 use crate::ledger::{chain_hash, ChainFields};
+use crate::store::ReadOnly;
 
 /// Violations reported in full, at most; the count beyond is still given.
 pub const VIOLATIONS_REPORTED_MAX: usize = 1_000;

@@ -384,7 +384,11 @@ mod tests {
     #[test]
     fn a_seeded_id_source_replays_the_ids_but_never_the_secrets() {
         let (first, again, other) = (mint(7), mint(7), mint(8));
-        assert_eq!((&first.0, &first.1), (&again.0, &again.1), "same seed, same ids");
+        assert_eq!(
+            (&first.0, &first.1),
+            (&again.0, &again.1),
+            "same seed, same ids"
+        );
         assert_ne!(first.0, other.0, "another seed, other ids");
         assert_ne!(first.2, again.2, "secrets take the OS's randomness");
     }

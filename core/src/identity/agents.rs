@@ -443,7 +443,11 @@ fn bind_agent(
 
 /// `Ok` if `code` is `agent`'s current registration code (compared in
 /// constant time), else [`Error::Unauthorized`].
-pub(crate) fn check_registration_code(conn: &ReadOnly<'_>, agent_id: &str, code: &str) -> Result<()> {
+pub(crate) fn check_registration_code(
+    conn: &ReadOnly<'_>,
+    agent_id: &str,
+    code: &str,
+) -> Result<()> {
     let stored: Option<Vec<u8>> = conn
         .prepare_cached("SELECT registration_code_hash FROM agents WHERE id = ?1")?
         .query_row([agent_id], |row| row.get(0))

@@ -26,7 +26,7 @@ pub struct VerifiedIdentity {
     /// The provider's id of the agent (Moltbook: a UUID).
     pub external_id: String,
     /// Its display name, cleaned: no control characters, at most
-    /// [`AGENT_NAME_CHARS_MAX`] characters (the id when it has none).
+    /// [`AGENT_NAME_CHARS_MAX`](super::agents::AGENT_NAME_CHARS_MAX) characters (the id when it has none).
     pub name: String,
     /// Its karma, if the provider said.
     pub karma: Option<i64>,

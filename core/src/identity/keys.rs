@@ -323,7 +323,11 @@ pub(crate) fn find_exchange_key(
 
 /// The key whose secret is `secret`, if it is usable at `now`; otherwise
 /// [`Error::Unauthorized`] (unknown, revoked or expired alike to the code).
-pub(crate) fn find_usable(conn: &ReadOnly<'_>, secret: &str, now: UnixMillis) -> Result<ApiKeyInfo> {
+pub(crate) fn find_usable(
+    conn: &ReadOnly<'_>,
+    secret: &str,
+    now: UnixMillis,
+) -> Result<ApiKeyInfo> {
     let wanted = secret_hash(secret);
     let found = conn
         .prepare_cached(&format!(

@@ -1,7 +1,8 @@
 //! Identity and auth (CONTRACTS.md §4): API keys, agents and their ed25519
 //! identity flow, external identities (Moltbook), access and refresh tokens,
-//! scopes, and the one [`authenticate`] that turns a bearer credential into
-//! a [`Principal`].
+//! scopes, and the one `authenticate` (through
+//! [`Gate::authenticate`](crate::Gate::authenticate)) that turns a bearer
+//! credential into a [`Principal`].
 //!
 //! Tables, each written by one file here alone: `api_keys` (`keys.rs`);
 //! `agents` and `agent_nonces` (`agents.rs`); `token_families`,
@@ -18,7 +19,7 @@
 //!   an index and then compared in constant time (`same_hash`, with `subtle`);
 //!   an external identity token and the Moltbook app key are not kept at
 //!   all, not even hashed;
-//! - revocation and expiry are checked on every [`authenticate`] against the
+//! - revocation and expiry are checked on every `authenticate` against the
 //!   injected clock, so they take effect on the very next request;
 //! - another account's or agent's things are `not_found`, never `forbidden`.
 //!
@@ -44,10 +45,10 @@ use crate::store::ReadOnly;
 
 pub use agents::{Agent, AgentRegistration};
 pub use external::{ExchangeOutcome, ExternalIdentity, IdentityVerifier, VerifiedIdentity};
+pub use keys::{ApiKeyInfo, CreatedAgentKey};
 pub use moltbook_client::MoltbookConfig;
 #[cfg(feature = "moltbook-http")]
 pub use moltbook_client::MoltbookVerifier;
-pub use keys::{ApiKeyInfo, CreatedAgentKey};
 pub use scopes::ADMIN_SCOPE;
 pub use signing::{verify_signed_request, SignedFields};
 pub use tokens::{AccessGrant, TokenGrant};
@@ -121,7 +122,7 @@ impl Principal {
     }
 }
 
-/// The result of [`authenticate`]: the principal, and the key whose
+/// The result of `authenticate`: the principal, and the key whose
 /// `last_used_at` is due for an update (at most once per
 /// [`keys::LAST_USED_INTERVAL_SECS`]), which the facade writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +172,11 @@ pub(crate) fn credential(bearer: &str) -> Result<Credential<'_>> {
 /// revoked or expired key, or a token of a revoked family or whose key is
 /// no longer usable, is [`Error::Unauthorized`]; an expired access token is
 /// [`Error::TokenExpired`].
-pub(crate) fn authenticate(conn: &ReadOnly<'_>, bearer: &str, now: UnixMillis) -> Result<Authenticated> {
+pub(crate) fn authenticate(
+    conn: &ReadOnly<'_>,
+    bearer: &str,
+    now: UnixMillis,
+) -> Result<Authenticated> {
     match credential(bearer)? {
         Credential::ApiKey(secret) => {
             let key = keys::find_usable(conn, secret, now)?;

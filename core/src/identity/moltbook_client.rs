@@ -26,9 +26,9 @@
 #[cfg(feature = "moltbook-http")]
 use std::time::Duration;
 
-use serde_json::Value;
 #[cfg(feature = "moltbook-http")]
 use serde_json::json;
+use serde_json::Value;
 
 use crate::error::{Error, Result};
 
