@@ -57,7 +57,9 @@ fn an_in_process_verifier_drives_the_exchange_without_the_http_feature() {
         other => panic!("expected a grant, got {other:?}"),
     };
     assert_eq!(grant.account_id, pool);
-    let principal = gate.authenticate(&grant.access_token).expect("authenticates");
+    let principal = gate
+        .authenticate(&grant.access_token)
+        .expect("authenticates");
     assert_eq!(principal.agent_id(), Some(grant.agent_id.as_str()));
     let mapped = gate
         .external_identity(MOLTBOOK_PROVIDER, "a1")

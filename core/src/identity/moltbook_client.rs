@@ -2,9 +2,10 @@
 //! configuration of its verifier ([`MoltbookConfig`]), the pure reading of
 //! its answer ([`interpret_moltbook_answer`]) and, with the cargo feature
 //! `moltbook-http` (the appliance turns it on), `MoltbookVerifier`, the
-//! [`IdentityVerifier`](super::external::IdentityVerifier) that asks it over HTTP (ureq, rustls). Without the
-//! feature the core builds without an HTTP client or TLS stack; embedders
-//! then bring their own verifier through the trait. Owns no table.
+//! `IdentityVerifier` (see [`super::external`]) that asks Moltbook over
+//! HTTP (ureq, rustls). Without the feature the core builds without an
+//! HTTP client or TLS stack; embedders then bring their own verifier
+//! through the trait. Owns no table.
 //!
 //! The verifier makes a single `POST` to the configured verify URL with
 //! `{"token", "audience"?}` and an optional `X-Moltbook-App-Key`, bounded by
