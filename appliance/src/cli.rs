@@ -709,7 +709,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
             Ok(Output::ok(json, text))
         }
         GateCommand::Backup { dest } => {
-            gate.store().backup(&dest)?;
+            gate.backup(&dest)?;
             let json =
                 json!({ "id": dest.display().to_string(), "path": dest.display().to_string() });
             Ok(Output::ok(

@@ -56,7 +56,7 @@ fn micros_per_job(started: Instant) -> f64 {
 
 /// How many jobs have succeeded.
 fn succeeded(gate: &Gate) -> usize {
-    gate.store()
+    gate.store_for_tests()
         .read(|conn| {
             Ok(conn.query_row(
                 "SELECT count(*) FROM jobs WHERE status = 'succeeded'",

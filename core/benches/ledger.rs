@@ -116,7 +116,7 @@ fn many_threads(dir: &std::path::Path, round: usize) -> (f64, f64) {
     let done: usize = handles.into_iter().map(|h| h.join().expect("thread")).sum();
     let rate = done as f64 / started.elapsed().as_secs_f64();
     assert!(shared.verify_ledger().expect("verify").is_ok());
-    let stats = shared.store().write_stats();
+    let stats = shared.write_stats();
     (rate, stats.ops as f64 / stats.batches.max(1) as f64)
 }
 

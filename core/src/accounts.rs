@@ -3,13 +3,12 @@
 //! goes with each account is the ledger's, created in the same transaction
 //! by the facade.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
 
 /// The longest account name.
 pub const ACCOUNT_NAME_CHARS_MAX: usize = 200;
@@ -72,7 +71,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
         ));
     }
     let account = Account {
-        id: random_id("acct_"),
+        id: tx.new_id("acct_"),
         name: name.to_owned(),
         plan: plan.to_owned(),
         created_at: now,
@@ -88,7 +87,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
 }
 
 /// An account by id.
-pub fn get(conn: &Connection, id: &str) -> Result<Account> {
+pub(crate) fn get(conn: &ReadOnly<'_>, id: &str) -> Result<Account> {
     conn.prepare_cached("SELECT id, name, plan, created_at FROM accounts WHERE id = ?1")?
         .query_row([id], from_row)
         .optional()?
@@ -99,7 +98,7 @@ pub fn get(conn: &Connection, id: &str) -> Result<Account> {
 }
 
 /// Accounts in creation order, at most [`ACCOUNTS_LIST_MAX`].
-pub fn list(conn: &Connection) -> Result<Vec<Account>> {
+pub(crate) fn list(conn: &ReadOnly<'_>) -> Result<Vec<Account>> {
     let mut stmt = conn.prepare(
         "SELECT id, name, plan, created_at FROM accounts ORDER BY created_at, id LIMIT ?1",
     )?;

@@ -529,7 +529,7 @@ pub enum Error {
     /// expect). A full disk is [`Error::StorageFull`] instead, and stored
     /// values that do not decode are [`Error::CorruptData`].
     #[error("storage error: {0}")]
-    Storage(rusqlite::Error),
+    Storage(StorageError),
     /// The disk (or the database's size limit) is full: the write was not
     /// kept. The store recovers by itself once space returns.
     #[error("the server's storage is full: {detail}")]
@@ -555,7 +555,47 @@ pub enum Error {
     },
     /// No connection could be had from the pool.
     #[error("connection pool error: {0}")]
-    Pool(#[from] r2d2::Error),
+    Pool(StorageError),
+}
+
+/// What the storage engine said when it failed: opaque, so that the
+/// engine (SQLite, its driver and its connection pool) is no part of the
+/// API. It
+/// displays the engine's message and hands the engine's error on as its
+/// [`std::error::Error::source`].
+pub struct StorageError(StorageCause);
+
+/// The engine's own error, kept for its message and as the source.
+enum StorageCause {
+    Sqlite(rusqlite::Error),
+    Pool(r2d2::Error),
+}
+
+impl StorageError {
+    fn cause(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        match &self.0 {
+            StorageCause::Sqlite(err) => err,
+            StorageCause::Pool(err) => err,
+        }
+    }
+}
+
+impl std::fmt::Display for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.cause(), f)
+    }
+}
+
+impl std::fmt::Debug for StorageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.cause(), f)
+    }
+}
+
+impl std::error::Error for StorageError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.cause())
+    }
 }
 
 impl Error {
@@ -656,6 +696,17 @@ impl Error {
             detail: detail.into(),
         }
     }
+
+    /// A SQLite failure as [`Error::Storage`], unclassified (the `?`
+    /// conversion classifies; this is for callers that already did).
+    pub(crate) fn storage(err: rusqlite::Error) -> Self {
+        Error::Storage(StorageError(StorageCause::Sqlite(err)))
+    }
+
+    /// A failure to get a pooled connection: [`Error::Pool`].
+    pub(crate) fn pool(err: r2d2::Error) -> Self {
+        Error::Pool(StorageError(StorageCause::Pool(err)))
+    }
 }
 
 /// Whether SQLite failed because the disk (or the database's page limit)
@@ -668,10 +719,14 @@ pub(crate) fn is_disk_full(err: &rusqlite::Error) -> bool {
     )
 }
 
+/// Classifies a SQLite error: a full disk is [`Error::StorageFull`], a
+/// stored value that does not decode is [`Error::CorruptData`], the rest
+/// [`Error::Storage`]. Crate-internal: the conversion behind `?` on the
+/// core's SQL. A trait impl cannot be private, so it is hidden from the
+/// documentation and no part of the API: embedders never see a rusqlite
+/// error, and a rusqlite upgrade may remove it.
+#[doc(hidden)]
 impl From<rusqlite::Error> for Error {
-    /// Classifies a SQLite error: a full disk is [`Error::StorageFull`], a
-    /// stored value that does not decode is [`Error::CorruptData`], the rest
-    /// [`Error::Storage`].
     fn from(err: rusqlite::Error) -> Self {
         match err {
             _ if is_disk_full(&err) => Error::StorageFull {
@@ -682,7 +737,7 @@ impl From<rusqlite::Error> for Error {
             | rusqlite::Error::IntegralValueOutOfRange(..) => Error::CorruptData {
                 detail: err.to_string(),
             },
-            other => Error::Storage(other),
+            other => Error::storage(other),
         }
     }
 }

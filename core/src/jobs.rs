@@ -13,12 +13,12 @@
 //! the facade's to compose in the same transaction; this module records the
 //! job side and refuses any other edge.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 /// Jobs listed in one call, at most.
 pub const JOBS_LIST_MAX: usize = 500;
@@ -402,7 +402,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> 
 }
 
 /// A job by id.
-pub fn get(conn: &Connection, id: &str) -> Result<Job> {
+pub(crate) fn get(conn: &ReadOnly<'_>, id: &str) -> Result<Job> {
     conn.prepare_cached(GET_SQL)?
         .query_row([id], from_row)
         .optional()?
@@ -413,8 +413,8 @@ pub fn get(conn: &Connection, id: &str) -> Result<Job> {
 }
 
 /// An account's job by its request id.
-pub fn find_by_request(
-    conn: &Connection,
+pub(crate) fn find_by_request(
+    conn: &ReadOnly<'_>,
     account_id: &str,
     request_id: &str,
 ) -> Result<Option<Job>> {
@@ -438,7 +438,7 @@ pub struct JobFilter {
 /// Jobs, newest first. Walks an index in creation order (an account's own,
 /// or all jobs') and filters by status on the way, so a page costs what it
 /// returns plus what it skips, never a sort of the whole table.
-pub fn list(conn: &Connection, filter: &JobFilter) -> Result<Vec<Job>> {
+pub(crate) fn list(conn: &ReadOnly<'_>, filter: &JobFilter) -> Result<Vec<Job>> {
     let limit = filter.limit.clamp(1, JOBS_LIST_MAX) as i64;
     let status = filter.status.map(JobStatus::as_str);
     let mut stmt = conn.prepare_cached(match filter.account_id {
@@ -609,7 +609,7 @@ pub(crate) fn claim_due(
 }
 
 /// The ids of live jobs whose deadline has passed, oldest deadline first.
-pub(crate) fn overdue(conn: &Connection, now: UnixMillis) -> Result<Vec<String>> {
+pub(crate) fn overdue(conn: &ReadOnly<'_>, now: UnixMillis) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(OVERDUE_SQL)?;
     let rows = stmt.query_map(params![now, EXPIRE_JOBS_BATCH_MAX as i64], |r| r.get(0))?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -665,7 +665,7 @@ pub(crate) fn unclaim(
 /// The earliest time a live job needs a worker (its next run or its
 /// deadline), if any. Two index seeks: the partial indexes hold live jobs
 /// only, ordered by exactly these times.
-pub(crate) fn next_due(conn: &Connection) -> Result<Option<UnixMillis>> {
+pub(crate) fn next_due(conn: &ReadOnly<'_>) -> Result<Option<UnixMillis>> {
     let first = |sql: &str| -> Result<Option<UnixMillis>> {
         Ok(conn
             .prepare_cached(sql)?

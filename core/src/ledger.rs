@@ -26,9 +26,9 @@
 //! - a **ledger row** ([`LedgerRow`], an `i64`): the `ledger_accounts` row id
 //!   the `transfers` columns point at; internal, never handed out.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
@@ -253,13 +253,16 @@ pub(crate) fn hold(
            AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
         )?
         .execute(params![wallet, amount])?;
+    assert!(reserved <= 1, "ledger account ids are unique");
     if reserved != 1 {
         return Err(insufficient(tx, wallet, amount));
     }
-    tx.prepare_cached(
-        "UPDATE ledger_accounts SET credits_pending = credits_pending + ?2 WHERE id = ?1",
-    )?
-    .execute(params![new.credit, amount])?;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET credits_pending = credits_pending + ?2 WHERE id = ?1",
+        )?
+        .execute(params![new.credit, amount])?;
+    assert_eq!(changed, 1, "a hold credits exactly one ledger account");
     let outcome = insert(tx, &new, now)?;
     tx.prepare_cached(
         "INSERT INTO open_holds (transfer_id, wallet, amount, deadline) VALUES (?1, ?2, ?3, ?4)",
@@ -391,7 +394,7 @@ pub(crate) fn refund(
 }
 
 /// The balance of an account's wallet.
-pub fn balance(conn: &Connection, account_id: &str) -> Result<Balance> {
+pub(crate) fn balance(conn: &ReadOnly<'_>, account_id: &str) -> Result<Balance> {
     conn.prepare_cached(
         "SELECT credits_posted - debits_posted, debits_pending
          FROM ledger_accounts WHERE account_id = ?1",
@@ -423,8 +426,8 @@ pub struct HistoryPage {
 
 /// Transfers that touched an account's wallet, newest first, `limit` (at
 /// most [`HISTORY_PAGE_MAX`]) at a time, continuing after `cursor`.
-pub fn history(
-    conn: &Connection,
+pub(crate) fn history(
+    conn: &ReadOnly<'_>,
     account_id: &str,
     cursor: Option<&str>,
     limit: usize,
@@ -462,7 +465,7 @@ pub fn history(
 }
 
 /// A transfer by id.
-pub fn find_transfer(conn: &Connection, id: &str) -> Result<Option<Transfer>> {
+pub(crate) fn find_transfer(conn: &ReadOnly<'_>, id: &str) -> Result<Option<Transfer>> {
     let mut stmt = conn.prepare_cached(&format!("{TRANSFER_SELECT} WHERE t.id = ?1"))?;
     Ok(stmt.query_row([id], transfer_from_row).optional()?)
 }
@@ -557,7 +560,7 @@ fn insufficient(tx: &Tx<'_>, wallet: LedgerRow, required: i64) -> Error {
             available_micros: available,
             suggestion: None,
         },
-        Err(err) => Error::Storage(err),
+        Err(err) => Error::storage(err),
     }
 }
 
@@ -572,6 +575,7 @@ fn post(tx: &Tx<'_>, debit: LedgerRow, credit: LedgerRow, amount: i64) -> Result
            AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
         )?
         .execute(params![debit, amount])?;
+    assert!(debited <= 1, "ledger account ids are unique");
     if debited != 1 {
         return Err(insufficient(tx, debit, amount));
     }
@@ -581,6 +585,7 @@ fn post(tx: &Tx<'_>, debit: LedgerRow, credit: LedgerRow, amount: i64) -> Result
          WHERE id = ?1 AND (kind = 'system' OR credits_posted - debits_posted + ?2 <= ?3)",
         )?
         .execute(params![credit, amount, BALANCE_MICROS_MAX])?;
+    assert!(credited <= 1, "ledger account ids are unique");
     if credited != 1 {
         return Err(Error::BalanceLimit);
     }
@@ -652,14 +657,18 @@ fn resolve_pending(tx: &Tx<'_>, hold: &HoldRow, hold_id: &str) -> Result<()> {
         removed, 1,
         "an unresolved hold has exactly one open_holds row"
     );
-    tx.prepare_cached(
-        "UPDATE ledger_accounts SET debits_pending = debits_pending - ?2 WHERE id = ?1",
-    )?
-    .execute(params![hold.debit, hold.amount])?;
-    tx.prepare_cached(
-        "UPDATE ledger_accounts SET credits_pending = credits_pending - ?2 WHERE id = ?1",
-    )?
-    .execute(params![hold.credit, hold.amount])?;
+    let debit_side = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET debits_pending = debits_pending - ?2 WHERE id = ?1",
+        )?
+        .execute(params![hold.debit, hold.amount])?;
+    assert_eq!(debit_side, 1, "a hold's debit account exists");
+    let credit_side = tx
+        .prepare_cached(
+            "UPDATE ledger_accounts SET credits_pending = credits_pending - ?2 WHERE id = ?1",
+        )?
+        .execute(params![hold.credit, hold.amount])?;
+    assert_eq!(credit_side, 1, "a hold's credit account exists");
     Ok(())
 }
 

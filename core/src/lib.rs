@@ -7,9 +7,16 @@
 //! logic: time comes from the [`Clock`] you hand to [`Gate::open`], so
 //! tests and embedders can drive it with a [`ManualClock`]. Its only
 //! networking is one outgoing call: the Moltbook identity verifier
-//! ([`identity::MoltbookVerifier`]), made only when an embedder configures
-//! it with [`Gate::with_identity_verifier`]. The `creditgate` binary (crate
-//! `creditgate-appliance`) wraps it with a CLI and HTTP.
+//! (`MoltbookVerifier`, built only with the cargo feature `moltbook-http`,
+//! so an embedder that needs no network call has no HTTP client or TLS
+//! stack), made only when an embedder configures it with
+//! [`Gate::with_identity_verifier`]. The `creditgate` binary (crate
+//! `creditgate-appliance`) turns the feature on and wraps the core with a
+//! CLI and HTTP.
+//!
+//! Cargo features (none on by default): `moltbook-http` (the Moltbook
+//! verifier over HTTP, ureq with rustls) and `test-support` (hidden hooks
+//! for the workspace's own tests; never for embedders).
 //!
 //! [`Gate`] is the facade and the API boundary: every operation goes through
 //! it, and it composes the concept modules inside one write transaction.
@@ -42,23 +49,26 @@ pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
 pub mod request;
-pub mod store;
 pub mod verify;
 
 mod gate;
+mod store;
 
 pub use accounts::{Account, NewAccount};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
-pub use error::{Error, Result};
+pub use error::{Error, Result, StorageError};
 pub use gate::generate::Submitted;
 pub use gate::work::{JobFault, WorkReport, WorkerHealth, FAILING_STEPS_UNHEALTHY};
 pub use gate::{Gate, GateSettings};
+#[cfg(feature = "moltbook-http")]
+pub use identity::MoltbookVerifier;
 pub use identity::{
     verify_signed_request, AccessGrant, Agent, AgentRegistration, ApiKeyInfo, CreatedAgentKey,
-    ExchangeOutcome, IdentityVerifier, MoltbookConfig, MoltbookVerifier, Principal, SignedFields,
-    TokenGrant, VerifiedIdentity, Via,
+    ExchangeOutcome, IdentityVerifier, MoltbookConfig, Principal, SignedFields, TokenGrant,
+    VerifiedIdentity, Via,
 };
+pub use ids::{IdSource, OsIds, SeededIds};
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
-pub use store::{OpenMode, OpenProblem, Store, StoreOptions, Synchronous};
+pub use store::{OpenMode, OpenProblem, StoreOptions, Synchronous, WriteStats, READ_POOL_SIZE_MAX};
 pub use verify::{VerifyReport, Violation};

@@ -25,13 +25,18 @@ use std::ops::Deref;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use rusqlite::{
+    CachedStatement, Connection, MappedRows, OpenFlags, Params, Row, Rows, Statement,
+    TransactionBehavior,
+};
 
+use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
+use crate::ids::{self, IdSource, OsIds};
 
 /// `schema.sql`, the one source of truth for the schema: migration 0, then
 /// every later migration after a line starting with [`MIGRATION_MARKER`].
@@ -229,11 +234,92 @@ impl StoreOptions {
 /// A write transaction (strictly: one operation's savepoint inside the
 /// batch's transaction). Only the store makes one, so a function that takes
 /// `&Tx` is known to run inside the write path.
+///
+/// A `Tx` reads like a [`ReadOnly`] (it dereferences to one, so a read
+/// helper taking `&ReadOnly` takes `&Tx` too) and adds the statements that
+/// write. It never hands out the raw connection.
 pub struct Tx<'a> {
     conn: &'a Connection,
+    ids: &'a dyn IdSource,
+    read: ReadOnly<'a>,
+}
+
+/// The statements that write. Only the store's own tests and the
+/// workspace's tests (feature `test-support`) call the ones marked so: the
+/// core's writers prepare theirs through the cache.
+impl<'a> Tx<'a> {
+    fn new(conn: &'a Connection, ids: &'a dyn IdSource) -> Tx<'a> {
+        Tx {
+            conn,
+            ids,
+            read: ReadOnly { conn },
+        }
+    }
+
+    /// Prepares a statement that may write, through the statement cache.
+    pub fn prepare_cached(&self, sql: &str) -> rusqlite::Result<CachedStatement<'a>> {
+        self.conn.prepare_cached(sql)
+    }
+
+    /// Prepares a statement that may write.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn prepare(&self, sql: &str) -> rusqlite::Result<Statement<'a>> {
+        self.conn.prepare(sql)
+    }
+
+    /// Runs one statement that may write; returns the rows it changed.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn execute<P: Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.conn.execute(sql, params)
+    }
+
+    /// Runs statements without parameters.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn execute_batch(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.execute_batch(sql)
+    }
+
+    /// Sets a pragma (`schema`: `None` for the main database).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn pragma_update<V: rusqlite::ToSql>(
+        &self,
+        schema: Option<&str>,
+        name: &str,
+        value: V,
+    ) -> rusqlite::Result<()> {
+        self.conn.pragma_update(schema, name, value)
+    }
+
+    /// Sets a pragma and reads the value it reports back.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn pragma_update_and_check<T, V, F>(
+        &self,
+        schema: Option<&str>,
+        name: &str,
+        value: V,
+        f: F,
+    ) -> rusqlite::Result<T>
+    where
+        V: rusqlite::ToSql,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.pragma_update_and_check(schema, name, value, f)
+    }
 }
 
 impl Tx<'_> {
+    /// A fresh id (`prefix` and 32 hex digits) from the store's
+    /// [`IdSource`]. Never for secrets.
+    pub fn new_id(&self, prefix: &str) -> String {
+        ids::random_id_from(self.ids, prefix)
+    }
+
+    /// A fresh time-ordered id from the store's [`IdSource`] (see
+    /// [`ids::sortable_id_from`]). Never for secrets.
+    pub fn new_sortable_id(&self, prefix: &str, now: UnixMillis) -> String {
+        ids::sortable_id_from(self.ids, prefix, now)
+    }
+
     /// Runs `op` under a nested savepoint: its changes are kept if it
     /// returns `Ok` and undone if it returns `Err`, while the enclosing
     /// operation's other changes stay. For operations that apply many
@@ -277,11 +363,117 @@ fn transaction_lost() -> Error {
     }
 }
 
-impl Deref for Tx<'_> {
-    type Target = Connection;
+impl<'a> Deref for Tx<'a> {
+    type Target = ReadOnly<'a>;
 
-    fn deref(&self) -> &Connection {
-        self.conn
+    fn deref(&self) -> &ReadOnly<'a> {
+        &self.read
+    }
+}
+
+/// A connection that can only read: the statements it prepares can query
+/// and cannot execute, so a write through it does not compile. Readers
+/// ([`Store::read`]) and the steps that only check (`verify`, a signed
+/// agent request's checks) get one; a [`Tx`] dereferences to one.
+pub struct ReadOnly<'a> {
+    conn: &'a Connection,
+}
+
+impl<'a> ReadOnly<'a> {
+    /// Prepares a query through the statement cache.
+    pub fn prepare_cached(&self, sql: &str) -> rusqlite::Result<Query<'a>> {
+        Ok(Query(QueryStatement::Cached(
+            self.conn.prepare_cached(sql)?,
+        )))
+    }
+
+    /// Prepares a query.
+    pub fn prepare(&self, sql: &str) -> rusqlite::Result<Query<'a>> {
+        Ok(Query(QueryStatement::Plain(self.conn.prepare(sql)?)))
+    }
+
+    /// Runs a query and maps its first row.
+    pub fn query_row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.query_row(sql, params, f)
+    }
+
+    /// Reads a pragma's value (`schema`: `None` for the main database).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn pragma_query_value<T, F>(
+        &self,
+        schema: Option<&str>,
+        name: &str,
+        f: F,
+    ) -> rusqlite::Result<T>
+    where
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.conn.pragma_query_value(schema, name, f)
+    }
+
+    /// Starts a read transaction, so that the reads until
+    /// [`ReadOnly::end_snapshot`] see one snapshot. It writes nothing.
+    pub fn begin_snapshot(&self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("BEGIN")
+    }
+
+    /// Ends the read transaction, if SQLite has not ended it already.
+    pub fn end_snapshot(&self) -> rusqlite::Result<()> {
+        if self.conn.is_autocommit() {
+            Ok(())
+        } else {
+            self.conn.execute_batch("COMMIT")
+        }
+    }
+}
+
+/// A prepared query of a [`ReadOnly`]: rows in, nothing executed.
+pub struct Query<'a>(QueryStatement<'a>);
+
+enum QueryStatement<'a> {
+    Plain(Statement<'a>),
+    Cached(CachedStatement<'a>),
+}
+
+impl<'a> Query<'a> {
+    fn statement(&mut self) -> &mut Statement<'a> {
+        match &mut self.0 {
+            QueryStatement::Plain(stmt) => stmt,
+            QueryStatement::Cached(stmt) => stmt,
+        }
+    }
+
+    /// The first row, mapped.
+    pub fn query_row<T, P, F>(&mut self, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: Params,
+        F: FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.statement().query_row(params, f)
+    }
+
+    /// Every row, mapped.
+    pub fn query_map<T, P, F>(&mut self, params: P, f: F) -> rusqlite::Result<MappedRows<'_, F>>
+    where
+        P: Params,
+        F: FnMut(&Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.statement().query_map(params, f)
+    }
+
+    /// How many parameters the query takes.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn parameter_count(&mut self) -> usize {
+        self.statement().parameter_count()
+    }
+
+    /// The rows, to step through.
+    pub fn query<P: Params>(&mut self, params: P) -> rusqlite::Result<Rows<'_>> {
+        self.statement().query(params)
     }
 }
 
@@ -325,24 +517,24 @@ impl BatchFailure {
     }
 }
 
-/// How a job's result reaches its caller, once the batch's fate is known:
-/// called with `Some(failure)` if the batch did not commit.
-type Completion = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
+/// How a write operation's result reaches its caller, once the batch's
+/// fate is known: called with `Some(failure)` if the batch did not commit.
+type Deliver = Box<dyn FnOnce(Option<&BatchFailure>) + Send>;
 
 /// What running an operation said: whether to keep its changes, whether it
 /// failed on a full disk, and how to deliver its result.
-type Ran = (bool, bool, Completion);
+type Ran = (bool, bool, Deliver);
 
 /// Runs an operation.
 type RunOp = Box<dyn FnOnce(&Tx<'_>) -> Ran + Send>;
 
 /// One queued write operation.
-struct Job {
+struct WriteOp {
     /// Runs the operation; says whether to keep its changes and how to
     /// deliver its result.
     run: RunOp,
     /// Tells the caller its operation never ran because the batch failed.
-    abort: Completion,
+    abort: Deliver,
     /// Asks the caller to lead the next batches.
     promote: Box<dyn Fn() + Send>,
 }
@@ -355,7 +547,7 @@ enum Message<T> {
 
 /// The queue of operations and whether a leader is running batches.
 struct Queue {
-    jobs: VecDeque<Job>,
+    ops: VecDeque<WriteOp>,
     leader: bool,
 }
 
@@ -390,6 +582,8 @@ pub struct Store {
     writer: Mutex<Connection>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     path: PathBuf,
+    /// Where the random bits of minted ids come from.
+    ids: Arc<dyn IdSource>,
 }
 
 impl std::fmt::Debug for Store {
@@ -467,23 +661,25 @@ impl Store {
         let readers = r2d2::Pool::builder()
             .max_size(options.read_pool_size.clamp(1, READ_POOL_SIZE_MAX))
             .min_idle(Some(0))
-            .build(manager)?;
+            .build(manager)
+            .map_err(Error::pool)?;
         Ok(Store {
             counters: Counters::default(),
             queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
+                ops: VecDeque::new(),
                 leader: false,
             }),
             queue_has_room: Condvar::new(),
             writer: Mutex::new(writer),
             readers,
             path: options.path.clone(),
+            ids: Arc::new(OsIds),
         })
     }
 
-    /// The database file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Replaces where minted ids come from (by default the OS).
+    pub(crate) fn set_id_source(&mut self, ids: Arc<dyn IdSource>) {
+        self.ids = ids;
     }
 
     /// Runs `op` inside the write path and returns its result once it is
@@ -500,12 +696,12 @@ impl Store {
         let (deliver, delivery) = mpsc::sync_channel::<Message<T>>(2);
         let abort_deliver = deliver.clone();
         let promote_deliver = deliver.clone();
-        let job = Job {
+        let write_op = WriteOp {
             run: Box::new(move |tx: &Tx<'_>| {
                 let outcome = catch_unwind(AssertUnwindSafe(|| op(tx)));
                 let keep = matches!(outcome, Ok(Ok(_)));
                 let full = matches!(outcome, Ok(Err(Error::StorageFull { .. })));
-                let completion: Completion =
+                let deliver_result: Deliver =
                     Box::new(move |batch_failure: Option<&BatchFailure>| {
                         let delivered = match (outcome, batch_failure) {
                             (Ok(Ok(_)), Some(failure)) => Ok(Err(failure.error())),
@@ -515,7 +711,7 @@ impl Store {
                         // The caller may have gone away; nothing to do then.
                         let _ = deliver.send(Message::Done(delivered));
                     });
-                (keep, full, completion)
+                (keep, full, deliver_result)
             }),
             abort: Box::new(move |batch_failure: Option<&BatchFailure>| {
                 let error = batch_failure.map_or_else(
@@ -532,13 +728,13 @@ impl Store {
         };
         let lead = {
             let mut queue = self.lock_queue();
-            while queue.jobs.len() >= WRITE_QUEUE_OPS_MAX {
+            while queue.ops.len() >= WRITE_QUEUE_OPS_MAX {
                 queue = self
                     .queue_has_room
                     .wait(queue)
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
             }
-            queue.jobs.push_back(job);
+            queue.ops.push_back(write_op);
             self.counters.queued.fetch_add(1, Ordering::SeqCst);
             !std::mem::replace(&mut queue.leader, true)
         };
@@ -564,33 +760,50 @@ impl Store {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for _ in 0..LEADER_BATCHES_MAX {
-            let batch: Vec<Job> = {
+            let batch: Vec<WriteOp> = {
                 let mut queue = self.lock_queue();
-                if queue.jobs.is_empty() {
+                assert!(queue.leader, "only the leader runs batches");
+                if queue.ops.is_empty() {
                     queue.leader = false;
                     return;
                 }
-                let take = queue.jobs.len().min(BATCH_OPS_MAX);
-                queue.jobs.drain(..take).collect()
+                let take = queue.ops.len().min(BATCH_OPS_MAX);
+                queue.ops.drain(..take).collect()
             };
             self.queue_has_room.notify_all();
-            let taken = batch.len() as u64;
-            self.counters.queued.fetch_sub(taken, Ordering::SeqCst);
+            let taken = batch.len();
+            assert!(
+                (1..=BATCH_OPS_MAX).contains(&taken),
+                "a batch takes 1..={BATCH_OPS_MAX} operations, not {taken}"
+            );
+            let was_queued = self
+                .counters
+                .queued
+                .fetch_sub(taken as u64, Ordering::SeqCst);
+            assert!(
+                was_queued >= taken as u64,
+                "{taken} operations taken, only {was_queued} counted as queued"
+            );
             self.counters.batches.fetch_add(1, Ordering::SeqCst);
-            self.counters.ops.fetch_add(taken, Ordering::SeqCst);
-            run_batch(&mut conn, batch);
+            self.counters.ops.fetch_add(taken as u64, Ordering::SeqCst);
+            let delivered = run_batch(&mut conn, self.ids.as_ref(), batch);
+            assert_eq!(
+                delivered, taken,
+                "every operation of a batch gets exactly one result"
+            );
         }
         // Decide under the lock, so a caller queueing now either sees the
         // lead still taken (and is served) or takes it itself.
         let mut queue = self.lock_queue();
-        match queue.jobs.front() {
+        assert!(queue.leader, "the lead is handed on by its holder only");
+        match queue.ops.front() {
             Some(next) => (next.promote)(),
             None => queue.leader = false,
         }
     }
 
     fn lock_queue(&self) -> MutexGuard<'_, Queue> {
-        // Jobs run outside this lock and catch their own panics, so a
+        // Operations run outside this lock and catch their own panics, so a
         // poisoned queue still holds a consistent list.
         self.queue
             .lock()
@@ -606,10 +819,11 @@ impl Store {
         }
     }
 
-    /// Runs `op` on a pooled read-only connection.
-    pub fn read<T>(&self, op: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self.readers.get()?;
-        op(&conn)
+    /// Runs `op` on a pooled connection (opened `query_only`), through a
+    /// [`ReadOnly`].
+    pub fn read<T>(&self, op: impl FnOnce(&ReadOnly<'_>) -> Result<T>) -> Result<T> {
+        let conn = self.readers.get().map_err(Error::pool)?;
+        op(&ReadOnly { conn: &conn })
     }
 
     /// Copies the database, consistent as of one instant, to `dest` (which
@@ -720,10 +934,16 @@ fn check_is_creditgate(conn: &Connection, mode: OpenMode) -> std::result::Result
 /// Runs one batch in one transaction and delivers every result after the
 /// commit (or its failure). A failed batch leaves the connection out of any
 /// transaction, so the next batch starts clean (a full disk does not break
-/// the writer for good).
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let mut ran: Vec<Completion> = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
+/// the writer for good). Returns how many results it delivered: one per
+/// operation, which the leader asserts.
+fn run_batch(conn: &mut Connection, ids: &dyn IdSource, batch: Vec<WriteOp>) -> usize {
+    let batch_len = batch.len();
+    assert!(
+        (1..=BATCH_OPS_MAX).contains(&batch_len),
+        "a batch holds 1..={BATCH_OPS_MAX} operations, not {batch_len}"
+    );
+    let mut ran: Vec<Deliver> = Vec::with_capacity(batch_len);
+    let mut pending = batch.into_iter();
     if !conn.is_autocommit() {
         // A transaction left open by an earlier failure: drop it.
         let _ = conn.execute_batch("ROLLBACK");
@@ -732,11 +952,11 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
         Err(err) => Some(BatchFailure::of(&err)),
         Ok(()) => {
             let mut failure = None;
-            for job in jobs.by_ref() {
-                match run_one(conn, job) {
-                    Ok(completion) => ran.push(completion),
-                    Err((message, completion)) => {
-                        ran.push(completion);
+            for op in pending.by_ref() {
+                match run_one(conn, ids, op) {
+                    Ok(deliver) => ran.push(deliver),
+                    Err((message, deliver)) => {
+                        ran.push(deliver);
                         failure = Some(message);
                         break;
                     }
@@ -759,45 +979,55 @@ fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
             }
         }
     };
-    for completion in ran {
-        completion(failure.as_ref());
+    assert!(
+        failure.is_some() || ran.len() == batch_len,
+        "a committed batch ran every operation"
+    );
+    let mut delivered = 0;
+    for deliver in ran {
+        deliver(failure.as_ref());
+        delivered += 1;
     }
-    for job in jobs {
-        (job.abort)(failure.as_ref());
+    for op in pending {
+        (op.abort)(failure.as_ref());
+        delivered += 1;
     }
+    delivered
 }
 
-/// Runs one job under its own savepoint: kept if it succeeded, rolled back
-/// if it failed. Fails (and so fails the batch) if SQLite cannot settle the
-/// savepoint, or rolled the batch's transaction back by itself (then no
-/// later operation may run: it would run outside the batch).
+/// Runs one operation under its own savepoint: kept if it succeeded,
+/// rolled back if it failed. Fails (and so fails the batch) if SQLite
+/// cannot settle the savepoint, or rolled the batch's transaction back by
+/// itself (then no later operation may run: it would run outside the
+/// batch). Either way it hands back the one way to deliver the result.
 fn run_one(
     conn: &Connection,
-    job: Job,
-) -> std::result::Result<Completion, (BatchFailure, Completion)> {
+    ids: &dyn IdSource,
+    op: WriteOp,
+) -> std::result::Result<Deliver, (BatchFailure, Deliver)> {
     if conn.is_autocommit() {
         let lost = BatchFailure {
             message: "SQLite rolled the transaction back".to_owned(),
             storage_full: false,
         };
-        return Err((lost, job.abort));
+        return Err((lost, op.abort));
     }
     if let Err(err) = run_cached(conn, "SAVEPOINT batch_op") {
-        return Err((BatchFailure::of(&err), job.abort));
+        return Err((BatchFailure::of(&err), op.abort));
     }
-    let (keep, full, completion) = (job.run)(&Tx { conn });
+    let (keep, full, deliver) = (op.run)(&Tx::new(conn, ids));
     let settled = if keep {
         run_cached(conn, "RELEASE batch_op")
     } else {
         run_cached(conn, "ROLLBACK TO batch_op").and_then(|()| run_cached(conn, "RELEASE batch_op"))
     };
     match settled {
-        Ok(()) => Ok(completion),
+        Ok(()) => Ok(deliver),
         Err(err) => {
             let mut failure = BatchFailure::of(&err);
             // The operation's own full disk is why its savepoint is gone.
             failure.storage_full |= full;
-            Err((failure, completion))
+            Err((failure, deliver))
         }
     }
 }
@@ -1012,7 +1242,9 @@ mod tests {
     fn readers_cannot_write() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(&StoreOptions::new(dir.path().join("r.db"))).expect("open");
-        let result = store.read(|c| Ok(c.execute("DELETE FROM accounts", [])?));
+        // A `ReadOnly` has no way to write; underneath, the pooled
+        // connection refuses too.
+        let result = store.read(|c| Ok(c.conn.execute("DELETE FROM accounts", [])?));
         assert!(result.is_err(), "pooled connections are query_only");
     }
 

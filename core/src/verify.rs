@@ -6,10 +6,9 @@
 //! damaged file is reported as such and its ledger is not checked: rows
 //! read through a broken b-tree prove nothing.
 
-use rusqlite::Connection;
-
 use crate::error::Result;
 use crate::ledger::{chain_hash, ChainFields};
+use crate::store::ReadOnly;
 
 /// Violations reported in full, at most; the count beyond is still given.
 pub const VIOLATIONS_REPORTED_MAX: usize = 1_000;
@@ -60,11 +59,12 @@ impl VerifyReport {
     }
 }
 
-/// Runs every check. Call it on a read connection inside one read
-/// transaction so all checks see the same snapshot.
-pub fn verify(conn: &Connection) -> Result<VerifyReport> {
+/// Runs every check, inside one read transaction so that all checks see
+/// the same snapshot. Every step gets a [`ReadOnly`]: a write here does not
+/// compile.
+pub(crate) fn verify(conn: &ReadOnly<'_>) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    conn.execute_batch("BEGIN")?;
+    conn.begin_snapshot()?;
     let result = check_file(conn, &mut report).and_then(|()| {
         if report.damaged {
             Ok(())
@@ -75,11 +75,7 @@ pub fn verify(conn: &Connection) -> Result<VerifyReport> {
     // A read transaction: ending it changes nothing. SQLite may have ended
     // it already on finding damage, and on a damaged file ending it can
     // fail again; the report says what matters then.
-    let ended = if conn.is_autocommit() {
-        Ok(())
-    } else {
-        conn.execute_batch("COMMIT")
-    };
+    let ended = conn.end_snapshot();
     result?;
     if !report.damaged {
         ended?;
@@ -91,7 +87,7 @@ pub fn verify(conn: &Connection) -> Result<VerifyReport> {
 /// its table, constraints) and foreign-key check. An integrity problem
 /// marks the report `damaged`; a file too damaged to be read at all is
 /// damaged too, not an error.
-fn check_file(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_file(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     let problems: rusqlite::Result<Vec<String>> = conn
         .prepare(&format!("PRAGMA integrity_check({INTEGRITY_PROBLEMS_MAX})"))
         .and_then(|mut stmt| stmt.query_map([], |row| row.get::<_, String>(0))?.collect());
@@ -147,7 +143,7 @@ fn is_damage(err: &rusqlite::Error) -> bool {
     )
 }
 
-fn run_checks(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn run_checks(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     report.transfers = conn.query_row("SELECT count(*) FROM transfers", [], |r| r.get(0))?;
     report.accounts = conn.query_row("SELECT count(*) FROM ledger_accounts", [], |r| r.get(0))?;
     report.open_holds = conn.query_row("SELECT count(*) FROM open_holds", [], |r| r.get(0))?;
@@ -165,7 +161,7 @@ fn run_checks(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
 
 /// Collects `(label, detail)` rows of a query that lists violations.
 fn each_row(
-    conn: &Connection,
+    conn: &ReadOnly<'_>,
     sql: &str,
     report: &mut VerifyReport,
     check: &'static str,
@@ -178,7 +174,7 @@ fn each_row(
     Ok(())
 }
 
-fn check_debits_equal_credits(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_debits_equal_credits(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     let (dp, cp, dq, cq): (i64, i64, i64, i64) = conn.query_row(
         "SELECT coalesce(sum(debits_posted), 0), coalesce(sum(credits_posted), 0),
                 coalesce(sum(debits_pending), 0), coalesce(sum(credits_pending), 0)
@@ -201,7 +197,7 @@ fn check_debits_equal_credits(conn: &Connection, report: &mut VerifyReport) -> R
     Ok(())
 }
 
-fn check_balances_replay(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_balances_replay(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     // Posted amounts: grants, captures and refunds. Pending: holds with no
     // resolution. Each materialised column must equal its replay.
     each_row(
@@ -232,7 +228,7 @@ fn check_balances_replay(conn: &Connection, report: &mut VerifyReport) -> Result
     )
 }
 
-fn check_no_wallet_below_zero(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_no_wallet_below_zero(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     each_row(
         conn,
         "SELECT code || ': available ' || (credits_posted - debits_posted - debits_pending)
@@ -245,7 +241,7 @@ fn check_no_wallet_below_zero(conn: &Connection, report: &mut VerifyReport) -> R
     )
 }
 
-fn check_open_holds(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_open_holds(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     each_row(
         conn,
         "SELECT a.code || ': debits_pending ' || a.debits_pending || ' != sum of open holds '
@@ -282,7 +278,7 @@ fn check_open_holds(conn: &Connection, report: &mut VerifyReport) -> Result<()> 
     )
 }
 
-fn check_resolutions(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_resolutions(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     each_row(
         conn,
         "SELECT 'hold ' || pending_id || ' resolved ' || count(*) || ' times'
@@ -316,7 +312,7 @@ fn check_resolutions(conn: &Connection, report: &mut VerifyReport) -> Result<()>
     )
 }
 
-fn check_refunds(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_refunds(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     each_row(
         conn,
         "SELECT 'refunds of ' || c.id || ' total ' || sum(f.amount) || ', above its '
@@ -331,7 +327,7 @@ fn check_refunds(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
     )
 }
 
-fn check_shapes(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_shapes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     // Which ledger accounts each kind may move between.
     each_row(
         conn,
@@ -350,7 +346,7 @@ fn check_shapes(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
     )
 }
 
-fn check_jobs(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_jobs(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     each_row(
         conn,
         "SELECT 'job ' || j.id || ' is ' || j.status || ' but its hold ' || j.hold_id || ' is still open'
@@ -417,7 +413,7 @@ fn check_jobs(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
     )
 }
 
-fn check_immutability(conn: &Connection, report: &mut VerifyReport) -> Result<()> {
+fn check_immutability(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     let triggers: i64 = conn.query_row(
         "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'
          AND name IN ('transfers_are_never_updated', 'transfers_are_never_deleted')",

@@ -1063,7 +1063,7 @@ fn last_used_at_is_written_at_most_once_a_minute() {
             .expect("get")
             .last_used_at
     };
-    let writes = || fx.gate.store().write_stats().ops;
+    let writes = || fx.gate.write_stats().ops;
 
     fx.gate.authenticate(&secret).expect("first use");
     assert_eq!(last_used(), Some(START));

@@ -56,10 +56,13 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Runs `ops` on a fresh gate whose ids come from `seed`, so a failing
+/// case replays with the same ids.
+fn run(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
     let fx = common::open(Setup {
         synchronous: Synchronous::Normal,
         catalog: Some(RYNJER),
+        ids_seed: Some(seed),
         ..Setup::default()
     });
     let (gate, clock) = (&fx.gate, &fx.clock);
@@ -166,7 +169,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
-    fn jobs_and_wallets_agree_after_every_step(ops in prop::collection::vec(op(), 1..50)) {
-        run(ops)?;
+    fn jobs_and_wallets_agree_after_every_step(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..50)) {
+        run(seed, ops)?;
     }
 }

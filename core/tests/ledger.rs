@@ -565,22 +565,22 @@ fn refused_operations_in_a_batch_roll_back_alone() {
     let fx = fresh();
     let acct = account(&fx.gate, "5");
     let gate = Arc::new(fx.gate);
-    let before = gate.store().write_stats();
+    let before = gate.write_stats();
     // Keep the writer busy until six operations are queued, so that they
     // run as one batch (one transaction, one fsync).
     let blocker = {
         let gate = gate.clone();
         std::thread::spawn(move || {
             let observer = gate.clone();
-            gate.store().write(move |_tx| {
-                while observer.store().write_stats().queued < 6 {
+            gate.store_for_tests().write(move |_tx| {
+                while observer.write_stats().queued < 6 {
                     std::thread::yield_now();
                 }
                 Ok(())
             })
         })
     };
-    while gate.store().write_stats().ops == before.ops {
+    while gate.write_stats().ops == before.ops {
         std::thread::yield_now();
     }
     let handles: Vec<_> = (0..6)
@@ -611,7 +611,7 @@ fn refused_operations_in_a_batch_roll_back_alone() {
             ),
         }
     }
-    let after = gate.store().write_stats();
+    let after = gate.write_stats();
     assert_eq!(
         (after.batches - before.batches, after.ops - before.ops),
         (2, 7),

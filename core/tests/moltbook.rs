@@ -8,6 +8,9 @@
 //! the database files for every secret is in `identity.rs`). Every wait is
 //! bounded.
 
+// The stand-in is spoken to by the HTTP verifier, which needs the feature.
+#![cfg(feature = "moltbook-http")]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,7 +21,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{strings, RYNJER, START};
-use creditgate::identity::external::{self, MOLTBOOK_PROVIDER, VERIFY_RESPONSE_BYTES_MAX};
+use creditgate::identity::external::MOLTBOOK_PROVIDER;
+use creditgate::identity::moltbook_client::VERIFY_RESPONSE_BYTES_MAX;
 use creditgate::identity::tokens::ACCESS_TOKEN_TTL_SECS;
 use creditgate::{
     AccessGrant, AgentRegistration, Error, ExchangeOutcome, Gate, ManualClock, MoltbookConfig,
@@ -331,7 +335,7 @@ impl Fixture {
 
     fn count(&self, table: &str) -> i64 {
         self.gate
-            .store()
+            .store_for_tests()
             .read(|conn| {
                 Ok(
                     conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
@@ -412,8 +416,7 @@ fn a_valid_token_becomes_an_access_token_that_authenticates_and_expires() {
     assert_eq!(agent.name, "Bot agent-1");
     let mapped = fx
         .gate
-        .store()
-        .read(|conn| external::find(conn, MOLTBOOK_PROVIDER, "agent-1"))
+        .external_identity(MOLTBOOK_PROVIDER, "agent-1")
         .expect("read")
         .expect("mapped");
     assert_eq!(mapped.agent_id, grant.agent_id);
@@ -709,7 +712,7 @@ fn a_missing_default_account_or_catalog_records_nothing() {
         .expect_err("no catalog");
     assert_eq!(err.code(), "no_price_catalog");
     let agents: i64 = gate
-        .store()
+        .store_for_tests()
         .read(|conn| Ok(conn.query_row("SELECT count(*) FROM agents", [], |r| r.get(0))?))
         .expect("count");
     assert_eq!(agents, 0, "both refusals rolled back");

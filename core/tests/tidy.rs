@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use creditgate::{Store, StoreOptions};
+use creditgate::{Gate, ManualClock, StoreOptions};
 
 /// The workspace root.
 fn root() -> PathBuf {
@@ -96,8 +96,13 @@ fn no_stub_ships() {
 /// store applies it, every migration included.
 fn schema_tables() -> BTreeSet<String> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&StoreOptions::new(dir.path().join("tables.db"))).expect("open");
-    let tables: Vec<String> = store
+    let gate = Gate::open(
+        &StoreOptions::new(dir.path().join("tables.db")),
+        std::sync::Arc::new(ManualClock::new(0)),
+    )
+    .expect("open");
+    let tables: Vec<String> = gate
+        .store_for_tests()
         .read(|conn| {
             let mut stmt = conn.prepare(
                 "SELECT name FROM sqlite_schema

@@ -86,7 +86,7 @@ impl Fixture {
     /// Puts back the index `[drop-index]` dropped: storage works again.
     fn restore_due_index(&self) {
         self.gate
-            .store()
+            .store_for_tests()
             .write(|tx| {
                 Ok(tx.execute_batch(
                     "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
@@ -178,7 +178,7 @@ impl Provider for Scripted {
         if prompt.contains("[drop-index]") {
             let gate = self.gate.lock().expect("lock").clone();
             let gate = gate.and_then(|g| g.upgrade()).expect("gate");
-            gate.store()
+            gate.store_for_tests()
                 .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
                 .expect("drop index");
         }
@@ -459,7 +459,7 @@ fn worker_health_stops_saying_ok_while_steps_keep_failing_and_says_why() {
     fx.submit("a", "x");
     assert!(fx.gate.worker_health().is_ok());
     fx.gate
-        .store()
+        .store_for_tests()
         .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
         .expect("break the worker's query");
     for _ in 0..creditgate::FAILING_STEPS_UNHEALTHY {
@@ -487,7 +487,7 @@ fn cancel_reads_the_status_inside_its_write() {
     let store_queued = |n: u64| {
         let gate = fx.gate.clone();
         move || {
-            while gate.store().write_stats().queued < n {
+            while gate.write_stats().queued < n {
                 std::thread::yield_now();
             }
         }
@@ -496,23 +496,23 @@ fn cancel_reads_the_status_inside_its_write() {
     // behind it, so the cancel reads `pending` and then, in its write,
     // finds the job running.
     let wait_for_two = store_queued(2);
-    let ops_before = fx.gate.store().write_stats().ops;
+    let ops_before = fx.gate.write_stats().ops;
     let blocker = {
         let gate = fx.gate.clone();
         std::thread::spawn(move || {
-            gate.store().write(move |_| {
+            gate.store_for_tests().write(move |_| {
                 wait_for_two();
                 Ok(())
             })
         })
     };
-    while fx.gate.store().write_stats().ops <= ops_before {
+    while fx.gate.write_stats().ops <= ops_before {
         std::thread::yield_now();
     }
     let starter = {
         let (gate, id) = (fx.gate.clone(), job.id.clone());
         std::thread::spawn(move || {
-            gate.store().write(move |tx| {
+            gate.store_for_tests().write(move |tx| {
                 Ok(tx.execute(
                     "UPDATE jobs SET status = 'running', provider_task_id = 'fx_' || id
                      WHERE id = ?1",
@@ -551,7 +551,7 @@ fn a_second_cancel_answers_the_canceled_job() {
 /// Makes the writer's database unable to grow (as a full disk does): SQLite
 /// answers `SQLITE_FULL`. Returns the page limit set.
 fn fill_the_disk(gate: &Gate) -> i64 {
-    gate.store()
+    gate.store_for_tests()
         .write(|tx| {
             let pages: i64 = tx.pragma_query_value(None, "page_count", |r| r.get(0))?;
             Ok(tx.pragma_update_and_check(None, "max_page_count", pages, |r| r.get(0))?)
@@ -594,7 +594,7 @@ fn a_full_disk_refuses_submits_with_insufficient_storage_and_recovers_when_space
 
     // Space returns: the same store takes writes again by itself.
     fx.gate
-        .store()
+        .store_for_tests()
         .write(|tx| Ok(tx.pragma_update(None, "max_page_count", 1_073_741_823)?))
         .expect("space back");
     let retried = fx

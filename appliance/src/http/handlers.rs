@@ -604,7 +604,7 @@ mod tests {
     #[test]
     fn a_full_disk_answers_507_insufficient_storage_and_submits_succeed_when_space_returns() {
         let (_dir, state, key) = served();
-        let store = state.gate.store();
+        let store = state.gate.store_for_tests();
         store
             .write(|tx| {
                 let pages: i64 = tx.pragma_query_value(None, "page_count", |r| r.get(0))?;
@@ -642,7 +642,7 @@ mod tests {
         assert_eq!(call(&state, "GET", "/healthz", "", "").0, 200);
         state
             .gate
-            .store()
+            .store_for_tests()
             .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
             .expect("break the worker's query");
         for _ in 0..creditgate::FAILING_STEPS_UNHEALTHY {

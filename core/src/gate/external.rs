@@ -7,7 +7,7 @@
 use crate::accounts;
 use crate::error::{Error, Result};
 use crate::gate::Gate;
-use crate::identity::external::{self, ExchangeOutcome, MOLTBOOK_PROVIDER};
+use crate::identity::external::{self, ExchangeOutcome, ExternalIdentity, MOLTBOOK_PROVIDER};
 use crate::identity::keys::{self, NewKey};
 use crate::identity::{agents, tokens};
 
@@ -25,6 +25,17 @@ impl Gate {
         self.identity_providers
             .iter()
             .any(|known| known.verifier.provider() == provider)
+    }
+
+    /// The stored mapping of `provider`'s agent `external_id` to a
+    /// creditgate agent, if it was exchanged before.
+    pub fn external_identity(
+        &self,
+        provider: &str,
+        external_id: &str,
+    ) -> Result<Option<ExternalIdentity>> {
+        self.store
+            .read(|conn| external::find(conn, provider, external_id))
     }
 
     /// Exchanges an identity token of `provider` for an access token.

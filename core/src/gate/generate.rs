@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::gate::Gate;
 use crate::identity::{self, Principal};
-use crate::ids::{random_id, sortable_id};
+use crate::ids::random_id;
 use crate::jobs::{self, Change, Job, JobFilter, JobStatus, NewJob};
 use crate::ledger;
 use crate::money::to_credits;
@@ -92,7 +92,7 @@ impl Gate {
                 return Err(Error::IdempotencyConflict { request_id });
             }
             let prepared = prepared?;
-            let job_id = sortable_id("job_", now);
+            let job_id = tx.new_sortable_id("job_", now);
             let micros = prepared.estimate.micros;
             let hold_id = (micros > 0).then(|| format!("hold:{job_id}"));
             if let Some(hold_id) = &hold_id {
@@ -137,10 +137,12 @@ impl Gate {
                     Error::internal(format!("an estimate cannot be encoded: {err}"))
                 })?,
                 hold_id,
-                usage_event_id: sortable_id("use_", now),
+                usage_event_id: tx.new_sortable_id("use_", now),
                 provider: prepared.provider,
                 upstream_model: prepared.upstream_model,
                 deadline,
+                // An unguessable capability (a secret): the OS's
+                // randomness, never the gate's IdSource.
                 output_token: random_id(""),
             };
             let job = jobs::insert(tx, &new, now)?;

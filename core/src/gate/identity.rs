@@ -16,7 +16,7 @@ use crate::identity::{
     self, agents, keys, scopes, tokens, verify_signed_request, Agent, AgentRegistration,
     ApiKeyInfo, CreatedAgentKey, Credential, Principal, SignedFields, TokenGrant,
 };
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 impl Gate {
     // ----- identity: API keys ---------------------------------------------
@@ -356,8 +356,8 @@ impl Gate {
     }
 
     /// Runs a verified signed agent request in one write: records its
-    /// nonce first, then `check` (reads only: it gets a `&Connection`, so it
-    /// cannot call a writer) may refuse, then `apply` writes. A refusal by
+    /// nonce first, then `check` (reads only: it gets a `ReadOnly`, so a
+    /// write there does not compile) may refuse, then `apply` writes. A refusal by
     /// `check` still commits the spent nonce, and nothing else, so a signed
     /// request is single use whatever its outcome; a failure in `apply`
     /// rolls everything back.
@@ -366,7 +366,7 @@ impl Gate {
         agent_id: &str,
         signed: SignedFields,
         now: UnixMillis,
-        check: impl FnOnce(&rusqlite::Connection) -> Result<P> + Send + 'static,
+        check: impl FnOnce(&ReadOnly<'_>) -> Result<P> + Send + 'static,
         apply: impl FnOnce(&Tx<'_>, P) -> Result<T> + Send + 'static,
     ) -> Result<T>
     where

@@ -15,6 +15,7 @@ mod pricing;
 pub mod work;
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rust_decimal::Decimal;
@@ -23,6 +24,7 @@ use crate::accounts::{self, Account, NewAccount};
 use crate::clock::{Clock, UnixMillis};
 use crate::error::{Error, Result};
 use crate::identity::IdentityVerifier;
+use crate::ids::IdSource;
 use crate::jobs::Job;
 use crate::ledger::{self, Balance, HistoryPage, Transfer, TransferOutcome};
 use crate::money;
@@ -30,7 +32,7 @@ use crate::pricing::Catalog;
 use crate::providers::fixture::Scenarios;
 use crate::providers::ProviderRegistry;
 use crate::ratelimit::{RateLimit, RateLimiter};
-use crate::store::{Store, StoreOptions};
+use crate::store::{Store, StoreOptions, WriteStats};
 use crate::verify::{self, VerifyReport};
 
 /// How long a job may take before it expires, by default: 30 minutes.
@@ -140,6 +142,15 @@ impl Gate {
         self
     }
 
+    /// Replaces where the random bits of minted ids (accounts, jobs, usage
+    /// events, keys, agents, token families) come from: the OS by default;
+    /// a [`SeededIds`](crate::ids::SeededIds) makes a test's ids replay.
+    /// Secrets always take the OS's randomness.
+    pub fn with_id_source(mut self, ids: Arc<dyn IdSource>) -> Gate {
+        self.store.set_id_source(ids);
+        self
+    }
+
     /// Replaces the providers (by default: the fixture provider with the
     /// shipped scenarios, under the name `fixture`).
     pub fn with_providers(mut self, providers: ProviderRegistry) -> Gate {
@@ -185,8 +196,25 @@ impl Gate {
         self.clock.as_ref()
     }
 
-    /// The underlying store (for backups and for tests that inspect SQL).
-    pub fn store(&self) -> &Store {
+    /// Copies the database, consistent as of one instant, to `dest`, which
+    /// must not exist yet (else [`Error::InvalidRequest`] on `dest`). Writes
+    /// that go on meanwhile are either wholly in the copy or not at all.
+    pub fn backup(&self, dest: &Path) -> Result<()> {
+        self.store.backup(dest)
+    }
+
+    /// The write path's counters (batches, operations, queued), for
+    /// benchmarks and health checks.
+    pub fn write_stats(&self) -> WriteStats {
+        self.store.write_stats()
+    }
+
+    /// The underlying store, for the workspace's own tests that inspect or
+    /// tamper with SQL. Built only with the `test-support` feature, which
+    /// only dev-dependencies turn on: no part of the API.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn store_for_tests(&self) -> &Store {
         &self.store
     }
 
@@ -326,4 +354,42 @@ impl Gate {
 /// writer thread.
 fn owned3(a: &str, b: &str, c: &str) -> (String, String, String) {
     (a.to_owned(), b.to_owned(), c.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::ids::SeededIds;
+
+    /// Opens a gate minting ids from `seed`, creates an account and a key,
+    /// and returns (account id, key id, key secret).
+    fn mint(seed: u64) -> (String, String, String) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = Gate::open(
+            &StoreOptions::new(dir.path().join("ids.db")),
+            Arc::new(ManualClock::new(1_790_000_000_000)),
+        )
+        .expect("open")
+        .with_id_source(Arc::new(SeededIds::new(seed)));
+        let account = gate
+            .create_account(&NewAccount::named("ids"))
+            .expect("account");
+        let (key, secret) = gate
+            .create_api_key(&account.id, "k", &["admin".to_owned()], None)
+            .expect("key");
+        (account.id, key.id, secret)
+    }
+
+    #[test]
+    fn a_seeded_id_source_replays_the_ids_but_never_the_secrets() {
+        let (first, again, other) = (mint(7), mint(7), mint(8));
+        assert_eq!(
+            (&first.0, &first.1),
+            (&again.0, &again.1),
+            "same seed, same ids"
+        );
+        assert_ne!(first.0, other.0, "another seed, other ids");
+        assert_ne!(first.2, again.2, "secrets take the OS's randomness");
+    }
 }

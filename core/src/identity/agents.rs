@@ -17,12 +17,11 @@
 //!   a nonce is recorded.
 
 use ed25519_dalek::VerifyingKey;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 use super::signing::{SignedFields, SIGNED_REQUEST_SKEW_SECS_MAX};
 use super::{constant_time_eq, mint_secret, scopes, secret_hash, ADMIN_SCOPE};
@@ -154,7 +153,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Agent> {
 }
 
 /// An agent by id.
-pub fn get(conn: &Connection, agent_id: &str) -> Result<Option<Agent>> {
+pub(crate) fn get(conn: &ReadOnly<'_>, agent_id: &str) -> Result<Option<Agent>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"))?
         .query_row([agent_id], from_row)
@@ -164,7 +163,7 @@ pub fn get(conn: &Connection, agent_id: &str) -> Result<Option<Agent>> {
 /// An agent's public key, to verify its signed requests; an unknown agent,
 /// or an external one (no key), is [`Error::Unauthorized`] (its request
 /// cannot be authenticated).
-pub fn verifying_key(conn: &Connection, agent_id: &str) -> Result<VerifyingKey> {
+pub(crate) fn verifying_key(conn: &ReadOnly<'_>, agent_id: &str) -> Result<VerifyingKey> {
     let bytes: Option<Option<Vec<u8>>> = conn
         .prepare_cached("SELECT public_key FROM agents WHERE id = ?1")?
         .query_row([agent_id], |row| row.get(0))
@@ -216,7 +215,7 @@ pub(crate) fn register(
             agent_id
         }
         None => {
-            let agent_id = random_id(AGENT_ID_PREFIX);
+            let agent_id = tx.new_id(AGENT_ID_PREFIX);
             tx.prepare_cached(
                 "INSERT INTO agents (id, public_key, name, version, registration_code_hash,
                                      registration_expires_at, created_at)
@@ -251,7 +250,7 @@ pub(crate) fn insert_external(
     name: &str,
     now: UnixMillis,
 ) -> Result<AgentRegistration> {
-    let agent_id = random_id(AGENT_ID_PREFIX);
+    let agent_id = tx.new_id(AGENT_ID_PREFIX);
     let code = mint_secret(REGISTRATION_CODE_PREFIX);
     let expires_at = now + REGISTRATION_TTL_SECS * 1_000;
     tx.prepare_cached(
@@ -444,7 +443,11 @@ fn bind_agent(
 
 /// `Ok` if `code` is `agent`'s current registration code (compared in
 /// constant time), else [`Error::Unauthorized`].
-pub(crate) fn check_registration_code(conn: &Connection, agent_id: &str, code: &str) -> Result<()> {
+pub(crate) fn check_registration_code(
+    conn: &ReadOnly<'_>,
+    agent_id: &str,
+    code: &str,
+) -> Result<()> {
     let stored: Option<Vec<u8>> = conn
         .prepare_cached("SELECT registration_code_hash FROM agents WHERE id = ?1")?
         .query_row([agent_id], |row| row.get(0))

@@ -17,12 +17,11 @@
 //! per key (a conditional `UPDATE`), so a busy key costs one write a minute,
 //! not one per request; it is therefore accurate to that interval.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 use super::{constant_time_eq, mint_secret, scopes, secret_hash, Principal, Via};
 
@@ -207,7 +206,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewKey, now: UnixMillis) -> Result<(ApiK
     };
     let secret = mint_secret(prefix);
     let info = ApiKeyInfo {
-        id: random_id(KEY_ID_PREFIX),
+        id: tx.new_id(KEY_ID_PREFIX),
         account_id: new.account_id.clone(),
         agent_id: new.agent_id.clone(),
         name: new.name.clone(),
@@ -254,7 +253,7 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
 }
 
 /// A key by id, whoever owns it.
-pub fn get(conn: &Connection, key_id: &str) -> Result<Option<ApiKeyInfo>> {
+pub(crate) fn get(conn: &ReadOnly<'_>, key_id: &str) -> Result<Option<ApiKeyInfo>> {
     Ok(conn
         .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))?
         .query_row([key_id], from_row)
@@ -262,7 +261,7 @@ pub fn get(conn: &Connection, key_id: &str) -> Result<Option<ApiKeyInfo>> {
 }
 
 /// A key by id if `owner` may see it, else [`Error::NotFound`].
-pub fn get_owned(conn: &Connection, owner: Owner<'_>, key_id: &str) -> Result<ApiKeyInfo> {
+pub(crate) fn get_owned(conn: &ReadOnly<'_>, owner: Owner<'_>, key_id: &str) -> Result<ApiKeyInfo> {
     get(conn, key_id)?
         .filter(|key| owner.owns(key))
         .ok_or_else(|| not_found(key_id))
@@ -277,7 +276,7 @@ fn not_found(key_id: &str) -> Error {
 
 /// An account's keys (its agents' included), oldest first, at most
 /// [`KEYS_LIST_MAX`].
-pub fn list_for_account(conn: &Connection, account_id: &str) -> Result<Vec<ApiKeyInfo>> {
+pub(crate) fn list_for_account(conn: &ReadOnly<'_>, account_id: &str) -> Result<Vec<ApiKeyInfo>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = ?1 ORDER BY created_at, id LIMIT ?2"
     ))?;
@@ -286,7 +285,7 @@ pub fn list_for_account(conn: &Connection, account_id: &str) -> Result<Vec<ApiKe
 }
 
 /// The keys an agent created, oldest first, at most [`KEYS_LIST_MAX`].
-pub fn list_for_agent(conn: &Connection, agent_id: &str) -> Result<Vec<ApiKeyInfo>> {
+pub(crate) fn list_for_agent(conn: &ReadOnly<'_>, agent_id: &str) -> Result<Vec<ApiKeyInfo>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {KEY_COLUMNS} FROM api_keys WHERE agent_id = ?1 ORDER BY created_at, id LIMIT ?2"
     ))?;
@@ -297,7 +296,7 @@ pub fn list_for_agent(conn: &Connection, agent_id: &str) -> Result<Vec<ApiKeyInf
 /// `agent_id`'s usable key named `name` with exactly `scopes` (normalized),
 /// the oldest if several: an external agent's exchange key.
 pub(crate) fn find_exchange_key(
-    conn: &Connection,
+    conn: &ReadOnly<'_>,
     agent_id: &str,
     name: &str,
     scopes: &[String],
@@ -319,7 +318,11 @@ pub(crate) fn find_exchange_key(
 
 /// The key whose secret is `secret`, if it is usable at `now`; otherwise
 /// [`Error::Unauthorized`] (unknown, revoked or expired alike to the code).
-pub(crate) fn find_usable(conn: &Connection, secret: &str, now: UnixMillis) -> Result<ApiKeyInfo> {
+pub(crate) fn find_usable(
+    conn: &ReadOnly<'_>,
+    secret: &str,
+    now: UnixMillis,
+) -> Result<ApiKeyInfo> {
     let wanted = secret_hash(secret);
     let found = conn
         .prepare_cached(&format!(

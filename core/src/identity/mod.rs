@@ -1,14 +1,17 @@
 //! Identity and auth (CONTRACTS.md §4): API keys, agents and their ed25519
 //! identity flow, external identities (Moltbook), access and refresh tokens,
-//! scopes, and the one [`authenticate`] that turns a bearer credential into
-//! a [`Principal`].
+//! scopes, and the one `authenticate` (through
+//! [`Gate::authenticate`](crate::Gate::authenticate)) that turns a bearer
+//! credential into a [`Principal`].
 //!
 //! Tables, each written by one file here alone: `api_keys` (`keys.rs`);
 //! `agents` and `agent_nonces` (`agents.rs`); `token_families`,
 //! `access_tokens` and `refresh_tokens` (`tokens.rs`);
-//! `external_identities` (`external.rs`, which also holds the core's one
-//! network client, the Moltbook verifier). `jcs.rs`, `signing.rs` and
-//! `scopes.rs` are pure and own no table.
+//! `external_identities` (`external.rs`, with the `IdentityVerifier`
+//! trait). `moltbook_client.rs` holds Moltbook's protocol and, with the
+//! cargo feature `moltbook-http`, the core's one network client, the
+//! Moltbook verifier. `jcs.rs`, `signing.rs` and `scopes.rs` are pure and
+//! own no table.
 //!
 //! Invariants:
 //! - no secret (API key, access token, refresh token, registration code) is
@@ -16,7 +19,7 @@
 //!   an index and then compared in constant time (`constant_time_eq`, the
 //!   crate's one, with `subtle`); an external identity token and the
 //!   Moltbook app key are not kept at all, not even hashed;
-//! - revocation and expiry are checked on every [`authenticate`] against the
+//! - revocation and expiry are checked on every `authenticate` against the
 //!   injected clock, so they take effect on the very next request;
 //! - another account's or agent's things are `not_found`, never `forbidden`.
 //!
@@ -27,24 +30,25 @@ pub mod agents;
 pub mod external;
 pub mod jcs;
 pub mod keys;
+pub mod moltbook_client;
 pub mod scopes;
 pub mod signing;
 pub mod tokens;
 
 use rand::RngCore;
-use rusqlite::Connection;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
+use crate::store::ReadOnly;
 
 pub use agents::{Agent, AgentRegistration};
-pub use external::{
-    ExchangeOutcome, ExternalIdentity, IdentityVerifier, MoltbookConfig, MoltbookVerifier,
-    VerifiedIdentity,
-};
+pub use external::{ExchangeOutcome, ExternalIdentity, IdentityVerifier, VerifiedIdentity};
 pub use keys::{ApiKeyInfo, CreatedAgentKey};
+pub use moltbook_client::MoltbookConfig;
+#[cfg(feature = "moltbook-http")]
+pub use moltbook_client::MoltbookVerifier;
 pub use scopes::ADMIN_SCOPE;
 pub use signing::{verify_signed_request, SignedFields};
 pub use tokens::{AccessGrant, TokenGrant};
@@ -118,7 +122,7 @@ impl Principal {
     }
 }
 
-/// The result of [`authenticate`]: the principal, and the key whose
+/// The result of `authenticate`: the principal, and the key whose
 /// `last_used_at` is due for an update (at most once per
 /// [`keys::LAST_USED_INTERVAL_SECS`]), which the facade writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,7 +172,11 @@ pub(crate) fn credential(bearer: &str) -> Result<Credential<'_>> {
 /// revoked or expired key, or a token of a revoked family or whose key is
 /// no longer usable, is [`Error::Unauthorized`]; an expired access token is
 /// [`Error::TokenExpired`].
-pub fn authenticate(conn: &Connection, bearer: &str, now: UnixMillis) -> Result<Authenticated> {
+pub(crate) fn authenticate(
+    conn: &ReadOnly<'_>,
+    bearer: &str,
+    now: UnixMillis,
+) -> Result<Authenticated> {
     match credential(bearer)? {
         Credential::ApiKey(secret) => {
             let key = keys::find_usable(conn, secret, now)?;

@@ -21,12 +21,11 @@
 //! still reads `token_expired`, not unknown) and then pruned a bounded
 //! batch at a time on each issue.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
-use crate::ids::random_id;
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 use super::keys::{self, ApiKeyInfo};
 use super::{constant_time_eq, mint_secret, scopes, secret_hash, Principal, Via, BEARER_CHARS_MAX};
@@ -207,7 +206,7 @@ fn open_family(
         .clone()
         .expect("tokens are issued only for agent keys");
     let family = Family {
-        id: random_id(FAMILY_ID_PREFIX),
+        id: tx.new_id(FAMILY_ID_PREFIX),
         agent_id,
         account_id: key.account_id.clone(),
         key_id: key.id.clone(),
@@ -353,7 +352,7 @@ pub(crate) fn refresh(tx: &Tx<'_>, token: &str, now: UnixMillis) -> Result<Refre
     Ok(Refreshed::Rotated(mint_pair(tx, &family, now)?))
 }
 
-fn usable_key(conn: &Connection, key_id: &str, now: UnixMillis) -> Result<ApiKeyInfo> {
+fn usable_key(conn: &ReadOnly<'_>, key_id: &str, now: UnixMillis) -> Result<ApiKeyInfo> {
     let key = keys::get(conn, key_id)?
         .ok_or_else(|| Error::unauthorized("the token's API key is gone"))?;
     key.ensure_usable(now)?;
@@ -363,7 +362,7 @@ fn usable_key(conn: &Connection, key_id: &str, now: UnixMillis) -> Result<ApiKey
 /// Authenticates an access token at `now`. A revoked family or an
 /// unusable key is [`Error::Unauthorized`]; an expired token is
 /// [`Error::TokenExpired`].
-pub fn authenticate(conn: &Connection, token: &str, now: UnixMillis) -> Result<Principal> {
+pub(crate) fn authenticate(conn: &ReadOnly<'_>, token: &str, now: UnixMillis) -> Result<Principal> {
     let wanted = secret_hash(token);
     let found = conn
         .prepare_cached(&format!(

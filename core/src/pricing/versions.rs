@@ -5,13 +5,13 @@
 //! importing a new version, so a job charged under a version is charged its
 //! price forever.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
 use crate::pricing::{parse_catalog, Catalog};
-use crate::store::Tx;
+use crate::store::{ReadOnly, Tx};
 
 /// Price versions listed at most.
 pub const PRICE_VERSIONS_LIST_MAX: usize = 1_000;
@@ -136,7 +136,7 @@ pub(crate) fn retire(tx: &Tx<'_>, version: &str) -> Result<()> {
 
 /// The version a request is priced under: `requested` if it is stored and
 /// not retired, else the active version. Errors name the active version.
-pub fn resolve(conn: &Connection, requested: Option<&str>) -> Result<String> {
+pub(crate) fn resolve(conn: &ReadOnly<'_>, requested: Option<&str>) -> Result<String> {
     match requested {
         None => active_version_in(conn)?.ok_or(Error::NoPriceCatalog),
         Some(version) => {
@@ -153,18 +153,18 @@ pub fn resolve(conn: &Connection, requested: Option<&str>) -> Result<String> {
 }
 
 /// The active version, if any catalog was imported.
-pub fn active_version(conn: &Connection) -> Result<Option<String>> {
+pub(crate) fn active_version(conn: &ReadOnly<'_>) -> Result<Option<String>> {
     active_version_in(conn)
 }
 
-fn active_version_in(conn: &Connection) -> Result<Option<String>> {
+fn active_version_in(conn: &ReadOnly<'_>) -> Result<Option<String>> {
     Ok(conn
         .prepare_cached("SELECT version FROM price_versions WHERE active = 1")?
         .query_row([], |row| row.get(0))
         .optional()?)
 }
 
-fn unavailable(conn: &Connection, version: &str, retired: bool) -> Result<Error> {
+fn unavailable(conn: &ReadOnly<'_>, version: &str, retired: bool) -> Result<Error> {
     Ok(Error::UnknownPriceVersion {
         requested: version.to_owned(),
         retired,
@@ -173,7 +173,7 @@ fn unavailable(conn: &Connection, version: &str, retired: bool) -> Result<Error>
 }
 
 /// The catalog stored under `version`.
-pub fn load(conn: &Connection, version: &str) -> Result<Catalog> {
+pub(crate) fn load(conn: &ReadOnly<'_>, version: &str) -> Result<Catalog> {
     let json: String = conn
         .prepare_cached("SELECT catalog FROM price_versions WHERE version = ?1")?
         .query_row([version], |row| row.get(0))
@@ -192,7 +192,7 @@ pub fn load(conn: &Connection, version: &str) -> Result<Catalog> {
 }
 
 /// Every version, newest import first.
-pub fn list(conn: &Connection) -> Result<Vec<PriceVersionInfo>> {
+pub(crate) fn list(conn: &ReadOnly<'_>) -> Result<Vec<PriceVersionInfo>> {
     let mut stmt = conn.prepare(
         "SELECT version, active, retired, imported_at, digest, catalog FROM price_versions
          ORDER BY imported_at DESC, version LIMIT ?1",

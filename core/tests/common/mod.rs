@@ -26,6 +26,9 @@ pub struct Setup {
     pub start: i64,
     /// A catalog imported (and so active) before the test starts.
     pub catalog: Option<&'static str>,
+    /// Ids from a seeded source (a failing property case replays with the
+    /// same ids); `None` takes the OS's randomness.
+    pub ids_seed: Option<u64>,
 }
 
 impl Default for Setup {
@@ -34,6 +37,7 @@ impl Default for Setup {
             synchronous: Synchronous::Full,
             start: START,
             catalog: None,
+            ids_seed: None,
         }
     }
 }
@@ -84,7 +88,10 @@ impl Fixture {
         clock: Arc<ManualClock>,
         setup: Setup,
     ) -> Fixture {
-        let gate = open_gate(&path, clock.clone(), setup.synchronous);
+        let mut gate = open_gate(&path, clock.clone(), setup.synchronous);
+        if let Some(seed) = setup.ids_seed {
+            gate = gate.with_id_source(Arc::new(creditgate::SeededIds::new(seed)));
+        }
         Fixture {
             dir,
             path,
