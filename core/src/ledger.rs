@@ -23,7 +23,7 @@
 //!   [`REVENUE_CODE`]): the stable name of a ledger account (a customer's
 //!   wallet or a system account), what a [`Transfer`] shows as
 //!   `debit_code`/`credit_code`;
-//! - a **ledger row** ([`LedgerRow`], an `i64`): the `ledger_accounts` row id
+//! - a **ledger row** (`LedgerRow`, an `i64`): the `ledger_accounts` row id
 //!   the `transfers` columns point at; internal, never handed out.
 
 use rusqlite::{params, OptionalExtension};
