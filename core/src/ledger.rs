@@ -246,17 +246,7 @@ pub(crate) fn hold(
     if deadline.is_some_and(|deadline| deadline <= now) {
         return Err(Error::invalid("deadline", "must be in the future"));
     }
-    let reserved = tx
-        .prepare_cached(
-            "UPDATE ledger_accounts SET debits_pending = debits_pending + ?2
-         WHERE id = ?1
-           AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
-        )?
-        .execute(params![wallet, amount])?;
-    assert!(reserved <= 1, "ledger account ids are unique");
-    if reserved != 1 {
-        return Err(insufficient(tx, wallet, amount));
-    }
+    debit_if_covered(tx, RESERVE_SQL, wallet, amount)?;
     let changed = tx
         .prepare_cached(
             "UPDATE ledger_accounts SET credits_pending = credits_pending + ?2 WHERE id = ?1",
@@ -564,21 +554,32 @@ fn insufficient(tx: &Tx<'_>, wallet: LedgerRow, required: i64) -> Error {
     }
 }
 
+/// Reserves `amount` of a ledger account's available balance (a hold).
+const RESERVE_SQL: &str = "UPDATE ledger_accounts SET debits_pending = debits_pending + ?2
+         WHERE id = ?1
+           AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)";
+/// Debits `amount` posted from a ledger account's available balance.
+const DEBIT_POSTED_SQL: &str = "UPDATE ledger_accounts SET debits_posted = debits_posted + ?2
+         WHERE id = ?1
+           AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)";
+
+/// Runs one of the conditional debits above: the balance is checked and
+/// written in one statement, so no reader sees it in between; a balance
+/// that does not cover `amount` is [`Error::InsufficientCredits`].
+fn debit_if_covered(tx: &Tx<'_>, sql: &str, row: LedgerRow, amount: i64) -> Result<()> {
+    let changed = tx.prepare_cached(sql)?.execute(params![row, amount])?;
+    assert!(changed <= 1, "ledger account ids are unique");
+    if changed != 1 {
+        return Err(insufficient(tx, row, amount));
+    }
+    Ok(())
+}
+
 /// Moves `amount` posted from `debit` to `credit`: the debit side is
 /// checked and written in one conditional statement, the credit side
 /// refuses to pass a wallet's maximum balance.
 fn post(tx: &Tx<'_>, debit: LedgerRow, credit: LedgerRow, amount: i64) -> Result<()> {
-    let debited = tx
-        .prepare_cached(
-            "UPDATE ledger_accounts SET debits_posted = debits_posted + ?2
-         WHERE id = ?1
-           AND (allow_negative = 1 OR credits_posted - debits_posted - debits_pending >= ?2)",
-        )?
-        .execute(params![debit, amount])?;
-    assert!(debited <= 1, "ledger account ids are unique");
-    if debited != 1 {
-        return Err(insufficient(tx, debit, amount));
-    }
+    debit_if_covered(tx, DEBIT_POSTED_SQL, debit, amount)?;
     let credited = tx
         .prepare_cached(
             "UPDATE ledger_accounts SET credits_posted = credits_posted + ?2
