@@ -5,7 +5,7 @@
 //! the router; the router names them.
 
 use creditgate::identity::external::MOLTBOOK_PROVIDER;
-use creditgate::{Error, ExchangeOutcome};
+use creditgate::{Error, ExchangeOutcome, Gate};
 use serde_json::{json, Value};
 
 use super::docs;
@@ -84,10 +84,7 @@ pub fn file(call: &Call) -> Handled {
 
 /// `POST /api/v1/agents/register`.
 pub fn agent_register(call: &Call) -> Handled {
-    let (request, body) = (call.request, call.request.json_body()?);
-    let registration = call
-        .gate()
-        .register_agent(&request.method, &request.path, &body)?;
+    let registration = call.signed(Gate::register_agent)?;
     Ok(agent_ok(render::registration(&registration)))
 }
 
@@ -118,19 +115,13 @@ pub fn agent_bind(call: &Call) -> Handled {
 
 /// `POST /api/v1/agents/keys/create` (signed).
 pub fn agent_key_create(call: &Call) -> Handled {
-    let (request, body) = (call.request, call.request.json_body()?);
-    let created = call
-        .gate()
-        .agent_create_key(&request.method, &request.path, &body)?;
+    let created = call.signed(Gate::agent_create_key)?;
     Ok(agent_ok(render::created_agent_key(&created)))
 }
 
 /// `POST /api/v1/agents/keys/list` (signed).
 pub fn agent_keys_list(call: &Call) -> Handled {
-    let (request, body) = (call.request, call.request.json_body()?);
-    let keys = call
-        .gate()
-        .agent_list_keys(&request.method, &request.path, &body)?;
+    let keys = call.signed(Gate::agent_list_keys)?;
     Ok(agent_ok(
         json!({ "keys": keys.iter().map(render::key).collect::<Vec<_>>() }),
     ))
@@ -138,21 +129,15 @@ pub fn agent_keys_list(call: &Call) -> Handled {
 
 /// `POST /api/v1/agents/keys/revoke` (signed).
 pub fn agent_key_revoke(call: &Call) -> Handled {
-    let (request, body) = (call.request, call.request.json_body()?);
-    let key = call
-        .gate()
-        .agent_revoke_key(&request.method, &request.path, &body)?;
+    let key = call.signed(Gate::agent_revoke_key)?;
     Ok(agent_ok(render::key(&key)))
 }
 
 /// `POST /api/v1/agents/auth/token` (bearer: the agent's API key; signed).
 pub fn agent_token(call: &Call) -> Handled {
-    let request = call.request;
-    let key = request.bearer()?;
-    let body = request.json_body()?;
-    let grant = call
-        .gate()
-        .issue_token(key, &request.method, &request.path, &body)?;
+    let key = call.request.bearer()?;
+    let grant =
+        call.signed(|gate, method, path, body| gate.issue_token(key, method, path, body))?;
     Ok(ok(render::token_with_refresh(&grant)))
 }
 
@@ -226,11 +211,11 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use creditgate::identity::{IdentityVerifier, VerifiedIdentity};
-    use creditgate::{Gate, ManualClock, NewAccount, StoreOptions};
+    use creditgate::NewAccount;
 
     use super::*;
-    use crate::http::handle;
     use crate::http::request::{Request, State, MOLTBOOK_IDENTITY_HEADER};
+    use crate::http::{handle, test_support};
 
     /// A verifier that vouches for any token as the agent named by it, and
     /// remembers the tokens it was asked about.
@@ -276,24 +261,14 @@ mod tests {
     #[test]
     fn the_identity_header_wins_over_the_body() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plain = Gate::open(
-            &StoreOptions::new(dir.path().join("h.db")),
-            Arc::new(ManualClock::new(1_790_000_000_000)),
-        )
-        .expect("open");
-        plain
-            .import_catalog(crate::serve::SHIPPED_CATALOG)
-            .expect("catalog");
+        let plain = test_support::gate(dir.path(), "h.db");
         let account = plain
             .create_account(&NewAccount::named("pool"))
             .expect("account")
             .id;
         let verifier = Arc::new(Vouching::default());
         let gate = plain.with_identity_verifier(verifier.clone(), Some(account.clone()));
-        let state = State {
-            gate: Arc::new(gate),
-            public_base_url: "http://127.0.0.1:8080".into(),
-        };
+        let state = test_support::state(gate);
         let asked = || verifier.asked.lock().expect("lock").clone();
 
         let body = r#"{"identity_token":"from-body"}"#;
@@ -330,13 +305,7 @@ mod tests {
     /// images, behind a state the socket-free `handle` serves.
     fn served() -> (tempfile::TempDir, State, String) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let gate = Gate::open(
-            &StoreOptions::new(dir.path().join("s.db")),
-            Arc::new(ManualClock::new(1_790_000_000_000)),
-        )
-        .expect("open");
-        gate.import_catalog(crate::serve::SHIPPED_CATALOG)
-            .expect("catalog");
+        let gate = test_support::gate(dir.path(), "s.db");
         let account = gate
             .create_account(&NewAccount::named("agent"))
             .expect("account")
@@ -346,10 +315,7 @@ mod tests {
         let (_, key) = gate
             .create_api_key(&account, "k", &["image".to_owned()], None)
             .expect("key");
-        let state = State {
-            gate: Arc::new(gate),
-            public_base_url: "http://127.0.0.1:8080".into(),
-        };
+        let state = test_support::state(gate);
         (dir, state, key)
     }
 

@@ -15,6 +15,8 @@ pub mod response;
 pub mod router;
 pub mod server;
 pub mod status;
+#[cfg(test)]
+mod test_support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 

@@ -147,6 +147,16 @@ impl Call<'_> {
             .map_or("", |(_, value)| value.as_str())
     }
 
+    /// Runs a signed agent operation of the gate on this request: the
+    /// core verifies the signature over its method, path and JSON body.
+    pub fn signed<T>(
+        &self,
+        op: impl FnOnce(&Gate, &str, &str, &Value) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let body = self.request.json_body()?;
+        op(self.gate(), &self.request.method, &self.request.path, &body)
+    }
+
     /// The caller of a bearer route (the router guarantees one).
     pub fn caller(&self) -> Result<&Principal, Error> {
         self.principal.as_ref().ok_or(Error::Unauthorized {

@@ -280,29 +280,19 @@ fn route(state: &State, request: &Request) -> Result<Response, Error> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use creditgate::{Gate, ManualClock, NewAccount, StoreOptions};
+    use creditgate::NewAccount;
 
     use super::*;
+    use crate::http::test_support;
 
     /// A gate with the shipped catalog and an admin key, in `dir`.
     fn state(dir: &std::path::Path) -> (State, String) {
-        let gate = Gate::open(
-            &StoreOptions::new(dir.join("router.db")),
-            Arc::new(ManualClock::new(1_790_000_000_000)),
-        )
-        .expect("open");
-        gate.import_catalog(crate::serve::SHIPPED_CATALOG)
-            .expect("catalog");
+        let gate = test_support::gate(dir, "router.db");
         let account = gate.create_account(&NewAccount::named("a")).expect("acct");
         let (_, key) = gate
             .create_api_key(&account.id, "k", &["admin".to_owned()], None)
             .expect("key");
-        let state = State {
-            gate: Arc::new(gate),
-            public_base_url: "http://127.0.0.1:8080".into(),
-        };
+        let state = test_support::state(gate);
         (state, key)
     }
 
