@@ -210,12 +210,10 @@ pub fn health(call: &Call) -> Handled {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use creditgate::identity::{IdentityVerifier, VerifiedIdentity};
-    use creditgate::NewAccount;
-
     use super::*;
     use crate::http::request::{Request, State, MOLTBOOK_IDENTITY_HEADER};
-    use crate::http::{handle, test_support};
+    use crate::http::test_support;
+    use creditgate::identity::{IdentityVerifier, VerifiedIdentity};
 
     /// A verifier that vouches for any token as the agent named by it, and
     /// remembers the tokens it was asked about.
@@ -253,19 +251,14 @@ mod tests {
                 .headers
                 .push((MOLTBOOK_IDENTITY_HEADER.into(), token.into()));
         }
-        let response = handle(state, &request);
-        let value = serde_json::from_slice(&response.body).expect("json");
-        (response.status, value)
+        test_support::answer(state, &request)
     }
 
     #[test]
     fn the_identity_header_wins_over_the_body() {
         let dir = tempfile::tempdir().expect("tempdir");
         let plain = test_support::gate(dir.path(), "h.db");
-        let account = plain
-            .create_account(&NewAccount::named("pool"))
-            .expect("account")
-            .id;
+        let account = test_support::account(&plain, "pool");
         let verifier = Arc::new(Vouching::default());
         let gate = plain.with_identity_verifier(verifier.clone(), Some(account.clone()));
         let state = test_support::state(gate);
@@ -306,10 +299,7 @@ mod tests {
     fn served() -> (tempfile::TempDir, State, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let gate = test_support::gate(dir.path(), "s.db");
-        let account = gate
-            .create_account(&NewAccount::named("agent"))
-            .expect("account")
-            .id;
+        let account = test_support::account(&gate, "agent");
         gate.grant("seed", &account, 100_000.into(), "")
             .expect("grant");
         let (_, key) = gate
@@ -328,9 +318,7 @@ mod tests {
             request_id: "req-test".into(),
             ..Request::default()
         };
-        let response = handle(state, &request);
-        let value = serde_json::from_slice(&response.body).expect("json");
-        (response.status, value)
+        test_support::answer(state, &request)
     }
 
     #[test]

@@ -280,17 +280,15 @@ fn route(state: &State, request: &Request) -> Result<Response, Error> {
 
 #[cfg(test)]
 mod tests {
-    use creditgate::NewAccount;
-
     use super::*;
     use crate::http::test_support;
 
     /// A gate with the shipped catalog and an admin key, in `dir`.
     fn state(dir: &std::path::Path) -> (State, String) {
         let gate = test_support::gate(dir, "router.db");
-        let account = gate.create_account(&NewAccount::named("a")).expect("acct");
+        let account = test_support::account(&gate, "a");
         let (_, key) = gate
-            .create_api_key(&account.id, "k", &["admin".to_owned()], None)
+            .create_api_key(&account, "k", &["admin".to_owned()], None)
             .expect("key");
         let state = test_support::state(gate);
         (state, key)
