@@ -462,3 +462,70 @@ pub fn error_data(err: &Error) -> Value {
     }
     body
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::http::test_support;
+
+    fn keys(view: &Value) -> BTreeSet<&str> {
+        view.as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// One job view, two readers: the owner's poll shape and the operator's
+    /// listing, each with exactly the fields it had when they were two
+    /// functions, and `charged` 0 for the owner, null for the operator,
+    /// until the job is charged.
+    #[test]
+    fn the_owner_and_the_operator_each_see_their_job_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = test_support::gate(dir.path(), "render.db");
+        let account = test_support::account(&gate, "a");
+        gate.grant("seed", &account, 100.into(), "").expect("grant");
+        let body = json!({"request_id": "r1", "model": "z-image", "prompt": "x"});
+        let answer = gate.submit(&account, &body).expect("submit");
+        let owner = job(&answer.job, JobReader::Owner);
+        let shared = [
+            "request_id",
+            "task_id",
+            "provider_task_id",
+            "status",
+            "model",
+            "product",
+            "outputs",
+            "seed",
+            "credits",
+            "charged",
+            "price_version",
+            "usage_event_id",
+            "error",
+            "created_at",
+            "finished_at",
+        ];
+        assert_eq!(keys(&owner), BTreeSet::from(shared));
+        assert_eq!(owner["charged"], json!(0));
+        let operator = job(&answer.job, JobReader::Operator(&gate));
+        let mut all = BTreeSet::from(shared);
+        all.extend([
+            "id",
+            "account_id",
+            "estimate",
+            "hold_id",
+            "provider",
+            "submit_attempts",
+            "polls",
+            "output_url_base",
+            "deadline",
+            "updated_at",
+        ]);
+        assert_eq!(keys(&operator), all);
+        assert_eq!(operator["charged"], Value::Null);
+        assert_eq!(submitted(&answer)["replayed"], json!(false));
+    }
+}

@@ -16,7 +16,7 @@ pub mod router;
 pub mod server;
 pub mod status;
 #[cfg(test)]
-mod test_support;
+pub mod test_support;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
