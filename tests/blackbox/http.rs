@@ -63,6 +63,12 @@ fn verify_ledger(sb: &Sandbox) {
     assert_eq!(run.code, 0, "ledger verify: {}{}", run.stdout, run.stderr);
 }
 
+/// Stops `server`, then checks the ledger it leaves.
+fn stop_and_verify(sb: &Sandbox, server: Server) {
+    drop(server);
+    verify_ledger(sb);
+}
+
 #[test]
 fn the_first_run_curl_line_works_as_printed() {
     let sb = sandbox();
@@ -84,14 +90,8 @@ fn the_first_run_curl_line_works_as_printed() {
         again.demo_key.is_none(),
         "the key is printed on the first run only"
     );
-    assert_eq!(
-        sb.ok(&["accounts", "list"])["accounts"]
-            .as_array()
-            .map(Vec::len),
-        Some(1)
-    );
-    drop(again);
-    verify_ledger(&sb);
+    assert_eq!(sb.count(&["accounts", "list"], "accounts"), Some(1));
+    stop_and_verify(&sb, again);
 }
 
 /// Reference 001's examples, verbatim but for the host.
@@ -196,8 +196,7 @@ fn the_reference_curl_examples_work_with_only_the_host_changed() {
     assert_eq!(shortcut["credits"], json!(15));
     let done = wait_terminal(&server, &key, "demo-uuid-002", Duration::from_secs(20));
     assert_eq!(done["outputs"].as_array().map(Vec::len), Some(1));
-    drop(server);
-    verify_ledger(&sb);
+    stop_and_verify(&sb, server);
 }
 
 #[test]
@@ -266,8 +265,7 @@ fn a_job_runs_from_submit_to_its_output_file() {
         server.get("/v1/credits/balance", &key).json()["data"]["available"],
         json!(160)
     );
-    drop(server);
-    verify_ledger(&sb);
+    stop_and_verify(&sb, server);
 }
 
 #[test]
@@ -433,8 +431,7 @@ fn every_error_path_is_a_json_4xx_and_moves_no_money() {
     );
     let log = server.stderr();
     assert!(!log.contains("panic"), "{log}");
-    drop(server);
-    verify_ledger(&sb);
+    stop_and_verify(&sb, server);
 }
 
 #[test]
@@ -490,8 +487,7 @@ fn sigterm_finishes_cleanly_and_a_restart_resumes_jobs() {
         let done = wait_terminal(&server, &key, &format!("s{i}"), Duration::from_secs(30));
         assert_eq!(done["status"], "succeeded", "s{i}: {done}");
     }
-    drop(server);
-    verify_ledger(&sb);
+    stop_and_verify(&sb, server);
 }
 
 #[test]
@@ -547,8 +543,7 @@ fn a_sigkill_mid_flight_loses_no_acknowledged_job_and_charges_each_once() {
     let balance = server.get("/v1/credits/balance", &key).json();
     assert_eq!(balance["data"]["posted"], json!(200 - charged), "{balance}");
     assert_eq!(balance["data"]["pending"], json!(0));
-    drop(server);
-    verify_ledger(&sb);
+    stop_and_verify(&sb, server);
 }
 
 #[test]
