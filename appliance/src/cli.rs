@@ -610,7 +610,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 }),
                 &format!("no keys for {account}"),
             );
-            let json = json!({ "keys": keys.iter().map(render::key).collect::<Vec<_>>() });
+            let json = render::keys(&keys);
             Ok(Output::ok(json, text))
         }
         GateCommand::Keys(KeysCommand::Revoke { key_id }) => {

@@ -352,6 +352,11 @@ pub fn key(key: &creditgate::ApiKeyInfo) -> Value {
     })
 }
 
+/// A list of API keys, without their secrets: `{"keys": [...]}`.
+pub fn keys(keys: &[creditgate::ApiKeyInfo]) -> Value {
+    json!({ "keys": keys.iter().map(key).collect::<Vec<_>>() })
+}
+
 /// A verification report.
 pub fn verify_report(report: &VerifyReport) -> Value {
     json!({

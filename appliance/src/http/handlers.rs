@@ -122,9 +122,7 @@ pub fn agent_key_create(call: &Call) -> Handled {
 /// `POST /api/v1/agents/keys/list` (signed).
 pub fn agent_keys_list(call: &Call) -> Handled {
     let keys = call.signed(Gate::agent_list_keys)?;
-    Ok(agent_ok(
-        json!({ "keys": keys.iter().map(render::key).collect::<Vec<_>>() }),
-    ))
+    Ok(agent_ok(render::keys(&keys)))
 }
 
 /// `POST /api/v1/agents/keys/revoke` (signed).
