@@ -22,7 +22,7 @@ use creditgate::{
 };
 use serde_json::{json, Value};
 
-use crate::render;
+use crate::render::{self, JobReader};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -545,7 +545,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
         GateCommand::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
         GateCommand::Credits(CreditsCommand::Balance { account }) => {
             let balance = gate.balance(&account)?;
-            let json = render::balance(&account, &balance);
+            let json = render::account_balance(&account, &balance);
             let text = format!(
                 "available {}  pending {}  posted {}",
                 json["available"], json["pending"], json["posted"]
@@ -565,37 +565,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
         }
         GateCommand::Ledger(LedgerCommand::Verify) => {
             let report = gate.verify_ledger()?;
-            let summary = format!(
-                "{} transfers, {} ledger accounts, {} open holds",
-                report.transfers, report.accounts, report.open_holds
-            );
-            let text = if report.is_ok() {
-                format!("ledger ok: {summary}")
-            } else if report.damaged {
-                let mut lines = vec![format!(
-                    "ledger verify FAILED: the database file is damaged ({} problem(s) found by SQLite's integrity check); the ledger was not checked. Restore the last copy made with `creditgate backup`.",
-                    report.violations.len() + report.violations_omitted
-                )];
-                lines.extend(
-                    report
-                        .violations
-                        .iter()
-                        .map(|v| format!("  {}: {}", v.check, v.detail)),
-                );
-                lines.join("\n")
-            } else {
-                let mut lines = vec![format!(
-                    "ledger verify FAILED: {} violation(s) in {summary}",
-                    report.violations.len() + report.violations_omitted
-                )];
-                lines.extend(
-                    report
-                        .violations
-                        .iter()
-                        .map(|v| format!("  {}: {}", v.check, v.detail)),
-                );
-                lines.join("\n")
-            };
+            let text = render::verify_text(&report);
             Ok(Output {
                 json: render::verify_report(&report),
                 text,
@@ -640,7 +610,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 }),
                 &format!("no keys for {account}"),
             );
-            let json = json!({ "keys": keys.iter().map(render::key).collect::<Vec<_>>() });
+            let json = render::keys(&keys);
             Ok(Output::ok(json, text))
         }
         GateCommand::Keys(KeysCommand::Revoke { key_id }) => {
@@ -656,12 +626,8 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
         }) => {
             let allowed = (!scopes.is_empty()).then_some(scopes);
             let agent = gate.bind_agent(&code, &account, allowed)?;
-            let json = json!({
-                "id": agent.id,
-                "agent_id": agent.id,
-                "account_id": agent.account_id,
-                "allowed_scopes": agent.allowed_scopes,
-            });
+            let mut json = render::agent(&agent);
+            json["id"] = json!(agent.id);
             Ok(Output::ok(
                 json,
                 format!("bound agent {} to {}", agent.id, account),
@@ -698,13 +664,12 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 }),
                 "no jobs",
             );
-            let json =
-                json!({ "jobs": jobs.iter().map(|j| render::job(gate, j)).collect::<Vec<_>>() });
+            let json = json!({ "jobs": jobs.iter().map(|j| render::job(j, JobReader::Operator(gate))).collect::<Vec<_>>() });
             Ok(Output::ok(json, text))
         }
         GateCommand::Jobs(JobsCommand::Show { id }) => {
             let job = gate.job(&id)?;
-            let json = render::job(gate, &job);
+            let json = render::job(&job, JobReader::Operator(gate));
             let text = serde_json::to_string_pretty(&json).unwrap_or_default();
             Ok(Output::ok(json, text))
         }
@@ -725,7 +690,7 @@ fn grant(gate: &Gate, args: GrantArgs) -> Result<Output, Failure> {
     let id = args.id.unwrap_or_else(|| random_id("grant_"));
     let outcome = gate.grant(&id, &args.account, amount, &args.memo)?;
     let balance = gate.balance(&args.account)?;
-    let mut json = render::balance(&args.account, &balance);
+    let mut json = render::account_balance(&args.account, &balance);
     json["id"] = json!(outcome.transfer.id);
     json["amount"] = render::credits(outcome.transfer.amount);
     json["replayed"] = json!(outcome.replayed);

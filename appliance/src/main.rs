@@ -6,6 +6,8 @@ mod http;
 mod logging;
 mod render;
 mod serve;
+#[cfg(test)]
+mod tidy;
 
 use std::process::ExitCode;
 

@@ -1,13 +1,19 @@
-//! Rendering core values for people and for `--json`. Credits are written as
-//! exact JSON numbers (`20`, `0.0165`), never through floats; timestamps as
-//! RFC 3339. The only module of the binary that knows output shapes.
+//! Rendering core values: the one place that knows their JSON shapes, for
+//! the HTTP answers and the CLI's `--json` alike (a job, a balance, a key,
+//! a token grant, an error's machine part, ...), and the CLI's text for
+//! people. Where the HTTP layer and the CLI show the same thing they use
+//! the same view here. Credits are written as exact JSON numbers (`20`,
+//! `0.0165`), never through floats; timestamps as RFC 3339. The envelope
+//! around an HTTP answer is `http::status`'s.
 
 use creditgate::clock::format_rfc3339;
+use creditgate::identity::{AccessGrant, Agent, AgentRegistration, CreatedAgentKey, TokenGrant};
 use creditgate::money::to_credits;
 use creditgate::pricing::versions::PriceVersionInfo;
-use creditgate::pricing::Estimate;
+use creditgate::pricing::{Estimate, Listing};
 use creditgate::{
-    Account, Balance, Error, Gate, HistoryPage, Job, Transfer, TransferKind, VerifyReport,
+    Account, Balance, Error, Gate, HistoryPage, Job, Submitted, Transfer, TransferKind,
+    VerifyReport,
 };
 use serde_json::{json, Number, Value};
 
@@ -30,14 +36,21 @@ pub fn account(account: &Account) -> Value {
     })
 }
 
-/// A balance: available, pending and posted credits.
-pub fn balance(account_id: &str, balance: &Balance) -> Value {
+/// A balance: available, pending and posted credits. The HTTP answer adds
+/// `currency`, the CLI the `account_id`.
+pub fn balance(balance: &Balance) -> Value {
     json!({
-        "account_id": account_id,
         "available": credits(balance.available),
         "pending": credits(balance.pending),
         "posted": credits(balance.posted),
     })
+}
+
+/// An account's balance, as the CLI shows it.
+pub fn account_balance(account_id: &str, balance: &Balance) -> Value {
+    let mut view = self::balance(balance);
+    view["account_id"] = json!(account_id);
+    view
 }
 
 /// A transfer.
@@ -71,7 +84,7 @@ pub fn lines_or(lines: impl Iterator<Item = String>, empty: &str) -> String {
 /// How a transfer moved an account's credits, for people: `in` (a grant
 /// or refund), `held` (reserved for a job), `out` (a capture: charged),
 /// `released` (a hold voided or expired; the credits are available again).
-pub fn direction(kind: TransferKind) -> &'static str {
+fn direction(kind: TransferKind) -> &'static str {
     match kind {
         TransferKind::Grant | TransferKind::Refund => "in",
         TransferKind::Hold => "held",
@@ -164,36 +177,164 @@ pub fn estimate(estimate: &Estimate) -> Value {
     serde_json::to_value(estimate).unwrap_or_else(|_| json!({}))
 }
 
-/// A job as operators see it (the CLI): everything but the output token.
-pub fn job(gate: &Gate, job: &Job) -> Value {
-    let estimate: Value = serde_json::from_str(&job.estimate).unwrap_or(Value::Null);
-    json!({
-        "id": job.id,
-        "task_id": job.id,
-        "account_id": job.account_id,
+/// Who a job is shown to.
+#[derive(Clone, Copy)]
+pub enum JobReader<'a> {
+    /// The agent that submitted it (`POST /v1/generate`, its poll and
+    /// cancel; reference 001's poll shape): `charged` is 0 until charged.
+    Owner,
+    /// An operator (`creditgate jobs`): also the account, the hold, the
+    /// provider's bookkeeping and the deadline, never the output token;
+    /// `charged` is null until charged.
+    Operator(&'a Gate),
+}
+
+/// A job, as `reader` sees it.
+pub fn job(job: &Job, reader: JobReader<'_>) -> Value {
+    let mut view = json!({
         "request_id": job.request_id,
-        "status": job.status.as_str(),
-        "product": job.product,
-        "model": job.model,
-        "price_version": job.price_version,
-        "estimate": estimate,
-        "credits": credits(job.estimate_micros),
-        "charged": job.charged_micros.map(credits),
-        "hold_id": job.hold_id,
-        "usage_event_id": job.usage_event_id,
-        "provider": job.provider,
+        "task_id": job.id,
         "provider_task_id": job.provider_task_id,
-        "submit_attempts": job.submit_attempts,
-        "polls": job.polls,
+        "status": job.status.as_str(),
+        "model": job.model,
+        "product": job.product,
         "outputs": job.outputs.iter().map(|o| json!({"url": o.url, "mime": o.mime})).collect::<Vec<_>>(),
-        "output_url_base": gate.output_url_base(job),
         "seed": job.seed,
+        "credits": credits(job.estimate_micros),
+        "price_version": job.price_version,
+        "usage_event_id": job.usage_event_id,
         "error": job.error_code.as_ref().map(|code| json!({"code": code, "message": job.error_message})),
-        "deadline": format_rfc3339(job.deadline),
         "created_at": format_rfc3339(job.created_at),
-        "updated_at": format_rfc3339(job.updated_at),
         "finished_at": job.finished_at.map(format_rfc3339),
+    });
+    match reader {
+        JobReader::Owner => view["charged"] = credits(job.charged_micros.unwrap_or(0)),
+        JobReader::Operator(gate) => {
+            let estimate: Value = serde_json::from_str(&job.estimate).unwrap_or(Value::Null);
+            for (name, value) in [
+                ("id", json!(job.id)),
+                ("account_id", json!(job.account_id)),
+                ("estimate", estimate),
+                ("charged", json!(job.charged_micros.map(credits))),
+                ("hold_id", json!(job.hold_id)),
+                ("provider", json!(job.provider)),
+                ("submit_attempts", json!(job.submit_attempts)),
+                ("polls", json!(job.polls)),
+                ("output_url_base", json!(gate.output_url_base(job))),
+                ("deadline", json!(format_rfc3339(job.deadline))),
+                ("updated_at", json!(format_rfc3339(job.updated_at))),
+            ] {
+                view[name] = value;
+            }
+        }
+    }
+    view
+}
+
+/// A submission's answer: the owner's view of its job and whether it
+/// replayed an earlier one.
+pub fn submitted(submitted: &Submitted) -> Value {
+    let mut view = job(&submitted.job, JobReader::Owner);
+    view["replayed"] = json!(submitted.replayed);
+    view
+}
+
+/// The models listing (`GET /v1/models/list`): the core's serialised
+/// [`Listing`], each model with `credits`, the price of its default
+/// request, as the reference's tables list it.
+pub fn models(listing: &Listing) -> Value {
+    let mut view = serde_json::to_value(listing).unwrap_or(Value::Null);
+    if let Some(models) = view["models"].as_array_mut() {
+        for model in models {
+            model["credits"] = model["default_credits"].clone();
+        }
+    }
+    view
+}
+
+/// An agent's registration: its id and the code its owner binds (shown
+/// once), until when.
+pub fn registration(registration: &AgentRegistration) -> Value {
+    json!({
+        "agent_id": registration.agent_id,
+        "registration_code": registration.registration_code,
+        "expires_at": format_rfc3339(registration.expires_at),
     })
+}
+
+/// A bound agent: its account and the scopes its keys may carry.
+pub fn agent(agent: &Agent) -> Value {
+    json!({
+        "agent_id": agent.id,
+        "account_id": agent.account_id,
+        "allowed_scopes": agent.allowed_scopes,
+    })
+}
+
+/// A key an agent created: its secret, shown once.
+pub fn created_agent_key(created: &CreatedAgentKey) -> Value {
+    json!({
+        "key_id": created.key_id,
+        "api_key": created.api_key,
+        "scopes": created.scopes,
+        "expires_at": created.expires_at.map(format_rfc3339),
+    })
+}
+
+/// A token grant as an agent receives it: the access token (`Bearer`, for
+/// `expires_in` seconds), who it acts as and for, its scopes, and the
+/// refresh token where one was issued (the agent flow; the Moltbook
+/// exchange issues none).
+pub fn token(access: &AccessGrant) -> Value {
+    token_view(TokenView {
+        access_token: &access.access_token,
+        token_type: access.token_type,
+        expires_in: access.expires_in,
+        refresh_token: None,
+        agent_id: &access.agent_id,
+        account_id: &access.account_id,
+        scopes: &access.scopes,
+    })
+}
+
+/// [`token`] of the agent flow's grant, with its refresh token.
+pub fn token_with_refresh(grant: &TokenGrant) -> Value {
+    token_view(TokenView {
+        access_token: &grant.access_token,
+        token_type: grant.token_type,
+        expires_in: grant.expires_in,
+        refresh_token: Some(&grant.refresh_token),
+        agent_id: &grant.agent_id,
+        account_id: &grant.account_id,
+        scopes: &grant.scopes,
+    })
+}
+
+/// The fields of a token grant, whichever flow issued it.
+struct TokenView<'a> {
+    access_token: &'a str,
+    token_type: &'a str,
+    expires_in: u64,
+    refresh_token: Option<&'a str>,
+    agent_id: &'a str,
+    account_id: &'a str,
+    scopes: &'a [String],
+}
+
+/// The one shape of a token grant.
+fn token_view(grant: TokenView<'_>) -> Value {
+    let mut view = json!({
+        "access_token": grant.access_token,
+        "token_type": grant.token_type,
+        "expires_in": grant.expires_in,
+        "agent_id": grant.agent_id,
+        "account_id": grant.account_id,
+        "scopes": grant.scopes,
+    });
+    if let Some(refresh_token) = grant.refresh_token {
+        view["refresh_token"] = json!(refresh_token);
+    }
+    view
 }
 
 /// An API key, without its secret.
@@ -211,6 +352,11 @@ pub fn key(key: &creditgate::ApiKeyInfo) -> Value {
     })
 }
 
+/// A list of API keys, without their secrets: `{"keys": [...]}`.
+pub fn keys(keys: &[creditgate::ApiKeyInfo]) -> Value {
+    json!({ "keys": keys.iter().map(key).collect::<Vec<_>>() })
+}
+
 /// A verification report.
 pub fn verify_report(report: &VerifyReport) -> Value {
     json!({
@@ -225,6 +371,36 @@ pub fn verify_report(report: &VerifyReport) -> Value {
         })).collect::<Vec<_>>(),
         "violations_omitted": report.violations_omitted,
     })
+}
+
+/// A verification report for people: one line when the ledger is sound;
+/// else what failed (a damaged file, or the count of violations) and one
+/// line per violation.
+pub fn verify_text(report: &VerifyReport) -> String {
+    let summary = format!(
+        "{} transfers, {} ledger accounts, {} open holds",
+        report.transfers, report.accounts, report.open_holds
+    );
+    if report.is_ok() {
+        return format!("ledger ok: {summary}");
+    }
+    let problems = report.violations.len() + report.violations_omitted;
+    let headline = if report.damaged {
+        format!(
+            "ledger verify FAILED: the database file is damaged ({problems} problem(s) found by SQLite's integrity check); the ledger was not checked. Restore the last copy made with `creditgate backup`."
+        )
+    } else {
+        format!("ledger verify FAILED: {problems} violation(s) in {summary}")
+    };
+    std::iter::once(headline)
+        .chain(
+            report
+                .violations
+                .iter()
+                .map(|v| format!("  {}: {}", v.check, v.detail)),
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// A core error as `{error, message}` plus the fields an agent needs to act.
@@ -290,4 +466,71 @@ pub fn error_data(err: &Error) -> Value {
         _ => {}
     }
     body
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::http::test_support;
+
+    fn keys(view: &Value) -> BTreeSet<&str> {
+        view.as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// One job view, two readers: the owner's poll shape and the operator's
+    /// listing, each with exactly the fields it had when they were two
+    /// functions, and `charged` 0 for the owner, null for the operator,
+    /// until the job is charged.
+    #[test]
+    fn the_owner_and_the_operator_each_see_their_job_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gate = test_support::gate(dir.path(), "render.db");
+        let account = test_support::account(&gate, "a");
+        gate.grant("seed", &account, 100.into(), "").expect("grant");
+        let body = json!({"request_id": "r1", "model": "z-image", "prompt": "x"});
+        let answer = gate.submit(&account, &body).expect("submit");
+        let owner = job(&answer.job, JobReader::Owner);
+        let shared = [
+            "request_id",
+            "task_id",
+            "provider_task_id",
+            "status",
+            "model",
+            "product",
+            "outputs",
+            "seed",
+            "credits",
+            "charged",
+            "price_version",
+            "usage_event_id",
+            "error",
+            "created_at",
+            "finished_at",
+        ];
+        assert_eq!(keys(&owner), BTreeSet::from(shared));
+        assert_eq!(owner["charged"], json!(0));
+        let operator = job(&answer.job, JobReader::Operator(&gate));
+        let mut all = BTreeSet::from(shared);
+        all.extend([
+            "id",
+            "account_id",
+            "estimate",
+            "hold_id",
+            "provider",
+            "submit_attempts",
+            "polls",
+            "output_url_base",
+            "deadline",
+            "updated_at",
+        ]);
+        assert_eq!(keys(&operator), all);
+        assert_eq!(operator["charged"], Value::Null);
+        assert_eq!(submitted(&answer)["replayed"], json!(false));
+    }
 }

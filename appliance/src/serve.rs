@@ -20,8 +20,8 @@ use creditgate::{
 };
 use rust_decimal::Decimal;
 
+use crate::http::request::State;
 use crate::http::server::{self, ServerConfig};
-use crate::http::State;
 
 /// The catalog a fresh database gets.
 pub const SHIPPED_CATALOG: &str = include_str!("../../fixtures/catalogs/rynjer.json");

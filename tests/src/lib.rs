@@ -78,6 +78,12 @@ impl Sandbox {
         run.json
     }
 
+    /// How many items the list `field` of a successful command's JSON holds
+    /// (`None` when it is not a list).
+    pub fn count(&self, args: &[&str], field: &str) -> Option<usize> {
+        self.ok(args)[field].as_array().map(Vec::len)
+    }
+
     /// Creates an account and returns its id.
     pub fn account(&self, name: &str) -> String {
         let created = self.ok(&["accounts", "create", "--name", name]);

@@ -408,13 +408,22 @@ mod tests {
     use crate::http::status::status_for;
     use creditgate::error::{ErrorCode, ERROR_CODES};
 
+    /// The one check of the document against the route table, both ways:
+    /// every route is documented exactly when it is on (the Moltbook
+    /// exchange only with a verifier), every documented operation is
+    /// routed and says what it answers, and every `$ref` resolves.
     #[test]
     fn the_document_and_the_router_agree_exactly() {
-        for moltbook in [true, false] {
-            let live = Live {
-                catalogs: Vec::new(),
-                moltbook,
-            };
+        let shipped = Arc::new(
+            creditgate::pricing::parse_catalog(crate::serve::SHIPPED_CATALOG).expect("catalog"),
+        );
+        for (moltbook, catalogs) in [
+            (true, Vec::new()),
+            (false, Vec::new()),
+            (true, vec![(shipped.clone(), true)]),
+            (false, vec![(shipped.clone(), true)]),
+        ] {
+            let live = Live { catalogs, moltbook };
             let doc = openapi("http://example.test", &live);
             let paths = doc["paths"].as_object().expect("paths");
             for route in ROUTES {
@@ -431,12 +440,18 @@ mod tests {
                 );
             }
             for (path, item) in paths {
-                for method in item.as_object().expect("path item").keys() {
+                for (method, operation) in item.as_object().expect("path item") {
                     assert!(
                         ROUTES
                             .iter()
                             .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
                         "{method} {path} is documented but not routed"
+                    );
+                    assert!(
+                        operation["responses"]
+                            .as_object()
+                            .is_some_and(|r| !r.is_empty()),
+                        "{method} {path} has responses"
                     );
                 }
             }

@@ -1,202 +1,80 @@
-//! Route handlers: each parses its input, calls one `Gate` method and
-//! renders the v1 envelope. No business rule lives here: scopes, ownership,
-//! prices and idempotency are the core's.
+//! Route handlers: each parses its input from the [`Call`], calls one
+//! `Gate` method and renders the answer with the crate's `render` views in
+//! the v1 envelope (`status`). No business rule lives here: scopes,
+//! ownership, prices and idempotency are the core's. Handlers never name
+//! the router; the router names them.
 
-use creditgate::clock::format_rfc3339;
-use creditgate::identity::Principal;
-use creditgate::{Error, ExchangeOutcome, Job};
+use creditgate::identity::external::MOLTBOOK_PROVIDER;
+use creditgate::{Error, ExchangeOutcome, Gate};
 use serde_json::{json, Value};
 
-use super::router::Params;
-use super::status::{self, credits, ok};
-use super::{docs, Request, Response, State, JSON_DEPTH_MAX};
+use super::docs;
+use super::request::{required_str, Call};
+use super::response::Response;
+use super::status::{self, agent_ok, ok};
+use crate::render::{self, JobReader};
 
-type Handled = Result<Response, Error>;
-
-/// The principal of a bearer route (the router guarantees one).
-fn caller(principal: Option<&Principal>) -> Result<&Principal, Error> {
-    principal.ok_or(Error::Unauthorized {
-        reason: "a credential is required",
-    })
-}
-
-fn param<'a>(params: &'a Params, name: &str) -> &'a str {
-    params
-        .iter()
-        .find(|(key, _)| *key == name)
-        .map_or("", |(_, value)| value.as_str())
-}
-
-/// Parses a JSON body: required, UTF-8, nested at most [`JSON_DEPTH_MAX`]
-/// deep. Every refusal is `invalid_request` naming `body`.
-pub fn json_body(request: &Request) -> Result<Value, Error> {
-    let invalid = |message: String| Error::InvalidRequest {
-        field: "body".into(),
-        message,
-    };
-    if request.body.iter().all(u8::is_ascii_whitespace) {
-        return Err(invalid("a JSON object is required".into()));
-    }
-    if nesting_depth(&request.body) > JSON_DEPTH_MAX {
-        return Err(invalid(format!(
-            "JSON nests deeper than {JSON_DEPTH_MAX} levels"
-        )));
-    }
-    serde_json::from_slice(&request.body)
-        .map_err(|err| invalid(format!("is not valid JSON: {err}")))
-}
-
-/// The deepest nesting of arrays and objects in a JSON text (strings
-/// skipped), computed without parsing so hostile input costs one pass.
-fn nesting_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-/// The string member `field` of a JSON body, or `invalid_request` naming it.
-fn required_str<'a>(body: &'a Value, field: &str) -> Result<&'a str, Error> {
-    body[field].as_str().ok_or_else(|| Error::InvalidRequest {
-        field: field.to_owned(),
-        message: "is required (a string)".into(),
-    })
-}
-
-/// A job as its owner polls it (reference 001's poll shape).
-pub fn job_view(job: &Job) -> Value {
-    json!({
-        "request_id": job.request_id,
-        "task_id": job.id,
-        "provider_task_id": job.provider_task_id,
-        "status": job.status.as_str(),
-        "model": job.model,
-        "product": job.product,
-        "outputs": job.outputs.iter().map(|o| json!({"url": o.url, "mime": o.mime})).collect::<Vec<_>>(),
-        "seed": job.seed,
-        "credits": credits(job.estimate_micros),
-        "charged": credits(job.charged_micros.unwrap_or(0)),
-        "price_version": job.price_version,
-        "usage_event_id": job.usage_event_id,
-        "error": job.error_code.as_ref().map(|code| json!({"code": code, "message": job.error_message})),
-        "created_at": format_rfc3339(job.created_at),
-        "finished_at": job.finished_at.map(format_rfc3339),
-    })
-}
+/// What a handler answers.
+pub type Handled = Result<Response, Error>;
 
 /// `POST /v1/generate`.
-pub fn generate(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    principal: Option<&Principal>,
-) -> Handled {
-    let body = json_body(request)?;
-    let submitted = state.gate.submit_for(caller(principal)?, &body)?;
-    let mut data = job_view(&submitted.job);
-    data["replayed"] = json!(submitted.replayed);
-    Ok(ok(data))
+pub fn generate(call: &Call) -> Handled {
+    let body = call.request.json_body()?;
+    let submitted = call.gate().submit_for(call.caller()?, &body)?;
+    Ok(ok(render::submitted(&submitted)))
 }
 
 /// `GET /v1/generate/{request_id}`.
-pub fn poll(state: &State, _: &Request, params: &Params, principal: Option<&Principal>) -> Handled {
-    let job = state
-        .gate
-        .job_for(&caller(principal)?.account_id, param(params, "request_id"))?;
-    Ok(ok(job_view(&job)))
+pub fn poll(call: &Call) -> Handled {
+    let account = &call.caller()?.account_id;
+    let job = call.gate().job_for(account, call.param("request_id"))?;
+    Ok(ok(render::job(&job, JobReader::Owner)))
 }
 
 /// `POST /v1/generate/{request_id}/cancel`.
-pub fn cancel(
-    state: &State,
-    _: &Request,
-    params: &Params,
-    principal: Option<&Principal>,
-) -> Handled {
-    let job = state
-        .gate
-        .cancel(&caller(principal)?.account_id, param(params, "request_id"))?;
-    Ok(ok(job_view(&job)))
+pub fn cancel(call: &Call) -> Handled {
+    let account = &call.caller()?.account_id;
+    let job = call.gate().cancel(account, call.param("request_id"))?;
+    Ok(ok(render::job(&job, JobReader::Owner)))
 }
 
 /// `GET /v1/credits/balance`.
-pub fn balance(state: &State, _: &Request, _: &Params, principal: Option<&Principal>) -> Handled {
-    let principal = caller(principal)?;
-    let balance = state.gate.balance(&principal.account_id)?;
-    Ok(ok(json!({
-        "currency": "credits",
-        "available": credits(balance.available),
-        "pending": credits(balance.pending),
-        "posted": credits(balance.posted),
-    })))
+pub fn balance(call: &Call) -> Handled {
+    let balance = call.gate().balance(&call.caller()?.account_id)?;
+    let mut data = render::balance(&balance);
+    data["currency"] = json!("credits");
+    Ok(ok(data))
 }
 
 /// `POST /v1/credits/estimate`.
-pub fn estimate(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    principal: Option<&Principal>,
-) -> Handled {
-    caller(principal)?;
-    let estimate = state.gate.estimate_body(&json_body(request)?)?;
-    Ok(ok(crate::render::estimate(&estimate)))
+pub fn estimate(call: &Call) -> Handled {
+    call.caller()?;
+    let estimate = call.gate().estimate_body(&call.request.json_body()?)?;
+    Ok(ok(render::estimate(&estimate)))
 }
 
 /// `GET /v1/models/list` (optionally `?price_version=`).
-pub fn models(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    principal: Option<&Principal>,
-) -> Handled {
-    caller(principal)?;
-    let version = request
-        .query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("price_version="));
-    let listing = state.gate.models(version)?;
-    let mut data = serde_json::to_value(&listing).unwrap_or(Value::Null);
-    if let Some(models) = data["models"].as_array_mut() {
-        for model in models {
-            // `credits` is the price of the default request, as the
-            // reference's tables list it.
-            model["credits"] = model["default_credits"].clone();
-        }
-    }
-    Ok(ok(data))
+pub fn models(call: &Call) -> Handled {
+    call.caller()?;
+    let listing = call
+        .gate()
+        .models(call.request.query_param("price_version"))?;
+    Ok(ok(render::models(&listing)))
 }
 
 /// `GET /v1/files/{job_id}/{token}/{index}/{name}`: an output, through its
 /// unguessable URL.
-pub fn file(state: &State, _: &Request, params: &Params, _: Option<&Principal>) -> Handled {
-    let index = param(params, "index")
+pub fn file(call: &Call) -> Handled {
+    let index = call
+        .param("index")
         .parse::<usize>()
         .map_err(|_| Error::NotFound {
             what: "output",
-            id: param(params, "index").to_owned(),
+            id: call.param("index").to_owned(),
         })?;
-    let file = state
-        .gate
-        .output_file(param(params, "job_id"), param(params, "token"), index)?;
+    let file = call
+        .gate()
+        .output_file(call.param("job_id"), call.param("token"), index)?;
     let mut response = Response::bytes(200, file.mime, file.bytes.to_vec());
     response
         .headers
@@ -204,44 +82,22 @@ pub fn file(state: &State, _: &Request, params: &Params, _: Option<&Principal>) 
     Ok(response)
 }
 
-/// The envelope of the agent identity routes (`success` plus `data`, as
-/// reference 001 shows them, with the v1 `code` for uniformity).
-fn agent_ok(data: Value) -> Response {
-    Response::json(
-        200,
-        &json!({ "success": true, "code": 0, "message": "ok", "data": data }),
-    )
-}
-
 /// `POST /api/v1/agents/register`.
-pub fn agent_register(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    _: Option<&Principal>,
-) -> Handled {
-    let body = json_body(request)?;
-    let registration = state
-        .gate
-        .register_agent(&request.method, &request.path, &body)?;
-    Ok(agent_ok(json!({
-        "agent_id": registration.agent_id,
-        "registration_code": registration.registration_code,
-        "expires_at": format_rfc3339(registration.expires_at),
-    })))
+pub fn agent_register(call: &Call) -> Handled {
+    let registration = call.signed(Gate::register_agent)?;
+    Ok(agent_ok(render::registration(&registration)))
 }
 
 /// `POST /api/v1/agents/bind` (admin): the owner binds a registration code
 /// to the caller's account.
-pub fn agent_bind(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    principal: Option<&Principal>,
-) -> Handled {
-    let principal = caller(principal)?;
-    let body = json_body(request)?;
+pub fn agent_bind(call: &Call) -> Handled {
+    let principal = call.caller()?;
+    let body = call.request.json_body()?;
     let code = required_str(&body, "registration_code")?;
+    let not_strings = || Error::InvalidRequest {
+        field: "allowed_scopes".into(),
+        message: "must be an array of strings".into(),
+    };
     let scopes = match &body["allowed_scopes"] {
         Value::Null => None,
         Value::Array(items) => Some(
@@ -249,199 +105,90 @@ pub fn agent_bind(
                 .iter()
                 .map(|s| s.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or(Error::InvalidRequest {
-                    field: "allowed_scopes".into(),
-                    message: "must be an array of strings".into(),
-                })?,
+                .ok_or_else(not_strings)?,
         ),
-        _ => {
-            return Err(Error::InvalidRequest {
-                field: "allowed_scopes".into(),
-                message: "must be an array of strings".into(),
-            })
-        }
+        _ => return Err(not_strings()),
     };
-    let agent = state.gate.bind_agent_as(principal, code, scopes)?;
-    Ok(agent_ok(json!({
-        "agent_id": agent.id,
-        "account_id": agent.account_id,
-        "allowed_scopes": agent.allowed_scopes,
-    })))
+    let agent = call.gate().bind_agent_as(principal, code, scopes)?;
+    Ok(agent_ok(render::agent(&agent)))
 }
 
 /// `POST /api/v1/agents/keys/create` (signed).
-pub fn agent_key_create(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    _: Option<&Principal>,
-) -> Handled {
-    let body = json_body(request)?;
-    let created = state
-        .gate
-        .agent_create_key(&request.method, &request.path, &body)?;
-    Ok(agent_ok(json!({
-        "key_id": created.key_id,
-        "api_key": created.api_key,
-        "scopes": created.scopes,
-        "expires_at": created.expires_at.map(format_rfc3339),
-    })))
+pub fn agent_key_create(call: &Call) -> Handled {
+    let created = call.signed(Gate::agent_create_key)?;
+    Ok(agent_ok(render::created_agent_key(&created)))
 }
 
 /// `POST /api/v1/agents/keys/list` (signed).
-pub fn agent_keys_list(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    _: Option<&Principal>,
-) -> Handled {
-    let body = json_body(request)?;
-    let keys = state
-        .gate
-        .agent_list_keys(&request.method, &request.path, &body)?;
-    Ok(agent_ok(
-        json!({ "keys": keys.iter().map(crate::render::key).collect::<Vec<_>>() }),
-    ))
+pub fn agent_keys_list(call: &Call) -> Handled {
+    let keys = call.signed(Gate::agent_list_keys)?;
+    Ok(agent_ok(render::keys(&keys)))
 }
 
 /// `POST /api/v1/agents/keys/revoke` (signed).
-pub fn agent_key_revoke(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    _: Option<&Principal>,
-) -> Handled {
-    let body = json_body(request)?;
-    let key = state
-        .gate
-        .agent_revoke_key(&request.method, &request.path, &body)?;
-    Ok(agent_ok(crate::render::key(&key)))
-}
-
-fn token_view(grant: &creditgate::identity::TokenGrant) -> Value {
-    json!({
-        "access_token": grant.access_token,
-        "token_type": "Bearer",
-        "expires_in": grant.expires_in,
-        "refresh_token": grant.refresh_token,
-        "agent_id": grant.agent_id,
-        "account_id": grant.account_id,
-        "scopes": grant.scopes,
-    })
+pub fn agent_key_revoke(call: &Call) -> Handled {
+    let key = call.signed(Gate::agent_revoke_key)?;
+    Ok(agent_ok(render::key(&key)))
 }
 
 /// `POST /api/v1/agents/auth/token` (bearer: the agent's API key; signed).
-pub fn agent_token(state: &State, request: &Request, _: &Params, _: Option<&Principal>) -> Handled {
-    let key = super::router::bearer(request)?;
-    let body = json_body(request)?;
-    let grant = state
-        .gate
-        .issue_token(key, &request.method, &request.path, &body)?;
-    Ok(ok(token_view(&grant)))
+pub fn agent_token(call: &Call) -> Handled {
+    let key = call.request.bearer()?;
+    let grant =
+        call.signed(|gate, method, path, body| gate.issue_token(key, method, path, body))?;
+    Ok(ok(render::token_with_refresh(&grant)))
 }
 
 /// `POST /api/v1/agents/auth/refresh`.
-pub fn agent_refresh(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    _: Option<&Principal>,
-) -> Handled {
-    let body = json_body(request)?;
-    let token = required_str(&body, "refresh_token")?;
-    let grant = state.gate.refresh_token(token)?;
-    Ok(ok(token_view(&grant)))
-}
-
-/// The header a Moltbook agent presents its identity token in (lowercase,
-/// as [`Request::header`] looks headers up).
-pub const MOLTBOOK_IDENTITY_HEADER: &str = "x-moltbook-identity";
-
-/// The identity token of `POST /auth/moltbook/exchange`: the
-/// `X-Moltbook-Identity` header when it is present and not blank (the body
-/// is then not read at all), else `identity_token` of a JSON body. `None`
-/// when neither gives one (the core refuses it as `unauthorized`); a body
-/// that is not JSON, or an `identity_token` that is not a string, is
-/// `invalid_request`.
-pub fn identity_token(request: &Request) -> Result<Option<String>, Error> {
-    if let Some(token) = request
-        .header(MOLTBOOK_IDENTITY_HEADER)
-        .filter(|token| !token.trim().is_empty())
-    {
-        return Ok(Some(token.to_owned()));
-    }
-    if request.body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    match &json_body(request)?["identity_token"] {
-        Value::Null => Ok(None),
-        Value::String(token) => Ok(Some(token.clone())),
-        _ => Err(Error::InvalidRequest {
-            field: "identity_token".into(),
-            message: "must be a string".into(),
-        }),
-    }
+pub fn agent_refresh(call: &Call) -> Handled {
+    let body = call.request.json_body()?;
+    let grant = call
+        .gate()
+        .refresh_token(required_str(&body, "refresh_token")?)?;
+    Ok(ok(render::token_with_refresh(&grant)))
 }
 
 /// `POST /auth/moltbook/exchange`: a Moltbook identity token for a
 /// 15-minute access token. An agent not yet bound (and no default account
 /// configured) gets 403 `agent_not_bound` with a `registration_code` for
 /// its owner to bind.
-pub fn moltbook_exchange(
-    state: &State,
-    request: &Request,
-    _: &Params,
-    _: Option<&Principal>,
-) -> Handled {
-    let token = identity_token(request)?;
-    match state
-        .gate
+pub fn moltbook_exchange(call: &Call) -> Handled {
+    let token = call.request.identity_token()?;
+    match call
+        .gate()
         .moltbook_exchange(token.as_deref().unwrap_or(""))?
     {
-        ExchangeOutcome::Granted(grant) => Ok(ok(json!({
-            "access_token": grant.access_token,
-            "token_type": grant.token_type,
-            "expires_in": grant.expires_in,
-            "agent_id": grant.agent_id,
-            "account_id": grant.account_id,
-            "scopes": grant.scopes,
-        }))),
-        ExchangeOutcome::NotBound(registration) => Ok(status::error_with(
-            &Error::AgentNotBound {
-                agent_id: registration.agent_id.clone(),
-            },
-            json!({
-                "registration_code": registration.registration_code,
-                "expires_at": format_rfc3339(registration.expires_at),
-                "hint": "ask your owner to bind the registration_code to their account \
-                         (creditgate agents bind CODE --account ID, or POST /api/v1/agents/bind \
-                         with an admin key), then exchange again",
-            }),
-        )),
+        ExchangeOutcome::Granted(grant) => Ok(ok(render::token(&grant))),
+        ExchangeOutcome::NotBound(registration) => {
+            let mut extra = render::registration(&registration);
+            extra["hint"] = json!(
+                "ask your owner to bind the registration_code to their account \
+                 (creditgate agents bind CODE --account ID, or POST /api/v1/agents/bind \
+                 with an admin key), then exchange again"
+            );
+            let refusal = Error::AgentNotBound {
+                agent_id: registration.agent_id,
+            };
+            Ok(status::error_with(&refusal, extra))
+        }
     }
 }
 
 /// `GET /agent/openapi.json`: the document as this instance is now (its
 /// honoured catalogs, the routes that are on).
-pub fn openapi(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
+pub fn openapi(call: &Call) -> Handled {
     let live = docs::Live {
-        catalogs: state.gate.honoured_catalogs()?,
-        moltbook: state
-            .gate
-            .identity_exchange_enabled(creditgate::identity::external::MOLTBOOK_PROVIDER),
+        catalogs: call.gate().honoured_catalogs()?,
+        moltbook: call.gate().identity_exchange_enabled(MOLTBOOK_PROVIDER),
     };
-    Ok(Response::json(
-        200,
-        &docs::openapi(&state.public_base_url, &live),
-    ))
+    let doc = docs::openapi(&call.state.public_base_url, &live);
+    Ok(Response::json(200, &doc))
 }
 
 /// `GET /llms.txt` and `GET /agent/llms.txt`.
-pub fn llms(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
-    let text = docs::llms_txt(
-        &state.public_base_url,
-        state.gate.active_price_version()?.as_deref(),
-    );
+pub fn llms(call: &Call) -> Handled {
+    let version = call.gate().active_price_version()?;
+    let text = docs::llms_txt(&call.state.public_base_url, version.as_deref());
     Ok(Response::bytes(
         200,
         "text/plain; charset=utf-8",
@@ -451,9 +198,9 @@ pub fn llms(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Ha
 
 /// `GET /healthz`: the database answers and the job workers are not
 /// failing (else 503 `workers_failing` with the reason).
-pub fn health(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> Handled {
-    state.gate.worker_health().check()?;
-    let version = state.gate.active_price_version()?;
+pub fn health(call: &Call) -> Handled {
+    call.gate().worker_health().check()?;
+    let version = call.gate().active_price_version()?;
     Ok(ok(json!({ "status": "ok", "price_version": version })))
 }
 
@@ -461,10 +208,10 @@ pub fn health(state: &State, _: &Request, _: &Params, _: Option<&Principal>) -> 
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use creditgate::identity::{IdentityVerifier, VerifiedIdentity};
-    use creditgate::{Gate, ManualClock, NewAccount, StoreOptions};
-
     use super::*;
+    use crate::http::request::{Request, State, MOLTBOOK_IDENTITY_HEADER};
+    use crate::http::test_support;
+    use creditgate::identity::{IdentityVerifier, VerifiedIdentity};
 
     /// A verifier that vouches for any token as the agent named by it, and
     /// remembers the tokens it was asked about.
@@ -502,32 +249,17 @@ mod tests {
                 .headers
                 .push((MOLTBOOK_IDENTITY_HEADER.into(), token.into()));
         }
-        let response = super::super::handle(state, &request);
-        let value = serde_json::from_slice(&response.body).expect("json");
-        (response.status, value)
+        test_support::answer(state, &request)
     }
 
     #[test]
     fn the_identity_header_wins_over_the_body() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let plain = Gate::open(
-            &StoreOptions::new(dir.path().join("h.db")),
-            Arc::new(ManualClock::new(1_790_000_000_000)),
-        )
-        .expect("open");
-        plain
-            .import_catalog(crate::serve::SHIPPED_CATALOG)
-            .expect("catalog");
-        let account = plain
-            .create_account(&NewAccount::named("pool"))
-            .expect("account")
-            .id;
+        let plain = test_support::gate(dir.path(), "h.db");
+        let account = test_support::account(&plain, "pool");
         let verifier = Arc::new(Vouching::default());
         let gate = plain.with_identity_verifier(verifier.clone(), Some(account.clone()));
-        let state = State {
-            gate: Arc::new(gate),
-            public_base_url: "http://127.0.0.1:8080".into(),
-        };
+        let state = test_support::state(gate);
         let asked = || verifier.asked.lock().expect("lock").clone();
 
         let body = r#"{"identity_token":"from-body"}"#;
@@ -564,26 +296,14 @@ mod tests {
     /// images, behind a state the socket-free `handle` serves.
     fn served() -> (tempfile::TempDir, State, String) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let gate = Gate::open(
-            &StoreOptions::new(dir.path().join("s.db")),
-            Arc::new(ManualClock::new(1_790_000_000_000)),
-        )
-        .expect("open");
-        gate.import_catalog(crate::serve::SHIPPED_CATALOG)
-            .expect("catalog");
-        let account = gate
-            .create_account(&NewAccount::named("agent"))
-            .expect("account")
-            .id;
+        let gate = test_support::gate(dir.path(), "s.db");
+        let account = test_support::account(&gate, "agent");
         gate.grant("seed", &account, 100_000.into(), "")
             .expect("grant");
         let (_, key) = gate
             .create_api_key(&account, "k", &["image".to_owned()], None)
             .expect("key");
-        let state = State {
-            gate: Arc::new(gate),
-            public_base_url: "http://127.0.0.1:8080".into(),
-        };
+        let state = test_support::state(gate);
         (dir, state, key)
     }
 
@@ -596,9 +316,7 @@ mod tests {
             request_id: "req-test".into(),
             ..Request::default()
         };
-        let response = super::super::handle(state, &request);
-        let value = serde_json::from_slice(&response.body).expect("json");
-        (response.status, value)
+        test_support::answer(state, &request)
     }
 
     #[test]
@@ -661,12 +379,5 @@ mod tests {
             .as_str()
             .unwrap_or("")
             .contains("jobs_due"));
-    }
-
-    #[test]
-    fn nesting_depth_skips_strings() {
-        assert_eq!(nesting_depth(br#"{"a":[1,{"b":"[[[["}]}"#), 3);
-        assert_eq!(nesting_depth(b"[[[[]]]]"), 4);
-        assert_eq!(nesting_depth(br#""\"[""#), 0);
     }
 }

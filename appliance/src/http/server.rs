@@ -19,7 +19,9 @@ use creditgate::clock::format_rfc3339;
 use creditgate::ids::random_id;
 use creditgate::{Clock, Error, SystemClock};
 
-use super::{handle, status, Request, Response, State, BODY_BYTES_MAX, REQUEST_ID_CHARS_MAX};
+use super::request::{Request, State};
+use super::response::Response;
+use super::{handle, status, BODY_BYTES_MAX, REQUEST_ID_CHARS_MAX};
 
 /// Handler threads, at most.
 pub const HTTP_THREADS_MAX: usize = 256;

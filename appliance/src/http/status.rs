@@ -9,11 +9,11 @@ use creditgate::error::{ErrorCode, ErrorKind};
 use creditgate::Error;
 use serde_json::{json, Value};
 
-use super::Response;
+use super::response::Response;
 
 /// The HTTP status of a kind of error. Exhaustive: a new kind does not
 /// compile until it has a status here.
-pub fn status_of_kind(kind: ErrorKind) -> u16 {
+fn status_of_kind(kind: ErrorKind) -> u16 {
     match kind {
         ErrorKind::Invalid => 400,
         ErrorKind::Unauthorized => 401,
@@ -78,6 +78,15 @@ pub fn ok(data: Value) -> Response {
     Response::json(200, &json!({ "code": 0, "message": "ok", "data": data }))
 }
 
+/// The envelope of the agent identity routes (`success` plus `data`, as
+/// reference 001 shows them, with the v1 `code` for uniformity).
+pub fn agent_ok(data: Value) -> Response {
+    Response::json(
+        200,
+        &json!({ "success": true, "code": 0, "message": "ok", "data": data }),
+    )
+}
+
 /// The error envelope of a core error, with the fields an agent needs to
 /// act on it (`field`, `required`/`available`/`suggestion`, ...).
 pub fn error(err: &Error) -> Response {
@@ -87,7 +96,6 @@ pub fn error(err: &Error) -> Response {
 /// The error envelope of a core error with `extra` fields merged into its
 /// `data` (for a refusal that carries something an `Error` may not hold,
 /// such as the registration code of an unbound Moltbook agent).
-/// [`error`] with extra `data` members (e.g. a registration code).
 pub fn error_with(err: &Error, extra: Value) -> Response {
     let status = status_for(err.error_code());
     let mut data = crate::render::error_data(err);
@@ -117,8 +125,6 @@ pub fn internal_error() -> Response {
                  "data": { "error": "internal" } }),
     )
 }
-
-pub use crate::render::credits;
 
 #[cfg(test)]
 mod tests {

@@ -142,17 +142,24 @@ pub(crate) enum Credential<'a> {
     AccessToken(&'a str),
 }
 
+/// The one parser of the bearer scheme: the credential of an
+/// `Authorization` value `Bearer <credential>` (scheme in any case, blanks
+/// around the credential ignored), or `None` when the value does not use
+/// the scheme or carries no credential. Shells that read the header use
+/// it; [`credential`] uses it to accept a whole header value too.
+pub fn bearer_credential(value: &str) -> Option<&str> {
+    let value = value.trim();
+    // `get` rather than slicing: the input is untrusted and byte 7 need not
+    // be a character boundary.
+    let (scheme, rest) = (value.get(..7)?, value.get(7..)?);
+    let credential = rest.trim_start();
+    (scheme.eq_ignore_ascii_case("bearer ") && !credential.is_empty()).then_some(credential)
+}
+
 /// Classifies a bearer credential: accepts the bare secret or a whole
 /// `Authorization` header value (`Bearer <secret>`).
 pub(crate) fn credential(bearer: &str) -> Result<Credential<'_>> {
-    let mut secret = bearer.trim();
-    // `get` rather than slicing: the input is untrusted and byte 7 need not
-    // be a character boundary.
-    if let (Some(scheme), Some(rest)) = (secret.get(..7), secret.get(7..)) {
-        if scheme.eq_ignore_ascii_case("bearer ") {
-            secret = rest.trim_start();
-        }
-    }
+    let secret = bearer_credential(bearer).unwrap_or_else(|| bearer.trim());
     if secret.is_empty() {
         return Err(Error::unauthorized("no credential"));
     }
