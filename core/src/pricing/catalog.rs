@@ -103,7 +103,7 @@ pub struct ModelSpec {
     /// The model id the provider knows it by.
     pub upstream_model: String,
     /// What one `base_price` buys.
-    pub unit: Unit,
+    pub unit: PriceUnit,
     /// Credits per unit for the default request.
     #[serde(with = "super::decimal_json")]
     pub base_price: Decimal,
@@ -126,7 +126,7 @@ pub struct ModelSpec {
 
 /// What one unit of a model's price buys, and so what multiplies it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Unit {
+pub enum PriceUnit {
     /// One output image: the `count` option multiplies the price.
     #[serde(rename = "image")]
     Image,
@@ -148,21 +148,21 @@ pub enum Unit {
     Tokens1k,
 }
 
-impl Unit {
+impl PriceUnit {
     /// The name used in the JSON format.
     pub fn as_str(self) -> &'static str {
         match self {
-            Unit::Image => "image",
-            Unit::Video => "video",
-            Unit::Second => "second",
-            Unit::Track => "track",
-            Unit::Request => "request",
-            Unit::Tokens1k => "1k_tokens",
+            PriceUnit::Image => "image",
+            PriceUnit::Video => "video",
+            PriceUnit::Second => "second",
+            PriceUnit::Track => "track",
+            PriceUnit::Request => "request",
+            PriceUnit::Tokens1k => "1k_tokens",
         }
     }
 }
 
-impl fmt::Display for Unit {
+impl fmt::Display for PriceUnit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -599,7 +599,7 @@ fn locate_in_model(value: &Value, path: &str) -> Option<CatalogError> {
         ],
     };
     let located = locate_in_object(value, path, &shape, |key, item, path| match key {
-        "unit" => at(path, check::<Unit>(item)),
+        "unit" => at(path, check::<PriceUnit>(item)),
         "base_price" => at(path, check_decimal(item)),
         "input_images" => at(path, check::<InputImages>(item)),
         "input_schema" => at(path, check::<Map<String, Value>>(item)),
@@ -830,7 +830,7 @@ fn validate_model(spec: &ModelSpec, path: &str) -> Result<(), CatalogError> {
     for (name, option) in &spec.options {
         validate_option(*name, option, &format!("{path}.options.{name}"))?;
     }
-    if spec.options.contains_key(&OptionName::Count) && spec.unit != Unit::Image {
+    if spec.options.contains_key(&OptionName::Count) && spec.unit != PriceUnit::Image {
         return Err(CatalogError::new(
             field("options.count"),
             format!(
@@ -839,7 +839,7 @@ fn validate_model(spec: &ModelSpec, path: &str) -> Result<(), CatalogError> {
             ),
         ));
     }
-    if spec.unit == Unit::Second && !spec.options.contains_key(&OptionName::Duration) {
+    if spec.unit == PriceUnit::Second && !spec.options.contains_key(&OptionName::Duration) {
         return Err(CatalogError::new(
             field("options"),
             "a model priced per `second` needs a `duration` option",
@@ -1286,7 +1286,7 @@ mod tests {
     fn base_catalog_parses_into_typed_rules() {
         let catalog = check_ok(&[]);
         let spec = catalog.model("img").expect("listed");
-        assert_eq!(spec.unit, Unit::Image);
+        assert_eq!(spec.unit, PriceUnit::Image);
         assert_eq!(
             spec.price_rules,
             vec![

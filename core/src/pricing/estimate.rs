@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::catalog::{
-    Catalog, InputImages, ModelSpec, OptionName, OptionSpec, OptionValue, PriceRule, RuleCondition,
-    RuleEffect, Unit, MODEL_ID_CHARS_MAX,
+    Catalog, InputImages, ModelSpec, OptionName, OptionSpec, OptionValue, PriceRule, PriceUnit,
+    RuleCondition, RuleEffect, MODEL_ID_CHARS_MAX,
 };
 use super::round_credits;
 use crate::error::ErrorCode;
@@ -29,7 +29,7 @@ pub const CLOSE_MATCHES_MAX: usize = 3;
 /// against the model's allowed values; one left out takes the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Units {
+pub struct RequestedUnits {
     /// How many outputs (multiplies `image` models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -44,7 +44,7 @@ pub struct Units {
     pub aspect_ratio: Option<String>,
 }
 
-impl Units {
+impl RequestedUnits {
     /// The value the request set for `option`, if any.
     pub fn get(&self, option: OptionName) -> Option<OptionValue> {
         match option {
@@ -72,7 +72,7 @@ pub struct EstimateRequest {
     pub model: String,
     /// The options.
     #[serde(default)]
-    pub units: Units,
+    pub units: RequestedUnits,
     /// Input images; their number is checked against the model's
     /// `input_images`, and some models price image-to-video differently.
     #[serde(default)]
@@ -82,7 +82,7 @@ pub struct EstimateRequest {
 /// The options an estimate priced: the request's values with the model's
 /// defaults filled in; an option the model does not offer stays `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolvedUnits {
+pub struct BilledUnits {
     /// The count priced, if the model offers `count`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -153,7 +153,7 @@ pub struct Estimate {
     /// Every step from the base price to the rounded total.
     pub breakdown: Vec<BreakdownLine>,
     /// The options priced, defaults filled in.
-    pub units: ResolvedUnits,
+    pub units: BilledUnits,
     /// How many input images were priced.
     pub input_images: u32,
 }
@@ -348,7 +348,7 @@ fn price_request(
         credits,
         micros,
         breakdown,
-        units: resolved_units(&chosen),
+        units: billed_units(&chosen),
         input_images,
     })
 }
@@ -356,7 +356,7 @@ fn price_request(
 /// Checks each requested option against the model's and fills in defaults.
 fn resolve_options(
     spec: &ModelSpec,
-    units: &Units,
+    units: &RequestedUnits,
 ) -> Result<BTreeMap<OptionName, OptionValue>, EstimateError> {
     let mut chosen = BTreeMap::new();
     for name in OptionName::ALL {
@@ -380,7 +380,7 @@ fn resolve_options(
     Ok(chosen)
 }
 
-fn resolved_units(chosen: &BTreeMap<OptionName, OptionValue>) -> ResolvedUnits {
+fn billed_units(chosen: &BTreeMap<OptionName, OptionValue>) -> BilledUnits {
     let int = |name| match chosen.get(&name) {
         Some(OptionValue::Int(n)) => Some(*n),
         _ => None,
@@ -389,7 +389,7 @@ fn resolved_units(chosen: &BTreeMap<OptionName, OptionValue>) -> ResolvedUnits {
         Some(OptionValue::Text(text)) => Some(text.clone()),
         _ => None,
     };
-    ResolvedUnits {
+    BilledUnits {
         count: int(OptionName::Count),
         resolution: text(OptionName::Resolution),
         duration: int(OptionName::Duration),
@@ -418,7 +418,9 @@ fn price(
         model: spec.model.clone(),
     };
     let base_detail = match spec.unit {
-        Unit::Tokens1k => "base price per 1k_tokens (the estimate covers 1,000 tokens)".to_string(),
+        PriceUnit::Tokens1k => {
+            "base price per 1k_tokens (the estimate covers 1,000 tokens)".to_string()
+        }
         unit => format!("base price per {unit}"),
     };
     let mut total = spec.base_price;
@@ -473,18 +475,18 @@ fn price(
         message: message.to_string(),
     };
     let (step, factor, detail) = match (spec.unit, chosen.get(&OptionName::Count)) {
-        (Unit::Image, Some(OptionValue::Int(count))) => {
+        (PriceUnit::Image, Some(OptionValue::Int(count))) => {
             (Step::Count, *count, format!("count = {count}"))
         }
-        (Unit::Image, None) => (
+        (PriceUnit::Image, None) => (
             Step::Count,
             1,
             "count = 1 (the model offers no count)".into(),
         ),
-        (Unit::Image, Some(OptionValue::Text(_))) => {
+        (PriceUnit::Image, Some(OptionValue::Text(_))) => {
             return Err(inconsistent("its count option has text values"))
         }
-        (Unit::Second, _) => match chosen.get(&OptionName::Duration) {
+        (PriceUnit::Second, _) => match chosen.get(&OptionName::Duration) {
             Some(OptionValue::Int(seconds)) => {
                 (Step::Duration, *seconds, format!("duration = {seconds} s"))
             }
@@ -574,7 +576,7 @@ pub struct ListingEntry {
     /// Its category.
     pub category: String,
     /// What one unit of `base_price` buys.
-    pub unit: Unit,
+    pub unit: PriceUnit,
     /// Credits per unit for the default request.
     #[serde(with = "super::decimal_json")]
     pub base_price: Decimal,
@@ -866,9 +868,9 @@ mod tests {
         );
         assert_eq!(
             estimate.units,
-            ResolvedUnits {
+            BilledUnits {
                 resolution: Some("1080p".into()),
-                ..ResolvedUnits::default()
+                ..BilledUnits::default()
             }
         );
         assert_eq!(estimate.input_images, 1);
@@ -939,7 +941,7 @@ mod tests {
             check_err("per-second", r#"{"duration": 6}"#, 0),
             EstimateError::InvalidOption { .. }
         ));
-        assert!(serde_json::from_str::<Units>(r#"{"resolutoin": "1K"}"#).is_err());
+        assert!(serde_json::from_str::<RequestedUnits>(r#"{"resolutoin": "1K"}"#).is_err());
     }
 
     #[test]

@@ -21,11 +21,11 @@ pub mod versions;
 
 pub use catalog::{
     parse_catalog, Catalog, CatalogError, InputImages, ModelSpec, OptionName, OptionSpec,
-    OptionValue, PriceRule, RuleCondition, RuleEffect, Unit,
+    OptionValue, PriceRule, PriceUnit, RuleCondition, RuleEffect,
 };
 pub use estimate::{
-    close_matches, estimate, estimate_before_upload, listing, BreakdownLine, Estimate,
-    EstimateError, EstimateRequest, Listing, ListingEntry, ResolvedUnits, Step, Units,
+    close_matches, estimate, estimate_before_upload, listing, BilledUnits, BreakdownLine, Estimate,
+    EstimateError, EstimateRequest, Listing, ListingEntry, RequestedUnits, Step,
 };
 
 use rust_decimal::{Decimal, RoundingStrategy};
