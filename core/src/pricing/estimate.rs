@@ -1,6 +1,6 @@
 //! The estimator: a request (model, units, input images) and a catalog in,
-//! credits and a breakdown of every step out; and the model listing that
-//! `/v1/models/list` renders.
+//! credits and a breakdown of every step out. The model listing that
+//! `/v1/models/list` renders is [`super::listing`]'s.
 //!
 //! Invariant: a price is computed exactly (every multiplication is checked
 //! to lose no digit) and rounded once, at the end, to the micro-credit, half
@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::catalog::{
-    Catalog, InputImages, ModelSpec, OptionName, OptionSpec, OptionValue, PriceRule, PriceUnit,
-    RuleCondition, RuleEffect, MODEL_ID_CHARS_MAX,
+    Catalog, ModelSpec, OptionName, OptionValue, PriceRule, PriceUnit, RuleCondition, RuleEffect,
+    MODEL_ID_CHARS_MAX,
 };
 use super::round_credits;
 use crate::error::ErrorCode;
@@ -555,88 +554,25 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
     previous[b.len()]
 }
 
-/// The `/v1/models/list` answer: the catalog as agents see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Listing {
-    /// Always `"credits"`.
-    pub currency: String,
-    /// The catalog's price version.
-    pub price_version: String,
-    /// One entry per model, in catalog order.
-    pub models: Vec<ListingEntry>,
-}
-
-/// One model as `/v1/models/list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ListingEntry {
-    /// The model id.
-    pub model: String,
-    /// Its product.
-    pub product: String,
-    /// Its category.
-    pub category: String,
-    /// What one unit of `base_price` buys.
-    pub unit: PriceUnit,
-    /// Credits per unit for the default request.
-    #[serde(with = "super::decimal_json")]
-    pub base_price: Decimal,
-    /// Credits for a request that sets no option (defaults, fewest input
-    /// images); `None` only for a catalog built without `parse_catalog`
-    /// whose default request cannot be priced.
-    #[serde(with = "super::decimal_json::option")]
-    pub default_credits: Option<Decimal>,
-    /// The options with their allowed values and defaults.
-    pub options: BTreeMap<OptionName, OptionSpec>,
-    /// The price rules (`4K` costs 40, `1080p` costs ×1.8, ...).
-    pub price_rules: Vec<PriceRule>,
-    /// How many input images a request must and may carry.
-    pub input_images: InputImages,
-    /// The catalog's note.
-    pub note: String,
-    /// The JSON Schema of the generate request.
-    pub input_schema: Map<String, Value>,
-}
-
-/// Builds the `/v1/models/list` answer from a catalog.
-pub fn listing(catalog: &Catalog) -> Listing {
-    let models = catalog
-        .models
+/// Credits for the request that sets no option on `spec` (defaults, fewest
+/// input images), rounded; `None` when that request cannot be priced (only
+/// for a catalog built without `parse_catalog`).
+pub(super) fn default_credits(spec: &ModelSpec) -> Option<Decimal> {
+    let defaults: BTreeMap<OptionName, OptionValue> = spec
+        .options
         .iter()
-        .map(|spec| {
-            let defaults: BTreeMap<OptionName, OptionValue> = spec
-                .options
-                .iter()
-                .map(|(name, option)| (*name, option.default.clone()))
-                .collect();
-            let default_credits = price(spec, &defaults, spec.input_images.min)
-                .ok()
-                .map(|(total, _)| round_credits(total));
-            ListingEntry {
-                model: spec.model.clone(),
-                product: spec.product.clone(),
-                category: spec.category.clone(),
-                unit: spec.unit,
-                base_price: spec.base_price,
-                default_credits,
-                options: spec.options.clone(),
-                price_rules: spec.price_rules.clone(),
-                input_images: spec.input_images,
-                note: spec.note.clone(),
-                input_schema: spec.input_schema.clone(),
-            }
-        })
+        .map(|(name, option)| (*name, option.default.clone()))
         .collect();
-    Listing {
-        currency: catalog.currency.clone(),
-        price_version: catalog.price_version.clone(),
-        models,
-    }
+    price(spec, &defaults, spec.input_images.min)
+        .ok()
+        .map(|(total, _)| round_credits(total))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::pricing::catalog::parse_catalog;
+    use crate::pricing::catalog::{parse_catalog, OptionSpec};
+    use crate::pricing::listing::listing;
     use std::str::FromStr;
 
     const RYNJER: &str = include_str!("../../../fixtures/catalogs/rynjer.json");
@@ -644,7 +580,7 @@ mod tests {
     const EXPECTED: &str = include_str!("../../../fixtures/catalogs/expected_prices.json");
 
     /// Models that exercise every unit and rule kind.
-    const TEST_CATALOG: &str = r#"{
+    pub(in crate::pricing) const TEST_CATALOG: &str = r#"{
       "price_version": "t-1", "currency": "credits",
       "models": [
         {"model": "img", "product": "image", "category": "text-to-image", "provider": "fixture",
@@ -1119,39 +1055,6 @@ mod tests {
             estimate(&bad_count, &request("img", "{}", 0)),
             Err(EstimateError::InconsistentCatalog { .. })
         ));
-    }
-
-    #[test]
-    fn listing_shows_defaults_and_rules() {
-        let rynjer = catalog(RYNJER);
-        let listed = listing(&rynjer);
-        assert_eq!(listed.currency, "credits");
-        assert_eq!(listed.price_version, "2026-02-02-v1");
-        assert_eq!(listed.models.len(), rynjer.models.len());
-        for (entry, spec) in listed.models.iter().zip(&rynjer.models) {
-            assert_eq!(entry.model, spec.model);
-            // No rule matches a default, so the default request costs base_price.
-            assert_eq!(
-                entry.default_credits,
-                Some(spec.base_price),
-                "{}",
-                spec.model
-            );
-        }
-        let text = serde_json::to_string(&listed).expect("serialize");
-        assert!(text.contains(r#""model":"nano-banana-pro","product":"image","category":"text-to-image","unit":"image","base_price":20,"default_credits":20"#), "{text}");
-        assert!(
-            text.contains(r#""price_rules":[{"option":"resolution","equals":"4K","price":40}]"#)
-        );
-        assert!(text.contains(r#""count":{"allowed":[1,2,4,8],"default":1}"#));
-        let kiwi = listing(&catalog(KIWIWHALE));
-        let text = serde_json::to_string(&kiwi).expect("serialize");
-        assert!(
-            text.contains(r#""base_price":0.3165,"default_credits":0.3165"#),
-            "{text}"
-        );
-        let per_second = listing(&catalog(TEST_CATALOG));
-        assert_eq!(per_second.models[2].default_credits, Some(dec("0.0825")));
     }
 
     #[test]
