@@ -74,10 +74,25 @@ pub struct Catalog {
 
 impl ModelSpec {
     /// Whether a generate request for this model needs a prompt that is not
-    /// blank: text-to-* models and chat.
+    /// blank: the model's `prompt` field. A model stored before the field
+    /// existed (no `prompt`) keeps the rule that held then: text-to-* models
+    /// and chat need one.
     pub fn needs_prompt(&self) -> bool {
-        self.category.starts_with("text-to") || self.product == "chat"
+        match self.prompt {
+            Some(rule) => rule == PromptRule::Required,
+            None => self.category.starts_with("text-to") || self.product == "chat",
+        }
     }
+}
+
+/// Whether a generate request for a model must carry a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptRule {
+    /// A prompt that is not blank is required.
+    Required,
+    /// A prompt may be sent or left out.
+    Optional,
 }
 
 impl Catalog {
@@ -102,6 +117,10 @@ pub struct ModelSpec {
     pub provider: String,
     /// The model id the provider knows it by.
     pub upstream_model: String,
+    /// Whether a generate request needs a prompt; absent only in catalogs
+    /// stored before the field existed (see [`ModelSpec::needs_prompt`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<PromptRule>,
     /// What one `base_price` buys.
     pub unit: PriceUnit,
     /// Credits per unit for the default request.
@@ -579,6 +598,7 @@ fn locate_in_model(value: &Value, path: &str) -> Option<CatalogError> {
             "category",
             "provider",
             "upstream_model",
+            "prompt",
             "unit",
             "base_price",
             "options",
@@ -600,6 +620,7 @@ fn locate_in_model(value: &Value, path: &str) -> Option<CatalogError> {
     };
     let located = locate_in_object(value, path, &shape, |key, item, path| match key {
         "unit" => at(path, check::<PriceUnit>(item)),
+        "prompt" => at(path, check::<PromptRule>(item)),
         "base_price" => at(path, check_decimal(item)),
         "input_images" => at(path, check::<InputImages>(item)),
         "input_schema" => at(path, check::<Map<String, Value>>(item)),

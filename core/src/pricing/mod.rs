@@ -22,7 +22,7 @@ pub mod versions;
 
 pub use catalog::{
     parse_catalog, Catalog, CatalogError, InputImages, ModelSpec, OptionName, OptionSpec,
-    OptionValue, PriceRule, PriceUnit, RuleCondition, RuleEffect,
+    OptionValue, PriceRule, PriceUnit, PromptRule, RuleCondition, RuleEffect,
 };
 pub use estimate::{
     close_matches, estimate, estimate_before_upload, BilledUnits, BreakdownLine, Estimate,
