@@ -18,6 +18,8 @@
 pub mod catalog;
 pub mod estimate;
 pub mod listing;
+mod shape;
+mod validate;
 pub mod versions;
 
 pub use catalog::{
