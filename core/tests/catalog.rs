@@ -903,3 +903,37 @@ fn truncated_or_corrupted_documents_never_panic() {
         let _ = parse_catalog(&flipped);
     }
 }
+
+#[test]
+fn shape_errors_read_as_the_format_describes_itself() {
+    let unknown = parse_catalog(&edited(&[("/models/0/colour", Some("1"))])).expect_err("refused");
+    assert!(
+        unknown
+            .message
+            .starts_with("unknown field in a model; expected one of: model, product, category,"),
+        "{unknown}"
+    );
+    let missing = parse_catalog(&edited(&[("/models/0/base_price", None)])).expect_err("refused");
+    assert_eq!(missing.message, "missing required field");
+    let rule =
+        parse_catalog(&edited(&[("/models/0/price_rules/0", Some("7"))])).expect_err("refused");
+    assert_eq!(
+        (rule.path.as_str(), rule.message.as_str()),
+        (
+            "models[0].price_rules[0]",
+            "a price rule is a JSON object, not a number"
+        )
+    );
+    // A member written twice is refused, though no path can name it.
+    let twice = BASE.replacen(
+        r#""base_price": 20,"#,
+        r#""base_price": 20, "base_price": 30,"#,
+        1,
+    );
+    let error = parse_catalog(&twice).expect_err("refused");
+    assert_eq!(error.path, "");
+    assert!(
+        error.message.contains("duplicate field `base_price`"),
+        "{error}"
+    );
+}

@@ -49,6 +49,8 @@ fn render(path: &[Step]) -> String {
 struct Failure {
     path: Option<Vec<Step>>,
     at_key: bool,
+    /// The Rust type of the object whose key failed, when it is a struct.
+    within: Option<&'static str>,
 }
 
 /// A `&Value` deserializer that records its path when an error leaves it
@@ -68,6 +70,34 @@ impl<'a, 'f> Tracked<'a, 'f> {
             }
         }
         result
+    }
+
+    /// Visits the value; an object's members are read as those of `within`
+    /// (a struct's name) when given.
+    fn walk<'de, V: Visitor<'de>>(
+        &self,
+        within: Option<&'static str>,
+        visitor: V,
+    ) -> Result<V::Value, serde_json::Error>
+    where
+        'a: 'de,
+    {
+        let result = match self.value {
+            Value::Object(object) => visitor.visit_map(Members {
+                path: self.path.clone(),
+                within,
+                failure: self.failure,
+                members: object.iter(),
+                current: None,
+            }),
+            Value::Array(items) => visitor.visit_seq(Elements {
+                path: self.path.clone(),
+                failure: self.failure,
+                elements: items.iter().enumerate(),
+            }),
+            scalar => scalar.deserialize_any(visitor),
+        };
+        self.record(result)
     }
 }
 
@@ -95,6 +125,8 @@ fn below<'de, 'a: 'de, T: DeserializeSeed<'de>>(
 /// Reads an object's members, each value tracked under its key.
 struct Members<'a, 'f> {
     path: Vec<Step>,
+    /// The struct being read, if the visitor is a struct's.
+    within: Option<&'static str>,
     failure: &'f RefCell<Failure>,
     members: serde_json::map::Iter<'a>,
     current: Option<(&'a String, &'a Value)>,
@@ -119,6 +151,7 @@ impl<'de, 'a: 'de> MapAccess<'de> for Members<'a, '_> {
                 path.push(Step::Key(key.clone()));
                 failure.path = Some(path);
                 failure.at_key = true;
+                failure.within = self.within;
             }
         }
         result.map(Some)
@@ -185,21 +218,7 @@ impl<'de, 'a: 'de> Deserializer<'de> for &Tracked<'a, '_> {
     type Error = serde_json::Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
-        let result = match self.value {
-            Value::Object(object) => visitor.visit_map(Members {
-                path: self.path.clone(),
-                failure: self.failure,
-                members: object.iter(),
-                current: None,
-            }),
-            Value::Array(items) => visitor.visit_seq(Elements {
-                path: self.path.clone(),
-                failure: self.failure,
-                elements: items.iter().enumerate(),
-            }),
-            scalar => scalar.deserialize_any(visitor),
-        };
-        self.record(result)
+        self.walk(None, visitor)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Self::Error> {
@@ -234,7 +253,7 @@ impl<'de, 'a: 'de> Deserializer<'de> for &Tracked<'a, '_> {
         visitor: V,
     ) -> Result<V::Value, Self::Error> {
         match self.value {
-            Value::Object(_) => self.deserialize_any(visitor),
+            Value::Object(_) => self.walk(Some(name), visitor),
             other => self.record(Err(de::Error::custom(format!(
                 "{} is a JSON object, not {}",
                 describe(name),
@@ -317,7 +336,7 @@ pub(super) fn json_kind(value: &Value) -> &'static str {
 /// Rewords serde's message about a member that is not expected (`unknown
 /// field` of a struct, `unknown variant` of a map keyed by an enum) as the
 /// format says it: "unknown field in options; expected one of: count, ...".
-fn unknown_member(message: &str, parent: &[Step]) -> Option<String> {
+fn unknown_member(message: &str, within: Option<&'static str>, parent: &[Step]) -> Option<String> {
     let rest = message
         .strip_prefix("unknown field `")
         .or_else(|| message.strip_prefix("unknown variant `"))?;
@@ -328,10 +347,11 @@ fn unknown_member(message: &str, parent: &[Step]) -> Option<String> {
         .flat_map(|part| part.split(" or "))
         .map(|name| name.trim_matches('`'))
         .collect();
-    let within = match parent.last() {
-        None => "a catalog".to_string(),
-        Some(Step::Key(key)) => key.clone(),
-        Some(Step::Index(_)) => render(parent),
+    let within = match (within, parent.last()) {
+        (Some(type_name), _) => describe(type_name),
+        (None, None) => "the document".to_string(),
+        (None, Some(Step::Key(key))) => key.clone(),
+        (None, Some(Step::Index(_))) => render(parent),
     };
     Some(format!(
         "unknown field in {within}; expected one of: {}",
@@ -354,7 +374,11 @@ pub(super) fn deserialize_located<T: DeserializeOwned>(
         Ok(value) => return Ok(value),
         Err(error) => error,
     };
-    let Failure { path, at_key } = failure.into_inner();
+    let Failure {
+        path,
+        at_key,
+        within,
+    } = failure.into_inner();
     let mut path = path.unwrap_or_default();
     let message = error.to_string();
     if let Some(field) = message
@@ -365,7 +389,8 @@ pub(super) fn deserialize_located<T: DeserializeOwned>(
         return Err(CatalogError::new(render(&path), "missing required field"));
     }
     if at_key {
-        if let Some(reworded) = unknown_member(&message, &path[..path.len().saturating_sub(1)]) {
+        let parent = &path[..path.len().saturating_sub(1)];
+        if let Some(reworded) = unknown_member(&message, within, parent) {
             return Err(CatalogError::new(render(&path), reworded));
         }
     }
