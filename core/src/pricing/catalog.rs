@@ -9,6 +9,10 @@
 //! most one fixed-price rule that can match any request, and an
 //! `input_schema` that agrees with the options. Every refusal carries the
 //! path of the offending field (`models[3].price_rules[0].multiplier`).
+//!
+//! The types here are the format's only field list: a shape error is
+//! located by `pricing::shape`, which reads the document again through
+//! them; the semantic rules are `pricing::validate`'s.
 
 use std::collections::BTreeMap;
 use std::fmt;
