@@ -121,7 +121,8 @@ fn row(edits: &[(&str, Option<&str>)], path: &'static str, message: &'static str
     }
 }
 
-/// Every refusal the format promises, one row each.
+/// Every refusal the format promises, one row each: (edits, path, message).
+#[rustfmt::skip]
 fn refusals() -> Vec<Row> {
     let long_id = format!("\"{}\"", "a".repeat(MODEL_ID_CHARS_MAX + 1));
     let long_note = format!("\"{}\"", "n".repeat(NOTE_CHARS_MAX + 1));
@@ -130,512 +131,85 @@ fn refusals() -> Vec<Row> {
         row(&[("/models", None)], "models", "missing"),
         row(&[("/models", Some("[]"))], "models", "at least one model"),
         row(&[("/models", Some("{}"))], "models", "expected an array"),
-        row(
-            &[("/price_version", Some("\"2026 02\""))],
-            "price_version",
-            "must be",
-        ),
-        row(
-            &[("/price_version", Some("\"\""))],
-            "price_version",
-            "empty",
-        ),
-        row(
-            &[("/price_version", Some("\"-v1\""))],
-            "price_version",
-            "must be",
-        ),
-        row(
-            &[("/price_version", Some("7"))],
-            "price_version",
-            "invalid type",
-        ),
+        row(&[("/price_version", Some("\"2026 02\""))], "price_version", "must be"),
+        row(&[("/price_version", Some("\"\""))], "price_version", "empty"),
+        row(&[("/price_version", Some("\"-v1\""))], "price_version", "must be"),
+        row(&[("/price_version", Some("7"))], "price_version", "invalid type"),
         row(&[("/currency", Some("\"usd\""))], "currency", "credits"),
-        row(
-            &[("/models/0/colour", Some("1"))],
-            "models[0].colour",
-            "unknown field",
-        ),
-        row(
-            &[("/models/0/base_price", None)],
-            "models[0].base_price",
-            "missing",
-        ),
-        row(
-            &[("/models/0/input_schema", None)],
-            "models[0].input_schema",
-            "missing",
-        ),
-        row(
-            &[("/models/0/base_price", Some("\"20\""))],
-            "models[0].base_price",
-            "invalid type",
-        ),
-        row(
-            &[("/models/0/base_price", Some("-1"))],
-            "models[0].base_price",
-            "negative",
-        ),
-        row(
-            &[("/models/0/base_price", Some("0.0000001"))],
-            "models[0].base_price",
-            "finer than a micro-credit",
-        ),
-        row(
-            &[("/models/0/base_price", Some("1000000.5"))],
-            "models[0].base_price",
-            "PRICE_CREDITS_MAX",
-        ),
-        row(
-            &[("/models/0/base_price", Some("1e400"))],
-            "models[0].base_price",
-            "out of range",
-        ),
-        row(
-            &[("/models/0/unit", Some("\"minute\""))],
-            "models[0].unit",
-            "unknown variant",
-        ),
-        row(
-            &[("/models/0/model", Some("\"nano banana\""))],
-            "models[0].model",
-            "must be",
-        ),
-        row(
-            &[("/models/0/model", Some("\"\""))],
-            "models[0].model",
-            "empty",
-        ),
-        row(
-            &[("/models/0/model", Some(&long_id))],
-            "models[0].model",
-            "more than 128",
-        ),
-        row(
-            &[("/models/0/product", Some("\"Image\""))],
-            "models[0].product",
-            "lowercase",
-        ),
-        row(
-            &[("/models/0/category", Some("\"text to image\""))],
-            "models[0].category",
-            "lowercase",
-        ),
-        row(
-            &[("/models/0/provider", Some("\"\""))],
-            "models[0].provider",
-            "empty",
-        ),
-        row(
-            &[("/models/0/upstream_model", Some("\"a b\""))],
-            "models[0].upstream_model",
-            "printable",
-        ),
-        row(
-            &[("/models/0/note", Some(&long_note))],
-            "models[0].note",
-            "NOTE_CHARS_MAX",
-        ),
-        row(
-            &[("/models/0/note", Some("\"a\\u0007b\""))],
-            "models[0].note",
-            "control",
-        ),
-        row(
-            &[("/models/0/input_images", Some(r#"{"min": 3, "max": 2}"#))],
-            "models[0].input_images",
-            "min <= max",
-        ),
-        row(
-            &[("/models/0/input_images", Some(r#"{"min": 0, "max": 17}"#))],
-            "models[0].input_images",
-            "INPUT_IMAGES_MAX",
-        ),
-        row(
-            &[("/models/0/input_images", Some(r#"{"least": 0}"#))],
-            "models[0].input_images.least",
-            "unknown field",
-        ),
-        row(
-            &[("/models/1", Some("3"))],
-            "models[1]",
-            "a model is a JSON object",
-        ),
-        row(
-            &[(
-                "/models/0/options/quality",
-                Some(r#"{"allowed": ["hd"], "default": "hd"}"#),
-            )],
-            "models[0].options.quality",
-            "unknown field in options; expected one of: count, resolution, duration, aspect_ratio",
-        ),
-        row(
-            &[("/models/0/options/count/default", Some("3"))],
-            "models[0].options.count.default",
-            "not among the allowed values (1, 2, 4, 8)",
-        ),
-        row(
-            &[("/models/0/options/count/allowed/0", Some("\"1\""))],
-            "models[0].options.count.allowed[0]",
-            "integers, not text",
-        ),
-        row(
-            &[("/models/0/options/count/allowed/0", Some("1.5"))],
-            "models[0].options.count.allowed[0]",
-            "not an integer",
-        ),
-        row(
-            &[("/models/0/options/count/allowed/0", Some("0"))],
-            "models[0].options.count.allowed[0]",
-            "outside 1..=64",
-        ),
-        row(
-            &[("/models/0/options/count/allowed/1", Some("1"))],
-            "models[0].options.count.allowed[1]",
-            "duplicate value `1`",
-        ),
-        row(
-            &[("/models/0/options/count/allowed", Some("[]"))],
-            "models[0].options.count.allowed",
-            "at least one value",
-        ),
-        row(
-            &[("/models/0/options/count/allowed/0", Some("true"))],
-            "models[0].options.count.allowed[0]",
-            "not a boolean",
-        ),
-        row(
-            &[("/models/0/options/resolution/allowed/0", Some("4"))],
-            "models[0].options.resolution.allowed[0]",
-            "text, not integers",
-        ),
-        row(
-            &[("/models/0/options/resolution/allowed/0", Some("\"1 K\""))],
-            "models[0].options.resolution.allowed[0]",
-            "must be",
-        ),
-        row(
-            &[("/models/0/options/count/default", None)],
-            "models[0].options.count.default",
-            "missing",
-        ),
-        row(
-            &[("/models/0/options/count/extra", Some("1"))],
-            "models[0].options.count.extra",
-            "unknown field",
-        ),
-        row(
-            &[(
-                "/models/0/options/duration",
-                Some(r#"{"allowed": [0], "default": 0}"#),
-            )],
-            "models[0].options.duration.allowed[0]",
-            "outside 1..=3600",
-        ),
-        row(
-            &[("/models/0/unit", Some("\"video\""))],
-            "models[0].options.count",
-            "only unit `image`",
-        ),
-        row(
-            &[
-                ("/models/0/unit", Some("\"second\"")),
-                ("/models/0/options/count", None),
-                (
-                    "/models/0/input_schema/properties/units/properties/count",
-                    None,
-                ),
-            ],
-            "models[0].options",
-            "needs a `duration` option",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "duration", "equals": 5, "price": 1}"#),
-            )],
-            "models[0].price_rules[0].option",
-            "offers no option `duration`",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "8K", "price": 1}"#),
-            )],
-            "models[0].price_rules[0].equals",
-            "not an allowed value of `resolution` (1K, 2K, 4K)",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "1K", "price": 1}"#),
-            )],
-            "models[0].price_rules[0].equals",
-            "the default of `resolution`",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "multiplier": 0}"#),
-            )],
-            "models[0].price_rules[0].multiplier",
-            "not positive",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "multiplier": -1.5}"#),
-            )],
-            "models[0].price_rules[0].multiplier",
-            "not positive",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "multiplier": 1.0000001}"#),
-            )],
-            "models[0].price_rules[0].multiplier",
-            "more than 6 decimal places",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "multiplier": 101}"#),
-            )],
-            "models[0].price_rules[0].multiplier",
-            "MULTIPLIER_MAX",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "multiplier": "1.5"}"#),
-            )],
-            "models[0].price_rules[0].multiplier",
-            "invalid type",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "price": 0.00000001}"#),
-            )],
-            "models[0].price_rules[0].price",
-            "finer than a micro-credit",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "price": 1, "multiplier": 2}"#),
-            )],
-            "models[0].price_rules[0]",
-            "not both",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K"}"#),
-            )],
-            "models[0].price_rules[0]",
-            "needs an effect",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "price": 1}"#),
-            )],
-            "models[0].price_rules[0]",
-            "needs `equals`",
-        ),
-        row(
-            &[("/models/0/price_rules/0", Some(r#"{"price": 1}"#))],
-            "models[0].price_rules[0]",
-            "needs a condition",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(
-                    r#"{"when": "input_images", "option": "resolution", "equals": "2K", "price": 1}"#,
-                ),
-            )],
-            "models[0].price_rules[0]",
-            "not both",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"option": "resolution", "equals": "2K", "factor": 2}"#),
-            )],
-            "models[0].price_rules[0].factor",
-            "unknown field",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/0",
-                Some(r#"{"when": "night", "multiplier": 2}"#),
-            )],
-            "models[0].price_rules[0].when",
-            "unknown variant",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/1",
-                Some(r#"{"when": "input_images", "price": 5}"#),
-            )],
-            "models[0].price_rules[1].price",
-            "a multiplier",
-        ),
-        row(
-            &[
-                ("/models/0/input_images", None),
-                ("/models/0/input_schema/properties/input_image_urls", None),
-            ],
-            "models[0].price_rules[1].when",
-            "takes no input images",
-        ),
-        row(
-            &[
-                ("/models/0/input_images", Some(r#"{"min": 1, "max": 2}"#)),
-                (
-                    "/models/0/input_schema/properties/input_image_urls/minItems",
-                    Some("1"),
-                ),
-                (
-                    "/models/0/input_schema/required",
-                    Some(r#"["prompt", "input_image_urls"]"#),
-                ),
-            ],
-            "models[0].price_rules[1].when",
-            "always takes input images",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/2",
-                Some(r#"{"option": "count", "equals": 2, "price": 30}"#),
-            )],
-            "models[0].price_rules[2].option",
-            "all name one option",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/2",
-                Some(r#"{"option": "resolution", "equals": "4K", "multiplier": 2}"#),
-            )],
-            "models[0].price_rules[2]",
-            "same condition as price_rules[0]",
-        ),
-        row(
-            &[(
-                "/models/0/price_rules/2",
-                Some(r#"{"when": "input_images", "multiplier": 2}"#),
-            )],
-            "models[0].price_rules[2]",
-            "same condition as price_rules[1]",
-        ),
-        row(
-            &[("/models/0/price_rules", Some("{}"))],
-            "models[0].price_rules",
-            "expected an array",
-        ),
-        row(
-            &[("/models/0/input_schema/type", Some("\"array\""))],
-            "models[0].input_schema.type",
-            "\"object\"",
-        ),
-        row(
-            &[("/models/0/input_schema", Some("[]"))],
-            "models[0].input_schema",
-            "invalid type",
-        ),
-        row(
-            &[("/models/0/input_schema/properties", Some("[]"))],
-            "models[0].input_schema.properties",
-            "expected an object",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/units/properties/count",
-                None,
-            )],
-            "models[0].input_schema.properties.units.properties.count",
-            "describes every option",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/units/properties/count/enum",
-                Some("[1, 2, 4]"),
-            )],
-            "models[0].input_schema.properties.units.properties.count.enum",
-            "[1, 2, 4, 8]",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/units/properties/count/enum",
-                Some("[\"1\", 2, 4, 8]"),
-            )],
-            "models[0].input_schema.properties.units.properties.count.enum",
-            "allowed values",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/units/properties/count/default",
-                Some("2"),
-            )],
-            "models[0].input_schema.properties.units.properties.count.default",
-            "default, 1",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/units/properties/duration",
-                Some("{}"),
-            )],
-            "models[0].input_schema.properties.units.properties.duration",
-            "does not offer",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/units/properties/seed",
-                Some("{}"),
-            )],
-            "models[0].input_schema.properties.units.properties.seed",
-            "does not offer",
-        ),
-        row(
-            &[("/models/0/input_schema/properties/input_image_urls", None)],
-            "models[0].input_schema.properties.input_image_urls",
-            "missing",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/input_image_urls/maxItems",
-                Some("3"),
-            )],
-            "models[0].input_schema.properties.input_image_urls.maxItems",
-            "input_images.max (2)",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/properties/input_image_urls/minItems",
-                Some("1"),
-            )],
-            "models[0].input_schema.properties.input_image_urls.minItems",
-            "input_images.min (0)",
-        ),
-        row(
-            &[(
-                "/models/0/input_schema/required",
-                Some(r#"["input_image_urls"]"#),
-            )],
-            "models[0].input_schema.required",
-            "exactly when",
-        ),
-        row(
-            &[
-                ("/models/0/price_rules/1", None),
-                ("/models/0/input_images", None),
-            ],
-            "models[0].input_schema.properties.input_image_urls",
-            "takes no input images",
-        ),
+        row(&[("/models/0/colour", Some("1"))], "models[0].colour", "unknown field"),
+        row(&[("/models/0/base_price", None)], "models[0].base_price", "missing"),
+        row(&[("/models/0/input_schema", None)], "models[0].input_schema", "missing"),
+        row(&[("/models/0/base_price", Some("\"20\""))], "models[0].base_price", "invalid type"),
+        row(&[("/models/0/base_price", Some("-1"))], "models[0].base_price", "negative"),
+        row(&[("/models/0/base_price", Some("0.0000001"))], "models[0].base_price", "finer than a micro-credit"),
+        row(&[("/models/0/base_price", Some("1000000.5"))], "models[0].base_price", "PRICE_CREDITS_MAX"),
+        row(&[("/models/0/base_price", Some("1e400"))], "models[0].base_price", "out of range"),
+        row(&[("/models/0/unit", Some("\"minute\""))], "models[0].unit", "unknown variant"),
+        row(&[("/models/0/model", Some("\"nano banana\""))], "models[0].model", "must be"),
+        row(&[("/models/0/model", Some("\"\""))], "models[0].model", "empty"),
+        row(&[("/models/0/model", Some(&long_id))], "models[0].model", "more than 128"),
+        row(&[("/models/0/product", Some("\"Image\""))], "models[0].product", "lowercase"),
+        row(&[("/models/0/category", Some("\"text to image\""))], "models[0].category", "lowercase"),
+        row(&[("/models/0/provider", Some("\"\""))], "models[0].provider", "empty"),
+        row(&[("/models/0/upstream_model", Some("\"a b\""))], "models[0].upstream_model", "printable"),
+        row(&[("/models/0/note", Some(&long_note))], "models[0].note", "NOTE_CHARS_MAX"),
+        row(&[("/models/0/note", Some("\"a\\u0007b\""))], "models[0].note", "control"),
+        row(&[("/models/0/input_images", Some(r#"{"min": 3, "max": 2}"#))], "models[0].input_images", "min <= max"),
+        row(&[("/models/0/input_images", Some(r#"{"min": 0, "max": 17}"#))], "models[0].input_images", "INPUT_IMAGES_MAX"),
+        row(&[("/models/0/input_images", Some(r#"{"least": 0}"#))], "models[0].input_images.least", "unknown field"),
+        row(&[("/models/1", Some("3"))], "models[1]", "a model is a JSON object"),
+        row(&[("/models/0/options/quality", Some(r#"{"allowed": ["hd"], "default": "hd"}"#))], "models[0].options.quality", "unknown field in options; expected one of: count, resolution, duration, aspect_ratio"),
+        row(&[("/models/0/options/count/default", Some("3"))], "models[0].options.count.default", "not among the allowed values (1, 2, 4, 8)"),
+        row(&[("/models/0/options/count/allowed/0", Some("\"1\""))], "models[0].options.count.allowed[0]", "integers, not text"),
+        row(&[("/models/0/options/count/allowed/0", Some("1.5"))], "models[0].options.count.allowed[0]", "not an integer"),
+        row(&[("/models/0/options/count/allowed/0", Some("0"))], "models[0].options.count.allowed[0]", "outside 1..=64"),
+        row(&[("/models/0/options/count/allowed/1", Some("1"))], "models[0].options.count.allowed[1]", "duplicate value `1`"),
+        row(&[("/models/0/options/count/allowed", Some("[]"))], "models[0].options.count.allowed", "at least one value"),
+        row(&[("/models/0/options/count/allowed/0", Some("true"))], "models[0].options.count.allowed[0]", "not a boolean"),
+        row(&[("/models/0/options/resolution/allowed/0", Some("4"))], "models[0].options.resolution.allowed[0]", "text, not integers"),
+        row(&[("/models/0/options/resolution/allowed/0", Some("\"1 K\""))], "models[0].options.resolution.allowed[0]", "must be"),
+        row(&[("/models/0/options/count/default", None)], "models[0].options.count.default", "missing"),
+        row(&[("/models/0/options/count/extra", Some("1"))], "models[0].options.count.extra", "unknown field"),
+        row(&[("/models/0/options/duration", Some(r#"{"allowed": [0], "default": 0}"#))], "models[0].options.duration.allowed[0]", "outside 1..=3600"),
+        row(&[("/models/0/unit", Some("\"video\""))], "models[0].options.count", "only unit `image`"),
+        row(&[("/models/0/unit", Some("\"second\"")), ("/models/0/options/count", None), ("/models/0/input_schema/properties/units/properties/count", None)], "models[0].options", "needs a `duration` option"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "duration", "equals": 5, "price": 1}"#))], "models[0].price_rules[0].option", "offers no option `duration`"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "8K", "price": 1}"#))], "models[0].price_rules[0].equals", "not an allowed value of `resolution` (1K, 2K, 4K)"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "1K", "price": 1}"#))], "models[0].price_rules[0].equals", "the default of `resolution`"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "multiplier": 0}"#))], "models[0].price_rules[0].multiplier", "not positive"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "multiplier": -1.5}"#))], "models[0].price_rules[0].multiplier", "not positive"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "multiplier": 1.0000001}"#))], "models[0].price_rules[0].multiplier", "more than 6 decimal places"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "multiplier": 101}"#))], "models[0].price_rules[0].multiplier", "MULTIPLIER_MAX"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "multiplier": "1.5"}"#))], "models[0].price_rules[0].multiplier", "invalid type"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "price": 0.00000001}"#))], "models[0].price_rules[0].price", "finer than a micro-credit"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "price": 1, "multiplier": 2}"#))], "models[0].price_rules[0]", "not both"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K"}"#))], "models[0].price_rules[0]", "needs an effect"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "price": 1}"#))], "models[0].price_rules[0]", "needs `equals`"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"price": 1}"#))], "models[0].price_rules[0]", "needs a condition"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"when": "input_images", "option": "resolution", "equals": "2K", "price": 1}"#))], "models[0].price_rules[0]", "not both"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"option": "resolution", "equals": "2K", "factor": 2}"#))], "models[0].price_rules[0].factor", "unknown field"),
+        row(&[("/models/0/price_rules/0", Some(r#"{"when": "night", "multiplier": 2}"#))], "models[0].price_rules[0].when", "unknown variant"),
+        row(&[("/models/0/price_rules/1", Some(r#"{"when": "input_images", "price": 5}"#))], "models[0].price_rules[1].price", "a multiplier"),
+        row(&[("/models/0/input_images", None), ("/models/0/input_schema/properties/input_image_urls", None)], "models[0].price_rules[1].when", "takes no input images"),
+        row(&[("/models/0/input_images", Some(r#"{"min": 1, "max": 2}"#)), ("/models/0/input_schema/properties/input_image_urls/minItems", Some("1")), ("/models/0/input_schema/required", Some(r#"["prompt", "input_image_urls"]"#))], "models[0].price_rules[1].when", "always takes input images"),
+        row(&[("/models/0/price_rules/2", Some(r#"{"option": "count", "equals": 2, "price": 30}"#))], "models[0].price_rules[2].option", "all name one option"),
+        row(&[("/models/0/price_rules/2", Some(r#"{"option": "resolution", "equals": "4K", "multiplier": 2}"#))], "models[0].price_rules[2]", "same condition as price_rules[0]"),
+        row(&[("/models/0/price_rules/2", Some(r#"{"when": "input_images", "multiplier": 2}"#))], "models[0].price_rules[2]", "same condition as price_rules[1]"),
+        row(&[("/models/0/price_rules", Some("{}"))], "models[0].price_rules", "expected an array"),
+        row(&[("/models/0/input_schema/type", Some("\"array\""))], "models[0].input_schema.type", "\"object\""),
+        row(&[("/models/0/input_schema", Some("[]"))], "models[0].input_schema", "invalid type"),
+        row(&[("/models/0/input_schema/properties", Some("[]"))], "models[0].input_schema.properties", "expected an object"),
+        row(&[("/models/0/input_schema/properties/units/properties/count", None)], "models[0].input_schema.properties.units.properties.count", "describes every option"),
+        row(&[("/models/0/input_schema/properties/units/properties/count/enum", Some("[1, 2, 4]"))], "models[0].input_schema.properties.units.properties.count.enum", "[1, 2, 4, 8]"),
+        row(&[("/models/0/input_schema/properties/units/properties/count/enum", Some("[\"1\", 2, 4, 8]"))], "models[0].input_schema.properties.units.properties.count.enum", "allowed values"),
+        row(&[("/models/0/input_schema/properties/units/properties/count/default", Some("2"))], "models[0].input_schema.properties.units.properties.count.default", "default, 1"),
+        row(&[("/models/0/input_schema/properties/units/properties/duration", Some("{}"))], "models[0].input_schema.properties.units.properties.duration", "does not offer"),
+        row(&[("/models/0/input_schema/properties/units/properties/seed", Some("{}"))], "models[0].input_schema.properties.units.properties.seed", "does not offer"),
+        row(&[("/models/0/input_schema/properties/input_image_urls", None)], "models[0].input_schema.properties.input_image_urls", "missing"),
+        row(&[("/models/0/input_schema/properties/input_image_urls/maxItems", Some("3"))], "models[0].input_schema.properties.input_image_urls.maxItems", "input_images.max (2)"),
+        row(&[("/models/0/input_schema/properties/input_image_urls/minItems", Some("1"))], "models[0].input_schema.properties.input_image_urls.minItems", "input_images.min (0)"),
+        row(&[("/models/0/input_schema/required", Some(r#"["input_image_urls"]"#))], "models[0].input_schema.required", "exactly when"),
+        row(&[("/models/0/price_rules/1", None), ("/models/0/input_images", None)], "models[0].input_schema.properties.input_image_urls", "takes no input images"),
     ]
 }
 

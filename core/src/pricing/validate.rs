@@ -14,7 +14,13 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::catalog::*;
+use super::catalog::{
+    Catalog, CatalogError, ModelSpec, OptionName, OptionSpec, OptionValue, PriceUnit,
+    RuleCondition, RuleEffect, CATALOG_MODELS_MAX, COUNT_MAX, CURRENCY, DURATION_SECONDS_MAX,
+    INPUT_IMAGES_MAX, MODEL_ID_CHARS_MAX, MULTIPLIER_DECIMALS_MAX, MULTIPLIER_MAX, NAME_CHARS_MAX,
+    NOTE_CHARS_MAX, OPTION_VALUES_MAX, OPTION_VALUE_CHARS_MAX, PRICE_CREDITS_MAX, PRICE_RULES_MAX,
+    PRICE_VERSION_CHARS_MAX, UPSTREAM_MODEL_CHARS_MAX,
+};
 use super::shape::json_kind;
 use super::CREDIT_DECIMALS;
 
