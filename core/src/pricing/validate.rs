@@ -285,7 +285,7 @@ fn validate_option(name: OptionName, option: &OptionSpec, path: &str) -> Result<
 }
 
 /// Joins values for a message: `1, 2, 4, 8`.
-pub(crate) fn list(values: &[OptionValue]) -> String {
+fn list(values: &[OptionValue]) -> String {
     values
         .iter()
         .map(ToString::to_string)
