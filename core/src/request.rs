@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::ids::validate_caller_id;
-use crate::pricing::{EstimateRequest, Units};
+use crate::pricing::{EstimateRequest, RequestedUnits};
 
 /// The longest prompt accepted, in characters.
 pub const PROMPT_CHARS_MAX: usize = 10_000;
@@ -43,7 +43,7 @@ pub struct GenerateRequest {
     pub prompt: Option<String>,
     /// The options.
     #[serde(default)]
-    pub units: Units,
+    pub units: RequestedUnits,
     /// Input images.
     #[serde(default)]
     pub input_image_urls: Vec<String>,
@@ -178,7 +178,7 @@ fn text_value(field: &str, value: &Value) -> Result<String> {
 }
 
 /// `units` merged with the top-level shortcuts.
-fn units(object: &Map<String, Value>) -> Result<Units> {
+fn units(object: &Map<String, Value>) -> Result<RequestedUnits> {
     let nested = match object.get("units") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(units)) => units.clone(),
@@ -204,7 +204,7 @@ fn units(object: &Map<String, Value>) -> Result<Units> {
             (a, b) => Ok(a.or(b)),
         }
     };
-    Ok(Units {
+    Ok(RequestedUnits {
         count: pick("count")?
             .map(|v| positive_int("units.count", v))
             .transpose()?,

@@ -8,7 +8,7 @@ mod common;
 use std::str::FromStr;
 
 use common::{fresh, KIWIWHALE, RYNJER};
-use creditgate::pricing::EstimateRequest;
+use creditgate::pricing::{parse_catalog, EstimateRequest, PromptRule};
 use creditgate::Error;
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -266,4 +266,38 @@ fn the_listing_names_every_model_with_its_price() {
     ] {
         assert!(names.contains(&model), "{model} listed");
     }
+}
+
+/// Removes `prompt` from every model: a catalog as stored before the field.
+fn without_prompt(catalog: &str) -> String {
+    let mut doc: Value = serde_json::from_str(catalog).expect("catalog JSON");
+    for model in doc["models"].as_array_mut().expect("models") {
+        model.as_object_mut().expect("model").remove("prompt");
+    }
+    doc.to_string()
+}
+
+#[test]
+fn needs_prompt_is_the_catalogs_prompt_field() {
+    for text in [RYNJER, KIWIWHALE] {
+        let catalog = parse_catalog(text).expect("shipped catalog");
+        let stored = parse_catalog(&without_prompt(text))
+            .expect("a catalog stored without `prompt` still loads");
+        for (spec, old) in catalog.models.iter().zip(&stored.models) {
+            assert!(spec.prompt.is_some(), "{} states `prompt`", spec.model);
+            assert_eq!(old.prompt, None);
+            assert_eq!(spec.needs_prompt(), old.needs_prompt(), "{}", spec.model);
+        }
+    }
+    // The field decides, not the category.
+    let mut doc: Value = serde_json::from_str(RYNJER).expect("catalog JSON");
+    assert_eq!(doc["models"][0]["category"], "text-to-image");
+    doc["models"][0]["prompt"] = "optional".into();
+    let optional = parse_catalog(&doc.to_string()).expect("valid");
+    assert_eq!(optional.models[0].prompt, Some(PromptRule::Optional));
+    assert!(!optional.models[0].needs_prompt());
+    doc["models"][0]["prompt"] = "maybe".into();
+    let error = parse_catalog(&doc.to_string()).expect_err("refused");
+    assert_eq!(error.path, "models[0].prompt");
+    assert!(error.message.contains("unknown variant"), "{error}");
 }

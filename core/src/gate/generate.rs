@@ -14,7 +14,7 @@ use crate::ids::random_id;
 use crate::jobs::{self, Change, Job, JobFilter, JobStatus, NewJob};
 use crate::ledger;
 use crate::money::to_credits;
-use crate::pricing::{self, Catalog, Estimate, EstimateRequest, Units};
+use crate::pricing::{self, Catalog, Estimate, EstimateRequest, RequestedUnits};
 use crate::request::{normalize, GenerateRequest};
 use crate::store::Tx;
 
@@ -298,7 +298,7 @@ fn suggest(prepared: &Prepared, available_micros: i64) -> String {
             let request = EstimateRequest {
                 product: None,
                 model: spec.model.clone(),
-                units: Units::default(),
+                units: RequestedUnits::default(),
                 input_image_urls: Vec::new(),
             };
             pricing::estimate(&prepared.catalog, &request).ok()

@@ -1,6 +1,6 @@
 //! The estimator: a request (model, units, input images) and a catalog in,
-//! credits and a breakdown of every step out; and the model listing that
-//! `/v1/models/list` renders.
+//! credits and a breakdown of every step out. The model listing that
+//! `/v1/models/list` renders is [`super::listing`]'s.
 //!
 //! Invariant: a price is computed exactly (every multiplication is checked
 //! to lose no digit) and rounded once, at the end, to the micro-credit, half
@@ -12,11 +12,10 @@ use std::collections::BTreeMap;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 use super::catalog::{
-    Catalog, InputImages, ModelSpec, OptionName, OptionSpec, OptionValue, PriceRule, RuleCondition,
-    RuleEffect, Unit, MODEL_ID_CHARS_MAX,
+    Catalog, ModelSpec, OptionName, OptionValue, PriceRule, PriceUnit, RuleCondition, RuleEffect,
+    MODEL_ID_CHARS_MAX,
 };
 use super::round_credits;
 use crate::error::ErrorCode;
@@ -29,7 +28,7 @@ pub const CLOSE_MATCHES_MAX: usize = 3;
 /// against the model's allowed values; one left out takes the default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Units {
+pub struct RequestedUnits {
     /// How many outputs (multiplies `image` models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -44,7 +43,7 @@ pub struct Units {
     pub aspect_ratio: Option<String>,
 }
 
-impl Units {
+impl RequestedUnits {
     /// The value the request set for `option`, if any.
     pub fn get(&self, option: OptionName) -> Option<OptionValue> {
         match option {
@@ -72,7 +71,7 @@ pub struct EstimateRequest {
     pub model: String,
     /// The options.
     #[serde(default)]
-    pub units: Units,
+    pub units: RequestedUnits,
     /// Input images; their number is checked against the model's
     /// `input_images`, and some models price image-to-video differently.
     #[serde(default)]
@@ -82,7 +81,7 @@ pub struct EstimateRequest {
 /// The options an estimate priced: the request's values with the model's
 /// defaults filled in; an option the model does not offer stays `None`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ResolvedUnits {
+pub struct BilledUnits {
     /// The count priced, if the model offers `count`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
@@ -153,7 +152,7 @@ pub struct Estimate {
     /// Every step from the base price to the rounded total.
     pub breakdown: Vec<BreakdownLine>,
     /// The options priced, defaults filled in.
-    pub units: ResolvedUnits,
+    pub units: BilledUnits,
     /// How many input images were priced.
     pub input_images: u32,
 }
@@ -348,7 +347,7 @@ fn price_request(
         credits,
         micros,
         breakdown,
-        units: resolved_units(&chosen),
+        units: billed_units(&chosen),
         input_images,
     })
 }
@@ -356,7 +355,7 @@ fn price_request(
 /// Checks each requested option against the model's and fills in defaults.
 fn resolve_options(
     spec: &ModelSpec,
-    units: &Units,
+    units: &RequestedUnits,
 ) -> Result<BTreeMap<OptionName, OptionValue>, EstimateError> {
     let mut chosen = BTreeMap::new();
     for name in OptionName::ALL {
@@ -380,7 +379,7 @@ fn resolve_options(
     Ok(chosen)
 }
 
-fn resolved_units(chosen: &BTreeMap<OptionName, OptionValue>) -> ResolvedUnits {
+fn billed_units(chosen: &BTreeMap<OptionName, OptionValue>) -> BilledUnits {
     let int = |name| match chosen.get(&name) {
         Some(OptionValue::Int(n)) => Some(*n),
         _ => None,
@@ -389,7 +388,7 @@ fn resolved_units(chosen: &BTreeMap<OptionName, OptionValue>) -> ResolvedUnits {
         Some(OptionValue::Text(text)) => Some(text.clone()),
         _ => None,
     };
-    ResolvedUnits {
+    BilledUnits {
         count: int(OptionName::Count),
         resolution: text(OptionName::Resolution),
         duration: int(OptionName::Duration),
@@ -418,7 +417,9 @@ fn price(
         model: spec.model.clone(),
     };
     let base_detail = match spec.unit {
-        Unit::Tokens1k => "base price per 1k_tokens (the estimate covers 1,000 tokens)".to_string(),
+        PriceUnit::Tokens1k => {
+            "base price per 1k_tokens (the estimate covers 1,000 tokens)".to_string()
+        }
         unit => format!("base price per {unit}"),
     };
     let mut total = spec.base_price;
@@ -473,18 +474,18 @@ fn price(
         message: message.to_string(),
     };
     let (step, factor, detail) = match (spec.unit, chosen.get(&OptionName::Count)) {
-        (Unit::Image, Some(OptionValue::Int(count))) => {
+        (PriceUnit::Image, Some(OptionValue::Int(count))) => {
             (Step::Count, *count, format!("count = {count}"))
         }
-        (Unit::Image, None) => (
+        (PriceUnit::Image, None) => (
             Step::Count,
             1,
             "count = 1 (the model offers no count)".into(),
         ),
-        (Unit::Image, Some(OptionValue::Text(_))) => {
+        (PriceUnit::Image, Some(OptionValue::Text(_))) => {
             return Err(inconsistent("its count option has text values"))
         }
-        (Unit::Second, _) => match chosen.get(&OptionName::Duration) {
+        (PriceUnit::Second, _) => match chosen.get(&OptionName::Duration) {
             Some(OptionValue::Int(seconds)) => {
                 (Step::Duration, *seconds, format!("duration = {seconds} s"))
             }
@@ -553,88 +554,25 @@ fn edit_distance(a: &[char], b: &[char]) -> usize {
     previous[b.len()]
 }
 
-/// The `/v1/models/list` answer: the catalog as agents see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Listing {
-    /// Always `"credits"`.
-    pub currency: String,
-    /// The catalog's price version.
-    pub price_version: String,
-    /// One entry per model, in catalog order.
-    pub models: Vec<ListingEntry>,
-}
-
-/// One model as `/v1/models/list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ListingEntry {
-    /// The model id.
-    pub model: String,
-    /// Its product.
-    pub product: String,
-    /// Its category.
-    pub category: String,
-    /// What one unit of `base_price` buys.
-    pub unit: Unit,
-    /// Credits per unit for the default request.
-    #[serde(with = "super::decimal_json")]
-    pub base_price: Decimal,
-    /// Credits for a request that sets no option (defaults, fewest input
-    /// images); `None` only for a catalog built without `parse_catalog`
-    /// whose default request cannot be priced.
-    #[serde(with = "super::decimal_json::option")]
-    pub default_credits: Option<Decimal>,
-    /// The options with their allowed values and defaults.
-    pub options: BTreeMap<OptionName, OptionSpec>,
-    /// The price rules (`4K` costs 40, `1080p` costs ×1.8, ...).
-    pub price_rules: Vec<PriceRule>,
-    /// How many input images a request must and may carry.
-    pub input_images: InputImages,
-    /// The catalog's note.
-    pub note: String,
-    /// The JSON Schema of the generate request.
-    pub input_schema: Map<String, Value>,
-}
-
-/// Builds the `/v1/models/list` answer from a catalog.
-pub fn listing(catalog: &Catalog) -> Listing {
-    let models = catalog
-        .models
+/// Credits for the request that sets no option on `spec` (defaults, fewest
+/// input images), rounded; `None` when that request cannot be priced (only
+/// for a catalog built without `parse_catalog`).
+pub(super) fn default_credits(spec: &ModelSpec) -> Option<Decimal> {
+    let defaults: BTreeMap<OptionName, OptionValue> = spec
+        .options
         .iter()
-        .map(|spec| {
-            let defaults: BTreeMap<OptionName, OptionValue> = spec
-                .options
-                .iter()
-                .map(|(name, option)| (*name, option.default.clone()))
-                .collect();
-            let default_credits = price(spec, &defaults, spec.input_images.min)
-                .ok()
-                .map(|(total, _)| round_credits(total));
-            ListingEntry {
-                model: spec.model.clone(),
-                product: spec.product.clone(),
-                category: spec.category.clone(),
-                unit: spec.unit,
-                base_price: spec.base_price,
-                default_credits,
-                options: spec.options.clone(),
-                price_rules: spec.price_rules.clone(),
-                input_images: spec.input_images,
-                note: spec.note.clone(),
-                input_schema: spec.input_schema.clone(),
-            }
-        })
+        .map(|(name, option)| (*name, option.default.clone()))
         .collect();
-    Listing {
-        currency: catalog.currency.clone(),
-        price_version: catalog.price_version.clone(),
-        models,
-    }
+    price(spec, &defaults, spec.input_images.min)
+        .ok()
+        .map(|(total, _)| round_credits(total))
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
-    use crate::pricing::catalog::parse_catalog;
+    use crate::pricing::catalog::{parse_catalog, OptionSpec};
+    use crate::pricing::listing::listing;
     use std::str::FromStr;
 
     const RYNJER: &str = include_str!("../../../fixtures/catalogs/rynjer.json");
@@ -642,7 +580,7 @@ mod tests {
     const EXPECTED: &str = include_str!("../../../fixtures/catalogs/expected_prices.json");
 
     /// Models that exercise every unit and rule kind.
-    const TEST_CATALOG: &str = r#"{
+    pub(in crate::pricing) const TEST_CATALOG: &str = r#"{
       "price_version": "t-1", "currency": "credits",
       "models": [
         {"model": "img", "product": "image", "category": "text-to-image", "provider": "fixture",
@@ -866,9 +804,9 @@ mod tests {
         );
         assert_eq!(
             estimate.units,
-            ResolvedUnits {
+            BilledUnits {
                 resolution: Some("1080p".into()),
-                ..ResolvedUnits::default()
+                ..BilledUnits::default()
             }
         );
         assert_eq!(estimate.input_images, 1);
@@ -939,7 +877,7 @@ mod tests {
             check_err("per-second", r#"{"duration": 6}"#, 0),
             EstimateError::InvalidOption { .. }
         ));
-        assert!(serde_json::from_str::<Units>(r#"{"resolutoin": "1K"}"#).is_err());
+        assert!(serde_json::from_str::<RequestedUnits>(r#"{"resolutoin": "1K"}"#).is_err());
     }
 
     #[test]
@@ -1117,39 +1055,6 @@ mod tests {
             estimate(&bad_count, &request("img", "{}", 0)),
             Err(EstimateError::InconsistentCatalog { .. })
         ));
-    }
-
-    #[test]
-    fn listing_shows_defaults_and_rules() {
-        let rynjer = catalog(RYNJER);
-        let listed = listing(&rynjer);
-        assert_eq!(listed.currency, "credits");
-        assert_eq!(listed.price_version, "2026-02-02-v1");
-        assert_eq!(listed.models.len(), rynjer.models.len());
-        for (entry, spec) in listed.models.iter().zip(&rynjer.models) {
-            assert_eq!(entry.model, spec.model);
-            // No rule matches a default, so the default request costs base_price.
-            assert_eq!(
-                entry.default_credits,
-                Some(spec.base_price),
-                "{}",
-                spec.model
-            );
-        }
-        let text = serde_json::to_string(&listed).expect("serialize");
-        assert!(text.contains(r#""model":"nano-banana-pro","product":"image","category":"text-to-image","unit":"image","base_price":20,"default_credits":20"#), "{text}");
-        assert!(
-            text.contains(r#""price_rules":[{"option":"resolution","equals":"4K","price":40}]"#)
-        );
-        assert!(text.contains(r#""count":{"allowed":[1,2,4,8],"default":1}"#));
-        let kiwi = listing(&catalog(KIWIWHALE));
-        let text = serde_json::to_string(&kiwi).expect("serialize");
-        assert!(
-            text.contains(r#""base_price":0.3165,"default_credits":0.3165"#),
-            "{text}"
-        );
-        let per_second = listing(&catalog(TEST_CATALOG));
-        assert_eq!(per_second.models[2].default_credits, Some(dec("0.0825")));
     }
 
     #[test]

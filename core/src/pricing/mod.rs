@@ -1,6 +1,6 @@
 //! Pricing: the price catalog format and its validation ([`catalog`]), the
 //! estimator that turns a request into credits ([`mod@estimate`]), the model
-//! listing, and the one rounding rule ([`round_credits`]).
+//! listing ([`mod@listing`]), and the one rounding rule ([`round_credits`]).
 //!
 //! [`versions`] keeps imported catalogs as immutable price versions in the
 //! database (it alone writes `price_versions`, exactly one of which is
@@ -17,16 +17,20 @@
 
 pub mod catalog;
 pub mod estimate;
+pub mod listing;
+mod shape;
+mod validate;
 pub mod versions;
 
 pub use catalog::{
     parse_catalog, Catalog, CatalogError, InputImages, ModelSpec, OptionName, OptionSpec,
-    OptionValue, PriceRule, RuleCondition, RuleEffect, Unit,
+    OptionValue, PriceRule, PriceUnit, PromptRule, RuleCondition, RuleEffect,
 };
 pub use estimate::{
-    close_matches, estimate, estimate_before_upload, listing, BreakdownLine, Estimate,
-    EstimateError, EstimateRequest, Listing, ListingEntry, ResolvedUnits, Step, Units,
+    close_matches, estimate, estimate_before_upload, BilledUnits, BreakdownLine, Estimate,
+    EstimateError, EstimateRequest, RequestedUnits, Step,
 };
+pub use listing::{listing, Listing, ListingEntry};
 
 use rust_decimal::{Decimal, RoundingStrategy};
 

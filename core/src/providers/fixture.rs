@@ -290,9 +290,9 @@ impl Provider for FixtureProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pricing::ResolvedUnits;
+    use crate::pricing::BilledUnits;
 
-    fn job<'a>(prompt: &'a str, units: &'a ResolvedUnits, product: &'a str) -> ProviderJob<'a> {
+    fn job<'a>(prompt: &'a str, units: &'a BilledUnits, product: &'a str) -> ProviderJob<'a> {
         ProviderJob {
             job_id: "job_1",
             model: "m",
@@ -314,9 +314,9 @@ mod tests {
     #[test]
     fn the_shipped_scenarios_parse_and_drive_each_path() {
         let provider = FixtureProvider::new(Scenarios::shipped());
-        let units = ResolvedUnits {
+        let units = BilledUnits {
             count: Some(2),
-            ..ResolvedUnits::default()
+            ..BilledUnits::default()
         };
         let mut j = job("a cat", &units, "image");
         assert_eq!(

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::jobs::Output;
-use crate::pricing::ResolvedUnits;
+use crate::pricing::BilledUnits;
 
 /// Outputs a provider may return for one job, at most.
 pub const PROVIDER_OUTPUTS_MAX: usize = crate::jobs::OUTPUTS_MAX;
@@ -57,7 +57,7 @@ pub struct ProviderJob<'a> {
     /// The prompt, if any.
     pub prompt: Option<&'a str>,
     /// The options priced, defaults filled in.
-    pub units: &'a ResolvedUnits,
+    pub units: &'a BilledUnits,
     /// Input images.
     pub input_image_urls: &'a [String],
     /// The provider's task id, once submitted.
