@@ -146,7 +146,7 @@ pub(crate) enum Credential<'a> {
 /// `Authorization` value `Bearer <credential>` (scheme in any case, blanks
 /// around the credential ignored), or `None` when the value does not use
 /// the scheme or carries no credential. Shells that read the header use
-/// it; [`credential`] uses it to accept a whole header value too.
+/// it; `credential` uses it to accept a whole header value too.
 pub fn bearer_credential(value: &str) -> Option<&str> {
     let value = value.trim();
     // `get` rather than slicing: the input is untrusted and byte 7 need not
