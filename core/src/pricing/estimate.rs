@@ -1,6 +1,6 @@
 //! The estimator: a request (model, units, input images) and a catalog in,
 //! credits and a breakdown of every step out. The model listing that
-//! `/v1/models/list` renders is [`super::listing`]'s.
+//! `/v1/models/list` renders is [`mod@super::listing`]'s.
 //!
 //! Invariant: a price is computed exactly (every multiplication is checked
 //! to lose no digit) and rounded once, at the end, to the micro-credit, half
