@@ -1,5 +1,5 @@
 //! The model listing: the catalog as `/v1/models/list` shows it, each model
-//! with the price of its default request (computed by [`super::estimate`]).
+//! with the price of its default request (computed by [`mod@super::estimate`]).
 //!
 //! Invariant: one entry per catalog model, in catalog order; nothing here
 //! prices a request of its own.
