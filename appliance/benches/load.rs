@@ -316,17 +316,9 @@ fn baseline_server(listen: &str, body_len: usize) {
     }
 }
 
+/// A `/proc/PID/status` size field (`VmRSS`, `VmHWM`) in MB; 0 if unreadable.
 fn rss_mb(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    creditgate_tests::proc_status(pid, field).map_or(0.0, |kb| kb as f64 / 1024.0)
 }
 
 /// One keep-alive request; returns the status and body.
@@ -374,7 +366,7 @@ fn post_generate(addr: &str, key: &str, request_id: &str) -> Vec<u8> {
 fn measure(name: &'static str, server: &Running, key: Option<&str>) -> Measurement {
     let pid = server.child.id();
     std::thread::sleep(Duration::from_millis(300));
-    let idle_rss_mb = rss_mb(pid, "VmRSS:");
+    let idle_rss_mb = rss_mb(pid, "VmRSS");
     let sent = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -417,7 +409,7 @@ fn measure(name: &'static str, server: &Running, key: Option<&str>) -> Measureme
     let mut peak_rss_mb: f64 = 0.0;
     while started.elapsed() < MEASURE_TIME && sent.load(Ordering::Relaxed) < REQUESTS_MAX {
         std::thread::sleep(Duration::from_millis(100));
-        peak_rss_mb = peak_rss_mb.max(rss_mb(pid, "VmRSS:"));
+        peak_rss_mb = peak_rss_mb.max(rss_mb(pid, "VmRSS"));
     }
     stop.store(true, Ordering::Relaxed);
     // The rate counts what completed inside the window; requests still in
@@ -443,6 +435,6 @@ fn measure(name: &'static str, server: &Running, key: Option<&str>) -> Measureme
         max_ms: all.last().copied().unwrap_or(0) as f64 / 1000.0,
         failures: failures.load(Ordering::Relaxed),
         idle_rss_mb,
-        peak_rss_mb: peak_rss_mb.max(rss_mb(pid, "VmHWM:")),
+        peak_rss_mb: peak_rss_mb.max(rss_mb(pid, "VmHWM")),
     }
 }

@@ -155,14 +155,7 @@ fn main() {
 }
 
 fn proc_field(pid: u32, field: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-                .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        })
-        .unwrap_or(0.0)
+    creditgate_tests::proc_status(pid, field).map_or(0.0, |n| n as f64)
 }
 
 /// Sends one request of the mix and counts how it went.

@@ -399,10 +399,7 @@ impl Server {
     /// A field of `/proc/PID/status` (`VmRSS` in kB, `Threads`), as a
     /// number; `None` where there is no such file.
     pub fn proc_status(&self, field: &str) -> Option<u64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        proc_status(self.child.id(), field)
     }
 
     /// Whether the server process is still running.
@@ -448,4 +445,13 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A numeric field of `/proc/PID/status` (`VmRSS` in kB, `Threads`);
+/// `None` where there is no such process or file. The benches use it too.
+pub fn proc_status(pid: u32, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    text.lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
 }
