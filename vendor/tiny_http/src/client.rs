@@ -165,19 +165,10 @@ impl ClientConnection {
 
     /// Writes one of the server's own refusals and flushes it.
     fn refuse(&mut self, status: u16, reason: &str, version: HTTPVersion) {
-        use crate::{Header, Response, StatusCode};
         let writer = self.sink.next().unwrap();
-        let (content_type, body) = match self.limits.refusal_body {
-            Some(render) => render(status, reason),
-            None => ("text/plain; charset=utf-8", Vec::new()),
-        };
-        let mut response = Response::from_data(body).with_status_code(StatusCode(status));
-        if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
-            response.add_header(header);
-        }
-        response
-            .with_connection_close()
-            .raw_print(writer, version, &[], false, None).ok();
+        crate::refusal_response(&self.limits, status, reason)
+            .raw_print(writer, version, &[], false, None)
+            .ok();
     }
 
     /// Reads and throws away what the previous request left of its body,

@@ -523,24 +523,39 @@ fn accept_error_kind(e: &IoError) -> AcceptError {
 
 /// creditgate: answers a connection over the bound 503 and closes it,
 /// without a thread of its own (the answer fits the socket's send buffer).
-fn refuse_busy(sock: Connection, limits: &Limits) {
-    use std::io::{Read, Write};
+/// creditgate: one of the server's own refusals (rendered by
+/// `Limits::refusal_body`), which closes its connection.
+pub(crate) fn refusal_response(
+    limits: &Limits,
+    status: u16,
+    reason: &str,
+) -> Response<std::io::Cursor<Vec<u8>>> {
     let (content_type, body) = match limits.refusal_body {
-        Some(render) => render(503, "too many open connections; try again shortly"),
+        Some(render) => render(status, reason),
         None => ("text/plain; charset=utf-8", Vec::new()),
     };
-    let head = format!(
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: {}\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
-        content_type,
-        body.len()
-    );
+    let mut response = Response::from_data(body)
+        .with_status_code(StatusCode(status))
+        .with_connection_close();
+    if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes()) {
+        response.add_header(header);
+    }
+    response
+}
+
+fn refuse_busy(sock: Connection, limits: &Limits) {
+    use std::io::{Read, Write};
     let mut sock = sock;
     let _ = sock.set_timeouts(
         Some(Duration::from_millis(100)),
         Some(Duration::from_millis(100)),
     );
-    let _ = sock.write_all(head.as_bytes());
-    let _ = sock.write_all(&body);
+    let mut response =
+        refusal_response(limits, 503, "too many open connections; try again shortly");
+    if let Ok(header) = Header::from_bytes(&b"Retry-After"[..], &b"1"[..]) {
+        response.add_header(header);
+    }
+    let _ = response.raw_print(&mut sock, HTTPVersion(1, 1), &[], false, None);
     let _ = sock.flush();
     let _ = sock.shutdown(Shutdown::Write);
     // Read what the client already sent (without waiting for more), so
