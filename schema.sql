@@ -300,3 +300,58 @@ CREATE TABLE external_identities (
 -- account's jobs keep `jobs_account_created`.
 DROP INDEX jobs_status_created;
 CREATE INDEX jobs_created ON jobs (created_at);
+
+-- @migration 2: real upstreams: provider state, lookup by upstream task id,
+-- upstream cancels sent by workers, deduplicated webhook deliveries, kept
+-- media files.
+--
+-- `provider_state` is the adapter's opaque JSON (status and result URLs,
+-- ComfyUI's client id, kie.ai's per-family endpoint, outputs still to be
+-- collected); `usage` is what a success actually used, JSON. A webhook finds
+-- its job by (provider, provider_task_id).
+ALTER TABLE jobs ADD COLUMN provider_state TEXT;
+ALTER TABLE jobs ADD COLUMN usage TEXT;
+CREATE INDEX jobs_provider_task ON jobs (provider, provider_task_id)
+    WHERE provider_task_id IS NOT NULL;
+
+-- Upstream cancels still to send (module `jobs`): an agent's cancel is
+-- recorded here in its own transaction and sent by a worker, best effort,
+-- never on the HTTP thread.
+CREATE TABLE provider_cancels (
+    job_id      TEXT PRIMARY KEY REFERENCES jobs (id),
+    provider    TEXT NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_at     INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL
+) STRICT;
+CREATE INDEX provider_cancels_due ON provider_cancels (next_at);
+
+-- Upstream webhook deliveries already applied (module `jobs`), by the
+-- provider instance and the delivery's own id (Replicate's `webhook-id`
+-- repeats on retries): a repeat changes nothing.
+CREATE TABLE provider_deliveries (
+    provider     TEXT NOT NULL,
+    delivery_id  TEXT NOT NULL CHECK (delivery_id <> ''),
+    job_id       TEXT REFERENCES jobs (id),
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (provider, delivery_id)
+) STRICT, WITHOUT ROWID;
+
+-- Outputs kept in the media store (module `media`): files beside the
+-- database, one row each, removed after the retention period. `path` is
+-- relative to the media directory; `upstream_url` is where it came from,
+-- for the operator (never shown to agents).
+CREATE TABLE media_files (
+    job_id        TEXT NOT NULL REFERENCES jobs (id),
+    idx           INTEGER NOT NULL CHECK (idx >= 0),
+    path          TEXT NOT NULL UNIQUE,
+    mime          TEXT NOT NULL,
+    bytes         INTEGER NOT NULL CHECK (bytes >= 0),
+    sha256        BLOB NOT NULL CHECK (length(sha256) = 32),
+    upstream_url  TEXT,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    removed_at    INTEGER,
+    PRIMARY KEY (job_id, idx)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX media_files_expiry ON media_files (expires_at) WHERE removed_at IS NULL;

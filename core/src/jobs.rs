@@ -176,6 +176,12 @@ pub struct Job {
     pub updated_at: UnixMillis,
     /// When it reached a terminal status.
     pub finished_at: Option<UnixMillis>,
+    /// The provider adapter's opaque state, JSON (see
+    /// [`crate::providers::Submission::Accepted`]).
+    pub provider_state: Option<String>,
+    /// What a success actually used, JSON (input and output tokens, media
+    /// seconds), where the upstream said.
+    pub usage: Option<String>,
 }
 
 /// What a new job records.
@@ -207,7 +213,7 @@ macro_rules! job_columns {
     price_version, estimate_micros, estimate, hold_id, usage_event_id, provider, upstream_model,
     provider_task_id, status, submit_attempts, submit_started_at, polls, poll_errors, next_run_at,
     lease_until, deadline, output_token, outputs, seed, error_code, error_message, charged_micros,
-    created_at, updated_at, finished_at"
+    created_at, updated_at, finished_at, provider_state, usage"
     };
 }
 
@@ -281,6 +287,8 @@ const TRANSITION_SQL: &str = concat!(
         error_message = coalesce(?8, error_message),
         charged_micros = coalesce(?9, charged_micros),
         next_run_at = coalesce(?10, next_run_at),
+        provider_state = coalesce(?13, provider_state),
+        usage = coalesce(?14, usage),
         lease_until = NULL,
         updated_at = ?11,
         finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END
@@ -291,7 +299,8 @@ const TRANSITION_SQL: &str = concat!(
 /// Bookkeeping without a status change, guarded by the status.
 const RESCHEDULE_SQL: &str = concat!(
     "UPDATE jobs SET next_run_at = ?3, polls = polls + ?4, poll_errors = poll_errors + ?5,
-        error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7
+        error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7,
+        provider_state = coalesce(?8, provider_state)
      WHERE id = ?1 AND status = ?2
      RETURNING ",
     job_columns!()
@@ -365,6 +374,8 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         created_at: row.get(29)?,
         updated_at: row.get(30)?,
         finished_at: row.get(31)?,
+        provider_state: row.get(32)?,
+        usage: row.get(33)?,
     })
 }
 
@@ -459,6 +470,8 @@ pub(crate) struct Change {
     pub(crate) error_message: Option<String>,
     pub(crate) charged_micros: Option<i64>,
     pub(crate) next_run_at: Option<UnixMillis>,
+    pub(crate) provider_state: Option<String>,
+    pub(crate) usage: Option<String>,
 }
 
 /// Moves a job from `from` to `to`, refusing any edge the state machine
@@ -511,6 +524,8 @@ pub(crate) fn transition(
                 change.next_run_at,
                 now,
                 to.is_terminal(),
+                change.provider_state,
+                change.usage,
             ],
             from_row,
         )
@@ -539,6 +554,7 @@ pub(crate) struct Reschedule {
     pub(crate) add_polls: i64,
     pub(crate) add_poll_errors: i64,
     pub(crate) error_message: Option<String>,
+    pub(crate) provider_state: Option<String>,
 }
 
 /// Applies a [`Reschedule`] to a non-terminal job still in `status`.
@@ -560,7 +576,8 @@ pub(crate) fn reschedule(
                 plan.add_polls,
                 plan.add_poll_errors,
                 plan.error_message,
-                now
+                now,
+                plan.provider_state
             ],
             from_row,
         )
@@ -713,6 +730,104 @@ pub(crate) fn record_usage(
         now
     ])?;
     Ok(())
+}
+
+/// A job by its provider instance and that provider's task id (how an
+/// upstream webhook finds its job).
+pub(crate) fn find_by_provider_task(
+    conn: &ReadOnly<'_>,
+    provider: &str,
+    task_id: &str,
+) -> Result<Option<Job>> {
+    Ok(conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs INDEXED BY jobs_provider_task
+             WHERE provider = ?1 AND provider_task_id = ?2"
+        ))?
+        .query_row([provider, task_id], from_row)
+        .optional()?)
+}
+
+/// Upstream cancels sent per worker step, at most.
+pub const UPSTREAM_CANCELS_BATCH_MAX: usize = 32;
+/// Tries to send one upstream cancel before giving up on it.
+pub const UPSTREAM_CANCEL_ATTEMPTS_MAX: i64 = 5;
+
+/// Queues the upstream cancel of a job the provider has (a canceled or
+/// expired running job), for a worker to send; a second queueing of the
+/// same job changes nothing.
+pub(crate) fn queue_upstream_cancel(tx: &Tx<'_>, job: &Job, now: UnixMillis) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO provider_cancels (job_id, provider, next_at, created_at)
+         VALUES (?1, ?2, ?3, ?3) ON CONFLICT (job_id) DO NOTHING",
+    )?
+    .execute(params![job.id, job.provider, now])?;
+    Ok(())
+}
+
+/// Takes up to `limit` due upstream cancels: each is pushed back by
+/// `retry_in_ms` and its attempt counted before it is sent, so a crash
+/// mid-send retries it later rather than never. Returns the jobs.
+pub(crate) fn claim_upstream_cancels(
+    tx: &Tx<'_>,
+    now: UnixMillis,
+    retry_in_ms: i64,
+    limit: usize,
+) -> Result<Vec<Job>> {
+    let ids: Vec<String> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT job_id FROM provider_cancels INDEXED BY provider_cancels_due
+             WHERE next_at <= ?1 ORDER BY next_at LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![now, limit.min(UPSTREAM_CANCELS_BATCH_MAX) as i64],
+            |r| r.get(0),
+        )?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let attempts: i64 = tx
+            .prepare_cached(
+                "UPDATE provider_cancels SET attempts = attempts + 1, next_at = ?2
+                 WHERE job_id = ?1 RETURNING attempts",
+            )?
+            .query_row(params![id, now + retry_in_ms], |r| r.get(0))?;
+        match get(tx, &id) {
+            Ok(job) if attempts <= UPSTREAM_CANCEL_ATTEMPTS_MAX => jobs.push(job),
+            // Given up, or its row no longer decodes: drop the cancel.
+            Ok(_) | Err(Error::CorruptData { .. }) => finish_upstream_cancel(tx, &id)?,
+            Err(other) => return Err(other),
+        }
+    }
+    Ok(jobs)
+}
+
+/// Drops a sent (or abandoned) upstream cancel.
+pub(crate) fn finish_upstream_cancel(tx: &Tx<'_>, job_id: &str) -> Result<()> {
+    tx.prepare_cached("DELETE FROM provider_cancels WHERE job_id = ?1")?
+        .execute([job_id])?;
+    Ok(())
+}
+
+/// Records an upstream webhook delivery by its id; `false` when it was
+/// already recorded (a retry: apply nothing).
+pub(crate) fn record_delivery(
+    tx: &Tx<'_>,
+    provider: &str,
+    delivery_id: &str,
+    job_id: Option<&str>,
+    now: UnixMillis,
+) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "INSERT INTO provider_deliveries (provider, delivery_id, job_id, received_at)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+        )?
+        .execute(params![provider, delivery_id, job_id, now])?
+        == 1)
 }
 
 #[cfg(test)]

@@ -7,14 +7,14 @@
 //! logic: time comes from the [`Clock`] you hand to [`Gate::open`], so
 //! tests and embedders can drive it with a [`ManualClock`]. Its only
 //! networking is one outgoing call: the Moltbook identity verifier
-//! (`MoltbookVerifier`, built only with the cargo feature `moltbook-http`,
+//! (`MoltbookVerifier`, built only with the cargo feature `http`,
 //! so an embedder that needs no network call has no HTTP client or TLS
 //! stack), made only when an embedder configures it with
 //! [`Gate::with_identity_verifier`]. The `creditgate` binary (crate
 //! `creditgate-appliance`) turns the feature on and wraps the core with a
 //! CLI and HTTP.
 //!
-//! Cargo features (none on by default): `moltbook-http` (the Moltbook
+//! Cargo features (none on by default): `http` (the Moltbook
 //! verifier over HTTP, ureq with rustls) and `test-support` (hidden hooks
 //! for the workspace's own tests; never for embedders).
 //!
@@ -44,6 +44,7 @@ pub mod identity;
 pub mod ids;
 pub mod jobs;
 pub mod ledger;
+pub mod media;
 pub mod money;
 pub mod pricing;
 pub mod providers;
@@ -60,7 +61,7 @@ pub use error::{Error, Result, StorageError};
 pub use gate::generate::Submitted;
 pub use gate::work::{JobFault, WorkReport, WorkerHealth, FAILING_STEPS_UNHEALTHY};
 pub use gate::{Gate, GateSettings};
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 pub use identity::MoltbookVerifier;
 pub use identity::{
     verify_signed_request, AccessGrant, Agent, AgentRegistration, ApiKeyInfo, CreatedAgentKey,

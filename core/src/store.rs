@@ -1124,7 +1124,8 @@ mod tests {
                 "jobs_account_created",
                 "jobs_created",
                 "jobs_deadline",
-                "jobs_due"
+                "jobs_due",
+                "jobs_provider_task"
             ]
         );
     }

@@ -165,10 +165,10 @@ fn the_http_client_is_behind_its_feature() {
         .find(|line| line.starts_with("ureq "))
         .expect("ureq is a dependency");
     assert!(ureq.contains("optional = true"), "{ureq}");
-    assert!(manifest.contains("moltbook-http = [\"dep:ureq\"]"));
+    assert!(manifest.contains("http = [\"dep:ureq\"]"));
     let default = manifest.lines().find(|line| line.starts_with("default "));
     assert!(
-        default.is_none_or(|line| !line.contains("moltbook-http")),
+        default.is_none_or(|line| !line.contains("http")),
         "not on by default"
     );
     let mut files = Vec::new();
@@ -176,11 +176,19 @@ fn the_http_client_is_behind_its_feature() {
     for path in files {
         let text = std::fs::read_to_string(&path).expect("read");
         if text.contains("ureq::") {
+            // The two clients: Moltbook's verifier, and the one the provider
+            // adapters and the media store's downloads share.
             assert!(
-                path.ends_with("identity/moltbook_client.rs"),
-                "ureq used outside the client: {}",
+                path.ends_with("identity/moltbook_client.rs") || path.ends_with("providers/http.rs"),
+                "ureq used outside the clients: {}",
                 path.display()
             );
         }
     }
+    let providers = std::fs::read_to_string(core_src().join("providers/mod.rs")).expect("read");
+    let at = providers.find("pub mod http;").expect("the shared client");
+    assert!(
+        providers[..at].trim_end().ends_with("#[cfg(feature = \"http\")]"),
+        "the shared HTTP client is built only with the feature"
+    );
 }

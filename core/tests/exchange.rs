@@ -1,6 +1,6 @@
 //! The external identity exchange through the facade with an in-process
 //! stand-in verifier (an `IdentityVerifier` that answers from a table, no
-//! socket): the exchange logic builds and runs without the `moltbook-http`
+//! socket): the exchange logic builds and runs without the `http`
 //! feature, as it must for an embedder that brings its own verifier. The
 //! HTTP verifier itself is tested against a stand-in server in
 //! `moltbook.rs`, with the feature.

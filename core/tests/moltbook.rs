@@ -9,7 +9,7 @@
 //! bounded.
 
 // The stand-in is spoken to by the HTTP verifier, which needs the feature.
-#![cfg(feature = "moltbook-http")]
+#![cfg(feature = "http")]
 
 mod common;
 

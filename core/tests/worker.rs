@@ -17,7 +17,7 @@ use common::RYNJER;
 use creditgate::jobs::Output;
 use creditgate::providers::fixture::{FixtureProvider, Scenarios};
 use creditgate::providers::{
-    Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry, Submission,
+    Artifact, Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry, Submission,
 };
 use creditgate::{Error, Gate, JobStatus, ManualClock, Synchronous};
 use rust_decimal::Decimal;
@@ -144,21 +144,18 @@ impl Scripted {
     }
 }
 
-fn output(url: String, mime: &str) -> Output {
-    Output {
+fn output(url: String, mime: &str) -> Artifact {
+    Artifact::Hosted(Output {
         url,
         mime: mime.to_owned(),
         file: None,
-    }
+    })
 }
 
-fn completed(task_id: &str, outputs: Vec<Output>) -> Submission {
+fn completed(task_id: &str, artifacts: Vec<Artifact>) -> Submission {
     Submission::Completed {
         task_id: task_id.to_owned(),
-        completion: Completion {
-            outputs,
-            seed: None,
-        },
+        completion: Completion::of(artifacts),
     }
 }
 
@@ -185,9 +182,11 @@ impl Provider for Scripted {
         match prompt {
             "[bad:empty-task-id]" => Ok(Submission::Accepted {
                 task_id: "  ".into(),
+                state: None,
             }),
             "[bad:long-task-id]" => Ok(Submission::Accepted {
                 task_id: "t".repeat(10_000),
+                state: None,
             }),
             "[bad:no-outputs]" => Ok(completed("t1", vec![])),
             "[bad:too-many-outputs]" => Ok(completed("t2", (0..17).map(|_| good()).collect())),

@@ -32,11 +32,11 @@ use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
 use crate::gate::generate::{finish_unpaid, release_hold, seed_of};
 use crate::gate::Gate;
-use crate::jobs::{self, Change, Job, JobStatus, Reschedule};
+use crate::jobs::{self, Change, Job, JobStatus, Output, Reschedule};
 use crate::ledger;
 use crate::pricing::Estimate;
 use crate::providers::{
-    check_task_id, Completion, PollStatus, ProviderError, ProviderJob, Submission,
+    check_task_id, Artifact, Completion, PollStatus, ProviderError, ProviderJob, Submission,
     FAILURE_CODE_CHARS_MAX,
 };
 use crate::request::GenerateRequest;
@@ -491,8 +491,8 @@ impl Gate {
                     ));
                 }
                 match provider.submit(&call) {
-                    Ok(Submission::Accepted { task_id }) => match check_task_id(&task_id) {
-                        Ok(()) => Decision::Running { task_id },
+                    Ok(Submission::Accepted { task_id, state }) => match check_task_id(&task_id) {
+                        Ok(()) => Decision::Running { task_id, state: state.map(|s| s.to_string()) },
                         Err(reason) => invalid_answer(job, reason, report),
                     },
                     Ok(Submission::Completed {
@@ -505,7 +505,7 @@ impl Gate {
                         },
                         Err(reason) => invalid_answer(job, reason, report),
                     },
-                    Err(ProviderError::Transient { message }) => {
+                    Err(ProviderError::NotSent { message, .. } | ProviderError::OutcomeUnknown { message }) => {
                         if job.submit_attempts >= SUBMIT_ATTEMPTS_MAX {
                             return Ok(Decision::fail("provider_unavailable", message));
                         }
@@ -547,7 +547,8 @@ impl Gate {
                         Err(reason) => invalid_answer(job, reason, report),
                     },
                     Ok(PollStatus::Failed { code, message }) => Decision::fail(&code, message),
-                    Err(ProviderError::Transient { message }) => {
+                    Ok(PollStatus::Abandoned { message }) => Decision::fail("upstream_aborted", message),
+                    Err(ProviderError::NotSent { message, .. } | ProviderError::OutcomeUnknown { message }) => {
                         if job.poll_errors + 1 >= POLL_ERRORS_MAX {
                             return Ok(Decision::fail("provider_unavailable", message));
                         }
@@ -653,7 +654,10 @@ fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<Expiry> {
 #[derive(Debug, Clone)]
 pub(crate) enum Decision {
     /// The provider accepted it: pending becomes running.
-    Running { task_id: String },
+    Running {
+        task_id: String,
+        state: Option<String>,
+    },
     /// Done: capture and succeed (from pending when the provider answered
     /// synchronously, with its task id).
     Succeed {
@@ -697,7 +701,7 @@ impl Decision {
     /// The provider's task id this answer carries, if any.
     fn task_id(self) -> Option<String> {
         match self {
-            Decision::Running { task_id } => Some(task_id),
+            Decision::Running { task_id, .. } => Some(task_id),
             Decision::Succeed { task_id, .. } => task_id,
             Decision::Fail { .. } | Decision::Retry { .. } | Decision::Defer => None,
         }
@@ -727,9 +731,10 @@ fn apply(
     now: UnixMillis,
     first_poll_ms: i64,
 ) -> Result<Applied> {
-    let to_running = |task_id: String| {
+    let to_running = |task_id: String, state: Option<String>| {
         let change = Change {
             provider_task_id: Some(task_id),
+            provider_state: state,
             next_run_at: Some(now + first_poll_ms),
             ..Change::default()
         };
@@ -743,8 +748,8 @@ fn apply(
         )
     };
     match decision {
-        Decision::Running { task_id } => {
-            to_running(task_id)?;
+        Decision::Running { task_id, state } => {
+            to_running(task_id, state)?;
             Ok(Applied::Running)
         }
         Decision::Succeed {
@@ -752,7 +757,7 @@ fn apply(
             completion,
         } => {
             if let Some(task_id) = task_id {
-                to_running(task_id)?;
+                to_running(task_id, None)?;
             }
             Ok(match settle_success(tx, job_id, completion, now)? {
                 JobStatus::Succeeded => Applied::Succeeded,
@@ -779,6 +784,7 @@ fn apply(
                 add_polls,
                 add_poll_errors,
                 error_message: message,
+                provider_state: None,
             };
             jobs::reschedule(tx, job_id, from, &plan, now)?;
             Ok(Applied::Rescheduled)
@@ -824,7 +830,7 @@ fn settle_success(
         }
     }
     let change = Change {
-        outputs: Some(completion.outputs),
+        outputs: Some(outputs_of(&completion)),
         seed: completion.seed,
         charged_micros: Some(job.estimate_micros),
         ..Change::default()
@@ -842,10 +848,31 @@ fn settle_success(
     Ok(JobStatus::Succeeded)
 }
 
+/// The outputs a completion records as they are: served ones, and remote
+/// ones under their upstream URLs (a gate without a media store).
+fn outputs_of(completion: &Completion) -> Vec<Output> {
+    completion
+        .artifacts
+        .iter()
+        .filter_map(|artifact| match artifact {
+            Artifact::Hosted(output) => Some(output.clone()),
+            Artifact::Remote { url, mime } => Some(Output {
+                url: url.clone(),
+                mime: mime
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                file: None,
+            }),
+            Artifact::Inline { .. } => None,
+        })
+        .collect()
+}
+
 /// A job's stored request and estimate, decoded for a provider call.
 struct JobContext {
     request: GenerateRequest,
     estimate: Estimate,
+    provider_state: Option<serde_json::Value>,
 }
 
 impl JobContext {
@@ -859,6 +886,12 @@ impl JobContext {
         Ok(JobContext {
             request: serde_json::from_str(&job.request).map_err(|e| corrupt("request", e))?,
             estimate: serde_json::from_str(&job.estimate).map_err(|e| corrupt("estimate", e))?,
+            provider_state: job
+                .provider_state
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt("provider state", e))?,
         })
     }
 
@@ -879,6 +912,8 @@ impl JobContext {
             poll_errors: job.poll_errors,
             seed: seed_of(&job.fingerprint),
             output_url_base: gate.output_url_base(job),
+            provider_state: self.provider_state.as_ref(),
+            webhook_url: None,
         }
     }
 }

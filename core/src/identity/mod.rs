@@ -9,7 +9,7 @@
 //! `access_tokens` and `refresh_tokens` (`tokens.rs`);
 //! `external_identities` (`external.rs`, with the `IdentityVerifier`
 //! trait). `moltbook_client.rs` holds Moltbook's protocol and, with the
-//! cargo feature `moltbook-http`, the core's one network client, the
+//! cargo feature `http`, the core's one network client, the
 //! Moltbook verifier. `jcs.rs`, `signing.rs` and `scopes.rs` are pure and
 //! own no table.
 //!
@@ -47,7 +47,7 @@ pub use agents::{Agent, AgentRegistration};
 pub use external::{ExchangeOutcome, ExternalIdentity, IdentityVerifier, VerifiedIdentity};
 pub use keys::{ApiKeyInfo, CreatedAgentKey};
 pub use moltbook_client::MoltbookConfig;
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 pub use moltbook_client::MoltbookVerifier;
 pub use scopes::ADMIN_SCOPE;
 pub use signing::{verify_signed_request, SignedFields};

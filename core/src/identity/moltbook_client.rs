@@ -1,7 +1,7 @@
 //! Moltbook's identity protocol and the core's one network client: the
 //! configuration of its verifier ([`MoltbookConfig`]), the pure reading of
 //! its answer ([`interpret_moltbook_answer`]) and, with the cargo feature
-//! `moltbook-http` (the appliance turns it on), `MoltbookVerifier`, the
+//! `http` (the appliance turns it on), `MoltbookVerifier`, the
 //! `IdentityVerifier` (see [`super::external`]) that asks Moltbook over
 //! HTTP (ureq, rustls). Without the feature the core builds without an
 //! HTTP client or TLS stack; embedders then bring their own verifier
@@ -24,10 +24,10 @@
 //! - the identity token and the app key are never stored, logged or put in
 //!   an error, and [`MoltbookConfig`]'s `Debug` redacts the app key.
 
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 use std::time::Duration;
 
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 use serde_json::json;
 use serde_json::Value;
 
@@ -35,7 +35,7 @@ use crate::error::{Error, Result};
 
 use super::agents::AGENT_NAME_CHARS_MAX;
 use super::external::{char_is_bad, VerifiedIdentity, MOLTBOOK_PROVIDER};
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 use super::external::{check_token, IdentityVerifier};
 
 /// Moltbook's own verify endpoint (the `www` host, so no redirect strips
@@ -103,7 +103,7 @@ impl std::fmt::Debug for MoltbookConfig {
     }
 }
 
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 /// The [`IdentityVerifier`] of Moltbook: `POST <verify_url>` with
 /// `{"token": ..., "audience": ...}` (audience only when configured).
 pub struct MoltbookVerifier {
@@ -111,7 +111,7 @@ pub struct MoltbookVerifier {
     http: ureq::Agent,
 }
 
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 impl std::fmt::Debug for MoltbookVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MoltbookVerifier")
@@ -120,7 +120,7 @@ impl std::fmt::Debug for MoltbookVerifier {
     }
 }
 
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 impl MoltbookVerifier {
     /// Validates `config` (an `http(s)://` URL without whitespace, a
     /// printable app key and audience, positive timeouts) and builds the
@@ -179,7 +179,7 @@ impl MoltbookVerifier {
     }
 }
 
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 impl IdentityVerifier for MoltbookVerifier {
     fn provider(&self) -> &'static str {
         MOLTBOOK_PROVIDER
@@ -222,7 +222,7 @@ impl IdentityVerifier for MoltbookVerifier {
     }
 }
 
-#[cfg(feature = "moltbook-http")]
+#[cfg(feature = "http")]
 /// What went wrong in transport, in words for the operator's log.
 fn transport_detail(err: &ureq::Error) -> String {
     match err {
@@ -453,7 +453,7 @@ mod tests {
         assert_eq!((identity.karma, identity.owner_handle), (None, None));
     }
 
-    #[cfg(feature = "moltbook-http")]
+    #[cfg(feature = "http")]
     #[test]
     fn configuration_is_validated_and_the_app_key_never_shown() {
         let bad_urls = [

@@ -11,7 +11,7 @@
 
 use serde::Deserialize;
 
-use super::{Completion, PollStatus, Provider, ProviderError, ProviderJob, Submission};
+use super::{Artifact, Completion, PollStatus, Provider, ProviderError, ProviderJob, Submission};
 use crate::jobs::Output;
 
 /// Rules in one scenario file, at most.
@@ -222,16 +222,19 @@ impl FixtureProvider {
         };
         let count = (count as usize).min(super::PROVIDER_OUTPUTS_MAX);
         let file = sample_file(sample).expect("every sample named here is shipped");
-        let outputs = (0..count)
-            .map(|index| Output {
-                url: format!("{}/{index}/{}", job.output_url_base, file.name),
-                mime: file.mime.to_owned(),
-                file: Some(file.name.to_owned()),
+        let artifacts = (0..count)
+            .map(|index| {
+                Artifact::Hosted(Output {
+                    url: format!("{}/{index}/{}", job.output_url_base, file.name),
+                    mime: file.mime.to_owned(),
+                    file: Some(file.name.to_owned()),
+                })
             })
             .collect();
         Completion {
-            outputs,
+            artifacts,
             seed: Some(job.seed),
+            usage: None,
         }
     }
 }
@@ -246,28 +249,25 @@ impl Provider for FixtureProvider {
             });
         }
         if job.submit_attempts <= i64::from(behaviour.submit_transient_failures) {
-            return Err(ProviderError::Transient {
-                message: format!(
-                    "fixture: submission {} of {} fails transiently",
-                    job.submit_attempts, behaviour.submit_transient_failures
-                ),
-            });
+            return Err(ProviderError::not_sent(format!(
+                "fixture: submission {} of {} fails transiently",
+                job.submit_attempts, behaviour.submit_transient_failures
+            )));
         }
         Ok(Submission::Accepted {
             task_id: format!("fx_{}", job.job_id),
+            state: None,
         })
     }
 
     fn poll(&self, job: &ProviderJob<'_>) -> Result<PollStatus, ProviderError> {
         let behaviour = self.scenarios.resolve(job);
         if job.poll_errors < i64::from(behaviour.poll_transient_failures) {
-            return Err(ProviderError::Transient {
-                message: format!(
-                    "fixture: poll error {} of {}",
-                    job.poll_errors + 1,
-                    behaviour.poll_transient_failures
-                ),
-            });
+            return Err(ProviderError::not_sent(format!(
+                "fixture: poll error {} of {}",
+                job.poll_errors + 1,
+                behaviour.poll_transient_failures
+            )));
         }
         if behaviour.outcome == Outcome::Hang || job.polls < i64::from(behaviour.polls) {
             return Ok(PollStatus::Running);
@@ -308,6 +308,8 @@ mod tests {
             poll_errors: 0,
             seed: 7,
             output_url_base: "http://h/v1/files/job_1/t".into(),
+            provider_state: None,
+            webhook_url: None,
         }
     }
 
@@ -322,7 +324,8 @@ mod tests {
         assert_eq!(
             provider.submit(&j),
             Ok(Submission::Accepted {
-                task_id: "fx_job_1".into()
+                task_id: "fx_job_1".into(),
+                state: None,
             })
         );
         // Default: one "running" answer, then success with `count` outputs.
@@ -330,11 +333,13 @@ mod tests {
         j.polls = 1;
         match provider.poll(&j) {
             Ok(PollStatus::Succeeded(done)) => {
-                assert_eq!(done.outputs.len(), 2);
-                assert_eq!(
-                    done.outputs[1].url,
-                    "http://h/v1/files/job_1/t/1/sample.png"
-                );
+                assert_eq!(done.artifacts.len(), 2);
+                match &done.artifacts[1] {
+                    Artifact::Hosted(output) => {
+                        assert_eq!(output.url, "http://h/v1/files/job_1/t/1/sample.png")
+                    }
+                    other => panic!("{other:?}"),
+                }
                 assert_eq!(done.seed, Some(7));
             }
             other => panic!("{other:?}"),
@@ -352,7 +357,7 @@ mod tests {
         let transient = job("[transient]", &units, "image");
         assert!(matches!(
             provider.submit(&transient),
-            Err(ProviderError::Transient { .. })
+            Err(ProviderError::NotSent { .. })
         ));
         let reject = job("[reject]", &units, "image");
         assert!(matches!(

@@ -1,13 +1,27 @@
 //! Providers: the upstream services that run generations. This module owns
-//! the [`Provider`] trait (submit, poll, cancel), the typed errors that tell
-//! a retry from a failure, and the [`ProviderRegistry`] that maps a
-//! catalog's provider names to implementations. It knows no job table and no
-//! ledger: the facade's worker asks a provider and records the answer.
+//! the [`Provider`] trait (submit, poll, reconcile, cancel, check), the
+//! typed errors that say whether a failed call reached the upstream
+//! ([`ProviderError`]), what an answer carries ([`Submission`],
+//! [`Completion`], [`Artifact`], [`Usage`]) and the [`ProviderRegistry`]
+//! that maps a catalog's provider names to running instances. It knows no
+//! job table and no ledger: the facade's worker asks a provider and
+//! records the answer.
 //!
-//! [`fixture`] is the deterministic, offline provider; HTTP adapters for
-//! real upstreams come later, each behind the same trait.
+//! [`fixture`] is the deterministic, offline provider. [`config`] reads the
+//! operator's providers file (pure: no I/O). The HTTP adapters for real
+//! upstreams (`openai`, `fal`, `replicate`, `comfyui`, `kie`, over the
+//! shared client in `http`) are built only with the cargo feature `http`,
+//! so an embedder can take the core without an HTTP client.
+//!
+//! Invariant: a provider's answer is input like any other. Task ids,
+//! artifacts and failure codes are checked before they are recorded, and a
+//! provider never puts a credential or a raw upstream body in an error:
+//! adapters summarise.
 
+pub mod config;
 pub mod fixture;
+#[cfg(feature = "http")]
+pub mod http;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -76,45 +90,155 @@ pub struct ProviderJob<'a> {
     /// Where the job's outputs are served from, for providers whose outputs
     /// the appliance serves itself (`.../v1/files/<job>/<token>`).
     pub output_url_base: String,
+    /// The opaque state the adapter answered with the submission, if any.
+    pub provider_state: Option<&'a serde_json::Value>,
+    /// The public URL upstream webhooks for this provider instance reach
+    /// (`<public>/v1/providers/<instance>/webhook`), when webhooks are on.
+    pub webhook_url: Option<&'a str>,
+}
+
+/// One output as a provider answered it, before it is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Artifact {
+    /// A file at an upstream URL, copied into the media store before the
+    /// job succeeds (upstream URLs expire).
+    Remote {
+        /// The upstream URL (recorded for the operator, never shown to
+        /// agents once the file is kept).
+        url: String,
+        /// The media type the upstream announced, if any.
+        mime: Option<String>,
+    },
+    /// Bytes the upstream answered inline (`b64_json`, a data URL, a chat
+    /// reply), bounded by [`ARTIFACT_INLINE_BYTES_MAX`].
+    Inline {
+        /// The content.
+        bytes: Vec<u8>,
+        /// Its media type.
+        mime: String,
+    },
+    /// An output creditgate already serves itself (the fixture's samples).
+    Hosted(Output),
+}
+
+/// The most bytes one inline artifact may carry.
+pub const ARTIFACT_INLINE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+impl Artifact {
+    /// Its media type, where known.
+    pub fn mime(&self) -> Option<&str> {
+        match self {
+            Artifact::Remote { mime, .. } => mime.as_deref(),
+            Artifact::Inline { mime, .. } => Some(mime),
+            Artifact::Hosted(output) => Some(&output.mime),
+        }
+    }
+
+    fn check(&self, index: usize) -> Result<(), String> {
+        let check_mime = |mime: &str| {
+            let chars = mime.chars().count();
+            if chars == 0 || chars > OUTPUT_MIME_CHARS_MAX {
+                return Err(format!(
+                    "output {index}: a media type of {chars} characters \
+                     (1 to {OUTPUT_MIME_CHARS_MAX})"
+                ));
+            }
+            Ok(())
+        };
+        let check_url = |url: &str| {
+            let chars = url.chars().count();
+            if chars == 0 || chars > OUTPUT_URL_CHARS_MAX {
+                return Err(format!(
+                    "output {index}: a URL of {chars} characters (1 to {OUTPUT_URL_CHARS_MAX})"
+                ));
+            }
+            Ok(())
+        };
+        match self {
+            Artifact::Remote { url, mime } => {
+                check_url(url)?;
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(format!("output {index}: not an http(s) URL"));
+                }
+                if let Some(mime) = mime {
+                    check_mime(mime)?;
+                }
+                Ok(())
+            }
+            Artifact::Inline { bytes, mime } => {
+                if bytes.len() > ARTIFACT_INLINE_BYTES_MAX {
+                    return Err(format!(
+                        "output {index}: {} inline bytes (at most {ARTIFACT_INLINE_BYTES_MAX})",
+                        bytes.len()
+                    ));
+                }
+                check_mime(mime)
+            }
+            Artifact::Hosted(output) => {
+                check_url(&output.url)?;
+                check_mime(&output.mime)
+            }
+        }
+    }
+}
+
+/// What a generation actually used, where the upstream says (for models
+/// priced by usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Input (prompt) tokens.
+    pub input_tokens: Option<u64>,
+    /// Output (completion) tokens.
+    pub output_tokens: Option<u64>,
+    /// Seconds of media generated (video, audio), in milliseconds.
+    pub media_ms: Option<u64>,
 }
 
 /// A finished generation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completion {
-    /// What was generated.
-    pub outputs: Vec<Output>,
+    /// What was generated, as the provider answered it.
+    pub artifacts: Vec<Artifact>,
     /// The seed used, where known.
     pub seed: Option<i64>,
+    /// What it used, where the upstream says.
+    pub usage: Option<Usage>,
 }
 
 impl Completion {
+    /// A completion of `artifacts` with no seed and no usage.
+    pub fn of(artifacts: Vec<Artifact>) -> Completion {
+        Completion {
+            artifacts,
+            seed: None,
+            usage: None,
+        }
+    }
+
     /// Checks a provider's result before it is recorded: at least one and
-    /// at most [`PROVIDER_OUTPUTS_MAX`] outputs, each with a non-empty URL
-    /// within [`OUTPUT_URL_CHARS_MAX`] and a non-empty media type within
+    /// at most [`PROVIDER_OUTPUTS_MAX`] artifacts, each with a non-empty
+    /// `http(s)` URL within [`OUTPUT_URL_CHARS_MAX`] or inline bytes within
+    /// [`ARTIFACT_INLINE_BYTES_MAX`], and a media type, where given, within
     /// [`OUTPUT_MIME_CHARS_MAX`].
     pub fn check(&self) -> Result<(), String> {
-        let count = self.outputs.len();
+        let count = self.artifacts.len();
         if count == 0 || count > PROVIDER_OUTPUTS_MAX {
             return Err(format!(
                 "the provider answered {count} outputs (1 to {PROVIDER_OUTPUTS_MAX})"
             ));
         }
-        for (index, output) in self.outputs.iter().enumerate() {
-            let url = output.url.chars().count();
-            if url == 0 || url > OUTPUT_URL_CHARS_MAX {
-                return Err(format!(
-                    "output {index}: a URL of {url} characters (1 to {OUTPUT_URL_CHARS_MAX})"
-                ));
-            }
-            let mime = output.mime.chars().count();
-            if mime == 0 || mime > OUTPUT_MIME_CHARS_MAX {
-                return Err(format!(
-                    "output {index}: a media type of {mime} characters \
-                     (1 to {OUTPUT_MIME_CHARS_MAX})"
-                ));
-            }
+        for (index, artifact) in self.artifacts.iter().enumerate() {
+            artifact.check(index)?;
         }
         Ok(())
+    }
+
+    /// Whether every artifact is already served by creditgate (nothing to
+    /// copy into the media store).
+    pub fn is_hosted(&self) -> bool {
+        self.artifacts
+            .iter()
+            .all(|artifact| matches!(artifact, Artifact::Hosted(_)))
     }
 }
 
@@ -125,6 +249,11 @@ pub enum Submission {
     Accepted {
         /// The provider's id for the task.
         task_id: String,
+        /// Opaque state the adapter needs later (status and result URLs,
+        /// ComfyUI's client id, kie's per-family endpoint), kept on the job
+        /// and handed back in [`ProviderJob::provider_state`]; at most
+        /// [`PROVIDER_STATE_BYTES_MAX`] bytes as JSON.
+        state: Option<serde_json::Value>,
     },
     /// The provider answered synchronously.
     Completed {
@@ -134,6 +263,9 @@ pub enum Submission {
         completion: Completion,
     },
 }
+
+/// The most bytes a job's provider state may take, as JSON.
+pub const PROVIDER_STATE_BYTES_MAX: usize = 8 * 1024;
 
 /// What a poll found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -149,29 +281,99 @@ pub enum PollStatus {
         /// The provider's reason.
         message: String,
     },
+    /// It ended without running and will never run (Replicate's `aborted`,
+    /// a ComfyUI prompt deleted from the queue): nothing was billed.
+    Abandoned {
+        /// Why.
+        message: String,
+    },
 }
 
-/// Why a provider call did not answer.
+/// What asking the upstream about a submission of uncertain outcome found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The upstream has it: record this as the submission's answer.
+    Found(Submission),
+    /// The upstream does not have it: submitting is safe.
+    Absent,
+    /// The upstream cannot be asked by our id.
+    Unsupported,
+}
+
+/// Why a provider call did not answer, in the three cases that decide what
+/// happens next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProviderError {
-    /// Worth retrying later (timeouts, 429, 5xx, maintenance).
-    #[error("transient provider error: {message}")]
-    Transient {
+    /// The request certainly did not start a task (connection refused, DNS,
+    /// a 429, a 5xx before acceptance, maintenance): safe to send again,
+    /// after `retry_after_ms` when the upstream said.
+    #[error("provider not reached: {message}")]
+    NotSent {
+        /// What happened.
+        message: String,
+        /// The upstream's own retry hint (`Retry-After`), in milliseconds.
+        retry_after_ms: Option<i64>,
+    },
+    /// The request may have reached the upstream and its answer was lost (a
+    /// timeout after sending, a connection reset mid-answer). A submission
+    /// is sent again only to an idempotent upstream; otherwise it is
+    /// reconciled or failed as `submission_uncertain`.
+    #[error("provider answer lost: {message}")]
+    OutcomeUnknown {
         /// What happened.
         message: String,
     },
-    /// Retrying will not help; the job fails with this reason.
+    /// Retrying will not help; the job fails with this code (one of ours:
+    /// adapters map upstream codes) and reason.
     #[error("provider refused: {code}: {message}")]
     Permanent {
         /// A machine code.
         code: String,
-        /// The provider's reason.
+        /// The reason, summarised (never a raw upstream body).
         message: String,
     },
 }
 
-/// An upstream that runs generations.
+impl ProviderError {
+    /// A [`ProviderError::NotSent`] without a retry hint.
+    pub fn not_sent(message: impl Into<String>) -> ProviderError {
+        ProviderError::NotSent {
+            message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+
+    /// A [`ProviderError::Permanent`].
+    pub fn permanent(code: &str, message: impl Into<String>) -> ProviderError {
+        ProviderError::Permanent {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What a provider's cheapest read found (`creditgate providers check`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// The upstream answered at all.
+    pub reachable: bool,
+    /// The credential was accepted (`None` where the upstream takes none).
+    pub auth_ok: Option<bool>,
+    /// The upstream account's credits or balance, where the API tells, as
+    /// the upstream words it.
+    pub upstream_credits: Option<String>,
+    /// What was asked and what it said, in a line (no secret in it).
+    pub detail: String,
+}
+
+/// How long a provider call may take, by default, in milliseconds.
+pub const CALL_TIMEOUT_MS_DEFAULT: i64 = 60_000;
+/// Concurrent calls to one provider instance, by default.
+pub const CONCURRENCY_DEFAULT: usize = 8;
+
+/// An upstream that runs generations. Calls block (each bounded by the
+/// provider's own timeout) and are made outside any transaction.
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Hands the job to the provider.
     fn submit(&self, job: &ProviderJob<'_>) -> Result<Submission, ProviderError>;
@@ -181,8 +383,32 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn cancel(&self, job: &ProviderJob<'_>) -> Result<(), ProviderError>;
     /// Whether submitting the same job twice yields one task (the job id is
     /// an idempotency key). Jobs whose submission is uncertain after a crash
-    /// are resubmitted only to such providers.
+    /// or a lost answer are resubmitted only to such providers.
     fn idempotent_submit(&self) -> bool;
+    /// Asks the upstream, by our job id, whether a submission of uncertain
+    /// outcome reached it. Most upstreams cannot be asked.
+    fn reconcile(&self, _job: &ProviderJob<'_>) -> Result<Reconciled, ProviderError> {
+        Ok(Reconciled::Unsupported)
+    }
+    /// The cheapest read that shows the upstream is reachable and the
+    /// credential works.
+    fn check(&self) -> Result<CheckReport, ProviderError> {
+        Ok(CheckReport {
+            reachable: true,
+            auth_ok: None,
+            upstream_credits: None,
+            detail: "nothing to check".to_owned(),
+        })
+    }
+    /// The longest one call may take, in milliseconds; a claimed job's
+    /// lease is derived from it.
+    fn call_timeout_ms(&self) -> i64 {
+        CALL_TIMEOUT_MS_DEFAULT
+    }
+    /// Calls in flight at once, at most.
+    fn concurrency(&self) -> usize {
+        CONCURRENCY_DEFAULT
+    }
 }
 
 /// Providers by the names catalogs use.
@@ -221,5 +447,14 @@ impl ProviderRegistry {
     /// The registered names.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.providers.keys().map(String::as_str)
+    }
+
+    /// The longest call timeout of any registered provider.
+    pub fn longest_call_timeout_ms(&self) -> i64 {
+        self.providers
+            .values()
+            .map(|provider| provider.call_timeout_ms())
+            .max()
+            .unwrap_or(CALL_TIMEOUT_MS_DEFAULT)
     }
 }
