@@ -306,11 +306,13 @@ CREATE INDEX jobs_created ON jobs (created_at);
 -- media files.
 --
 -- `provider_state` is the adapter's opaque JSON (status and result URLs,
--- ComfyUI's client id, kie.ai's per-family endpoint, outputs still to be
--- collected); `usage` is what a success actually used, JSON. A webhook finds
--- its job by (provider, provider_task_id).
+-- ComfyUI's client id, kie.ai's per-family endpoint); `usage` is what a success actually used, JSON;
+-- `pending_outputs` holds a finished job's remote outputs while copying them
+-- into the media store failed for now (JSON), for a later try. A webhook
+-- finds its job by (provider, provider_task_id).
 ALTER TABLE jobs ADD COLUMN provider_state TEXT;
 ALTER TABLE jobs ADD COLUMN usage TEXT;
+ALTER TABLE jobs ADD COLUMN pending_outputs TEXT;
 CREATE INDEX jobs_provider_task ON jobs (provider, provider_task_id)
     WHERE provider_task_id IS NOT NULL;
 

@@ -182,6 +182,9 @@ pub struct Job {
     /// What a success actually used, JSON (input and output tokens, media
     /// seconds), where the upstream said.
     pub usage: Option<String>,
+    /// A finished job's remote outputs still to be copied into the media
+    /// store (JSON), while a download failed for now.
+    pub pending_outputs: Option<String>,
 }
 
 /// What a new job records.
@@ -213,7 +216,8 @@ macro_rules! job_columns {
     price_version, estimate_micros, estimate, hold_id, usage_event_id, provider, upstream_model,
     provider_task_id, status, submit_attempts, submit_started_at, polls, poll_errors, next_run_at,
     lease_until, deadline, output_token, outputs, seed, error_code, error_message, charged_micros,
-    created_at, updated_at, finished_at, provider_state, usage"
+    created_at, updated_at, finished_at, provider_state, usage,
+    pending_outputs"
     };
 }
 
@@ -223,7 +227,8 @@ macro_rules! job_columns {
 // Their plans are checked by a test (no scan, no sort).
 
 /// Due live jobs, oldest first.
-const DUE_SQL: &str = "SELECT id FROM jobs INDEXED BY jobs_due
+const DUE_SQL: &str = "SELECT id, status = 'pending' AND submit_started_at IS NOT NULL
+     FROM jobs INDEXED BY jobs_due
      WHERE status IN ('pending', 'running') AND next_run_at <= ?1 AND deadline > ?1
        AND (lease_until IS NULL OR lease_until <= ?1)
      ORDER BY next_run_at, rowid LIMIT ?2";
@@ -238,6 +243,9 @@ const NEXT_RUN_SQL: &str = "SELECT next_run_at FROM jobs INDEXED BY jobs_due
 /// The earliest deadline of a live job.
 const NEXT_DEADLINE_SQL: &str = "SELECT deadline FROM jobs INDEXED BY jobs_deadline
      WHERE status IN ('pending', 'running') ORDER BY deadline LIMIT 1";
+/// The earliest upstream cancel still to send.
+const NEXT_CANCEL_SQL: &str = "SELECT next_at FROM provider_cancels INDEXED BY provider_cancels_due
+     ORDER BY next_at LIMIT 1";
 /// An account's jobs, newest first.
 const LIST_ACCOUNT_SQL: &str = concat!(
     "SELECT ",
@@ -289,6 +297,7 @@ const TRANSITION_SQL: &str = concat!(
         next_run_at = coalesce(?10, next_run_at),
         provider_state = coalesce(?13, provider_state),
         usage = coalesce(?14, usage),
+        pending_outputs = CASE WHEN ?12 THEN NULL ELSE coalesce(?15, pending_outputs) END,
         lease_until = NULL,
         updated_at = ?11,
         finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END
@@ -300,7 +309,9 @@ const TRANSITION_SQL: &str = concat!(
 const RESCHEDULE_SQL: &str = concat!(
     "UPDATE jobs SET next_run_at = ?3, polls = polls + ?4, poll_errors = poll_errors + ?5,
         error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7,
-        provider_state = coalesce(?8, provider_state)
+        provider_state = coalesce(?8, provider_state),
+        pending_outputs = coalesce(?9, pending_outputs),
+        submit_started_at = CASE WHEN ?10 THEN NULL ELSE submit_started_at END
      WHERE id = ?1 AND status = ?2
      RETURNING ",
     job_columns!()
@@ -321,7 +332,7 @@ const LEASE_SQL: &str = concat!(
 const UNCLAIM_SQL: &str = concat!(
     "UPDATE jobs SET lease_until = NULL, next_run_at = ?2, updated_at = ?3,
         submit_attempts = max(submit_attempts - 1, 0),
-        submit_started_at = CASE WHEN submit_attempts <= 1 THEN NULL ELSE submit_started_at END
+        submit_started_at = CASE WHEN ?4 THEN submit_started_at ELSE NULL END
      WHERE id = ?1 AND status = 'pending'
      RETURNING ",
     job_columns!()
@@ -376,6 +387,7 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
         finished_at: row.get(31)?,
         provider_state: row.get(32)?,
         usage: row.get(33)?,
+        pending_outputs: row.get(34)?,
     })
 }
 
@@ -472,6 +484,7 @@ pub(crate) struct Change {
     pub(crate) next_run_at: Option<UnixMillis>,
     pub(crate) provider_state: Option<String>,
     pub(crate) usage: Option<String>,
+    pub(crate) pending_outputs: Option<String>,
 }
 
 /// Moves a job from `from` to `to`, refusing any edge the state machine
@@ -526,6 +539,7 @@ pub(crate) fn transition(
                 to.is_terminal(),
                 change.provider_state,
                 change.usage,
+                change.pending_outputs,
             ],
             from_row,
         )
@@ -555,6 +569,10 @@ pub(crate) struct Reschedule {
     pub(crate) add_poll_errors: i64,
     pub(crate) error_message: Option<String>,
     pub(crate) provider_state: Option<String>,
+    pub(crate) pending_outputs: Option<String>,
+    /// A submission certainly did not reach the provider: the job no longer
+    /// counts as possibly submitted.
+    pub(crate) not_sent: bool,
 }
 
 /// Applies a [`Reschedule`] to a non-terminal job still in `status`.
@@ -577,7 +595,9 @@ pub(crate) fn reschedule(
                 plan.add_poll_errors,
                 plan.error_message,
                 now,
-                plan.provider_state
+                plan.provider_state,
+                plan.pending_outputs,
+                plan.not_sent
             ],
             from_row,
         )
@@ -590,6 +610,9 @@ pub(crate) fn reschedule(
 #[derive(Debug, Default)]
 pub(crate) struct Claimed {
     pub(crate) jobs: Vec<Job>,
+    /// Claimed pending jobs an earlier submission may have reached (a crash,
+    /// a lost answer): before this claim they were already marked.
+    pub(crate) possibly_sent: std::collections::HashSet<String>,
     pub(crate) undecodable: Vec<(String, Error)>,
 }
 
@@ -604,16 +627,19 @@ pub(crate) fn claim_due(
     lease_until: UnixMillis,
     limit: usize,
 ) -> Result<Claimed> {
-    let ids: Vec<String> = {
+    let due: Vec<(String, bool)> = {
         let mut stmt = tx.prepare_cached(DUE_SQL)?;
         let rows = stmt.query_map(params![now, limit.min(CLAIM_BATCH_MAX) as i64], |r| {
-            r.get(0)
+            Ok((r.get(0)?, r.get(1)?))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
     let mut claimed = Claimed::default();
     let mut lease = tx.prepare_cached(LEASE_SQL)?;
-    for id in ids {
+    for (id, possibly_sent) in due {
+        if possibly_sent {
+            claimed.possibly_sent.insert(id.clone());
+        }
         match lease.query_row(params![id, lease_until, now], from_row) {
             Ok(job) => claimed.jobs.push(job),
             Err(err) => match Error::from(err) {
@@ -670,11 +696,12 @@ pub(crate) fn unclaim(
     tx: &Tx<'_>,
     job_id: &str,
     next_run_at: UnixMillis,
+    possibly_sent: bool,
     now: UnixMillis,
 ) -> Result<Job> {
     let changed = tx
         .prepare_cached(UNCLAIM_SQL)?
-        .query_row(params![job_id, next_run_at, now], from_row)
+        .query_row(params![job_id, next_run_at, now, possibly_sent], from_row)
         .optional()?;
     guarded(tx, job_id, changed, JobStatus::Pending)
 }
@@ -692,6 +719,7 @@ pub(crate) fn next_due(conn: &ReadOnly<'_>) -> Result<Option<UnixMillis>> {
     Ok(first(NEXT_RUN_SQL)?
         .into_iter()
         .chain(first(NEXT_DEADLINE_SQL)?)
+        .chain(first(NEXT_CANCEL_SQL)?)
         .min())
 }
 

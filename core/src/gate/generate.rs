@@ -224,11 +224,11 @@ impl Gate {
         // Ids and ownership never change: resolving them outside is safe.
         let job_id = self.job_for(account_id, request_or_task_id)?.id;
         let now = self.clock.now();
-        let (canceled, from) = self.store.write(move |tx| {
+        let canceled = self.store.write(move |tx| {
             let current = jobs::get(tx, &job_id)?;
             let from = current.status;
             if from == JobStatus::Canceled {
-                return Ok((current, from));
+                return Ok(current);
             }
             let change = Change {
                 error_code: Some("canceled".into()),
@@ -236,11 +236,12 @@ impl Gate {
                 ..Change::default()
             };
             let canceled = finish_unpaid(tx, &job_id, from, JobStatus::Canceled, change, now)?;
-            Ok((canceled, from))
+            if from == JobStatus::Running {
+                // Sent by a worker, best effort: never on the caller's thread.
+                jobs::queue_upstream_cancel(tx, &canceled, now)?;
+            }
+            Ok(canceled)
         })?;
-        if from == JobStatus::Running {
-            self.cancel_at_provider(&canceled);
-        }
         Ok(canceled)
     }
 }

@@ -8,6 +8,7 @@
 //! (the worker step), `identity` (keys, agents, tokens) and `external`
 //! (the external identity exchange, "Sign in with Moltbook").
 
+mod decide;
 mod external;
 pub mod generate;
 mod identity;
@@ -27,6 +28,7 @@ use crate::identity::IdentityVerifier;
 use crate::ids::IdSource;
 use crate::jobs::Job;
 use crate::ledger::{self, Balance, HistoryPage, Transfer, TransferOutcome};
+use crate::media::MediaStore;
 use crate::money;
 use crate::pricing::Catalog;
 use crate::providers::fixture::Scenarios;
@@ -40,6 +42,9 @@ pub const JOB_DEADLINE_MS_DEFAULT: i64 = 30 * 60 * 1000;
 /// How much longer than its job a hold lives, by default: 10 minutes. The
 /// job machine releases first; the ledger's own expiry is only a backstop.
 pub const HOLD_GRACE_MS_DEFAULT: i64 = 10 * 60 * 1000;
+
+/// How long kept outputs are served, by default: 7 days.
+pub const MEDIA_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Gate settings beyond the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +98,12 @@ pub struct Gate {
     identity_providers: Vec<IdentityProvider>,
     /// Submission answers the worker could not record yet.
     unrecorded: work::Unrecorded,
+    /// Calls in flight per provider instance.
+    slots: work::ProviderSlots,
+    /// Where finished jobs' outputs are kept, if anywhere.
+    media: Option<Arc<dyn MediaStore>>,
+    /// How long kept outputs are served.
+    media_retention_ms: i64,
     /// How the worker steps have been going.
     step_health: work::StepHealth,
 }
@@ -117,6 +128,9 @@ impl Gate {
             limiter: RateLimiter::new(GateSettings::default().rate_limit),
             identity_providers: Vec::new(),
             unrecorded: work::Unrecorded::default(),
+            slots: work::ProviderSlots::default(),
+            media: None,
+            media_retention_ms: MEDIA_RETENTION_MS_DEFAULT,
             step_health: work::StepHealth::default(),
         })
     }
@@ -158,6 +172,15 @@ impl Gate {
         self
     }
 
+    /// Keeps finished jobs' outputs in `store`, served for `retention_ms`
+    /// (by default none: remote outputs are recorded under their upstream
+    /// URLs and inline ones fail the job as `output_not_kept`).
+    pub fn with_media_store(mut self, store: Arc<dyn MediaStore>, retention_ms: i64) -> Gate {
+        self.media = Some(store);
+        self.media_retention_ms = retention_ms.max(1);
+        self
+    }
+
     /// Replaces the settings.
     pub fn with_settings(mut self, settings: GateSettings) -> Gate {
         self.limiter = RateLimiter::new(settings.rate_limit);
@@ -188,6 +211,15 @@ impl Gate {
             self.settings.public_base_url.trim_end_matches('/'),
             job.id,
             job.output_token
+        )
+    }
+
+    /// Where upstream webhooks of provider instance `provider` reach us:
+    /// `<public>/v1/providers/<provider>/webhook`.
+    pub fn webhook_url(&self, provider: &str) -> String {
+        format!(
+            "{}/v1/providers/{provider}/webhook",
+            self.settings.public_base_url.trim_end_matches('/')
         )
     }
 

@@ -1,56 +1,71 @@
-//! The worker step: hands pending jobs to their providers, polls running
-//! ones with backoff, retries transient provider errors a bounded number of
-//! times, and expires jobs past their deadline. [`Gate::run_due_work`] is
-//! one step: the appliance calls it from worker threads, an embedder or a
-//! test calls it while moving a manual clock. Provider calls happen outside
-//! any transaction; each answer is then recorded with its ledger effect in
-//! one transaction, guarded by the status the job had when claimed.
+//! The worker step: claim → call → record. It hands pending jobs to their
+//! providers, polls running ones with backoff, keeps finished jobs' outputs
+//! in the media store, sends queued upstream cancels, and expires jobs past
+//! their deadline. [`Gate::run_due_work`] is one step: the appliance calls
+//! it from worker threads, an embedder or a test calls it while moving a
+//! manual clock. What an answer means is decided by the pure functions of
+//! [`super::decide`]; this module makes the calls and records the answers.
 //!
-//! Crash safety: a job is leased before a provider call and marked as
-//! possibly submitted; after a restart [`Gate::recover`] drops every lease
-//! and the next step resumes every live job. A job whose submission may have
-//! reached its provider is resubmitted only to a provider whose submission
-//! is idempotent on the job id; otherwise it fails with its hold released,
+//! - **Claim** (one write): expire overdue jobs, lease due ones for longer
+//!   than any call can take ([`Gate::lease_ms`], derived from the providers'
+//!   timeouts, so a slow upstream is never mistaken for a crashed worker),
+//!   and take due upstream cancels.
+//! - **Call** (no transaction open): each job's call runs on its own thread,
+//!   at most [`Provider::concurrency`](crate::providers::Provider) at once
+//!   per provider instance across every worker; a job over its provider's
+//!   limit is given back for a moment, not asked.
+//! - **Record** (one write): every answer, each job under its own nested
+//!   savepoint guarded by the status the job had when claimed, with its
+//!   ledger effect.
+//!
+//! Crash safety: a pending job is marked as possibly submitted before its
+//! call, and the mark is cleared only when a submission certainly did not
+//! reach the provider. After a restart [`Gate::recover`] drops every lease;
+//! a possibly submitted job is resubmitted only to a provider whose
+//! submission is idempotent on the job id, otherwise the provider is asked
+//! whether it has it (reconciled), and the job fails as
+//! `submission_uncertain` (hold released) only when it cannot be asked:
 //! never submitted twice.
 //!
 //! Failure is per job, never per batch: a job whose stored data does not
 //! decode, or whose provider panics or answers something invalid (checked
 //! like any input), fails alone with its hold released; a job whose answer
 //! cannot be recorded (a storage error, a full disk) is left for a later
-//! step while the others commit, and a submission's answer is kept in
-//! memory ([`UNRECORDED_ANSWERS_MAX`] at most) so an upstream that accepted
-//! a job is never asked twice. Each is a [`JobFault`] in the step's report
-//! for the operator's log, and steps that keep failing make
+//! step while the others commit, and its answer is kept in memory
+//! ([`UNRECORDED_ANSWERS_MAX`] at most) so an upstream that accepted a job
+//! is never asked twice. Each is a [`JobFault`] in the step's report for
+//! the operator's log, and steps that keep failing make
 //! [`Gate::worker_health`] say so.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use serde::{Deserialize, Serialize};
+
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
+use crate::gate::decide::{
+    self, after_keep, after_poll, after_reconcile, after_submit, Counters, Decision, KeepContext,
+    Step, Timing,
+};
 use crate::gate::generate::{finish_unpaid, release_hold, seed_of};
 use crate::gate::Gate;
 use crate::jobs::{self, Change, Job, JobStatus, Output, Reschedule};
 use crate::ledger;
 use crate::pricing::Estimate;
-use crate::providers::{
-    check_task_id, Artifact, Completion, PollStatus, ProviderError, ProviderJob, Submission,
-    FAILURE_CODE_CHARS_MAX,
-};
+use crate::providers::{Artifact, Completion, Provider, ProviderError, ProviderJob, Usage};
 use crate::request::GenerateRequest;
 use crate::store::Tx;
 
-/// How long a worker holds a claimed job before another may take it.
-pub const LEASE_MS: i64 = 60_000;
+
+/// How much longer than its longest call a claimed job's lease lasts, for
+/// the recording around it.
+pub const LEASE_MARGIN_MS: i64 = 30_000;
 /// How long a job whose answer could not be recorded (a storage error)
 /// waits before a worker tries again.
 pub const RECORD_RETRY_MS: i64 = 1_000;
-/// Submissions tried before a job fails, at most.
-pub const SUBMIT_ATTEMPTS_MAX: i64 = 5;
-/// Transient poll errors tolerated before a job fails, at most.
-pub const POLL_ERRORS_MAX: i64 = 10;
 /// The first poll's delay after a submission, and the backoff's base, by
 /// default (see [`crate::GateSettings`]).
 pub const POLL_INTERVAL_MS_MIN: i64 = 1_000;
@@ -58,6 +73,11 @@ pub const POLL_INTERVAL_MS_MIN: i64 = 1_000;
 pub const POLL_INTERVAL_MS_MAX: i64 = 15_000;
 /// The longest wait before a submission is retried, by default.
 pub const SUBMIT_BACKOFF_MS_MAX: i64 = 30_000;
+/// How long a job over its provider's concurrency limit waits before a
+/// worker looks at it again.
+pub const BUSY_RETRY_MS: i64 = 100;
+/// How long an upstream cancel that failed waits before it is sent again.
+pub const CANCEL_RETRY_MS: i64 = 30_000;
 /// Submission answers kept in memory because they could not be recorded
 /// yet, at most. When full, pending jobs are not submitted (they are given
 /// back, unsubmitted) until earlier answers are recorded.
@@ -209,12 +229,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Exponential backoff from `base`, doubling per step, capped at `max`.
-fn backoff(base: i64, step: i64, max: i64) -> i64 {
-    let shift = step.clamp(0, 16) as u32;
-    base.saturating_mul(1_i64 << shift).min(max)
-}
-
 /// The text of a caught panic.
 fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
@@ -224,13 +238,125 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned())
 }
 
+/// Calls in flight per provider instance, across every worker thread of a
+/// gate: a call takes a slot of its provider or is not made.
+#[derive(Debug, Default)]
+pub(crate) struct ProviderSlots {
+    busy: Mutex<HashMap<String, usize>>,
+}
+
+/// One taken slot, given back when dropped.
+struct Slot<'a> {
+    slots: &'a ProviderSlots,
+    provider: String,
+}
+
+impl ProviderSlots {
+    fn take(&self, provider: &str, limit: usize) -> Option<Slot<'_>> {
+        let mut busy = lock(&self.busy);
+        let count = busy.entry(provider.to_owned()).or_default();
+        if *count >= limit.max(1) {
+            return None;
+        }
+        *count += 1;
+        Some(Slot {
+            slots: self,
+            provider: provider.to_owned(),
+        })
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut busy = lock(&self.slots.busy);
+        if let Some(count) = busy.get_mut(&self.provider) {
+            *count = count.saturating_sub(1);
+        }
+    }
+}
+
+/// A finished job's remote outputs, kept on the job while copying them
+/// failed for now (`jobs.pending_outputs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingOutputs {
+    outputs: Vec<PendingOutput>,
+    seed: Option<i64>,
+    usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingOutput {
+    url: String,
+    mime: Option<String>,
+}
+
+impl PendingOutputs {
+    /// The remote outputs of `completion`, if every output is remote.
+    fn of(completion: &Completion) -> Option<String> {
+        let outputs = completion
+            .artifacts
+            .iter()
+            .map(|artifact| match artifact {
+                Artifact::Remote { url, mime } => Some(PendingOutput {
+                    url: url.clone(),
+                    mime: mime.clone(),
+                }),
+                Artifact::Inline { .. } | Artifact::Hosted(_) => None,
+            })
+            .collect::<Option<Vec<_>>>()?;
+        serde_json::to_string(&PendingOutputs {
+            outputs,
+            seed: completion.seed,
+            usage: completion.usage,
+        })
+        .ok()
+    }
+
+    fn completion(self) -> Completion {
+        Completion {
+            artifacts: self
+                .outputs
+                .into_iter()
+                .map(|o| Artifact::Remote {
+                    url: o.url,
+                    mime: o.mime,
+                })
+                .collect(),
+            seed: self.seed,
+            usage: self.usage,
+        }
+    }
+}
+
+/// Which call a claimed job needed, for the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    Submitted,
+    Polled,
+    Collected,
+    /// Not asked (no slot, no provider, a remembered answer).
+    None,
+}
+
+/// What calling for one claimed job came to.
+struct Called {
+    job_id: String,
+    from: JobStatus,
+    possibly_sent: bool,
+    decision: Decision,
+    kind: CallKind,
+    fault: Option<JobFault>,
+}
+
 /// What the first write of a step found.
 struct Claim {
-    expired: Vec<(Job, JobStatus)>,
+    expired: usize,
     superseded: usize,
     claimed: Vec<Job>,
+    possibly_sent: HashSet<String>,
     faults: Vec<JobFault>,
     finished_unrecorded: Vec<Job>,
+    cancels: Vec<Job>,
     next_due: Option<UnixMillis>,
 }
 
@@ -248,13 +374,36 @@ impl Gate {
         self.step_health.snapshot()
     }
 
+    /// How long a worker holds a claimed job: longer than its calls can
+    /// take (a reconcile and a submission, each bounded by the slowest
+    /// provider's timeout, and keeping its outputs), plus
+    /// [`LEASE_MARGIN_MS`].
+    pub fn lease_ms(&self) -> i64 {
+        let keep = self
+            .media
+            .as_ref()
+            .map_or(0, |store| store.keep_timeout_ms().max(0));
+        self.providers
+            .longest_call_timeout_ms()
+            .max(0)
+            .saturating_mul(2)
+            .saturating_add(keep)
+            .saturating_add(LEASE_MARGIN_MS)
+    }
+
+    fn timing(&self) -> Timing {
+        Timing {
+            poll_min_ms: self.settings.poll_interval_ms_min,
+            poll_max_ms: self.settings.poll_interval_ms_max,
+            submit_max_ms: self.settings.submit_backoff_ms_max,
+        }
+    }
+
     /// Runs one worker step over at most `limit` due jobs (see the module
-    /// documentation) in two writes: the first expires overdue jobs (and
-    /// the ledger's overdue holds) and claims due jobs; then the provider
-    /// calls happen, outside any transaction; then the second records every
-    /// answer, each job under its own nested savepoint, so one job that
-    /// changed meanwhile (canceled) or whose record fails does not undo the
-    /// others.
+    /// documentation): one write claims, the calls run outside any
+    /// transaction, one write records every answer, each job under its own
+    /// nested savepoint, so one job that changed meanwhile (canceled) or
+    /// whose record fails does not undo the others.
     ///
     /// Failures are per job: a job whose stored data does not decode, or
     /// whose provider panics or answers something invalid, fails alone
@@ -280,6 +429,7 @@ impl Gate {
         let mut report = WorkReport::default();
         let now = self.clock.now();
         let remembered = self.unrecorded.job_ids();
+        let lease_until = now.saturating_add(self.lease_ms());
         let claim = self.store.write(move |tx| {
             let Expiry {
                 expired,
@@ -289,7 +439,7 @@ impl Gate {
             // The ledger's own backstop: holds past their deadline whose job
             // somehow did not release them.
             ledger::expire_due(tx, now)?;
-            let claimed = jobs::claim_due(tx, now, now + LEASE_MS, limit)?;
+            let claimed = jobs::claim_due(tx, now, lease_until, limit)?;
             for (job_id, err) in claimed.undecodable {
                 faults.push(fail_undecodable(tx, &job_id, &err, now)?);
             }
@@ -304,6 +454,12 @@ impl Gate {
                     Err(other) => return Err(other),
                 }
             }
+            let cancels = jobs::claim_upstream_cancels(
+                tx,
+                now,
+                CANCEL_RETRY_MS,
+                jobs::UPSTREAM_CANCELS_BATCH_MAX,
+            )?;
             let next_due = if claimed.jobs.is_empty() {
                 jobs::next_due(tx)?
             } else {
@@ -313,74 +469,78 @@ impl Gate {
                 expired,
                 superseded,
                 claimed: claimed.jobs,
+                possibly_sent: claimed.possibly_sent,
                 faults,
                 finished_unrecorded,
+                cancels,
                 next_due,
             })
         })?;
         report.superseded += claim.superseded;
+        report.expired += claim.expired;
         report.next_due = claim.next_due;
         report.faults = claim.faults;
         report.failed += report.faults.len();
-        for (job, from) in claim.expired {
-            report.expired += 1;
-            if from == JobStatus::Running {
-                self.cancel_at_provider(&job);
-            }
-        }
         for mut job in claim.finished_unrecorded {
             // The provider may be running a task nobody will collect.
             if let Some(task_id) = self.unrecorded.take(&job.id).and_then(Decision::task_id) {
                 job.provider_task_id = Some(task_id);
-                self.cancel_at_provider(&job);
+                let _ = self.cancel_upstream(&job);
             }
         }
-        let claimed = claim.claimed;
-        if claimed.is_empty() {
+        if claim.claimed.is_empty() && claim.cancels.is_empty() {
             return Ok(report);
         }
-        lock(claimed_ids).extend(claimed.iter().map(|job| job.id.clone()));
-        let mut decisions = Vec::with_capacity(claimed.len());
-        for job in &claimed {
-            let remembered = match job.status {
-                JobStatus::Pending => self.unrecorded.take(&job.id),
-                _ => None,
-            };
-            let decision = match remembered {
-                Some(decision) => decision,
-                None if job.status == JobStatus::Pending && self.unrecorded.is_full() => {
-                    Decision::Defer
-                }
-                None => self.decide_caught(job, &mut report),
-            };
-            decisions.push((job.id.clone(), job.status, decision));
+        lock(claimed_ids).extend(claim.claimed.iter().map(|job| job.id.clone()));
+        let (called, cancels_done) = self.call_all(&claim.claimed, &claim.possibly_sent, &claim.cancels);
+        let mut decisions = Vec::with_capacity(called.len());
+        for called in called {
+            match called.kind {
+                CallKind::Submitted => report.submitted += 1,
+                CallKind::Polled => report.polled += 1,
+                CallKind::Collected | CallKind::None => {}
+            }
+            if matches!(called.decision, Decision::Retry { message: Some(_), .. }) {
+                report.retried += 1;
+            }
+            report.faults.extend(called.fault);
+            decisions.push((called.job_id, called.from, called.possibly_sent, called.decision));
         }
         // A copy of every submission's answer, kept if it cannot be recorded.
         let answers: Vec<(String, Decision)> = decisions
             .iter()
-            .filter(|(_, from, decision)| {
-                *from == JobStatus::Pending && decision.is_submission_answer()
+            .filter(|(_, from, _, decision)| {
+                *from == JobStatus::Pending && !matches!(decision, Decision::Defer)
             })
-            .map(|(id, _, decision)| (id.clone(), decision.clone()))
+            .map(|(id, _, _, decision)| (id.clone(), decision.clone()))
             .collect();
         let now = self.clock.now();
         let first_poll = self.settings.poll_interval_ms_min;
+        let retention_ms = self.media_retention_ms;
         // A panic in this write (re-raised here by the store) must not lose
         // the answers either.
         let recorded = catch_unwind(AssertUnwindSafe(|| {
             self.store.write(move |tx| {
+                for job_id in &cancels_done {
+                    jobs::finish_upstream_cancel(tx, job_id)?;
+                }
                 let mut applied = Vec::with_capacity(decisions.len());
-                for (id, from, decision) in decisions {
+                for (id, from, possibly_sent, decision) in decisions {
+                    let record = Record {
+                        from,
+                        possibly_sent,
+                        now,
+                        first_poll_ms: first_poll,
+                        retention_ms,
+                    };
                     let outcome = tx.nested(|tx| {
-                        catch_unwind(AssertUnwindSafe(|| {
-                            apply(tx, &id, from, decision, now, first_poll)
-                        }))
-                        .unwrap_or_else(|panic| {
-                            Err(Error::internal(format!(
-                                "recording the answer panicked: {}",
-                                panic_text(panic.as_ref())
-                            )))
-                        })
+                        catch_unwind(AssertUnwindSafe(|| apply(tx, &id, decision, &record)))
+                            .unwrap_or_else(|panic| {
+                                Err(Error::internal(format!(
+                                    "recording the answer panicked: {}",
+                                    panic_text(panic.as_ref())
+                                )))
+                            })
                     });
                     let outcome = match outcome {
                         Ok(done) => done,
@@ -440,151 +600,319 @@ impl Gate {
         Ok(report)
     }
 
-    /// Asks the job's provider to stop it; failures are ignored (the job is
-    /// already finished on our side and nothing more will be charged).
-    pub(crate) fn cancel_at_provider(&self, job: &Job) {
-        if let (Some(provider), Ok(context)) =
-            (self.providers.get(&job.provider), JobContext::of(job))
-        {
-            let _ = catch_unwind(AssertUnwindSafe(|| {
-                provider.cancel(&context.provider_job(self, job))
-            }));
+    /// Makes every claimed job's call and sends every taken upstream
+    /// cancel, each on its own thread when there is more than one, and
+    /// returns the decisions and the jobs whose cancel is done with.
+    fn call_all(
+        &self,
+        claimed: &[Job],
+        possibly_sent: &HashSet<String>,
+        cancels: &[Job],
+    ) -> (Vec<Called>, Vec<String>) {
+        let mut called = Vec::with_capacity(claimed.len());
+        let mut calls = Vec::new();
+        for job in claimed {
+            let sent = possibly_sent.contains(&job.id);
+            let mut not_asked = |decision: Decision, fault: Option<JobFault>| {
+                called.push(Called {
+                    job_id: job.id.clone(),
+                    from: job.status,
+                    possibly_sent: sent,
+                    decision,
+                    kind: CallKind::None,
+                    fault,
+                })
+            };
+            if job.status == JobStatus::Pending {
+                if let Some(answer) = self.unrecorded.take(&job.id) {
+                    not_asked(answer, None);
+                    continue;
+                }
+                if self.unrecorded.is_full() {
+                    not_asked(Decision::Defer, None);
+                    continue;
+                }
+            }
+            let Some(provider) = self.providers.get(&job.provider).cloned() else {
+                not_asked(
+                    Decision::fail(
+                        "provider_unavailable",
+                        format!("provider {} is not configured", job.provider),
+                    ),
+                    None,
+                );
+                continue;
+            };
+            match self.slots.take(&job.provider, provider.concurrency()) {
+                Some(slot) => calls.push((job, sent, provider, slot)),
+                None => not_asked(busy(job.status), None),
+            }
+        }
+        let one = calls.len() + cancels.len() <= 1;
+        let mut cancels_done = Vec::new();
+        if one {
+            for (job, sent, provider, _slot) in calls {
+                called.push(self.call_caught(job, sent, provider.as_ref()));
+            }
+            for job in cancels {
+                if self.cancel_upstream(job) {
+                    cancels_done.push(job.id.clone());
+                }
+            }
+        } else {
+            std::thread::scope(|scope| {
+                let jobs: Vec<_> = calls
+                    .into_iter()
+                    .map(|(job, sent, provider, slot)| {
+                        scope.spawn(move || {
+                            let _slot = slot;
+                            self.call_caught(job, sent, provider.as_ref())
+                        })
+                    })
+                    .collect();
+                let sends: Vec<_> = cancels
+                    .iter()
+                    .map(|job| scope.spawn(move || (job.id.clone(), self.cancel_upstream(job))))
+                    .collect();
+                for handle in jobs {
+                    // call_caught catches the provider's panics itself.
+                    if let Ok(done) = handle.join() {
+                        called.push(done);
+                    }
+                }
+                for handle in sends {
+                    if let Ok((job_id, true)) = handle.join() {
+                        cancels_done.push(job_id);
+                    }
+                }
+            });
+        }
+        (called, cancels_done)
+    }
+
+    /// Sends a job's upstream cancel; true when it is done with (sent, or
+    /// refused for good), false to try again later.
+    fn cancel_upstream(&self, job: &Job) -> bool {
+        let Some(provider) = self.providers.get(&job.provider) else {
+            return true;
+        };
+        let Ok(context) = JobContext::of(job) else {
+            return true;
+        };
+        let call = context.provider_job(self, job, false, provider.webhooks());
+        match catch_unwind(AssertUnwindSafe(|| provider.cancel(&call))) {
+            Ok(Ok(())) | Ok(Err(ProviderError::Permanent { .. })) | Err(_) => true,
+            Ok(Err(_)) => false,
         }
     }
 
-    /// [`Gate::decide`] for one job, failing that job alone if its stored
-    /// data does not decode or its provider panics.
-    fn decide_caught(&self, job: &Job, report: &mut WorkReport) -> Decision {
-        let fault = match catch_unwind(AssertUnwindSafe(|| self.decide(job, report))) {
-            Ok(Ok(decision)) => return decision,
-            Ok(Err(err)) => err.to_string(),
-            Err(panic) => format!("the provider panicked: {}", panic_text(panic.as_ref())),
+    /// [`Gate::call`] for one job, failing that job alone if its stored
+    /// data does not decode or its provider (or media store) panics.
+    fn call_caught(&self, job: &Job, possibly_sent: bool, provider: &dyn Provider) -> Called {
+        let kind = match (job.status, &job.pending_outputs) {
+            (JobStatus::Pending, _) => CallKind::Submitted,
+            (_, Some(_)) => CallKind::Collected,
+            _ => CallKind::Polled,
         };
-        report.faults.push(JobFault {
+        let (decision, fault) =
+            match catch_unwind(AssertUnwindSafe(|| self.call(job, possibly_sent, provider))) {
+                Ok(Ok(decision)) => {
+                    let fault = decision.is_invalid_answer().then(|| JobFault {
+                        job_id: job.id.clone(),
+                        detail: match &decision {
+                            Decision::Fail { message, .. } => {
+                                format!("invalid provider answer: {message}")
+                            }
+                            _ => "invalid provider answer".to_owned(),
+                        },
+                    });
+                    (decision, fault)
+                }
+                Ok(Err(err)) => {
+                    let detail = err.to_string();
+                    (
+                        Decision::fail("internal", detail.clone()),
+                        Some(JobFault {
+                            job_id: job.id.clone(),
+                            detail,
+                        }),
+                    )
+                }
+                Err(panic) => {
+                    let detail =
+                        format!("the provider panicked: {}", panic_text(panic.as_ref()));
+                    (
+                        Decision::fail("internal", detail.clone()),
+                        Some(JobFault {
+                            job_id: job.id.clone(),
+                            detail,
+                        }),
+                    )
+                }
+            };
+        Called {
             job_id: job.id.clone(),
-            detail: fault.clone(),
-        });
-        Decision::fail("internal", fault)
+            from: job.status,
+            possibly_sent,
+            decision,
+            kind,
+            fault,
+        }
     }
 
-    /// Asks a claimed job's provider the next question (submit or poll) and
-    /// decides what to record. No database access. Fails only if the job's
-    /// stored data does not decode.
-    fn decide(&self, job: &Job, report: &mut WorkReport) -> Result<Decision> {
+    /// Asks a claimed job's provider the next question (submit, reconcile
+    /// or poll), keeps a finished job's outputs, and decides what to
+    /// record. No database access. Fails only if the job's stored data does
+    /// not decode.
+    fn call(&self, job: &Job, possibly_sent: bool, provider: &dyn Provider) -> Result<Decision> {
         let context = JobContext::of(job)?;
-        let Some(provider) = self.providers.get(&job.provider).cloned() else {
-            return Ok(Decision::fail(
-                "provider_unavailable",
-                format!("provider {} is not configured", job.provider),
-            ));
-        };
-        let call = context.provider_job(self, job);
-        let settings = &self.settings;
-        Ok(match job.status {
+        let counters = Counters::of(job);
+        let timing = self.timing();
+        let call = context.provider_job(self, job, possibly_sent, provider.webhooks());
+        let decision = match job.status {
             JobStatus::Pending => {
-                report.submitted += 1;
-                if call.resubmission && !provider.idempotent_submit() {
-                    return Ok(Decision::fail(
-                        "submission_uncertain",
-                        "a submission may have reached the provider before a restart, \
-                         and it cannot be retried safely",
-                    ));
-                }
-                match provider.submit(&call) {
-                    Ok(Submission::Accepted { task_id, state }) => match check_task_id(&task_id) {
-                        Ok(()) => Decision::Running { task_id, state: state.map(|s| s.to_string()) },
-                        Err(reason) => invalid_answer(job, reason, report),
-                    },
-                    Ok(Submission::Completed {
-                        task_id,
-                        completion,
-                    }) => match check_task_id(&task_id).and_then(|()| completion.check()) {
-                        Ok(()) => Decision::Succeed {
-                            task_id: Some(task_id),
-                            completion,
-                        },
-                        Err(reason) => invalid_answer(job, reason, report),
-                    },
-                    Err(ProviderError::NotSent { message, .. } | ProviderError::OutcomeUnknown { message }) => {
-                        if job.submit_attempts >= SUBMIT_ATTEMPTS_MAX {
-                            return Ok(Decision::fail("provider_unavailable", message));
-                        }
-                        report.retried += 1;
-                        Decision::Retry {
-                            delay_ms: backoff(
-                                settings.poll_interval_ms_min,
-                                job.submit_attempts - 1,
-                                settings.submit_backoff_ms_max,
-                            ),
-                            add_polls: 0,
-                            add_poll_errors: 0,
-                            message: Some(message),
-                        }
-                    }
-                    Err(ProviderError::Permanent { code, message }) => {
-                        Decision::fail(&code, message)
-                    }
-                }
-            }
-            JobStatus::Running => {
-                report.polled += 1;
-                match provider.poll(&call) {
-                    Ok(PollStatus::Running) => Decision::Retry {
-                        delay_ms: backoff(
-                            settings.poll_interval_ms_min,
-                            job.polls + 1,
-                            settings.poll_interval_ms_max,
+                let idempotent = provider.idempotent_submit();
+                if possibly_sent && !idempotent {
+                    let why = "an earlier submission's outcome is unknown (a restart or a lost answer)";
+                    after_reconcile(provider.reconcile(&call), why, counters, timing)
+                } else {
+                    match after_submit(provider.submit(&call), counters, idempotent, timing) {
+                        Step::Decided(decision) => decision,
+                        Step::Reconcile { message } => after_reconcile(
+                            provider.reconcile(&call),
+                            &format!("the submission's answer was lost: {message}"),
+                            counters,
+                            timing,
                         ),
-                        add_polls: 1,
-                        add_poll_errors: 0,
-                        message: None,
-                    },
-                    Ok(PollStatus::Succeeded(completion)) => match completion.check() {
-                        Ok(()) => Decision::Succeed {
-                            task_id: None,
-                            completion,
-                        },
-                        Err(reason) => invalid_answer(job, reason, report),
-                    },
-                    Ok(PollStatus::Failed { code, message }) => Decision::fail(&code, message),
-                    Ok(PollStatus::Abandoned { message }) => Decision::fail("upstream_aborted", message),
-                    Err(ProviderError::NotSent { message, .. } | ProviderError::OutcomeUnknown { message }) => {
-                        if job.poll_errors + 1 >= POLL_ERRORS_MAX {
-                            return Ok(Decision::fail("provider_unavailable", message));
-                        }
-                        report.retried += 1;
-                        Decision::Retry {
-                            delay_ms: backoff(
-                                settings.poll_interval_ms_min,
-                                job.poll_errors + 1,
-                                settings.poll_interval_ms_max,
-                            ),
-                            add_polls: 0,
-                            add_poll_errors: 1,
-                            message: Some(message),
-                        }
-                    }
-                    Err(ProviderError::Permanent { code, message }) => {
-                        Decision::fail(&code, message)
                     }
                 }
             }
+            JobStatus::Running => match &job.pending_outputs {
+                Some(pending) => {
+                    let pending: PendingOutputs = serde_json::from_str(pending).map_err(|err| {
+                        Error::corrupt(format!(
+                            "stored pending outputs of {} do not decode: {err}",
+                            job.id
+                        ))
+                    })?;
+                    Decision::Succeed {
+                        task_id: None,
+                        completion: pending.completion(),
+                    }
+                }
+                None => after_poll(provider.poll(&call), counters, timing),
+            },
             // Claims take live jobs only; a terminal one is left alone.
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired => {
                 Decision::Defer
             }
+        };
+        Ok(match decision {
+            Decision::Succeed {
+                task_id,
+                completion,
+            } => self.keep(job, task_id, completion, counters, timing),
+            other => other,
         })
+    }
+
+    /// Keeps a finished job's outputs: served ones as they are; the others
+    /// copied into the media store, or, on a gate without one, remote ones
+    /// recorded under their upstream URLs.
+    fn keep(
+        &self,
+        job: &Job,
+        task_id: Option<String>,
+        completion: Completion,
+        counters: Counters,
+        timing: Timing,
+    ) -> Decision {
+        let hosted: Vec<Output> = completion
+            .artifacts
+            .iter()
+            .filter_map(|artifact| match artifact {
+                Artifact::Hosted(output) => Some(output.clone()),
+                _ => None,
+            })
+            .collect();
+        if hosted.len() == completion.artifacts.len() {
+            return Decision::Kept {
+                task_id,
+                outputs: hosted,
+                files: Vec::new(),
+                seed: completion.seed,
+                usage: completion.usage,
+            };
+        }
+        if !hosted.is_empty() {
+            return Decision::fail(
+                decide::INVALID_ANSWER,
+                "the provider mixed outputs it serves with outputs to keep",
+            );
+        }
+        let Some(store) = &self.media else {
+            return match unkept_outputs(&completion) {
+                Some(outputs) => Decision::Kept {
+                    task_id,
+                    outputs,
+                    files: Vec::new(),
+                    seed: completion.seed,
+                    usage: completion.usage,
+                },
+                None => Decision::fail(
+                    "output_not_kept",
+                    format!(
+                        "the provider answered its outputs inline and no media store is \
+                         configured to keep them ({})",
+                        decide::UPSTREAM_MAY_HAVE_BILLED
+                    ),
+                ),
+            };
+        };
+        let kept = store.keep(&job.id, &job.product, &completion.artifacts);
+        let context = KeepContext {
+            task_id,
+            pending_outputs: PendingOutputs::of(&completion),
+            completion,
+            output_url_base: self.output_url_base(job),
+        };
+        after_keep(kept, context, counters, timing)
     }
 }
 
-/// A provider answered something that cannot be recorded: the job fails
-/// with `invalid_provider_answer`, reported as a fault.
-fn invalid_answer(job: &Job, reason: String, report: &mut WorkReport) -> Decision {
-    report.faults.push(JobFault {
-        job_id: job.id.clone(),
-        detail: format!("invalid provider answer: {reason}"),
-    });
-    Decision::fail("invalid_provider_answer", reason)
+/// The outputs a gate without a media store records: remote ones under
+/// their upstream URLs; `None` if any came inline.
+fn unkept_outputs(completion: &Completion) -> Option<Vec<Output>> {
+    completion
+        .artifacts
+        .iter()
+        .map(|artifact| match artifact {
+            Artifact::Remote { url, mime } => Some(Output {
+                url: url.clone(),
+                mime: mime
+                    .clone()
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                file: None,
+            }),
+            Artifact::Hosted(output) => Some(output.clone()),
+            Artifact::Inline { .. } => None,
+        })
+        .collect()
+}
+
+/// A job over its provider's concurrency limit: not asked, looked at again
+/// shortly (a pending one given back unsubmitted).
+fn busy(status: JobStatus) -> Decision {
+    match status {
+        JobStatus::Pending => Decision::Defer,
+        _ => Decision::Retry {
+            delay_ms: BUSY_RETRY_MS,
+            add_polls: 0,
+            add_poll_errors: 0,
+            message: None,
+            not_sent: false,
+        },
+    }
 }
 
 /// Fails a claimed job whose row does not decode and releases its hold,
@@ -606,8 +934,8 @@ fn fail_undecodable(tx: &Tx<'_>, job_id: &str, err: &Error, now: UnixMillis) -> 
 
 /// What expiring overdue jobs did.
 struct Expiry {
-    /// The expired jobs, with the status each had.
-    expired: Vec<(Job, JobStatus)>,
+    /// How many expired.
+    expired: usize,
     /// Overdue jobs that changed meanwhile and were left alone.
     superseded: usize,
     /// Overdue rows that did not decode (failed instead).
@@ -615,10 +943,11 @@ struct Expiry {
 }
 
 /// Expires up to [`jobs::EXPIRE_JOBS_BATCH_MAX`] overdue live jobs
-/// (releasing their holds), each under its own nested savepoint.
+/// (releasing their holds, queueing the upstream cancel of those the
+/// provider has), each under its own nested savepoint.
 fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<Expiry> {
     let overdue = jobs::overdue(tx, now)?;
-    let mut expired = Vec::with_capacity(overdue.len());
+    let mut expired = 0;
     let mut faults = Vec::new();
     let mut superseded = 0;
     for job_id in &overdue {
@@ -635,10 +964,15 @@ fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<Expiry> {
             error_message: Some("the job passed its deadline before it finished".into()),
             ..Change::default()
         };
-        match tx
-            .nested(|tx| finish_unpaid(tx, &job.id, job.status, JobStatus::Expired, change, now))
-        {
-            Ok(done) => expired.push((done, job.status)),
+        let done = tx.nested(|tx| {
+            let done = finish_unpaid(tx, &job.id, job.status, JobStatus::Expired, change, now)?;
+            if job.status == JobStatus::Running {
+                jobs::queue_upstream_cancel(tx, &done, now)?;
+            }
+            Ok(done)
+        });
+        match done {
+            Ok(_) => expired += 1,
             Err(Error::InvalidTransition { .. }) => superseded += 1,
             Err(other) => return Err(other),
         }
@@ -648,64 +982,6 @@ fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<Expiry> {
         superseded,
         faults,
     })
-}
-
-/// What a provider's answer means for a job.
-#[derive(Debug, Clone)]
-pub(crate) enum Decision {
-    /// The provider accepted it: pending becomes running.
-    Running {
-        task_id: String,
-        state: Option<String>,
-    },
-    /// Done: capture and succeed (from pending when the provider answered
-    /// synchronously, with its task id).
-    Succeed {
-        task_id: Option<String>,
-        completion: Completion,
-    },
-    /// Failed: release.
-    Fail { code: String, message: String },
-    /// Ask again later.
-    Retry {
-        delay_ms: i64,
-        add_polls: i64,
-        add_poll_errors: i64,
-        message: Option<String>,
-    },
-    /// Not asked: give the claimed job back, unsubmitted.
-    Defer,
-}
-
-impl Decision {
-    /// A failure; a provider's code that is not a short machine code is
-    /// replaced by `provider_failed` (it is stored and shown to agents).
-    fn fail(code: &str, message: impl Into<String>) -> Decision {
-        let machine = !code.is_empty()
-            && code.len() <= FAILURE_CODE_CHARS_MAX
-            && code
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
-        Decision::Fail {
-            code: if machine { code } else { "provider_failed" }.to_owned(),
-            message: message.into(),
-        }
-    }
-
-    /// Whether this answer came from (or stands for) a submission, and so
-    /// must not be lost if it cannot be recorded.
-    fn is_submission_answer(&self) -> bool {
-        !matches!(self, Decision::Defer)
-    }
-
-    /// The provider's task id this answer carries, if any.
-    fn task_id(self) -> Option<String> {
-        match self {
-            Decision::Running { task_id, .. } => Some(task_id),
-            Decision::Succeed { task_id, .. } => task_id,
-            Decision::Fail { .. } | Decision::Retry { .. } | Decision::Defer => None,
-        }
-    }
 }
 
 /// How a decision ended up recorded.
@@ -722,21 +998,27 @@ enum Applied {
     Left(String),
 }
 
-/// Records one decision for a job still in `from`, with its ledger effect.
-fn apply(
-    tx: &Tx<'_>,
-    job_id: &str,
+/// The circumstances of one answer's record.
+struct Record {
+    /// The status the job had when claimed.
     from: JobStatus,
-    decision: Decision,
+    /// Whether an earlier submission may have reached the provider.
+    possibly_sent: bool,
     now: UnixMillis,
     first_poll_ms: i64,
-) -> Result<Applied> {
-    let to_running = |task_id: String, state: Option<String>| {
+    /// How long kept outputs are served.
+    retention_ms: i64,
+}
+
+/// Records one decision for a job still in `record.from`, with its ledger
+/// effect.
+fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Result<Applied> {
+    let now = record.now;
+    let to_running = |task_id: String, change: Change| {
         let change = Change {
             provider_task_id: Some(task_id),
-            provider_state: state,
-            next_run_at: Some(now + first_poll_ms),
-            ..Change::default()
+            next_run_at: change.next_run_at.or(Some(now + record.first_poll_ms)),
+            ..change
         };
         jobs::transition(
             tx,
@@ -749,20 +1031,63 @@ fn apply(
     };
     match decision {
         Decision::Running { task_id, state } => {
-            to_running(task_id, state)?;
+            let change = Change {
+                provider_state: state,
+                ..Change::default()
+            };
+            to_running(task_id, change)?;
             Ok(Applied::Running)
         }
-        Decision::Succeed {
+        Decision::Succeed { .. } => Err(Error::internal(
+            "a success reached recording before its outputs were kept",
+        )),
+        Decision::Kept {
             task_id,
-            completion,
+            outputs,
+            files,
+            seed,
+            usage,
         } => {
             if let Some(task_id) = task_id {
-                to_running(task_id, None)?;
+                to_running(task_id, Change::default())?;
             }
-            Ok(match settle_success(tx, job_id, completion, now)? {
+            let kept = Kept {
+                outputs,
+                files,
+                seed,
+                usage,
+                retention_ms: record.retention_ms,
+            };
+            Ok(match settle_success(tx, job_id, kept, now)? {
                 JobStatus::Succeeded => Applied::Succeeded,
                 _ => Applied::Expired,
             })
+        }
+        Decision::Collect {
+            task_id,
+            pending_outputs,
+            delay_ms,
+            message,
+        } => {
+            if let Some(task_id) = task_id.filter(|_| record.from == JobStatus::Pending) {
+                let change = Change {
+                    pending_outputs: Some(pending_outputs),
+                    error_message: Some(message),
+                    next_run_at: Some(now + delay_ms),
+                    ..Change::default()
+                };
+                to_running(task_id, change)?;
+                return Ok(Applied::Running);
+            }
+            let plan = Reschedule {
+                next_run_at: now + delay_ms,
+                add_poll_errors: 1,
+                error_message: Some(message),
+                pending_outputs: Some(pending_outputs),
+                ..Reschedule::default()
+            };
+            jobs::reschedule(tx, job_id, JobStatus::Running, &plan, now)?;
+            Ok(Applied::Rescheduled)
         }
         Decision::Fail { code, message } => {
             let change = Change {
@@ -770,7 +1095,7 @@ fn apply(
                 error_message: Some(message),
                 ..Change::default()
             };
-            finish_unpaid(tx, job_id, from, JobStatus::Failed, change, now)?;
+            finish_unpaid(tx, job_id, record.from, JobStatus::Failed, change, now)?;
             Ok(Applied::Failed)
         }
         Decision::Retry {
@@ -778,33 +1103,51 @@ fn apply(
             add_polls,
             add_poll_errors,
             message,
+            not_sent,
         } => {
             let plan = Reschedule {
                 next_run_at: now + delay_ms,
                 add_polls,
                 add_poll_errors,
                 error_message: message,
-                provider_state: None,
+                not_sent: not_sent && record.from == JobStatus::Pending,
+                ..Reschedule::default()
             };
-            jobs::reschedule(tx, job_id, from, &plan, now)?;
+            jobs::reschedule(tx, job_id, record.from, &plan, now)?;
             Ok(Applied::Rescheduled)
         }
         Decision::Defer => {
-            if from == JobStatus::Pending {
-                jobs::unclaim(tx, job_id, now + first_poll_ms, now)?;
+            match record.from {
+                JobStatus::Pending => {
+                    jobs::unclaim(
+                        tx,
+                        job_id,
+                        now + record.first_poll_ms,
+                        record.possibly_sent,
+                        now,
+                    )?;
+                }
+                JobStatus::Running => {
+                    jobs::lease_until(tx, job_id, now + BUSY_RETRY_MS)?;
+                }
+                _ => {}
             }
             Ok(Applied::Deferred)
         }
     }
 }
 
+/// A success with its outputs kept.
+struct Kept {
+    outputs: Vec<Output>,
+    files: Vec<crate::media::KeptFile>,
+    seed: Option<i64>,
+    usage: Option<Usage>,
+    retention_ms: i64,
+}
+
 /// The success transaction; returns the status the job ended in.
-fn settle_success(
-    tx: &Tx<'_>,
-    job_id: &str,
-    completion: Completion,
-    now: UnixMillis,
-) -> Result<JobStatus> {
+fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Result<JobStatus> {
     let job = jobs::get(tx, job_id)?;
     let capture_id = format!("capture:{job_id}");
     if let Some(hold_id) = &job.hold_id {
@@ -829,10 +1172,16 @@ fn settle_success(
             Err(other) => return Err(other),
         }
     }
+    let usage = kept
+        .usage
+        .map(|usage| serde_json::to_string(&usage))
+        .transpose()
+        .map_err(|err| Error::internal(format!("usage cannot be encoded: {err}")))?;
     let change = Change {
-        outputs: Some(outputs_of(&completion)),
-        seed: completion.seed,
+        outputs: Some(kept.outputs),
+        seed: kept.seed,
         charged_micros: Some(job.estimate_micros),
+        usage,
         ..Change::default()
     };
     let succeeded = jobs::transition(
@@ -843,29 +1192,24 @@ fn settle_success(
         change,
         now,
     )?;
+    record_kept_files(tx, job_id, &kept.files, now, kept.retention_ms)?;
     let transfer = succeeded.hold_id.as_ref().map(|_| capture_id.as_str());
     jobs::record_usage(tx, &succeeded, transfer, succeeded.estimate_micros, now)?;
     Ok(JobStatus::Succeeded)
 }
 
-/// The outputs a completion records as they are: served ones, and remote
-/// ones under their upstream URLs (a gate without a media store).
-fn outputs_of(completion: &Completion) -> Vec<Output> {
-    completion
-        .artifacts
-        .iter()
-        .filter_map(|artifact| match artifact {
-            Artifact::Hosted(output) => Some(output.clone()),
-            Artifact::Remote { url, mime } => Some(Output {
-                url: url.clone(),
-                mime: mime
-                    .clone()
-                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
-                file: None,
-            }),
-            Artifact::Inline { .. } => None,
-        })
-        .collect()
+/// Records the files a success kept (none for served or unkept outputs).
+fn record_kept_files(
+    _tx: &Tx<'_>,
+    _job_id: &str,
+    files: &[crate::media::KeptFile],
+    _now: UnixMillis,
+    _retention_ms: i64,
+) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    Err(Error::internal("MERGE: media::record"))
 }
 
 /// A job's stored request and estimate, decoded for a provider call.
@@ -895,7 +1239,13 @@ impl JobContext {
         })
     }
 
-    fn provider_job<'a>(&'a self, gate: &'a Gate, job: &'a Job) -> ProviderJob<'a> {
+    fn provider_job<'a>(
+        &'a self,
+        gate: &'a Gate,
+        job: &'a Job,
+        resubmission: bool,
+        webhooks: bool,
+    ) -> ProviderJob<'a> {
         ProviderJob {
             job_id: &job.id,
             model: &job.model,
@@ -906,14 +1256,13 @@ impl JobContext {
             input_image_urls: &self.request.input_image_urls,
             provider_task_id: job.provider_task_id.as_deref(),
             submit_attempts: job.submit_attempts,
-            // Claiming counted this attempt; an earlier one may have landed.
-            resubmission: job.submit_attempts > 1 && job.provider_task_id.is_none(),
+            resubmission,
             polls: job.polls,
             poll_errors: job.poll_errors,
             seed: seed_of(&job.fingerprint),
             output_url_base: gate.output_url_base(job),
             provider_state: self.provider_state.as_ref(),
-            webhook_url: None,
+            webhook_url: webhooks.then(|| gate.webhook_url(&job.provider)),
         }
     }
 }
@@ -965,12 +1314,5 @@ mod tests {
         let report = gate.run_due_work(8).expect("step");
         assert_eq!(report.submitted, 1);
         assert_eq!(gate.job(&job.id).expect("job").status, JobStatus::Running);
-    }
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let steps: Vec<i64> = (0..7).map(|s| backoff(1_000, s, 15_000)).collect();
-        assert_eq!(steps, [1_000, 2_000, 4_000, 8_000, 15_000, 15_000, 15_000]);
-        assert_eq!(backoff(1_000, 99, 30_000), 30_000);
     }
 }

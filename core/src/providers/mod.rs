@@ -94,7 +94,7 @@ pub struct ProviderJob<'a> {
     pub provider_state: Option<&'a serde_json::Value>,
     /// The public URL upstream webhooks for this provider instance reach
     /// (`<public>/v1/providers/<instance>/webhook`), when webhooks are on.
-    pub webhook_url: Option<&'a str>,
+    pub webhook_url: Option<String>,
 }
 
 /// One output as a provider answered it, before it is kept.
@@ -184,7 +184,7 @@ impl Artifact {
 
 /// What a generation actually used, where the upstream says (for models
 /// priced by usage).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Input (prompt) tokens.
     pub input_tokens: Option<u64>,
@@ -408,6 +408,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Calls in flight at once, at most.
     fn concurrency(&self) -> usize {
         CONCURRENCY_DEFAULT
+    }
+    /// Whether this instance's upstream is told to call our webhook
+    /// (`ProviderJob::webhook_url` is then set).
+    fn webhooks(&self) -> bool {
+        false
     }
 }
 
