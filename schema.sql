@@ -330,7 +330,8 @@ CREATE INDEX provider_cancels_due ON provider_cancels (next_at);
 
 -- Upstream webhook deliveries already applied (module `jobs`), by the
 -- provider instance and the delivery's own id (Replicate's `webhook-id`
--- repeats on retries): a repeat changes nothing.
+-- repeats on retries): a repeat changes nothing. Kept for a week (upstreams
+-- retry for hours), then pruned by the worker.
 CREATE TABLE provider_deliveries (
     provider     TEXT NOT NULL,
     delivery_id  TEXT NOT NULL CHECK (delivery_id <> ''),
@@ -338,6 +339,7 @@ CREATE TABLE provider_deliveries (
     received_at  INTEGER NOT NULL,
     PRIMARY KEY (provider, delivery_id)
 ) STRICT, WITHOUT ROWID;
+CREATE INDEX provider_deliveries_received ON provider_deliveries (received_at);
 
 -- Outputs kept in the media store (module `media`): files beside the
 -- database, one row each, removed after the retention period. `path` is

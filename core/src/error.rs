@@ -111,6 +111,9 @@ error_codes! {
     InvalidTransition = "invalid_transition", Conflict;
     /// The model's provider is not configured.
     ProviderUnavailable = "provider_unavailable", Unavailable;
+    /// A catalog routes a model to a provider instance that is not
+    /// configured (`model`, `provider`).
+    ProviderNotConfigured = "provider_not_configured", Invalid;
     /// A transfer id was replayed with other fields (`field`).
     ExistsWithDifferentFields = "exists_with_different_fields", Conflict;
     /// The hold is already captured, released or expired.
@@ -152,6 +155,8 @@ error_codes! {
     InvalidSignature = "invalid_signature", Unauthorized;
     /// A signed request's timestamp is too far from the server's clock.
     StaleTimestamp = "stale_timestamp", Unauthorized;
+    /// An upstream webhook whose signature does not verify (`provider`).
+    WebhookUnverified = "webhook_unverified", Unauthorized;
     /// A signed request's nonce was already used.
     NonceReused = "nonce_reused", Unauthorized;
     /// A refresh token was presented twice; its family is revoked.
@@ -264,6 +269,26 @@ pub enum Error {
     #[error("provider {provider} is not configured")]
     ProviderUnavailable {
         /// The provider named by the catalog.
+        provider: String,
+    },
+    /// An upstream webhook did not verify: nothing was changed.
+    #[error("webhook of provider {provider} not verified: {reason}")]
+    WebhookUnverified {
+        /// The provider instance it came for.
+        provider: String,
+        /// Why (no secret in it).
+        reason: String,
+    },
+    /// A catalog (imported, activated or in force) routes a model to a
+    /// provider instance this gate does not have.
+    #[error(
+        "model {model} names provider {provider}, which is not configured \
+         (add it to the providers file)"
+    )]
+    ProviderNotConfigured {
+        /// The model.
+        model: String,
+        /// The provider instance it names.
         provider: String,
     },
     /// A transfer id was replayed with fields that differ from the first use.
@@ -610,6 +635,7 @@ impl Error {
             Error::IdempotencyConflict { .. } => ErrorCode::IdempotencyConflict,
             Error::InvalidTransition { .. } => ErrorCode::InvalidTransition,
             Error::ProviderUnavailable { .. } => ErrorCode::ProviderUnavailable,
+            Error::ProviderNotConfigured { .. } => ErrorCode::ProviderNotConfigured,
             Error::ExistsWithDifferentFields { .. } => ErrorCode::ExistsWithDifferentFields,
             Error::HoldAlreadyResolved { .. } => ErrorCode::HoldAlreadyResolved,
             Error::HoldExpired { .. } => ErrorCode::HoldExpired,
@@ -625,6 +651,7 @@ impl Error {
             Error::TokenExpired => ErrorCode::TokenExpired,
             Error::Forbidden { .. } => ErrorCode::Forbidden,
             Error::InvalidSignature => ErrorCode::InvalidSignature,
+            Error::WebhookUnverified { .. } => ErrorCode::WebhookUnverified,
             Error::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
             Error::NonceReused => ErrorCode::NonceReused,
             Error::RefreshTokenReused => ErrorCode::RefreshTokenReused,
@@ -775,6 +802,10 @@ mod tests {
             Error::ProviderUnavailable {
                 provider: "p".into(),
             },
+            Error::ProviderNotConfigured {
+                model: "m".into(),
+                provider: "p".into(),
+            },
             Error::ExistsWithDifferentFields {
                 id: "t".into(),
                 field: "amount",
@@ -828,6 +859,10 @@ mod tests {
                 scope: "video".into(),
             },
             Error::InvalidSignature,
+            Error::WebhookUnverified {
+                provider: "p".into(),
+                reason: "r".into(),
+            },
             Error::NonceReused,
             Error::RefreshTokenReused,
             Error::RegistrationExpired,

@@ -778,6 +778,41 @@ pub(crate) fn find_by_provider_task(
         .optional()?)
 }
 
+/// Makes a live job due now (an upstream said it changed): the next worker
+/// step polls it. A job a worker holds is left to it; a finished job is
+/// left alone. Returns whether it was nudged.
+pub(crate) fn nudge(tx: &Tx<'_>, job_id: &str, now: UnixMillis) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE jobs SET next_run_at = min(next_run_at, ?2), updated_at = ?2
+             WHERE id = ?1 AND status IN ('pending', 'running')",
+        )?
+        .execute(params![job_id, now])?
+        == 1)
+}
+
+/// How long a webhook delivery id is remembered (upstreams retry for
+/// hours, not days).
+pub const DELIVERY_RETENTION_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Delivery records pruned per worker step, at most.
+pub const DELIVERIES_PRUNE_BATCH_MAX: i64 = 256;
+
+/// Forgets up to [`DELIVERIES_PRUNE_BATCH_MAX`] delivery ids older than
+/// [`DELIVERY_RETENTION_MS`].
+pub(crate) fn prune_deliveries(tx: &Tx<'_>, now: UnixMillis) -> Result<usize> {
+    Ok(tx
+        .prepare_cached(
+            "DELETE FROM provider_deliveries WHERE (provider, delivery_id) IN (
+                SELECT provider, delivery_id FROM provider_deliveries
+                INDEXED BY provider_deliveries_received
+                WHERE received_at < ?1 LIMIT ?2)",
+        )?
+        .execute(params![
+            now.saturating_sub(DELIVERY_RETENTION_MS),
+            DELIVERIES_PRUNE_BATCH_MAX
+        ])?)
+}
+
 /// Upstream cancels sent per worker step, at most.
 pub const UPSTREAM_CANCELS_BATCH_MAX: usize = 32;
 /// Tries to send one upstream cancel before giving up on it.

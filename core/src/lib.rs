@@ -59,6 +59,7 @@ pub use accounts::{Account, NewAccount};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use error::{Error, Result, StorageError};
 pub use gate::generate::Submitted;
+pub use gate::webhooks::WebhookReceipt;
 pub use gate::work::{JobFault, WorkReport, WorkerHealth, FAILING_STEPS_UNHEALTHY};
 pub use gate::{Gate, GateSettings};
 #[cfg(feature = "http")]

@@ -17,7 +17,7 @@ use common::RYNJER;
 use creditgate::media::{KeepError, KeptFile, MediaStore};
 use creditgate::providers::{
     Artifact, Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry,
-    Reconciled, Submission,
+    Reconciled, Submission, WebhookEvent,
 };
 use creditgate::{Clock, Gate, JobStatus, ManualClock, Synchronous};
 use rust_decimal::Decimal;
@@ -181,6 +181,25 @@ impl Provider for Upstream {
 
     fn call_timeout_ms(&self) -> i64 {
         self.timeout_ms
+    }
+
+    fn verify_webhook(
+        &self,
+        headers: &[(String, String)],
+        body: &[u8],
+        _now_ms: i64,
+    ) -> Result<WebhookEvent, String> {
+        let signed = headers
+            .iter()
+            .any(|(name, value)| name == "x-test-signature" && value == "good");
+        if !signed {
+            return Err("the signature does not verify".into());
+        }
+        let body: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+        Ok(WebhookEvent {
+            delivery_id: body["delivery"].as_str().unwrap_or("").to_owned(),
+            task_id: body["task"].as_str().unwrap_or("").to_owned(),
+        })
     }
 
     fn concurrency(&self) -> usize {
@@ -519,5 +538,58 @@ fn a_download_that_fails_for_now_is_collected_later_without_asking_the_upstream_
         done.outputs[0].url
     );
     assert_eq!(*store.kept.lock().expect("lock"), 1);
+    common::assert_verified(&fx.gate);
+}
+
+#[test]
+fn a_verified_webhook_makes_its_job_due_once_and_an_unverified_one_changes_nothing() {
+    let fx = fx();
+    let job = fx.submit("r", "a cat");
+    fx.step_after(0);
+    let running = fx.job(&job);
+    assert_eq!(running.status, JobStatus::Running);
+    let task = running.provider_task_id.clone().expect("task");
+    let body = json!({"delivery": "d1", "task": task}).to_string();
+    let signed = vec![("x-test-signature".to_owned(), "good".to_owned())];
+    let forged = vec![("x-test-signature".to_owned(), "forged".to_owned())];
+
+    let err = fx
+        .gate
+        .provider_webhook("fixture", &forged, body.as_bytes())
+        .expect_err("unverified");
+    assert_eq!(err.code(), "webhook_unverified");
+    assert_eq!(fx.job(&job).next_run_at, running.next_run_at, "nothing changed");
+    let missing = fx.gate.provider_webhook("nope", &signed, body.as_bytes());
+    assert_eq!(common::code(missing), "not_found");
+
+    // Webhook first: the job is due at once; the next step polls it and
+    // records the answer as any poll would.
+    let now = fx.clock.now();
+    let receipt = fx
+        .gate
+        .provider_webhook("fixture", &signed, body.as_bytes())
+        .expect("verified");
+    assert_eq!(receipt.job_id.as_deref(), Some(job.id.as_str()));
+    assert!(receipt.applied);
+    assert_eq!(fx.job(&job).next_run_at, now);
+    let again = fx
+        .gate
+        .provider_webhook("fixture", &signed, body.as_bytes())
+        .expect("a repeat");
+    assert!(!again.applied, "a repeated delivery applies nothing");
+    let report = fx.step_after(0);
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    assert_eq!(fx.job(&job).status, JobStatus::Succeeded);
+
+    // A late delivery for a finished job changes nothing.
+    let late = json!({"delivery": "d2", "task": task}).to_string();
+    let receipt = fx
+        .gate
+        .provider_webhook("fixture", &signed, late.as_bytes())
+        .expect("verified");
+    assert!(receipt.applied);
+    let done = fx.job(&job);
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.charged_micros, Some(20_000_000), "charged once");
     common::assert_verified(&fx.gate);
 }

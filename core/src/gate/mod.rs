@@ -13,6 +13,7 @@ mod external;
 pub mod generate;
 mod identity;
 mod pricing;
+pub mod webhooks;
 pub mod work;
 
 use std::collections::HashMap;

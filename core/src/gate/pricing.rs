@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gate::Gate;
 use crate::pricing::versions::{self, ImportOutcome, PriceVersionInfo};
 use crate::pricing::{self, parse_catalog, Catalog, Estimate, EstimateRequest, Listing};
@@ -12,15 +12,25 @@ impl Gate {
     /// Validates a catalog (JSON text) and stores it as a new immutable price
     /// version; the first one imported becomes active. A malformed catalog is
     /// refused with the path of the offending field and nothing is stored.
+    ///
+    /// A catalog that routes a model to a provider this gate does not have
+    /// is refused ([`Error::ProviderNotConfigured`] naming both).
     pub fn import_catalog(&self, json: &str) -> Result<ImportOutcome> {
         let catalog = parse_catalog(json)?;
+        self.check_routes(&catalog)?;
         let now = self.clock.now();
         self.store
             .write(move |tx| versions::import(tx, &catalog, now))
     }
 
-    /// Makes `version` the active price version.
+    /// Makes `version` the active price version, unless it routes a model
+    /// to a provider this gate does not have
+    /// ([`Error::ProviderNotConfigured`]).
     pub fn activate_price_version(&self, version: &str) -> Result<()> {
+        // A version that does not exist is refused by the write below.
+        if let Ok(catalog) = self.catalog_version(version) {
+            self.check_routes(&catalog)?;
+        }
         let version = version.to_owned();
         self.store.write(move |tx| versions::activate(tx, &version))
     }
@@ -29,6 +39,28 @@ impl Gate {
     pub fn retire_price_version(&self, version: &str) -> Result<()> {
         let version = version.to_owned();
         self.store.write(move |tx| versions::retire(tx, &version))
+    }
+
+    /// Checks that every model of every catalog still honoured (the active
+    /// one and those requests may pin) is routed to a provider this gate
+    /// has: `serve` refuses to start otherwise.
+    pub fn check_provider_routes(&self) -> Result<()> {
+        for (catalog, _) in self.honoured_catalogs()? {
+            self.check_routes(&catalog)?;
+        }
+        Ok(())
+    }
+
+    fn check_routes(&self, catalog: &Catalog) -> Result<()> {
+        for model in &catalog.models {
+            if self.providers.get(&model.provider).is_none() {
+                return Err(Error::ProviderNotConfigured {
+                    model: model.model.clone(),
+                    provider: model.provider.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Every stored price version.

@@ -439,6 +439,7 @@ impl Gate {
             // The ledger's own backstop: holds past their deadline whose job
             // somehow did not release them.
             ledger::expire_due(tx, now)?;
+            jobs::prune_deliveries(tx, now)?;
             let claimed = jobs::claim_due(tx, now, lease_until, limit)?;
             for (job_id, err) in claimed.undecodable {
                 faults.push(fail_undecodable(tx, &job_id, &err, now)?);

@@ -367,6 +367,19 @@ pub struct CheckReport {
     pub detail: String,
 }
 
+/// An upstream callback whose signature verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookEvent {
+    /// The delivery's own id (Replicate's `webhook-id`; else derived from
+    /// the task and its status), on which repeats are deduplicated.
+    pub delivery_id: String,
+    /// The provider's task id it is about.
+    pub task_id: String,
+}
+
+/// The most bytes of an upstream callback read.
+pub const WEBHOOK_BODY_BYTES_MAX: usize = 1024 * 1024;
+
 /// How long a provider call may take, by default, in milliseconds.
 pub const CALL_TIMEOUT_MS_DEFAULT: i64 = 60_000;
 /// Concurrent calls to one provider instance, by default.
@@ -413,6 +426,17 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     /// (`ProviderJob::webhook_url` is then set).
     fn webhooks(&self) -> bool {
         false
+    }
+    /// Verifies an upstream callback (`headers` with lowercase names, the
+    /// raw `body`, the time `now_ms`) and says which task it is about; the
+    /// reason it did not verify otherwise (no secret in it).
+    fn verify_webhook(
+        &self,
+        _headers: &[(String, String)],
+        _body: &[u8],
+        _now_ms: i64,
+    ) -> Result<WebhookEvent, String> {
+        Err("this provider instance takes no webhooks".to_owned())
     }
 }
 
