@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use creditgate::ids::random_id;
 use creditgate::ledger::HISTORY_PAGE_MAX;
 use creditgate::money::parse_credits;
+use creditgate::providers::fixture::Scenarios;
 use creditgate::{
     Gate, JobFilter, JobStatus, NewAccount, OpenProblem, StoreOptions, Synchronous, SystemClock,
 };
@@ -53,6 +54,12 @@ struct Cli {
         default_value = "full"
     )]
     synchronous: SyncArg,
+    /// The providers file: which upstream provider instances exist and the
+    /// environment variables holding their credentials (see
+    /// fixtures/providers/example.json). Without it, every model runs on
+    /// the offline fixture provider.
+    #[arg(long, global = true, env = "CREDITGATE_PROVIDERS")]
+    providers: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,6 +74,9 @@ enum SyncArg {
 enum Command {
     /// Run the HTTP server and the job workers.
     Serve(ServeArgs),
+    /// Check the configured upstream providers.
+    #[command(subcommand)]
+    Providers(ProvidersCommand),
     #[command(flatten)]
     Gate(GateCommand),
 }
@@ -275,6 +285,14 @@ struct GrantArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum ProvidersCommand {
+    /// Call each configured provider's cheapest read (models list, account,
+    /// system stats) and print whether it is reachable, whether its
+    /// credential works, and its upstream credits where the API tells.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
 enum PricesCommand {
     /// Validate a catalog file and store it as a new immutable price version.
     Import {
@@ -366,6 +384,20 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
     };
     let command = match cli.command {
         Command::Gate(command) => command,
+        Command::Providers(ProvidersCommand::Check) => {
+            let registry = crate::providers::load(cli.providers.as_deref(), &Scenarios::shipped())?;
+            let checked = crate::providers::check(&registry);
+            let all_ok = checked.iter().all(crate::providers::Checked::is_ok);
+            let (json, text) = render::provider_checks(&checked);
+            let output = Output {
+                json,
+                text,
+                // 1: a provider is unreachable or refuses its credential.
+                exit: if all_ok { 0 } else { 1 },
+                is_error: false,
+            };
+            return Ok(print(&output, cli.json));
+        }
         Command::Serve(args) => {
             crate::serve::run(crate::serve::ServeOptions {
                 store: options,
@@ -374,6 +406,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
                 http_threads: args.http_threads,
                 catalog: args.catalog,
                 scenarios: args.scenarios,
+                providers: cli.providers,
                 public_url: args.public_url,
                 read_timeout: std::time::Duration::from_millis(args.read_timeout_ms.max(1)),
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
@@ -397,7 +430,26 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
         options = options.existing();
     }
     let verifying = matches!(command, GateCommand::Ledger(LedgerCommand::Verify));
-    let output = match Gate::open(&options, Arc::new(SystemClock)) {
+    // Commands that route models to providers check them against the
+    // configured ones.
+    let routes = matches!(
+        command,
+        GateCommand::Prices(PricesCommand::Import { .. } | PricesCommand::Activate { .. })
+    );
+    let registry = if routes {
+        Some(crate::providers::load(
+            cli.providers.as_deref(),
+            &Scenarios::shipped(),
+        )?)
+    } else {
+        None
+    };
+    let opened = Gate::open(&options, Arc::new(SystemClock))
+        .map(|gate| match registry {
+            Some(registry) => gate.with_providers(registry),
+            None => gate,
+        });
+    let output = match opened {
         Ok(gate) => match execute(&gate, command) {
             Ok(output) => output,
             Err(failure) => failure.output(),
@@ -419,14 +471,19 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
             output
         }
     };
-    if cli.json {
+    Ok(print(&output, cli.json))
+}
+
+/// Prints a command's output (JSON or text) and gives its exit code.
+fn print(output: &Output, json: bool) -> ExitCode {
+    if json {
         println!("{}", output.json);
     } else if output.is_error {
         eprintln!("{}", output.text);
     } else {
         println!("{}", output.text);
     }
-    Ok(ExitCode::from(output.exit))
+    ExitCode::from(output.exit)
 }
 
 /// Whether `command` only reads: it then opens an existing database and

@@ -4,6 +4,7 @@
 mod cli;
 mod http;
 mod logging;
+mod providers;
 mod render;
 mod serve;
 #[cfg(test)]

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use creditgate::providers::fixture::Scenarios;
-use creditgate::providers::ProviderRegistry;
 use creditgate::{
     Clock, Gate, GateSettings, MoltbookConfig, MoltbookVerifier, NewAccount, StoreOptions,
     SystemClock,
@@ -51,6 +50,8 @@ pub struct ServeOptions {
     pub catalog: Option<PathBuf>,
     /// A fixture scenario file.
     pub scenarios: Option<PathBuf>,
+    /// The providers file (none: only the fixture provider).
+    pub providers: Option<PathBuf>,
     /// The public base URL (default: `http://<listen address>`).
     pub public_url: Option<String>,
     /// Socket read timeout.
@@ -127,12 +128,19 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         rate_limit: options.rate_limit,
         ..GateSettings::default()
     };
+    let providers = crate::providers::load(options.providers.as_deref(), &scenarios)?;
     let gate = Gate::open(&options.store, Arc::new(SystemClock))
         .map_err(|err| anyhow::anyhow!(crate::render::open_error(&options.store.path, &err)))?
-        .with_providers(ProviderRegistry::fixture(scenarios))
+        .with_providers(providers)
         .with_settings(settings.clone());
     let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
     prepare_catalog(&gate, options.catalog.as_deref())?;
+    // Every price version still honoured must route to a configured
+    // provider: refuse to start rather than answer 503 to every job.
+    gate.check_provider_routes().context(
+        "cannot serve the catalogs in force with these providers \
+         (pass the providers file with --providers, or import a catalog that routes to them)",
+    )?;
     first_run(&gate, &settings.public_base_url)?;
     let resumed = gate.recover()?;
     if resumed > 0 {

@@ -332,9 +332,9 @@ the HTTP status on error; data.error is the machine code:
 400 invalid_request (data.field), invalid_amount, unknown_model (data.close_matches),
 invalid_option (data.allowed), unknown_price_version (data.active_price_version),
 invalid_catalog (data.path), capture_exceeds_hold, refund_exceeds_charge,
-wrong_transfer_kind, registration_expired;
+wrong_transfer_kind, registration_expired, provider_not_configured;
 401 unauthorized, token_expired, invalid_signature, stale_timestamp, nonce_reused,
-refresh_token_reused, identity_refused (data.reason);
+refresh_token_reused, identity_refused (data.reason), webhook_unverified;
 402 insufficient_credits (data.required, data.available, data.suggestion);
 403 forbidden (data.scope), agent_not_bound (data.agent_id);
 400 bad_request (the request line or a header is malformed or not ASCII);

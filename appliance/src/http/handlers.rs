@@ -82,6 +82,20 @@ pub fn file(call: &Call) -> Handled {
     Ok(response)
 }
 
+/// `POST /v1/providers/{instance}/webhook`: an upstream's callback,
+/// verified by the provider's own signature scheme (no bearer credential).
+pub fn provider_webhook(call: &Call) -> Handled {
+    let receipt = call.gate().provider_webhook(
+        call.param("instance"),
+        &call.request.headers,
+        &call.request.body,
+    )?;
+    Ok(Response::json(
+        200,
+        &serde_json::json!({ "received": true, "applied": receipt.applied }),
+    ))
+}
+
 /// `POST /api/v1/agents/register`.
 pub fn agent_register(call: &Call) -> Handled {
     let registration = call.signed(Gate::register_agent)?;

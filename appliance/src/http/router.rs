@@ -83,6 +83,12 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        pattern: "/v1/providers/{instance}/webhook",
+        auth: Auth::Public,
+        handler: handlers::provider_webhook,
+    },
+    Route {
+        method: "POST",
         pattern: "/api/v1/agents/register",
         auth: Auth::Public,
         handler: handlers::agent_register,

@@ -159,6 +159,8 @@ mod tests {
             ("token_expired", 401),
             ("forbidden", 403),
             ("invalid_signature", 401),
+            ("webhook_unverified", 401),
+            ("provider_not_configured", 400),
             ("stale_timestamp", 401),
             ("nonce_reused", 401),
             ("refresh_token_reused", 401),

@@ -22,6 +22,7 @@ pub mod config;
 pub mod fixture;
 #[cfg(feature = "http")]
 pub mod http;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
