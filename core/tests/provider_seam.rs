@@ -17,7 +17,7 @@ use common::RYNJER;
 use creditgate::media::{KeepError, KeptFile, MediaStore};
 use creditgate::providers::{
     Artifact, Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry,
-    Reconciled, Submission, WebhookEvent,
+    Reconciled, Submission, Usage, WebhookEvent,
 };
 use creditgate::{Clock, Gate, JobStatus, ManualClock, Synchronous};
 use rust_decimal::Decimal;
@@ -109,6 +109,21 @@ impl Provider for Upstream {
                     url: "https://cdn.example/out.png".into(),
                     mime: Some("image/png".into()),
                 }]),
+            });
+        }
+        if prompt.contains("[usage]") {
+            let mut completion = Completion::of(vec![Artifact::Remote {
+                url: "https://cdn.example/reply.txt".into(),
+                mime: Some("text/plain".into()),
+            }]);
+            completion.usage = Some(Usage {
+                input_tokens: Some(1_000),
+                output_tokens: Some(200),
+                media_ms: None,
+            });
+            return Ok(Submission::Completed {
+                task_id: format!("up_{}", job.job_id),
+                completion,
             });
         }
         if prompt.contains("[sync-inline]") {
@@ -592,4 +607,66 @@ fn a_verified_webhook_makes_its_job_due_once_and_an_unverified_one_changes_nothi
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(done.charged_micros, Some(20_000_000), "charged once");
     common::assert_verified(&fx.gate);
+}
+
+#[test]
+fn a_model_priced_by_usage_holds_its_cap_and_charges_what_was_used_once() {
+    let fx = fx();
+    let mut catalog: serde_json::Value = serde_json::from_str(RYNJER).expect("catalog");
+    catalog["price_version"] = json!("usage-v1");
+    for model in catalog["models"].as_array_mut().expect("models") {
+        if model["model"] == "gpt-4o-mini" {
+            model["base_price"] = json!(2);
+            model["usage_price"] = json!({"input_per_1k_tokens": 0.5, "output_per_1k_tokens": 1.5});
+        }
+    }
+    let imported = fx
+        .gate
+        .import_catalog(&catalog.to_string())
+        .expect("a usage price imports");
+    fx.gate
+        .activate_price_version(&imported.version)
+        .expect("activate");
+    let body = json!({"request_id": "u", "model": "gpt-4o-mini", "prompt": "[usage] hi"});
+    let job = fx.gate.submit(&fx.account, &body).expect("submit").job;
+    assert_eq!(job.estimate_micros, 2_000_000, "the cap is held");
+    fx.step_after(0);
+    let done = fx.job(&job);
+    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error_message);
+    // 1,000 input tokens at 0.5 and 200 output tokens at 1.5 per 1,000.
+    assert_eq!(done.charged_micros, Some(800_000));
+    let usage: serde_json::Value =
+        serde_json::from_str(done.usage.as_deref().expect("usage shown")).expect("json");
+    assert_eq!(usage["input_tokens"], 1_000);
+    let balance = fx.gate.balance(&fx.account).expect("balance");
+    assert_eq!(balance.pending, 0, "the rest of the hold went back");
+    assert_eq!(balance.available, 1_000_000_000 - 800_000);
+    common::assert_verified(&fx.gate);
+
+    // A usage price of nothing at all is refused.
+    let mut bad = catalog.clone();
+    bad["price_version"] = json!("usage-v2");
+    for model in bad["models"].as_array_mut().expect("models") {
+        if model["model"] == "gpt-4o-mini" {
+            model["usage_price"] = json!({});
+        }
+    }
+    let err = fx.gate.import_catalog(&bad.to_string()).expect_err("refused");
+    assert!(err.to_string().contains("usage_price"), "{err}");
+}
+
+#[test]
+fn a_catalog_routed_to_an_unconfigured_provider_is_refused_naming_both() {
+    let fx = fx();
+    let mut catalog: serde_json::Value = serde_json::from_str(RYNJER).expect("catalog");
+    catalog["price_version"] = json!("routed-v1");
+    catalog["models"][0]["provider"] = json!("kie");
+    let err = fx
+        .gate
+        .import_catalog(&catalog.to_string())
+        .expect_err("kie is not configured");
+    assert_eq!(err.code(), "provider_not_configured");
+    let model = catalog["models"][0]["model"].as_str().expect("id").to_owned();
+    assert!(err.to_string().contains(&model) && err.to_string().contains("kie"), "{err}");
+    assert_eq!(fx.gate.price_versions().expect("versions").len(), 1, "nothing stored");
 }

@@ -71,13 +71,16 @@ pub(crate) enum Decision {
         task_id: Option<String>,
         completion: Completion,
     },
-    /// Done, outputs kept (or served by us): capture and succeed.
+    /// Done, outputs kept (or served by us): capture and succeed, charging
+    /// `charge_micros` (a usage price; `None`: the estimate), never more
+    /// than the hold.
     Kept {
         task_id: Option<String>,
         outputs: Vec<crate::jobs::Output>,
         files: Vec<KeptFile>,
         seed: Option<i64>,
         usage: Option<Usage>,
+        charge_micros: Option<i64>,
     },
     /// Done, but copying its outputs failed for now: keep the remote
     /// outputs on the job and try again after `delay_ms`.
@@ -394,6 +397,7 @@ pub(crate) fn after_keep(
                 files,
                 seed: done.completion.seed,
                 usage: done.completion.usage,
+                charge_micros: None,
             }
         }
         Err(KeepError::Transient { message }) => {

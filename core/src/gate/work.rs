@@ -812,9 +812,42 @@ impl Gate {
             Decision::Succeed {
                 task_id,
                 completion,
-            } => self.keep(job, task_id, completion, counters, timing),
+            } => match self.keep(job, task_id, completion, counters, timing) {
+                Decision::Kept {
+                    task_id,
+                    outputs,
+                    files,
+                    seed,
+                    usage,
+                    charge_micros: _,
+                } => Decision::Kept {
+                    charge_micros: self.usage_charge(job, usage.as_ref()),
+                    task_id,
+                    outputs,
+                    files,
+                    seed,
+                    usage,
+                },
+                other => other,
+            },
             other => other,
         })
+    }
+
+    /// What a success costs by its usage, for a model priced by usage whose
+    /// upstream said what it used; `None` (the estimate, which is the hold)
+    /// otherwise.
+    fn usage_charge(&self, job: &Job, usage: Option<&Usage>) -> Option<i64> {
+        let usage = usage?;
+        let catalog = self.catalog_version(&job.price_version).ok()?;
+        let model = catalog.models.iter().find(|m| m.model == job.model)?;
+        let price = model.usage_price.as_ref()?;
+        Some(price.charge_micros(
+            usage.input_tokens.unwrap_or(0),
+            usage.output_tokens.unwrap_or(0),
+            usage.media_ms.unwrap_or(0),
+            job.estimate_micros,
+        ))
     }
 
     /// Keeps a finished job's outputs: served ones as they are; the others
@@ -843,6 +876,7 @@ impl Gate {
                 files: Vec::new(),
                 seed: completion.seed,
                 usage: completion.usage,
+                charge_micros: None,
             };
         }
         if !hosted.is_empty() {
@@ -859,6 +893,7 @@ impl Gate {
                     files: Vec::new(),
                     seed: completion.seed,
                     usage: completion.usage,
+                    charge_micros: None,
                 },
                 None => Decision::fail(
                     "output_not_kept",
@@ -1048,6 +1083,7 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
             files,
             seed,
             usage,
+            charge_micros,
         } => {
             if let Some(task_id) = task_id {
                 to_running(task_id, Change::default())?;
@@ -1057,6 +1093,7 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
                 files,
                 seed,
                 usage,
+                charge_micros,
                 retention_ms: record.retention_ms,
             };
             Ok(match settle_success(tx, job_id, kept, now)? {
@@ -1144,6 +1181,7 @@ struct Kept {
     files: Vec<crate::media::KeptFile>,
     seed: Option<i64>,
     usage: Option<Usage>,
+    charge_micros: Option<i64>,
     retention_ms: i64,
 }
 
@@ -1151,8 +1189,15 @@ struct Kept {
 fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Result<JobStatus> {
     let job = jobs::get(tx, job_id)?;
     let capture_id = format!("capture:{job_id}");
+    // Never above the hold; the rest of the hold returns to the wallet. A
+    // held success costs at least one micro-credit: a capture moves money.
+    let floor = i64::from(job.hold_id.is_some()).min(job.estimate_micros);
+    let charge = kept
+        .charge_micros
+        .unwrap_or(job.estimate_micros)
+        .clamp(floor, job.estimate_micros);
     if let Some(hold_id) = &job.hold_id {
-        match ledger::capture(tx, &capture_id, hold_id, job.estimate_micros, now) {
+        match ledger::capture(tx, &capture_id, hold_id, charge, now) {
             Ok(_) => {}
             Err(Error::HoldExpired { .. } | Error::HoldAlreadyResolved { .. }) => {
                 let change = Change {
@@ -1181,7 +1226,7 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
     let change = Change {
         outputs: Some(kept.outputs),
         seed: kept.seed,
-        charged_micros: Some(job.estimate_micros),
+        charged_micros: Some(charge),
         usage,
         ..Change::default()
     };
@@ -1195,7 +1240,7 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
     )?;
     record_kept_files(tx, job_id, &kept.files, now, kept.retention_ms)?;
     let transfer = succeeded.hold_id.as_ref().map(|_| capture_id.as_str());
-    jobs::record_usage(tx, &succeeded, transfer, succeeded.estimate_micros, now)?;
+    jobs::record_usage(tx, &succeeded, transfer, charge, now)?;
     Ok(JobStatus::Succeeded)
 }
 

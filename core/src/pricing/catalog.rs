@@ -143,9 +143,75 @@ pub struct ModelSpec {
     /// Free text shown in the listing.
     #[serde(default)]
     pub note: String,
+    /// Prices by what a job actually used (tokens, seconds), when the
+    /// upstream reports it: the estimate above is then the most a job may
+    /// cost (what is held), and success charges the usage price, never more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_price: Option<UsagePrice>,
     /// A JSON Schema (`"type": "object"`) of the generate request, agreeing
     /// with `options` and `input_images`.
     pub input_schema: Map<String, Value>,
+}
+
+/// A price by usage. Every field is credits; a field left out is zero.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsagePrice {
+    /// Credits per 1,000 input (prompt) tokens.
+    #[serde(
+        default,
+        with = "super::decimal_json",
+        skip_serializing_if = "Decimal::is_zero"
+    )]
+    pub input_per_1k_tokens: Decimal,
+    /// Credits per 1,000 output (completion or image) tokens.
+    #[serde(
+        default,
+        with = "super::decimal_json",
+        skip_serializing_if = "Decimal::is_zero"
+    )]
+    pub output_per_1k_tokens: Decimal,
+    /// Credits per second of generated media.
+    #[serde(
+        default,
+        with = "super::decimal_json",
+        skip_serializing_if = "Decimal::is_zero"
+    )]
+    pub per_second: Decimal,
+}
+
+impl UsagePrice {
+    /// What a job that used `input_tokens`, `output_tokens` and `media_ms`
+    /// costs, in micro-credits, rounded up to the micro-credit and never
+    /// above `cap_micros` (the hold).
+    pub fn charge_micros(
+        &self,
+        input_tokens: u64,
+        output_tokens: u64,
+        media_ms: u64,
+        cap_micros: i64,
+    ) -> i64 {
+        let per = |price: Decimal, amount: u64, unit: u64| {
+            price
+                .checked_mul(Decimal::from(amount))
+                .and_then(|total| total.checked_div(Decimal::from(unit)))
+        };
+        let credits = [
+            per(self.input_per_1k_tokens, input_tokens, 1_000),
+            per(self.output_per_1k_tokens, output_tokens, 1_000),
+            per(self.per_second, media_ms, 1_000),
+        ]
+        .into_iter()
+        .try_fold(Decimal::ZERO, |sum, part| part.and_then(|p| sum.checked_add(p)));
+        let micros = credits
+            .and_then(|credits| credits.checked_mul(Decimal::from(crate::money::MICROS_PER_CREDIT)))
+            .map(|micros| micros.ceil());
+        match micros.and_then(|micros| i64::try_from(micros).ok()) {
+            Some(micros) => micros.clamp(0, cap_micros.max(0)),
+            // Beyond any representable amount: the cap.
+            None => cap_micros.max(0),
+        }
+    }
 }
 
 /// What one unit of a model's price buys, and so what multiplies it.

@@ -24,7 +24,7 @@ pub mod versions;
 
 pub use catalog::{
     parse_catalog, Catalog, CatalogError, InputImages, ModelSpec, OptionName, OptionSpec,
-    OptionValue, PriceRule, PriceUnit, PromptRule, RuleCondition, RuleEffect,
+    OptionValue, PriceRule, PriceUnit, PromptRule, RuleCondition, RuleEffect, UsagePrice,
 };
 pub use estimate::{
     close_matches, estimate, estimate_before_upload, BilledUnits, BreakdownLine, Estimate,

@@ -192,6 +192,20 @@ fn validate_model(spec: &ModelSpec, path: &str) -> Result<(), CatalogError> {
     check_upstream_model(&spec.upstream_model)
         .map_err(|m| CatalogError::new(field("upstream_model"), m))?;
     check_price(spec.base_price, &field("base_price"))?;
+    if let Some(usage) = &spec.usage_price {
+        check_price(usage.input_per_1k_tokens, &field("usage_price.input_per_1k_tokens"))?;
+        check_price(usage.output_per_1k_tokens, &field("usage_price.output_per_1k_tokens"))?;
+        check_price(usage.per_second, &field("usage_price.per_second"))?;
+        if usage.input_per_1k_tokens.is_zero()
+            && usage.output_per_1k_tokens.is_zero()
+            && usage.per_second.is_zero()
+        {
+            return Err(CatalogError::new(
+                field("usage_price"),
+                "a usage price needs at least one non-zero price",
+            ));
+        }
+    }
 
     for (name, option) in &spec.options {
         validate_option(*name, option, &format!("{path}.options.{name}"))?;
