@@ -207,6 +207,10 @@ pub fn job(job: &Job, reader: JobReader<'_>) -> Value {
         "created_at": format_rfc3339(job.created_at),
         "finished_at": job.finished_at.map(format_rfc3339),
     });
+    // What a success used (tokens, media seconds), where the upstream said.
+    if let Some(usage) = job.usage.as_deref().and_then(|u| serde_json::from_str::<Value>(u).ok()) {
+        view["usage"] = usage;
+    }
     match reader {
         JobReader::Owner => view["charged"] = credits(job.charged_micros.unwrap_or(0)),
         JobReader::Operator(gate) => {
@@ -218,6 +222,7 @@ pub fn job(job: &Job, reader: JobReader<'_>) -> Value {
                 ("charged", json!(job.charged_micros.map(credits))),
                 ("hold_id", json!(job.hold_id)),
                 ("provider", json!(job.provider)),
+                ("upstream_model", json!(job.upstream_model)),
                 ("submit_attempts", json!(job.submit_attempts)),
                 ("polls", json!(job.polls)),
                 ("output_url_base", json!(gate.output_url_base(job))),

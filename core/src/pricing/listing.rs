@@ -53,6 +53,10 @@ pub struct ListingEntry {
     pub note: String,
     /// The JSON Schema of the generate request.
     pub input_schema: Map<String, Value>,
+    /// The price by usage, for a model priced by what a job used (then
+    /// `default_credits` is the most a job costs, and what is held).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage_price: Option<super::catalog::UsagePrice>,
 }
 
 /// Builds the `/v1/models/list` answer from a catalog.
@@ -72,6 +76,7 @@ pub fn listing(catalog: &Catalog) -> Listing {
             input_images: spec.input_images,
             note: spec.note.clone(),
             input_schema: spec.input_schema.clone(),
+            usage_price: spec.usage_price.clone(),
         })
         .collect();
     Listing {
