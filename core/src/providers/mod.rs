@@ -22,6 +22,8 @@ pub mod config;
 pub mod fixture;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod openai;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
