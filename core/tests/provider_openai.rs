@@ -99,7 +99,10 @@ fn an_image_by_url_sends_count_size_and_response_format_with_the_bearer_key() {
     else {
         panic!("a synchronous answer: {submitted:?}");
     };
-    assert_eq!(task_id, "job_oai_1", "image answers carry no id: our job id");
+    assert_eq!(
+        task_id, "job_oai_1",
+        "image answers carry no id: our job id"
+    );
     assert_eq!(completion.artifacts.len(), 2);
     for artifact in &completion.artifacts {
         let Artifact::Remote { url, .. } = artifact else {
@@ -153,7 +156,10 @@ fn a_gpt_image_answer_is_decoded_inline_with_its_usage_and_no_response_format_is
     );
     let body = stand_in.server.seen()[0].json();
     assert!(body.get("response_format").is_none(), "{body}");
-    assert!(body.get("size").is_none(), "a non-OpenAI size is not sent: {body}");
+    assert!(
+        body.get("size").is_none(),
+        "a non-OpenAI size is not sent: {body}"
+    );
     assert_eq!(body["n"], 1, "no priced count: one image");
 }
 
@@ -189,7 +195,10 @@ fn a_chat_reply_is_inline_text_with_its_usage_and_the_answers_id() {
     assert_eq!(stand_in.server.seen()[0].url, "/v1/chat/completions");
     assert_eq!(body["messages"][0]["role"], "user");
     assert_eq!(body["messages"][0]["content"], "hello there");
-    assert!(body.get("max_tokens").is_none(), "no priced unit carries it");
+    assert!(
+        body.get("max_tokens").is_none(),
+        "no priced unit carries it"
+    );
 }
 
 #[test]

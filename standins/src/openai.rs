@@ -84,7 +84,11 @@ impl OpenAiStandIn {
 
     /// Queues a misbehaviour for the next request.
     pub fn push(&self, trouble: Trouble) {
-        self.script.lock().expect("lock").troubles.push_back(trouble);
+        self.script
+            .lock()
+            .expect("lock")
+            .troubles
+            .push_back(trouble);
     }
 }
 
@@ -148,7 +152,12 @@ fn answer(seen: &Seen, key: Option<&str>, script: &Mutex<Script>) -> Reply {
             );
         }
         Some(Trouble::Status(status)) => {
-            return error(status, "The server had an error", "server_error", Value::Null);
+            return error(
+                status,
+                "The server had an error",
+                "server_error",
+                Value::Null,
+            );
         }
         Some(Trouble::FlatError(status)) => {
             return Reply::json(

@@ -23,6 +23,8 @@ pub mod fixture;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "http")]
+pub mod kie;
+#[cfg(feature = "http")]
 pub mod openai;
 
 use std::collections::BTreeMap;

@@ -135,7 +135,10 @@ impl OpenAiProvider {
         }
     }
 
-    fn submit_inner(&self, job: &ProviderJob<'_>) -> std::result::Result<Submission, ProviderError> {
+    fn submit_inner(
+        &self,
+        job: &ProviderJob<'_>,
+    ) -> std::result::Result<Submission, ProviderError> {
         let (path, body) = match job.product {
             "image" => ("images/generations", image_request(job)?),
             "chat" => ("chat/completions", chat_request(job)?),
@@ -568,27 +571,43 @@ mod tests {
 
     #[test]
     fn magic_numbers_name_the_image_type() {
-        assert_eq!(sniff_image_mime(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
-        assert_eq!(sniff_image_mime(&[0xFF, 0xD8, 0xFF, 0xE0]), Some("image/jpeg"));
-        assert_eq!(sniff_image_mime(b"RIFF\0\0\0\0WEBPVP8 "), Some("image/webp"));
+        assert_eq!(
+            sniff_image_mime(b"\x89PNG\r\n\x1a\nrest"),
+            Some("image/png")
+        );
+        assert_eq!(
+            sniff_image_mime(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some("image/jpeg")
+        );
+        assert_eq!(
+            sniff_image_mime(b"RIFF\0\0\0\0WEBPVP8 "),
+            Some("image/webp")
+        );
         assert_eq!(sniff_image_mime(b"GIF89a"), None);
     }
 
     #[test]
     fn error_bodies_of_every_dialect_are_read() {
         assert_eq!(
-            error_fields(br#"{"error": {"message": "m", "type": "t", "param": null, "code": "c"}}"#),
+            error_fields(
+                br#"{"error": {"message": "m", "type": "t", "param": null, "code": "c"}}"#
+            ),
             ("m".into(), "t".into(), "c".into())
         );
         assert_eq!(
-            error_fields(br#"{"object": "error", "message": "m", "type": "BadRequestError", "code": 400}"#),
+            error_fields(
+                br#"{"object": "error", "message": "m", "type": "BadRequestError", "code": 400}"#
+            ),
             ("m".into(), "BadRequestError".into(), "400".into())
         );
         assert_eq!(
             error_fields(br#"{"error": "model not found"}"#),
             ("model not found".into(), String::new(), String::new())
         );
-        assert_eq!(error_fields(b"<html>"), (String::new(), String::new(), String::new()));
+        assert_eq!(
+            error_fields(b"<html>"),
+            (String::new(), String::new(), String::new())
+        );
     }
 
     #[test]
