@@ -269,6 +269,21 @@ fn suno_goes_to_its_own_endpoints_through_success_failure_and_the_content_filter
 }
 
 #[test]
+fn a_priced_count_above_one_is_refused_before_any_call() {
+    let stand_in = KieStandIn::start(KEY);
+    let provider = provider(&stand_in, KEY, 5_000);
+    let units = BilledUnits {
+        count: Some(2),
+        ..BilledUnits::default()
+    };
+    assert_eq!(
+        permanent_code(provider.submit(&job("nano-banana-pro", "x", &units))),
+        "unsupported_input"
+    );
+    assert!(stand_in.server.seen().is_empty());
+}
+
+#[test]
 fn a_402_means_our_kie_account_is_empty_provider_unavailable() {
     let stand_in = KieStandIn::start(KEY);
     let provider = provider(&stand_in, KEY, 5_000);

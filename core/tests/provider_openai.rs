@@ -335,6 +335,18 @@ fn a_refused_key_is_provider_auth_failed_and_never_shown() {
 }
 
 #[test]
+fn an_upstream_message_that_echoes_the_key_is_redacted() {
+    let stand_in = OpenAiStandIn::start(Some(KEY));
+    let provider = provider(&stand_in, Some(KEY), 5_000);
+    stand_in.push(Trouble::EchoAuth(400));
+    let units = BilledUnits::default();
+    let (code, message) = permanent_code(provider.submit(&job("chat", "gpt-4o-mini", "x", &units)));
+    assert_eq!(code, "upstream_rejected");
+    assert!(!message.contains(KEY), "{message}");
+    assert!(message.contains("<redacted>"), "{message}");
+}
+
+#[test]
 fn other_products_are_refused_before_any_call() {
     let stand_in = OpenAiStandIn::start(Some(KEY));
     let provider = provider(&stand_in, Some(KEY), 5_000);

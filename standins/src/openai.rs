@@ -41,6 +41,9 @@ pub enum Trouble {
     ContentPolicy,
     /// This status with an OpenAI-style error body.
     Status(u16),
+    /// This status with an error message that repeats the `Authorization`
+    /// header it was sent (an upstream that echoes a key).
+    EchoAuth(u16),
     /// This status with older vLLM's flat error body.
     FlatError(u16),
     /// The normal answer, after this delay (a slow upstream).
@@ -156,6 +159,15 @@ fn answer(seen: &Seen, key: Option<&str>, script: &Mutex<Script>) -> Reply {
                 status,
                 "The server had an error",
                 "server_error",
+                Value::Null,
+            );
+        }
+        Some(Trouble::EchoAuth(status)) => {
+            let given = seen.header("authorization").unwrap_or("");
+            return error(
+                status,
+                &format!("Bad request sent with {given}"),
+                "invalid_request_error",
                 Value::Null,
             );
         }

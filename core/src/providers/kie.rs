@@ -15,7 +15,10 @@
 //! | veo | `veo3`, `veo3_fast` | `POST /api/v1/veo/generate` `{prompt, model, imageUrls?, aspect_ratio?, callBackUrl?}` | `GET /api/v1/veo/record-info?taskId=` → `successFlag` 0 running, 1 success, 2/3 failed; `response.resultUrls` |
 //! | suno | `V5`, `V4_5PLUS`, `V4_5ALL`, `V4_5`, `V4`, `V3_5` | `POST /api/v1/generate` `{prompt, model, customMode: false, instrumental: false, callBackUrl?}` | `GET /api/v1/generate/record-info?taskId=` → `status` `PENDING`/`TEXT_SUCCESS`/`FIRST_SUCCESS` (running), `SUCCESS`, `*_FAILED`, `CALLBACK_EXCEPTION`, `SENSITIVE_WORD_ERROR`; `response.sunoData[].audioUrl` |
 //!
-//! Only what the job priced is sent (no option is invented); the market
+//! Only what the job priced is sent (no option is invented); a priced
+//! `count` above 1 is refused (`unsupported_input`: kie names that field
+//! differently per model, and an agent must not pay for outputs it never
+//! gets). The market
 //! families' input field names differ per model on kie's side, and the
 //! adapter sends the common ones above (not confirmed for every model).
 //! `callBackUrl` is sent only when webhooks are on (kie's Suno docs mark it
@@ -274,6 +277,15 @@ pub fn submit_body(
 ) -> std::result::Result<Value, ProviderError> {
     let prompt = prompt_of(job)?;
     let units = job.units;
+    if units.count.is_some_and(|count| count > 1) {
+        // kie's request field for several outputs differs per model and is
+        // not documented for most: an agent would pay for outputs it never
+        // gets, so the job is refused rather than sent with one.
+        return Err(ProviderError::permanent(
+            "unsupported_input",
+            "this kie model makes one output per task; ask for one",
+        ));
+    }
     let mut body = match family {
         Family::Market => {
             let mut input = json!({"prompt": prompt});
