@@ -22,6 +22,10 @@ pub mod config;
 pub mod fixture;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod kie;
+#[cfg(feature = "http")]
+pub mod openai;
 pub mod registry;
 
 use std::collections::BTreeMap;
