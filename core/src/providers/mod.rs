@@ -19,9 +19,13 @@
 //! adapters summarise.
 
 pub mod config;
+#[cfg(feature = "http")]
+pub mod fal;
 pub mod fixture;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "http")]
+pub mod replicate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
