@@ -1,9 +1,9 @@
-#![cfg(feature = "http")]
 //! The fal adapter against the fal stand-in: the queue flow (submit,
 //! status, result, cancel) using the URLs fal answers, the error mapping
 //! (429, 5xx, `X-Fal-Retryable`, validation, auth), timeouts, malformed
 //! answers, `check()`, and the pure webhook verification (Ed25519 over
 //! fal's message, JWKS keys).
+#![cfg(feature = "http")]
 
 use std::time::Duration;
 
@@ -229,7 +229,16 @@ fn videos_and_outputs_that_404_are_handed_on_as_remote_artifacts() {
     let provider = provider(&stand);
     stand.with(|s| s.next_outcome = Outcome::Video);
     let mut data = JobData::new("fal-ai/kling-video/v2/master/text-to-video");
+    data.units = BilledUnits {
+        duration: Some(5),
+        aspect_ratio: Some("16:9".into()),
+        ..BilledUnits::default()
+    };
     data.accept(provider.submit(&data.job()).expect("submit"));
+    let input = stand.server.seen()[0].json();
+    assert_eq!(input["duration"], "5", "fal's video models take a string");
+    assert_eq!(input["aspect_ratio"], "16:9");
+    assert_eq!(input.get("num_images"), None);
     let PollStatus::Succeeded(video) = poll_until_done(&provider, &data) else {
         panic!("video");
     };

@@ -184,7 +184,7 @@ pub fn check_model_id(model: &str) -> std::result::Result<(), String> {
 
 /// The model input fal is sent for `job`: `prompt`, `num_images` (from the
 /// priced count), `image_size` (a `WxH` resolution as `{width, height}`) or
-/// else `resolution`, `aspect_ratio`, `duration`, `image_url` and
+/// else `resolution`, `aspect_ratio`, `duration` (in seconds, as a string), `image_url` and
 /// `image_urls` (input images), and `seed`. fal's models differ in which
 /// they take; they ignore fields they do not know.
 pub fn model_input(job: &ProviderJob<'_>) -> Value {
@@ -213,7 +213,9 @@ pub fn model_input(job: &ProviderJob<'_>) -> Value {
         input.insert("aspect_ratio".into(), json!(aspect_ratio));
     }
     if let Some(duration) = units.duration {
-        input.insert("duration".into(), json!(duration));
+        // fal's video models declare `duration` as a string enum ("5",
+        // "10"); a number would fail their validation.
+        input.insert("duration".into(), json!(duration.to_string()));
     }
     if let Some(first) = job.input_image_urls.first() {
         input.insert("image_url".into(), json!(first));
