@@ -440,6 +440,28 @@ fn cancel_before_and_after_the_end_is_ok() {
 }
 
 #[test]
+fn cancel_after_start_ends_the_request_as_canceled_upstream() {
+    let stand = FalStandIn::start(KEY);
+    let provider = provider(&stand);
+    let mut data = JobData::new("fal-ai/flux/dev");
+    data.accept(provider.submit(&data.job()).expect("submit"));
+    assert_eq!(
+        provider.poll(&data.job()).expect("queued"),
+        PollStatus::Running
+    );
+    assert_eq!(
+        provider.poll(&data.job()).expect("running"),
+        PollStatus::Running
+    );
+    provider.cancel(&data.job()).expect("cancel while running");
+    let done = provider.poll(&data.job()).expect("completed");
+    assert!(
+        matches!(&done, PollStatus::Failed { code, .. } if code == "canceled_upstream"),
+        "{done:?}"
+    );
+}
+
+#[test]
 fn missing_state_and_bad_model_ids_are_refused_without_a_call() {
     let stand = FalStandIn::start(KEY);
     let provider = provider(&stand);

@@ -27,6 +27,7 @@
 //! | a status other than the three | `invalid_provider_answer` (permanent) |
 //! | status or result 404 | `upstream_lost` (the request is gone or expired) |
 //! | a completed request whose result is a 4xx validation error | failed `upstream_rejected` |
+//! | a completed request canceled before its end (`error_type: client_cancelled`) | failed `canceled_upstream` |
 //! | a completed request whose result is another error | failed `generation_failed` |
 //!
 //! A 500 on submit is read as "not sent" like every 5xx before acceptance
@@ -425,8 +426,15 @@ pub fn read_result(answer: &Answer) -> std::result::Result<PollStatus, ProviderE
                 .as_ref()
                 .and_then(|b| b.get("detail"))
                 .is_some_and(Value::is_array);
+            let canceled = body
+                .as_ref()
+                .and_then(|b| b.get("error_type"))
+                .and_then(Value::as_str)
+                == Some("client_cancelled");
             Ok(PollStatus::Failed {
-                code: if validation && (400..500).contains(&status) {
+                code: if canceled {
+                    "canceled_upstream".to_owned()
+                } else if validation && (400..500).contains(&status) {
                     "upstream_rejected".to_owned()
                 } else {
                     "generation_failed".to_owned()
