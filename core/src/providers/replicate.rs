@@ -74,8 +74,9 @@ pub const PREFER_WAIT_MARGIN_SECS: i64 = 5;
 pub const CANCEL_AFTER: &str = "30m";
 /// The longest upstream model id (`owner/name[:version]`), in characters.
 pub const MODEL_ID_CHARS_MAX: usize = 256;
-/// Output items read from one prediction, at most.
-pub const OUTPUT_ITEMS_MAX: usize = 1_024;
+/// Text pieces read from one prediction's output, at most (language models
+/// answer a list of tokens).
+pub const TEXT_PIECES_MAX: usize = 65_536;
 /// The longest text output kept inline, in bytes.
 pub const TEXT_OUTPUT_BYTES_MAX: usize = 1024 * 1024;
 /// Signatures read from one `webhook-signature` header, at most.
@@ -364,7 +365,7 @@ pub fn parse_output(output: &Value) -> std::result::Result<Vec<Artifact>, String
         Value::Array(items) if items.iter().all(|i| i.as_str().is_some_and(|s| !is_url(s))) => {
             let text: String = items
                 .iter()
-                .take(OUTPUT_ITEMS_MAX * 64)
+                .take(TEXT_PIECES_MAX)
                 .filter_map(Value::as_str)
                 .collect();
             text_artifact(&text)
