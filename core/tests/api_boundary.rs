@@ -179,8 +179,7 @@ fn the_http_client_is_behind_its_feature() {
             // The two clients: Moltbook's verifier, and the one the provider
             // adapters and the media store's downloads share.
             assert!(
-                path.ends_with("identity/moltbook_client.rs")
-                    || path.ends_with("providers/http.rs"),
+                path.ends_with("identity/moltbook_client.rs") || path.ends_with("providers/http.rs"),
                 "ureq used outside the clients: {}",
                 path.display()
             );
@@ -189,9 +188,7 @@ fn the_http_client_is_behind_its_feature() {
     let providers = std::fs::read_to_string(core_src().join("providers/mod.rs")).expect("read");
     let at = providers.find("pub mod http;").expect("the shared client");
     assert!(
-        providers[..at]
-            .trim_end()
-            .ends_with("#[cfg(feature = \"http\")]"),
+        providers[..at].trim_end().ends_with("#[cfg(feature = \"http\")]"),
         "the shared HTTP client is built only with the feature"
     );
 }
