@@ -10,6 +10,8 @@
 //! These are test tools: they hold no limits of their own beyond what a
 //! test needs, and are never built into the binary.
 
+pub mod fal;
+pub mod replicate;
 pub mod kie;
 pub mod openai;
 

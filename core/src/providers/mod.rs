@@ -19,6 +19,8 @@
 //! adapters summarise.
 
 pub mod config;
+#[cfg(feature = "http")]
+pub mod fal;
 pub mod fixture;
 #[cfg(feature = "http")]
 pub mod http;
@@ -27,6 +29,8 @@ pub mod kie;
 #[cfg(feature = "http")]
 pub mod openai;
 pub mod registry;
+#[cfg(feature = "http")]
+pub mod replicate;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
