@@ -78,7 +78,7 @@ impl JobData {
             seed: 7,
             output_url_base: "http://gw/v1/files/job_1".into(),
             provider_state: self.state.as_ref(),
-            webhook_url: self.webhook.as_deref(),
+            webhook_url: self.webhook.clone(),
         }
     }
 

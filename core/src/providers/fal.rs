@@ -450,7 +450,7 @@ impl Provider for FalProvider {
         check_model_id(job.upstream_model)
             .map_err(|reason| ProviderError::permanent("provider_misconfigured", reason))?;
         let mut path = format!("/{}", job.upstream_model);
-        if let Some(webhook) = job.webhook_url {
+        if let Some(webhook) = job.webhook_url.as_deref() {
             path.push_str("?fal_webhook=");
             path.push_str(&query_escape(webhook));
         }

@@ -322,7 +322,7 @@ pub fn submit_body(
             "instrumental": false,
         }),
     };
-    if let Some(url) = job.webhook_url {
+    if let Some(url) = job.webhook_url.as_deref() {
         body["callBackUrl"] = json!(url);
     }
     Ok(body)

@@ -275,7 +275,7 @@ pub fn create_body(route: &Route, job: &ProviderJob<'_>) -> Value {
         body.insert("version".into(), json!(version));
     }
     body.insert("input".into(), model_input(job));
-    if let Some(webhook) = job.webhook_url {
+    if let Some(webhook) = job.webhook_url.as_deref() {
         body.insert("webhook".into(), json!(webhook));
         body.insert("webhook_events_filter".into(), json!(["completed"]));
     }
