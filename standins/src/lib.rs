@@ -10,6 +10,8 @@
 //! These are test tools: they hold no limits of their own beyond what a
 //! test needs, and are never built into the binary.
 
+pub mod comfyui;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

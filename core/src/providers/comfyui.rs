@@ -192,9 +192,8 @@ fn placeholder(text: &str) -> std::result::Result<Option<Placeholder>, String> {
         None => (inner.trim(), None),
     };
     let size = |default: Option<&str>| -> std::result::Result<u32, String> {
-        let default = default.ok_or_else(|| {
-            format!("{{{{{name}}}}} needs a default, as in {{{{{name}:1024}}}}")
-        })?;
+        let default = default
+            .ok_or_else(|| format!("{{{{{name}}}}} needs a default, as in {{{{{name}:1024}}}}"))?;
         match default.parse::<u32>() {
             Ok(px) if (SIZE_PX_MIN..=SIZE_PX_MAX).contains(&px) => Ok(px),
             _ => Err(format!(
@@ -232,8 +231,7 @@ impl Template {
     /// with a string `class_type` and an object `inputs`, every placeholder
     /// well formed. The error says what is wrong, without the text.
     pub fn parse(text: &str) -> std::result::Result<Template, String> {
-        let value: Value =
-            serde_json::from_str(text).map_err(|err| format!("not JSON ({err})"))?;
+        let value: Value = serde_json::from_str(text).map_err(|err| format!("not JSON ({err})"))?;
         let Value::Object(graph) = value else {
             return Err("not a JSON object of nodes (ComfyUI's API format)".to_owned());
         };
@@ -253,15 +251,16 @@ impl Template {
         }
         let mut needs_image = false;
         let mut problem = None;
-        visit_strings(&Value::Object(graph.clone()), &mut |text| {
-            match placeholder(text) {
+        visit_strings(
+            &Value::Object(graph.clone()),
+            &mut |text| match placeholder(text) {
                 Ok(Some(Placeholder::Image)) => needs_image = true,
                 Ok(_) => {}
                 Err(why) => {
                     problem.get_or_insert(why);
                 }
-            }
-        });
+            },
+        );
         if let Some(problem) = problem {
             return Err(problem);
         }
@@ -424,13 +423,19 @@ pub fn load_templates(dir: &Path, field: &str) -> Result<BTreeMap<String, Templa
     let entries = std::fs::read_dir(dir).map_err(|err| {
         Error::invalid(
             field,
-            format!("the workflow folder {} cannot be read: {err}", dir.display()),
+            format!(
+                "the workflow folder {} cannot be read: {err}",
+                dir.display()
+            ),
         )
     })?;
     let mut templates = BTreeMap::new();
     for entry in entries {
         let entry = entry.map_err(|err| {
-            Error::invalid(field, format!("the workflow folder cannot be listed: {err}"))
+            Error::invalid(
+                field,
+                format!("the workflow folder cannot be listed: {err}"),
+            )
         })?;
         let path = entry.path();
         let Some(name) = path
@@ -469,8 +474,8 @@ pub fn load_templates(dir: &Path, field: &str) -> Result<BTreeMap<String, Templa
         }
         let text = std::fs::read_to_string(&path)
             .map_err(|err| Error::invalid(field, format!("workflow {file}: {err}")))?;
-        let template =
-            Template::parse(&text).map_err(|why| Error::invalid(field, format!("workflow {file}: {why}")))?;
+        let template = Template::parse(&text)
+            .map_err(|why| Error::invalid(field, format!("workflow {file}: {why}")))?;
         templates.insert(name.to_owned(), template);
     }
     Ok(templates)
@@ -617,7 +622,12 @@ pub fn read_history_entry(entry: &Value, base_url: &str) -> PollStatus {
         nodes.sort_by_key(|(id, _)| (id.parse::<u64>().unwrap_or(u64::MAX), id.as_str()));
         for (_, node) in nodes {
             for key in OUTPUT_KEYS {
-                for item in node.get(key).and_then(Value::as_array).into_iter().flatten() {
+                for item in node
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let text = |k: &str| item.get(k).and_then(Value::as_str);
                     if let Some(filename) = text("filename") {
                         files.push((
@@ -861,14 +871,12 @@ impl ComfyUiProvider {
     }
 
     fn prompt_id_of(job: &ProviderJob<'_>) -> Option<String> {
-        job.provider_task_id
-            .map(str::to_owned)
-            .or_else(|| {
-                job.provider_state
-                    .and_then(|state| state.get("prompt_id"))
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            })
+        job.provider_task_id.map(str::to_owned).or_else(|| {
+            job.provider_state
+                .and_then(|state| state.get("prompt_id"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
     }
 
     fn accepted(&self, prompt_id: String) -> Submission {
@@ -909,7 +917,9 @@ impl Provider for ComfyUiProvider {
         )?;
         let ours = prompt_id_for(job.job_id);
         let body = json!({"prompt": graph, "client_id": self.client_id, "prompt_id": ours});
-        let answer = self.client.call(Method::Post, "/prompt", Some(&body), &[])?;
+        let answer = self
+            .client
+            .call(Method::Post, "/prompt", Some(&body), &[])?;
         if answer.status == 400 {
             let reason = answer
                 .json()
@@ -923,7 +933,11 @@ impl Provider for ComfyUiProvider {
         let prompt_id = answer
             .json()
             .ok()
-            .and_then(|body| body.get("prompt_id").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|body| {
+                body.get("prompt_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .ok_or_else(|| ProviderError::OutcomeUnknown {
                 message: "ComfyUI accepted the prompt without a readable prompt_id".to_owned(),
             })?;
@@ -950,11 +964,9 @@ impl Provider for ComfyUiProvider {
         };
         match queue_place(&self.queue()?, &prompt_id) {
             QueuePlace::Pending => {
-                let answer = self.client.post_json(
-                    "/queue",
-                    &json!({"delete": [prompt_id]}),
-                    &[],
-                )?;
+                let answer =
+                    self.client
+                        .post_json("/queue", &json!({"delete": [prompt_id]}), &[])?;
                 if !answer.is_success() {
                     return Err(answer.refusal("deleting from the queue refused"));
                 }
@@ -1018,7 +1030,10 @@ impl Provider for ComfyUiProvider {
             .flatten()
             .take(4)
             .map(|device| {
-                let name = device.get("name").and_then(Value::as_str).unwrap_or("device");
+                let name = device
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("device");
                 let mib = |key: &str| device.get(key).and_then(Value::as_u64).map(|b| b >> 20);
                 match (mib("vram_free"), mib("vram_total")) {
                     (Some(free), Some(total)) => {
@@ -1088,8 +1103,15 @@ mod tests {
     fn a_prompt_with_quotes_and_braces_stays_one_string() {
         let nasty = r#"say "hi"}, "9": {"class_type": "Evil"} {{seed}} \ "#;
         let graph = substitute(&template(GRAPH), &fill(nasty)).expect("filled");
-        assert_eq!(graph["6"]["inputs"]["text"], Value::String(nasty.to_owned()));
-        assert_eq!(graph.as_object().expect("object").len(), 4, "no node injected");
+        assert_eq!(
+            graph["6"]["inputs"]["text"],
+            Value::String(nasty.to_owned())
+        );
+        assert_eq!(
+            graph.as_object().expect("object").len(),
+            4,
+            "no node injected"
+        );
         assert_eq!(graph["7"]["inputs"]["text"], "");
         assert_eq!(graph["3"]["inputs"]["seed"], json!(42u64));
         assert_eq!(graph["5"]["inputs"]["width"], json!(1024));
@@ -1112,14 +1134,20 @@ mod tests {
         f.resolution = Some("832x1216");
         let g = substitute(&t, &f).expect("filled");
         assert_eq!(
-            (g["5"]["inputs"]["width"].clone(), g["5"]["inputs"]["height"].clone()),
+            (
+                g["5"]["inputs"]["width"].clone(),
+                g["5"]["inputs"]["height"].clone()
+            ),
             (json!(832), json!(1216))
         );
         f.resolution = Some("1K");
         f.aspect_ratio = Some("16:9");
         let g = substitute(&t, &f).expect("filled");
         assert_eq!(
-            (g["5"]["inputs"]["width"].clone(), g["5"]["inputs"]["height"].clone()),
+            (
+                g["5"]["inputs"]["width"].clone(),
+                g["5"]["inputs"]["height"].clone()
+            ),
             (json!(1344), json!(768))
         );
         f.aspect_ratio = Some("0:9");
@@ -1133,10 +1161,22 @@ mod tests {
             ("[1]", "not a JSON object"),
             ("{}", "no nodes"),
             (r#"{"1": {"inputs": {}}}"#, "node 1"),
-            (r#"{"1": {"class_type": "X", "inputs": {"t": "a {{prompt}}"}}}"#, "whole string"),
-            (r#"{"1": {"class_type": "X", "inputs": {"t": "{{promt}}"}}}"#, "unknown placeholder"),
-            (r#"{"1": {"class_type": "X", "inputs": {"w": "{{width}}"}}}"#, "needs a default"),
-            (r#"{"1": {"class_type": "X", "inputs": {"w": "{{width:99999}}"}}}"#, "16 to"),
+            (
+                r#"{"1": {"class_type": "X", "inputs": {"t": "a {{prompt}}"}}}"#,
+                "whole string",
+            ),
+            (
+                r#"{"1": {"class_type": "X", "inputs": {"t": "{{promt}}"}}}"#,
+                "unknown placeholder",
+            ),
+            (
+                r#"{"1": {"class_type": "X", "inputs": {"w": "{{width}}"}}}"#,
+                "needs a default",
+            ),
+            (
+                r#"{"1": {"class_type": "X", "inputs": {"w": "{{width:99999}}"}}}"#,
+                "16 to",
+            ),
         ] {
             let err = Template::parse(text).expect_err(text);
             assert!(err.contains(why), "{text}: {err}");
@@ -1145,13 +1185,20 @@ mod tests {
 
     #[test]
     fn an_image_template_needs_an_image() {
-        let t = template(r#"{"1": {"class_type": "LoadImageFromUrl", "inputs": {"url": "{{image}}"}}}"#);
+        let t = template(
+            r#"{"1": {"class_type": "LoadImageFromUrl", "inputs": {"url": "{{image}}"}}}"#,
+        );
         assert!(t.needs_image());
         let err = substitute(&t, &fill("p")).expect_err("no image");
-        assert!(matches!(&err, ProviderError::Permanent { code, .. } if code == "unsupported_input"));
+        assert!(
+            matches!(&err, ProviderError::Permanent { code, .. } if code == "unsupported_input")
+        );
         let mut f = fill("p");
         f.image_url = Some("https://x/a.png");
-        assert_eq!(substitute(&t, &f).expect("filled")["1"]["inputs"]["url"], "https://x/a.png");
+        assert_eq!(
+            substitute(&t, &f).expect("filled")["1"]["inputs"]["url"],
+            "https://x/a.png"
+        );
     }
 
     #[test]
@@ -1182,7 +1229,9 @@ mod tests {
         assert_eq!(id.len(), 36);
         let parts: Vec<_> = id.split('-').map(str::len).collect();
         assert_eq!(parts, [8, 4, 4, 4, 12]);
-        assert!(id.chars().all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
+        assert!(id
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_digit() || ('a'..='f').contains(&c)));
         assert_eq!(&id[14..15], "8");
     }
 
@@ -1199,9 +1248,17 @@ mod tests {
                 "dependent_outputs": ["9"], "class_type": "CheckpointLoaderSimple"}}
         });
         let text = rejection_summary(&new);
-        assert!(text.starts_with("Prompt outputs failed validation; CheckpointLoaderSimple: Value not in list"), "{text}");
+        assert!(
+            text.starts_with(
+                "Prompt outputs failed validation; CheckpointLoaderSimple: Value not in list"
+            ),
+            "{text}"
+        );
         assert!(!text.contains("do-not-show"));
-        assert_eq!(rejection_summary(&json!({})), "the workflow was refused without a reason");
+        assert_eq!(
+            rejection_summary(&json!({})),
+            "the workflow was refused without a reason"
+        );
     }
 
     #[test]
@@ -1218,7 +1275,8 @@ mod tests {
             done.artifacts,
             vec![
                 Artifact::Remote {
-                    url: "http://box:8188/view?filename=a%20b%26c.png&subfolder=x%2Fy&type=output".into(),
+                    url: "http://box:8188/view?filename=a%20b%26c.png&subfolder=x%2Fy&type=output"
+                        .into(),
                     mime: Some("image/png".into())
                 },
                 Artifact::Remote {
@@ -1238,7 +1296,10 @@ mod tests {
             }
         );
         let empty = json!({"outputs": {}, "status": {"status_str": "success"}});
-        assert!(matches!(read_history_entry(&empty, "http://b"), PollStatus::Failed { .. }));
+        assert!(matches!(
+            read_history_entry(&empty, "http://b"),
+            PollStatus::Failed { .. }
+        ));
     }
 
     #[test]
