@@ -38,8 +38,11 @@
 //! creditgate's job ids are not). ComfyUI honours a client `prompt_id`
 //! since v0.3.45 ([`CLIENT_PROMPT_ID_SINCE`]); older servers ignore it and
 //! answer their own. The version comes from `GET /system_stats`
-//! (`system.comfyui_version`), asked once per instance and cached; an
-//! unreadable version counts as old. On a server that honours our id,
+//! (`system.comfyui_version`), asked once per instance and cached (a
+//! `check()` reads it afresh: an upgraded box is seen after a check or a
+//! restart); an unreadable version counts as old. History is kept by
+//! ComfyUI for a bounded number of prompts, so a prompt polled or
+//! reconciled long after it finished may read as gone. On a server that honours our id,
 //! [`Provider::reconcile`] asks `GET /history/{id}` and `GET /queue` and
 //! answers `Found` or `Absent`; on an older one, `Unsupported`. Submission
 //! is *not* idempotent: a server that does not deduplicate by `prompt_id`
@@ -82,6 +85,7 @@
 //! requires a UUID-shaped `prompt_id` (the derived id satisfies both).
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -472,8 +476,17 @@ pub fn load_templates(dir: &Path, field: &str) -> Result<BTreeMap<String, Templa
                 format!("workflow {file} is larger than {TEMPLATE_BYTES_MAX} bytes"),
             ));
         }
-        let text = std::fs::read_to_string(&path)
+        // Read to at most the limit, whatever the size the listing said.
+        let mut text = String::new();
+        std::fs::File::open(&path)
+            .and_then(|f| f.take(TEMPLATE_BYTES_MAX + 1).read_to_string(&mut text))
             .map_err(|err| Error::invalid(field, format!("workflow {file}: {err}")))?;
+        if text.len() as u64 > TEMPLATE_BYTES_MAX {
+            return Err(Error::invalid(
+                field,
+                format!("workflow {file} is larger than {TEMPLATE_BYTES_MAX} bytes"),
+            ));
+        }
         let template = Template::parse(&text)
             .map_err(|why| Error::invalid(field, format!("workflow {file}: {why}")))?;
         templates.insert(name.to_owned(), template);
