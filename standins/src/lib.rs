@@ -10,10 +10,11 @@
 //! These are test tools: they hold no limits of their own beyond what a
 //! test needs, and are never built into the binary.
 
+pub mod comfyui;
 pub mod fal;
-pub mod replicate;
 pub mod kie;
 pub mod openai;
+pub mod replicate;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

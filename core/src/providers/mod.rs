@@ -18,6 +18,8 @@
 //! provider never puts a credential or a raw upstream body in an error:
 //! adapters summarise.
 
+#[cfg(feature = "http")]
+pub mod comfyui;
 pub mod config;
 #[cfg(feature = "http")]
 pub mod fal;
