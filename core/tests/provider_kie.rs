@@ -133,7 +133,7 @@ fn a_market_task_sends_its_options_and_reads_result_json_as_a_string() {
     let inputs = vec!["https://example.com/in.png".to_owned()];
     let mut j = job("nano-banana-pro", "a lighthouse", &units);
     j.input_image_urls = &inputs;
-    j.webhook_url = Some("https://gate.example/v1/providers/kie/webhook");
+    j.webhook_url = Some("https://gate.example/v1/providers/kie/webhook".to_owned());
     let (task_id, state) = accepted(&provider, &j);
     assert_eq!(state, json!({"family": "market"}));
     let seen = stand_in.server.seen();

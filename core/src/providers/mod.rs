@@ -25,6 +25,8 @@ pub mod config;
 pub mod fal;
 pub mod fixture;
 #[cfg(feature = "http")]
+pub mod hooks;
+#[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "http")]
 pub mod kie;

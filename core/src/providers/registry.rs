@@ -28,10 +28,10 @@ pub fn build(
 ) -> Result<ProviderRegistry> {
     let mut registry = ProviderRegistry::fixture(scenarios.clone());
     for (name, config) in &file.instances {
-        let (credential, _webhook_secret) = credentials(config, lookup)?;
+        let (credential, webhook_secret) = credentials(config, lookup)?;
         let provider: Arc<dyn Provider> = match config.kind {
             ProviderKind::Fixture => Arc::new(FixtureProvider::new(scenarios.clone())),
-            kind => adapter(kind, config, credential, _webhook_secret, base_dir)?,
+            kind => adapter(kind, config, credential, webhook_secret, base_dir)?,
         };
         registry.insert(name, provider);
     }
@@ -59,12 +59,32 @@ fn adapter(
 fn adapter(
     kind: ProviderKind,
     config: &super::config::ProviderConfig,
-    _credential: Option<super::config::Credential>,
-    _webhook_secret: Option<super::config::Credential>,
-    _base_dir: &Path,
+    credential: Option<super::config::Credential>,
+    webhook_secret: Option<super::config::Credential>,
+    base_dir: &Path,
 ) -> Result<Arc<dyn Provider>> {
-    Err(Error::invalid(
-        &format!("providers.{}.kind", config.name),
-        format!("MERGE: {}", kind.as_str()),
-    ))
+    use super::{comfyui, fal, kie, openai, replicate};
+    let inner: Arc<dyn Provider> = match kind {
+        ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(config, credential)?),
+        ProviderKind::Fal => Arc::new(fal::FalProvider::new(config, credential)?),
+        ProviderKind::Replicate => Arc::new(replicate::ReplicateProvider::new(config, credential)?),
+        ProviderKind::Kie => Arc::new(kie::KieProvider::new(config, credential)?),
+        ProviderKind::Comfyui => {
+            // Workflow folders are relative to the providers file.
+            let mut config = config.clone();
+            config.workflows_dir = config.workflows_dir.map(|dir| {
+                let path = Path::new(&dir);
+                if path.is_absolute() {
+                    dir
+                } else {
+                    base_dir.join(path).to_string_lossy().into_owned()
+                }
+            });
+            Arc::new(comfyui::ComfyUiProvider::new(&config, credential)?)
+        }
+        ProviderKind::Fixture => {
+            return Err(Error::internal("the fixture kind is built without an adapter"))
+        }
+    };
+    super::hooks::Hooked::wrap(inner, config, webhook_secret)
 }
