@@ -444,11 +444,10 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
     } else {
         None
     };
-    let opened = Gate::open(&options, Arc::new(SystemClock))
-        .map(|gate| match registry {
-            Some(registry) => gate.with_providers(registry),
-            None => gate,
-        });
+    let opened = Gate::open(&options, Arc::new(SystemClock)).map(|gate| match registry {
+        Some(registry) => gate.with_providers(registry),
+        None => gate,
+    });
     let output = match opened {
         Ok(gate) => match execute(&gate, command) {
             Ok(output) => output,

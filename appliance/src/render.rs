@@ -208,7 +208,11 @@ pub fn job(job: &Job, reader: JobReader<'_>) -> Value {
         "finished_at": job.finished_at.map(format_rfc3339),
     });
     // What a success used (tokens, media seconds), where the upstream said.
-    if let Some(usage) = job.usage.as_deref().and_then(|u| serde_json::from_str::<Value>(u).ok()) {
+    if let Some(usage) = job
+        .usage
+        .as_deref()
+        .and_then(|u| serde_json::from_str::<Value>(u).ok())
+    {
         view["usage"] = usage;
     }
     match reader {
@@ -473,6 +477,56 @@ pub fn error_data(err: &Error) -> Value {
     body
 }
 
+/// `providers check`: one line per provider instance, and its JSON.
+pub fn provider_checks(checked: &[crate::providers::Checked]) -> (Value, String) {
+    let mut lines = Vec::with_capacity(checked.len());
+    let mut items = Vec::with_capacity(checked.len());
+    for check in checked {
+        match &check.outcome {
+            Ok(report) => {
+                let auth = match report.auth_ok {
+                    Some(true) => "auth ok",
+                    Some(false) => "auth REFUSED",
+                    None => "no auth",
+                };
+                let credits = report
+                    .upstream_credits
+                    .as_deref()
+                    .map(|credits| format!("; upstream credits {credits}"))
+                    .unwrap_or_default();
+                lines.push(format!(
+                    "{}\t{}\t{auth}{credits}\t{}",
+                    check.name,
+                    if report.reachable {
+                        "reachable"
+                    } else {
+                        "UNREACHABLE"
+                    },
+                    report.detail
+                ));
+                items.push(json!({
+                    "provider": check.name,
+                    "ok": check.is_ok(),
+                    "reachable": report.reachable,
+                    "auth_ok": report.auth_ok,
+                    "upstream_credits": report.upstream_credits,
+                    "detail": report.detail,
+                }));
+            }
+            Err(err) => {
+                lines.push(format!("{}\tUNREACHABLE\t{err}", check.name));
+                items.push(json!({
+                    "provider": check.name,
+                    "ok": false,
+                    "reachable": false,
+                    "error": err.to_string(),
+                }));
+            }
+        }
+    }
+    (json!({ "providers": items }), lines.join("\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -538,50 +592,4 @@ mod tests {
         assert_eq!(operator["charged"], Value::Null);
         assert_eq!(submitted(&answer)["replayed"], json!(false));
     }
-}
-
-/// `providers check`: one line per provider instance, and its JSON.
-pub fn provider_checks(checked: &[crate::providers::Checked]) -> (Value, String) {
-    let mut lines = Vec::with_capacity(checked.len());
-    let mut items = Vec::with_capacity(checked.len());
-    for check in checked {
-        match &check.outcome {
-            Ok(report) => {
-                let auth = match report.auth_ok {
-                    Some(true) => "auth ok",
-                    Some(false) => "auth REFUSED",
-                    None => "no auth",
-                };
-                let credits = report
-                    .upstream_credits
-                    .as_deref()
-                    .map(|credits| format!("; upstream credits {credits}"))
-                    .unwrap_or_default();
-                lines.push(format!(
-                    "{}\t{}\t{auth}{credits}\t{}",
-                    check.name,
-                    if report.reachable { "reachable" } else { "UNREACHABLE" },
-                    report.detail
-                ));
-                items.push(json!({
-                    "provider": check.name,
-                    "ok": check.is_ok(),
-                    "reachable": report.reachable,
-                    "auth_ok": report.auth_ok,
-                    "upstream_credits": report.upstream_credits,
-                    "detail": report.detail,
-                }));
-            }
-            Err(err) => {
-                lines.push(format!("{}\tUNREACHABLE\t{err}", check.name));
-                items.push(json!({
-                    "provider": check.name,
-                    "ok": false,
-                    "reachable": false,
-                    "error": err.to_string(),
-                }));
-            }
-        }
-    }
-    (json!({ "providers": items }), lines.join("\n"))
 }

@@ -156,10 +156,12 @@ impl Provider for Upstream {
         if prompt.contains("[hang]") {
             return Ok(PollStatus::Running);
         }
-        Ok(PollStatus::Succeeded(Completion::of(vec![Artifact::Remote {
-            url: "https://cdn.example/out.png".into(),
-            mime: Some("image/png".into()),
-        }])))
+        Ok(PollStatus::Succeeded(Completion::of(vec![
+            Artifact::Remote {
+                url: "https://cdn.example/out.png".into(),
+                mime: Some("image/png".into()),
+            },
+        ])))
     }
 
     fn cancel(&self, job: &ProviderJob<'_>) -> Result<(), ProviderError> {
@@ -185,7 +187,13 @@ impl Provider for Upstream {
         if prompt.contains("[unaskable]") {
             return Ok(Reconciled::Unsupported);
         }
-        if self.has.lock().expect("lock").iter().any(|id| id == job.job_id) {
+        if self
+            .has
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|id| id == job.job_id)
+        {
             return Ok(Reconciled::Found(Submission::Accepted {
                 task_id: format!("up_{}", job.job_id),
                 state: Some(json!({ "status_url": format!("https://up/{}", job.job_id) })),
@@ -303,7 +311,12 @@ fn a_submission_that_never_left_is_sent_again_even_to_a_non_idempotent_upstream(
     assert_eq!(after.submit_started_at, None, "certainly not submitted");
     fx.step_after(60_000);
     let after = fx.job(&job);
-    assert_eq!(after.status, JobStatus::Running, "{:?}", after.error_message);
+    assert_eq!(
+        after.status,
+        JobStatus::Running,
+        "{:?}",
+        after.error_message
+    );
     assert_eq!(fx.upstream.submits(&job.id), 2);
     assert_eq!(*fx.upstream.reconciles.lock().expect("lock"), 0);
     common::assert_verified(&fx.gate);
@@ -317,7 +330,11 @@ fn retry_after_is_honoured_over_a_shorter_backoff() {
     fx.step_after(0);
     let after = fx.job(&job);
     assert_eq!(after.status, JobStatus::Pending);
-    assert_eq!(after.next_run_at, before + 20_000, "the upstream asked for 20 s");
+    assert_eq!(
+        after.next_run_at,
+        before + 20_000,
+        "the upstream asked for 20 s"
+    );
     fx.step_after(19_000);
     assert_eq!(fx.upstream.submits(&job.id), 1, "not before the hint");
     fx.step_after(1_000);
@@ -535,18 +552,35 @@ fn a_download_that_fails_for_now_is_collected_later_without_asking_the_upstream_
         kept: Mutex::new(0),
     });
     let fx = fx_with(Upstream::new(), Some(store.clone()));
-    assert!(fx.gate.lease_ms() >= 2 * 60_000 + 120_000, "the lease covers keeping");
+    assert!(
+        fx.gate.lease_ms() >= 2 * 60_000 + 120_000,
+        "the lease covers keeping"
+    );
     let job = fx.submit("r", "[sync-remote] a cat");
     fx.step_after(0);
     let after = fx.job(&job);
-    assert_eq!(after.status, JobStatus::Running, "{:?}", after.error_message);
+    assert_eq!(
+        after.status,
+        JobStatus::Running,
+        "{:?}",
+        after.error_message
+    );
     assert!(after.pending_outputs.is_some());
     fx.step_after(60_000);
     assert_eq!(fx.job(&job).status, JobStatus::Running);
     fx.step_after(60_000);
     let done = fx.job(&job);
-    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error_message);
-    assert_eq!(fx.upstream.submits(&job.id), 1, "the upstream was asked once");
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{:?}",
+        done.error_message
+    );
+    assert_eq!(
+        fx.upstream.submits(&job.id),
+        1,
+        "the upstream was asked once"
+    );
     assert!(
         done.outputs[0].url.ends_with("/0/0.png") && done.outputs[0].url.contains("/v1/files/"),
         "{}",
@@ -573,7 +607,11 @@ fn a_verified_webhook_makes_its_job_due_once_and_an_unverified_one_changes_nothi
         .provider_webhook("fixture", &forged, body.as_bytes())
         .expect_err("unverified");
     assert_eq!(err.code(), "webhook_unverified");
-    assert_eq!(fx.job(&job).next_run_at, running.next_run_at, "nothing changed");
+    assert_eq!(
+        fx.job(&job).next_run_at,
+        running.next_run_at,
+        "nothing changed"
+    );
     let missing = fx.gate.provider_webhook("nope", &signed, body.as_bytes());
     assert_eq!(common::code(missing), "not_found");
 
@@ -632,7 +670,12 @@ fn a_model_priced_by_usage_holds_its_cap_and_charges_what_was_used_once() {
     assert_eq!(job.estimate_micros, 2_000_000, "the cap is held");
     fx.step_after(0);
     let done = fx.job(&job);
-    assert_eq!(done.status, JobStatus::Succeeded, "{:?}", done.error_message);
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{:?}",
+        done.error_message
+    );
     // 1,000 input tokens at 0.5 and 200 output tokens at 1.5 per 1,000.
     assert_eq!(done.charged_micros, Some(800_000));
     let usage: serde_json::Value =
@@ -651,7 +694,10 @@ fn a_model_priced_by_usage_holds_its_cap_and_charges_what_was_used_once() {
             model["usage_price"] = json!({});
         }
     }
-    let err = fx.gate.import_catalog(&bad.to_string()).expect_err("refused");
+    let err = fx
+        .gate
+        .import_catalog(&bad.to_string())
+        .expect_err("refused");
     assert!(err.to_string().contains("usage_price"), "{err}");
 }
 
@@ -666,7 +712,17 @@ fn a_catalog_routed_to_an_unconfigured_provider_is_refused_naming_both() {
         .import_catalog(&catalog.to_string())
         .expect_err("kie is not configured");
     assert_eq!(err.code(), "provider_not_configured");
-    let model = catalog["models"][0]["model"].as_str().expect("id").to_owned();
-    assert!(err.to_string().contains(&model) && err.to_string().contains("kie"), "{err}");
-    assert_eq!(fx.gate.price_versions().expect("versions").len(), 1, "nothing stored");
+    let model = catalog["models"][0]["model"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    assert!(
+        err.to_string().contains(&model) && err.to_string().contains("kie"),
+        "{err}"
+    );
+    assert_eq!(
+        fx.gate.price_versions().expect("versions").len(),
+        1,
+        "nothing stored"
+    );
 }

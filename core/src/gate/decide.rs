@@ -201,9 +201,7 @@ pub(crate) fn after_submit(
             message,
             retry_after_ms,
         }) => retry(message, retry_after_ms, true),
-        Err(ProviderError::OutcomeUnknown { message }) if idempotent => {
-            retry(message, None, false)
-        }
+        Err(ProviderError::OutcomeUnknown { message }) if idempotent => retry(message, None, false),
         Err(ProviderError::OutcomeUnknown { message }) => return Step::Reconcile { message },
         Err(ProviderError::Permanent { code, message }) => Decision::fail(&code, message),
     })
@@ -279,7 +277,9 @@ pub(crate) fn after_reconcile(
                 ),
                 add_polls: 0,
                 add_poll_errors: 0,
-                message: Some(format!("{why}; the provider does not have it: resubmitting")),
+                message: Some(format!(
+                    "{why}; the provider does not have it: resubmitting"
+                )),
                 not_sent: true,
             }
         }
@@ -516,7 +516,10 @@ mod tests {
         };
         assert!(matches!(
             decided(after_submit(lost(), first(), true, TIMING)),
-            Decision::Retry { not_sent: false, .. }
+            Decision::Retry {
+                not_sent: false,
+                ..
+            }
         ));
         assert_eq!(
             after_submit(lost(), first(), false, TIMING),
@@ -553,7 +556,10 @@ mod tests {
         // Asking failed: still uncertain, asked again later.
         assert!(matches!(
             after_reconcile(Err(ProviderError::not_sent("down")), "x", first(), TIMING),
-            Decision::Retry { not_sent: false, .. }
+            Decision::Retry {
+                not_sent: false,
+                ..
+            }
         ));
     }
 
@@ -566,11 +572,26 @@ mod tests {
         };
         assert!(matches!(
             after_poll(Ok(PollStatus::Running), c, TIMING),
-            Decision::Retry { add_polls: 1, add_poll_errors: 0, delay_ms: 8_000, .. }
+            Decision::Retry {
+                add_polls: 1,
+                add_poll_errors: 0,
+                delay_ms: 8_000,
+                ..
+            }
         ));
         assert!(matches!(
-            after_poll(Err(ProviderError::OutcomeUnknown { message: "reset".into() }), c, TIMING),
-            Decision::Retry { add_polls: 0, add_poll_errors: 1, .. }
+            after_poll(
+                Err(ProviderError::OutcomeUnknown {
+                    message: "reset".into()
+                }),
+                c,
+                TIMING
+            ),
+            Decision::Retry {
+                add_polls: 0,
+                add_poll_errors: 1,
+                ..
+            }
         ));
         let worn = Counters {
             poll_errors: POLL_ERRORS_MAX - 1,

@@ -30,10 +30,13 @@ impl Gate {
         headers: &[(String, String)],
         body: &[u8],
     ) -> Result<WebhookReceipt> {
-        let provider = self.providers.get(instance).ok_or_else(|| Error::NotFound {
-            what: "provider",
-            id: instance.to_owned(),
-        })?;
+        let provider = self
+            .providers
+            .get(instance)
+            .ok_or_else(|| Error::NotFound {
+                what: "provider",
+                id: instance.to_owned(),
+            })?;
         let unverified = |reason: String| Error::WebhookUnverified {
             provider: instance.to_owned(),
             reason,

@@ -59,7 +59,6 @@ use crate::providers::{Artifact, Completion, Provider, ProviderError, ProviderJo
 use crate::request::GenerateRequest;
 use crate::store::Tx;
 
-
 /// How much longer than its longest call a claimed job's lease lasts, for
 /// the recording around it.
 pub const LEASE_MARGIN_MS: i64 = 30_000;
@@ -493,7 +492,8 @@ impl Gate {
             return Ok(report);
         }
         lock(claimed_ids).extend(claim.claimed.iter().map(|job| job.id.clone()));
-        let (called, cancels_done) = self.call_all(&claim.claimed, &claim.possibly_sent, &claim.cancels);
+        let (called, cancels_done) =
+            self.call_all(&claim.claimed, &claim.possibly_sent, &claim.cancels);
         let mut decisions = Vec::with_capacity(called.len());
         for called in called {
             match called.kind {
@@ -501,11 +501,22 @@ impl Gate {
                 CallKind::Polled => report.polled += 1,
                 CallKind::Collected | CallKind::None => {}
             }
-            if matches!(called.decision, Decision::Retry { message: Some(_), .. }) {
+            if matches!(
+                called.decision,
+                Decision::Retry {
+                    message: Some(_),
+                    ..
+                }
+            ) {
                 report.retried += 1;
             }
             report.faults.extend(called.fault);
-            decisions.push((called.job_id, called.from, called.possibly_sent, called.decision));
+            decisions.push((
+                called.job_id,
+                called.from,
+                called.possibly_sent,
+                called.decision,
+            ));
         }
         // A copy of every submission's answer, kept if it cannot be recorded.
         let answers: Vec<(String, Decision)> = decisions
@@ -740,8 +751,7 @@ impl Gate {
                     )
                 }
                 Err(panic) => {
-                    let detail =
-                        format!("the provider panicked: {}", panic_text(panic.as_ref()));
+                    let detail = format!("the provider panicked: {}", panic_text(panic.as_ref()));
                     (
                         Decision::fail("internal", detail.clone()),
                         Some(JobFault {
@@ -774,7 +784,8 @@ impl Gate {
             JobStatus::Pending => {
                 let idempotent = provider.idempotent_submit();
                 if possibly_sent && !idempotent {
-                    let why = "an earlier submission's outcome is unknown (a restart or a lost answer)";
+                    let why =
+                        "an earlier submission's outcome is unknown (a restart or a lost answer)";
                     after_reconcile(provider.reconcile(&call), why, counters, timing)
                 } else {
                     match after_submit(provider.submit(&call), counters, idempotent, timing) {

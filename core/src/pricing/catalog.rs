@@ -202,7 +202,9 @@ impl UsagePrice {
             per(self.per_second, media_ms, 1_000),
         ]
         .into_iter()
-        .try_fold(Decimal::ZERO, |sum, part| part.and_then(|p| sum.checked_add(p)));
+        .try_fold(Decimal::ZERO, |sum, part| {
+            part.and_then(|p| sum.checked_add(p))
+        });
         let micros = credits
             .and_then(|credits| credits.checked_mul(Decimal::from(crate::money::MICROS_PER_CREDIT)))
             .map(|micros| micros.ceil());

@@ -193,8 +193,14 @@ fn validate_model(spec: &ModelSpec, path: &str) -> Result<(), CatalogError> {
         .map_err(|m| CatalogError::new(field("upstream_model"), m))?;
     check_price(spec.base_price, &field("base_price"))?;
     if let Some(usage) = &spec.usage_price {
-        check_price(usage.input_per_1k_tokens, &field("usage_price.input_per_1k_tokens"))?;
-        check_price(usage.output_per_1k_tokens, &field("usage_price.output_per_1k_tokens"))?;
+        check_price(
+            usage.input_per_1k_tokens,
+            &field("usage_price.input_per_1k_tokens"),
+        )?;
+        check_price(
+            usage.output_per_1k_tokens,
+            &field("usage_price.output_per_1k_tokens"),
+        )?;
         check_price(usage.per_second, &field("usage_price.per_second"))?;
         if usage.input_per_1k_tokens.is_zero()
             && usage.output_per_1k_tokens.is_zero()

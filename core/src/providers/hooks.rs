@@ -26,8 +26,8 @@ use sha2::{Digest, Sha256};
 use super::config::{Credential, ProviderConfig, ProviderKind};
 use super::http::{Auth, HttpClient};
 use super::{
-    fal, kie, replicate, CheckReport, PollStatus, Provider, ProviderError, ProviderJob,
-    Reconciled, Submission, WebhookEvent,
+    fal, kie, replicate, CheckReport, PollStatus, Provider, ProviderError, ProviderJob, Reconciled,
+    Submission, WebhookEvent,
 };
 use crate::error::{Error, Result};
 

@@ -238,7 +238,7 @@ impl HttpClient {
     /// gets our credential only then).
     pub fn same_origin(&self, url: &str) -> bool {
         let origin = |url: &str| {
-            let rest = url.split_once("://").map(|(scheme, rest)| (scheme, rest));
+            let rest = url.split_once("://");
             rest.map(|(scheme, rest)| {
                 let host = rest.split(['/', '?', '#']).next().unwrap_or("");
                 format!("{scheme}://{}", host.to_ascii_lowercase())
@@ -390,10 +390,7 @@ fn classify(err: &ureq::Error, method: Method) -> ProviderError {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
                 lost_answer(method, "the upstream did not answer in time")
             }
-            kind => lost_answer(
-                method,
-                &format!("the connection failed mid-call: {kind}"),
-            ),
+            kind => lost_answer(method, &format!("the connection failed mid-call: {kind}")),
         },
         ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl => {
             ProviderError::permanent(

@@ -83,7 +83,9 @@ fn adapter(
             Arc::new(comfyui::ComfyUiProvider::new(&config, credential)?)
         }
         ProviderKind::Fixture => {
-            return Err(Error::internal("the fixture kind is built without an adapter"))
+            return Err(Error::internal(
+                "the fixture kind is built without an adapter",
+            ))
         }
     };
     super::hooks::Hooked::wrap(inner, config, webhook_secret)
