@@ -176,10 +176,13 @@ fn the_http_client_is_behind_its_feature() {
     for path in files {
         let text = std::fs::read_to_string(&path).expect("read");
         if text.contains("ureq::") {
-            // The two clients: Moltbook's verifier, and the one the provider
-            // adapters and the media store's downloads share.
+            // The three clients: Moltbook's verifier, the one the provider
+            // adapters share, and the media store's downloads (its own
+            // agent: redirects followed, never a credential sent).
             assert!(
-                path.ends_with("identity/moltbook_client.rs") || path.ends_with("providers/http.rs"),
+                path.ends_with("identity/moltbook_client.rs")
+                    || path.ends_with("providers/http.rs")
+                    || path.ends_with("media/fetch.rs"),
                 "ureq used outside the clients: {}",
                 path.display()
             );
@@ -188,7 +191,9 @@ fn the_http_client_is_behind_its_feature() {
     let providers = std::fs::read_to_string(core_src().join("providers/mod.rs")).expect("read");
     let at = providers.find("pub mod http;").expect("the shared client");
     assert!(
-        providers[..at].trim_end().ends_with("#[cfg(feature = \"http\")]"),
+        providers[..at]
+            .trim_end()
+            .ends_with("#[cfg(feature = \"http\")]"),
         "the shared HTTP client is built only with the feature"
     );
 }

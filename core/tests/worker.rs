@@ -17,7 +17,8 @@ use common::RYNJER;
 use creditgate::jobs::Output;
 use creditgate::providers::fixture::{FixtureProvider, Scenarios};
 use creditgate::providers::{
-    Artifact, Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry, Submission,
+    Artifact, Completion, PollStatus, Provider, ProviderError, ProviderJob, ProviderRegistry,
+    Submission,
 };
 use creditgate::{Error, Gate, JobStatus, ManualClock, Synchronous};
 use rust_decimal::Decimal;

@@ -108,11 +108,7 @@ impl StandIn {
         F: Fn(&Seen) -> Reply + Send + Sync + 'static,
     {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind a stand-in"));
-        let port = server
-            .server_addr()
-            .to_ip()
-            .expect("an IP address")
-            .port();
+        let port = server.server_addr().to_ip().expect("an IP address").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler = Arc::new(handler);

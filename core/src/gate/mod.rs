@@ -5,12 +5,14 @@
 //!
 //! Submodules add the operations of one area each: [`pricing`] (catalogs
 //! and estimates), [`generate`] (submit, read, cancel jobs), [`work`]
-//! (the worker step), `identity` (keys, agents, tokens) and `external`
-//! (the external identity exchange, "Sign in with Moltbook").
+//! (the worker step), [`media`] (kept outputs: serving, the retention
+//! sweep), `identity` (keys, agents, tokens) and `external` (the external
+//! identity exchange, "Sign in with Moltbook").
 
 mod external;
 pub mod generate;
 mod identity;
+pub mod media;
 mod pricing;
 pub mod work;
 
@@ -27,6 +29,7 @@ use crate::identity::IdentityVerifier;
 use crate::ids::IdSource;
 use crate::jobs::Job;
 use crate::ledger::{self, Balance, HistoryPage, Transfer, TransferOutcome};
+use crate::media::MediaStore;
 use crate::money;
 use crate::pricing::Catalog;
 use crate::providers::fixture::Scenarios;
@@ -95,6 +98,11 @@ pub struct Gate {
     unrecorded: work::Unrecorded,
     /// How the worker steps have been going.
     step_health: work::StepHealth,
+    /// Where outputs are kept before a job succeeds (none: outputs are
+    /// recorded as the provider gave them).
+    media: Option<Arc<dyn MediaStore>>,
+    /// How long kept outputs are served after their job succeeded.
+    media_retention_ms: i64,
 }
 
 /// An external identity provider configured on a gate: how its tokens are
@@ -118,6 +126,8 @@ impl Gate {
             identity_providers: Vec::new(),
             unrecorded: work::Unrecorded::default(),
             step_health: work::StepHealth::default(),
+            media: None,
+            media_retention_ms: media::MEDIA_RETENTION_MS_DEFAULT,
         })
     }
 

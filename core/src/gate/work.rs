@@ -492,7 +492,10 @@ impl Gate {
                 }
                 match provider.submit(&call) {
                     Ok(Submission::Accepted { task_id, state }) => match check_task_id(&task_id) {
-                        Ok(()) => Decision::Running { task_id, state: state.map(|s| s.to_string()) },
+                        Ok(()) => Decision::Running {
+                            task_id,
+                            state: state.map(|s| s.to_string()),
+                        },
                         Err(reason) => invalid_answer(job, reason, report),
                     },
                     Ok(Submission::Completed {
@@ -505,7 +508,10 @@ impl Gate {
                         },
                         Err(reason) => invalid_answer(job, reason, report),
                     },
-                    Err(ProviderError::NotSent { message, .. } | ProviderError::OutcomeUnknown { message }) => {
+                    Err(
+                        ProviderError::NotSent { message, .. }
+                        | ProviderError::OutcomeUnknown { message },
+                    ) => {
                         if job.submit_attempts >= SUBMIT_ATTEMPTS_MAX {
                             return Ok(Decision::fail("provider_unavailable", message));
                         }
@@ -547,8 +553,13 @@ impl Gate {
                         Err(reason) => invalid_answer(job, reason, report),
                     },
                     Ok(PollStatus::Failed { code, message }) => Decision::fail(&code, message),
-                    Ok(PollStatus::Abandoned { message }) => Decision::fail("upstream_aborted", message),
-                    Err(ProviderError::NotSent { message, .. } | ProviderError::OutcomeUnknown { message }) => {
+                    Ok(PollStatus::Abandoned { message }) => {
+                        Decision::fail("upstream_aborted", message)
+                    }
+                    Err(
+                        ProviderError::NotSent { message, .. }
+                        | ProviderError::OutcomeUnknown { message },
+                    ) => {
                         if job.poll_errors + 1 >= POLL_ERRORS_MAX {
                             return Ok(Decision::fail("provider_unavailable", message));
                         }

@@ -474,14 +474,26 @@ mod tests {
             let err = ProvidersFile::parse(json).expect_err(json).to_string();
             assert!(err.contains(needle), "{json}: {err}");
         };
-        refused(r#"{"providers": {"x": {"kind": "midjourney"}}}"#, "unknown variant");
-        refused(r#"{"providers": {"X!": {"kind": "fixture"}}}"#, "instance names");
-        refused(r#"{"providers": {"k": {"kind": "kie"}}}"#, "providers.k.credential_env");
+        refused(
+            r#"{"providers": {"x": {"kind": "midjourney"}}}"#,
+            "unknown variant",
+        );
+        refused(
+            r#"{"providers": {"X!": {"kind": "fixture"}}}"#,
+            "instance names",
+        );
+        refused(
+            r#"{"providers": {"k": {"kind": "kie"}}}"#,
+            "providers.k.credential_env",
+        );
         refused(
             r#"{"providers": {"k": {"kind": "kie", "credential_env": "sk-live-abc123"}}}"#,
             "not hold a secret",
         );
-        refused(r#"{"providers": {"c": {"kind": "comfyui"}}}"#, "providers.c.base_url");
+        refused(
+            r#"{"providers": {"c": {"kind": "comfyui"}}}"#,
+            "providers.c.base_url",
+        );
         refused(
             r#"{"providers": {"o": {"kind": "openai", "base_url": "ftp://x"}}}"#,
             "providers.o.base_url",
@@ -498,7 +510,10 @@ mod tests {
             r#"{"providers": {"f": {"kind": "fal", "credential_env": "FAL_KEY", "webhook": {}}}}"#,
             "jwks_url",
         );
-        refused(r#"{"providers": {"o": {"kind": "openai", "colour": 1}}}"#, "unknown field");
+        refused(
+            r#"{"providers": {"o": {"kind": "openai", "colour": 1}}}"#,
+            "unknown field",
+        );
         refused(&" ".repeat(PROVIDERS_FILE_BYTES_MAX + 1), "larger than");
     }
 

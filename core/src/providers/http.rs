@@ -390,10 +390,7 @@ fn classify(err: &ureq::Error, method: Method) -> ProviderError {
             std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock => {
                 lost_answer(method, "the upstream did not answer in time")
             }
-            kind => lost_answer(
-                method,
-                &format!("the connection failed mid-call: {kind}"),
-            ),
+            kind => lost_answer(method, &format!("the connection failed mid-call: {kind}")),
         },
         ureq::Error::BadUri(_) | ureq::Error::Http(_) | ureq::Error::InvalidProxyUrl => {
             ProviderError::permanent(
