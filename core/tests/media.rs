@@ -606,3 +606,22 @@ mod remote {
         assert_eq!(permanent_code(&err), OUTPUT_UNAVAILABLE);
     }
 }
+
+#[cfg(not(feature = "http"))]
+#[test]
+fn without_an_http_client_a_remote_output_is_refused_honestly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = store_in(dir.path(), |_| {});
+    let err = store
+        .keep(
+            JOB,
+            "image",
+            &[Artifact::Remote {
+                url: "https://cdn.example/a.png".into(),
+                mime: Some("image/png".into()),
+            }],
+        )
+        .expect_err("no client in this build");
+    assert_eq!(permanent_code(&err), creditgate::media::MEDIA_STORE_FAILED);
+    assert!(err.to_string().contains("`http`"), "{err}");
+}

@@ -22,7 +22,9 @@
 //! nothing a test replays.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+#[cfg(feature = "http")]
+use std::io::Read;
+use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,8 +32,8 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::{
-    check_type, extension, is_generic, KeepError, KeptFile, MediaStore, MEDIA_STORE_FAILED,
-    OUTPUT_TOO_LARGE, SNIFF_BYTES_MAX,
+    check_type, extension, KeepError, KeptFile, MediaStore, MEDIA_STORE_FAILED, OUTPUT_TOO_LARGE,
+    SNIFF_BYTES_MAX,
 };
 use crate::error::{Error, Result};
 use crate::providers::Artifact;
@@ -216,6 +218,7 @@ impl FileMediaStore {
         // The upstream's own type when it names one, else what it answered
         // with; a specific type that is not the product's is refused before
         // the body is read.
+        use super::is_generic;
         let announced = if is_generic(announced) {
             download.content_type.clone()
         } else {
