@@ -592,6 +592,38 @@ mod remote {
     }
 
     #[test]
+    fn a_body_that_stalls_midway_is_cut_by_the_keep_budget() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/stall", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().expect("accept");
+            let mut head = [0u8; 4_096];
+            let _ = socket.read(&mut head);
+            let _ = socket.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n",
+            );
+            let _ = socket.write_all(&PNG[..16]);
+            let _ = socket.flush();
+            // Hold the connection open past the client's budget.
+            std::thread::sleep(Duration::from_millis(1_000));
+        });
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = store_in(dir.path(), |s| s.keep_timeout_ms = 300);
+        let started = std::time::Instant::now();
+        let err = keep_one(&store, "image", url, None).expect_err("stalled");
+        assert!(matches!(err, KeepError::Transient { .. }), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(800),
+            "cut by the budget, not by the server closing: {:?}",
+            started.elapsed()
+        );
+        assert!(files_under(&dir.path().join("media")).is_empty());
+        assert_eq!(store.used_bytes(), 0);
+        let _ = server.join();
+    }
+
+    #[test]
     fn redirects_are_followed_up_to_five() {
         let up = upstream();
         let dir = tempfile::tempdir().expect("tempdir");
