@@ -176,6 +176,22 @@ struct ServeArgs {
     /// for its owner to bind. Needs --moltbook-verify-url.
     #[arg(long, env = "CREDITGATE_MOLTBOOK_DEFAULT_ACCOUNT")]
     moltbook_default_account: Option<String>,
+    /// Where jobs' outputs are kept (default: `media/` beside the
+    /// database).
+    #[arg(long, env = "CREDITGATE_MEDIA_DIR")]
+    media_dir: Option<PathBuf>,
+    /// Days a kept output is served after its job succeeded; then its link
+    /// answers 410 `output_expired` and a worker removes the file.
+    #[arg(long, env = "CREDITGATE_MEDIA_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=3_650))]
+    media_retention_days: u64,
+    /// All kept outputs together, at most, in bytes; a job whose outputs
+    /// do not fit waits (until its deadline) for expired ones to go.
+    #[arg(long, env = "CREDITGATE_MEDIA_MAX_BYTES",
+          default_value_t = creditgate::media::files::STORE_BYTES_MAX_DEFAULT,
+          value_parser = clap::value_parser!(u64)
+              .range(creditgate::media::files::FILE_BYTES_MAX_DEFAULT..))]
+    media_max_bytes: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -421,6 +437,11 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
                     app_key: args.moltbook_app_key,
                     audience: args.moltbook_audience,
                     default_account: args.moltbook_default_account,
+                },
+                media: crate::serve::MediaOptions {
+                    dir: args.media_dir,
+                    retention_days: args.media_retention_days,
+                    store_bytes_max: args.media_max_bytes,
                 },
             })?;
             return Ok(ExitCode::SUCCESS);

@@ -8,6 +8,7 @@
 
 use creditgate::clock::format_rfc3339;
 use creditgate::identity::{AccessGrant, Agent, AgentRegistration, CreatedAgentKey, TokenGrant};
+use creditgate::media::MediaRow;
 use creditgate::money::to_credits;
 use creditgate::pricing::versions::PriceVersionInfo;
 use creditgate::pricing::{Estimate, Listing};
@@ -235,9 +236,31 @@ pub fn job(job: &Job, reader: JobReader<'_>) -> Value {
             ] {
                 view[name] = value;
             }
+            // Where each kept output came from: the operator's alone.
+            if let Ok(files) = gate.kept_files(&job.id) {
+                if !files.is_empty() {
+                    view["kept_files"] = files.iter().map(kept_file).collect();
+                }
+            }
         }
     }
     view
+}
+
+/// A kept output file, for the operator: where it lies, where it came
+/// from, and until when it is served.
+pub fn kept_file(file: &MediaRow) -> Value {
+    json!({
+        "index": file.idx,
+        "path": file.path,
+        "mime": file.mime,
+        "bytes": file.bytes,
+        "sha256": file.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+        "upstream_url": file.upstream_url,
+        "created_at": format_rfc3339(file.created_at),
+        "expires_at": format_rfc3339(file.expires_at),
+        "removed_at": file.removed_at.map(format_rfc3339),
+    })
 }
 
 /// A submission's answer: the owner's view of its job and whether it

@@ -1,8 +1,9 @@
 //! `creditgate serve`: opens the gate, makes a fresh database usable (the
 //! shipped catalog, and on first run a demo account whose key is printed
-//! once), turns on the Moltbook exchange when configured, starts the job
-//! workers and the HTTP server, and shuts both down gracefully on SIGINT or
-//! SIGTERM.
+//! once), turns on the Moltbook exchange when configured, opens the media
+//! store (outputs kept beside the database), starts the job workers (one
+//! of them also sweeps expired media) and the HTTP server, and shuts both
+//! down gracefully on SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
+use creditgate::media::{FileMediaStore, MediaSettings};
 use creditgate::providers::fixture::Scenarios;
 use creditgate::{
     Clock, Gate, GateSettings, MoltbookConfig, MoltbookVerifier, NewAccount, StoreOptions,
@@ -34,6 +36,10 @@ pub const WORKER_BATCH_MAX: usize = 32;
 pub const WORKER_IDLE_MS_MAX: i64 = 500;
 /// Job worker threads, at most.
 pub const WORKERS_MAX: usize = 64;
+/// How often the first worker removes expired media.
+pub const MEDIA_SWEEP_INTERVAL_MS: u64 = 60_000;
+/// Expired media files one sweep removes, at most.
+pub const MEDIA_SWEEP_BATCH_MAX: usize = 1_000;
 
 /// What `serve` was told.
 #[derive(Debug, Clone)]
@@ -66,6 +72,19 @@ pub struct ServeOptions {
     pub rate_limit: creditgate::ratelimit::RateLimit,
     /// "Sign in with Moltbook", as configured (raw; validated on start).
     pub moltbook: MoltbookOptions,
+    /// The media store.
+    pub media: MediaOptions,
+}
+
+/// Where and how long outputs are kept.
+#[derive(Debug, Clone)]
+pub struct MediaOptions {
+    /// `--media-dir` (default: `media/` beside the database).
+    pub dir: Option<PathBuf>,
+    /// `--media-retention-days` (at least 1).
+    pub retention_days: u64,
+    /// `--media-max-bytes`: the store's quota.
+    pub store_bytes_max: u64,
 }
 
 /// The Moltbook flags of `serve`, as given. The exchange is on when
@@ -133,6 +152,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!(crate::render::open_error(&options.store.path, &err)))?
         .with_providers(providers)
         .with_settings(settings.clone());
+    let gate = with_media(gate, &options)?;
     let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
     prepare_catalog(&gate, options.catalog.as_deref())?;
     // Every price version still honoured must route to a configured
@@ -152,7 +172,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             let (gate, stop) = (gate.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || work(&gate, &stop))
+                .spawn(move || work(&gate, &stop, i == 0))
         })
         .collect::<std::io::Result<_>>()?;
 
@@ -213,6 +233,22 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Opens the media store (`--media-dir`, or `media/` beside the database)
+/// and turns it on with its retention.
+fn with_media(gate: Gate, options: &ServeOptions) -> anyhow::Result<Gate> {
+    let mut settings = MediaSettings::beside(&options.store.path);
+    if let Some(dir) = &options.media.dir {
+        settings.dir = dir.clone();
+    }
+    settings.store_bytes_max = options.media.store_bytes_max;
+    let dir = settings.dir.clone();
+    let store = FileMediaStore::open(settings)
+        .map_err(|err| anyhow::anyhow!("--media-dir {}: {err}", dir.display()))?;
+    let days = i64::try_from(options.media.retention_days).unwrap_or(i64::MAX);
+    gate.with_media_store(Arc::new(store), days.saturating_mul(86_400_000))
+        .map_err(|err| anyhow::anyhow!("--media-retention-days: {err}"))
 }
 
 /// Turns on the Moltbook exchange if a verify URL is configured, after
@@ -334,11 +370,21 @@ fn first_call_model(gate: &Gate) -> anyhow::Result<String> {
 }
 
 /// One job worker: steps until stopped, sleeping until the next job is due
-/// (bounded, so new submissions are picked up promptly). Never dies: a
+/// (bounded, so new submissions are picked up promptly); the one that
+/// `sweeps_media` also removes expired media once a minute. Never dies: a
 /// failed step, a job fault or a panic is logged (with the job ids) and the
 /// worker goes on; `/healthz` reports workers that keep failing.
-fn work(gate: &Gate, stop: &AtomicBool) {
+fn work(gate: &Gate, stop: &AtomicBool, sweeps_media: bool) {
+    let mut last_sweep: Option<std::time::Instant> = None;
     while !stop.load(Ordering::SeqCst) {
+        let sweep_due = last_sweep
+            .is_none_or(|at| at.elapsed() >= Duration::from_millis(MEDIA_SWEEP_INTERVAL_MS));
+        if sweeps_media && sweep_due {
+            last_sweep = Some(std::time::Instant::now());
+            if let Err(err) = gate.sweep_media(MEDIA_SWEEP_BATCH_MAX) {
+                eprintln!("creditgate: media sweep: {err}");
+            }
+        }
         // The core catches panics of a step itself; this is the last guard.
         let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             gate.run_due_work(WORKER_BATCH_MAX)

@@ -24,6 +24,9 @@ pub enum ErrorKind {
     /// The request conflicts with the current state (a replay with other
     /// fields, a finished job, a resolved hold, ...).
     Conflict,
+    /// The thing asked for existed and is gone for good (a kept output
+    /// past its retention period).
+    Gone,
     /// The caller hit a limit: rate, size, time or credits.
     Limited,
     /// An upstream service failed or answered unusably.
@@ -54,6 +57,7 @@ impl ErrorKind {
             | ErrorKind::Forbidden
             | ErrorKind::NotFound
             | ErrorKind::Conflict
+            | ErrorKind::Gone
             | ErrorKind::Limited => false,
         }
     }
@@ -197,6 +201,8 @@ error_codes! {
     InsufficientStorage = "insufficient_storage", StorageFull;
     /// The job workers keep failing (`/healthz`; `reason`, `failing_steps`).
     WorkersFailing = "workers_failing", Unavailable;
+    /// A kept output passed its retention period and was removed.
+    OutputExpired = "output_expired", Gone;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -463,6 +469,15 @@ pub enum Error {
         /// The provider (`moltbook`).
         provider: String,
     },
+    /// A kept output's retention period passed: its file is removed (or
+    /// about to be) and its link answers this for good.
+    #[error("output {index} of job {job_id} is no longer kept: its retention period passed")]
+    OutputExpired {
+        /// The job.
+        job_id: String,
+        /// The output's index.
+        index: usize,
+    },
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
@@ -661,6 +676,7 @@ impl Error {
             Error::IdentityRefused { .. } => ErrorCode::IdentityRefused,
             Error::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
             Error::IdentityProviderNotConfigured { .. } => ErrorCode::NotFound,
+            Error::OutputExpired { .. } => ErrorCode::OutputExpired,
             Error::BalanceLimit => ErrorCode::BalanceLimit,
             Error::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
             Error::Database { .. } => ErrorCode::StorageUnavailable,
@@ -848,6 +864,10 @@ mod tests {
                 version: "v".into(),
             },
             Error::NoPriceCatalog,
+            Error::OutputExpired {
+                job_id: "j".into(),
+                index: 0,
+            },
             Error::BalanceLimit,
             Error::SchemaTooNew {
                 found: 2,

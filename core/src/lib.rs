@@ -58,7 +58,10 @@ mod store;
 pub use accounts::{Account, NewAccount};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use error::{Error, Result, StorageError};
-pub use gate::generate::Submitted;
+pub use gate::generate::{OutputFile, Submitted};
+pub use gate::media::{
+    KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,
+};
 pub use gate::webhooks::WebhookReceipt;
 pub use gate::work::{JobFault, WorkReport, WorkerHealth, FAILING_STEPS_UNHEALTHY};
 pub use gate::{Gate, GateSettings};

@@ -181,11 +181,13 @@ fn the_http_client_is_behind_its_feature() {
     for path in files {
         let text = std::fs::read_to_string(&path).expect("read");
         if text.contains("ureq::") {
-            // The two clients: Moltbook's verifier, and the one the provider
-            // adapters and the media store's downloads share.
+            // The three clients: Moltbook's verifier, the one the provider
+            // adapters share, and the media store's downloads (its own
+            // agent: redirects followed, never a credential sent).
             assert!(
                 path.ends_with("identity/moltbook_client.rs")
-                    || path.ends_with("providers/http.rs"),
+                    || path.ends_with("providers/http.rs")
+                    || path.ends_with("media/fetch.rs"),
                 "ureq used outside the clients: {}",
                 path.display()
             );

@@ -256,7 +256,9 @@ fn fx_with(upstream: Upstream, media: Option<Arc<dyn MediaStore>>) -> Fx {
     registry.insert("fixture", upstream.clone());
     let mut gate = gate.with_providers(registry);
     if let Some(media) = media {
-        gate = gate.with_media_store(media, 24 * 3600 * 1000);
+        gate = gate
+            .with_media_store(media, 24 * 3600 * 1000)
+            .expect("a media store");
     }
     let account = common::account(&gate, "agent", Decimal::from(1_000));
     Fx {
@@ -542,6 +544,14 @@ impl MediaStore for FlakyStore {
 
     fn keep_timeout_ms(&self) -> i64 {
         120_000
+    }
+
+    fn local_path(&self, _path: &str) -> Option<std::path::PathBuf> {
+        None
+    }
+
+    fn remove(&self, _path: &str) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

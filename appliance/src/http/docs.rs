@@ -339,6 +339,7 @@ refresh_token_reused, identity_refused (data.reason), webhook_unverified;
 403 forbidden (data.scope), agent_not_bound (data.agent_id);
 400 bad_request (the request line or a header is malformed or not ASCII);
 404 not_found; 405 method_not_allowed; 408 request_timeout;
+410 output_expired (an output link past its retention period: the file is removed);
 409 idempotency_conflict, invalid_transition, exists_with_different_fields (data.field),
 hold_already_resolved, hold_expired, price_version_conflict, agent_already_bound,
 balance_limit;

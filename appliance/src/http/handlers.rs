@@ -5,7 +5,7 @@
 //! the router; the router names them.
 
 use creditgate::identity::external::MOLTBOOK_PROVIDER;
-use creditgate::{Error, ExchangeOutcome, Gate};
+use creditgate::{Error, ExchangeOutcome, Gate, ServedOutput};
 use serde_json::{json, Value};
 
 use super::docs;
@@ -62,8 +62,13 @@ pub fn models(call: &Call) -> Handled {
     Ok(ok(render::models(&listing)))
 }
 
+/// How long a client may cache an output, at most (a kept one: until its
+/// retention ends, if sooner).
+pub const OUTPUT_MAX_AGE_SECS_MAX: i64 = 3_600;
+
 /// `GET /v1/files/{job_id}/{token}/{index}/{name}`: an output, through its
-/// unguessable URL.
+/// unguessable URL: a fixture sample from the binary, or a kept file
+/// streamed from disk (410 `output_expired` once its retention passed).
 pub fn file(call: &Call) -> Handled {
     let index = call
         .param("index")
@@ -72,13 +77,50 @@ pub fn file(call: &Call) -> Handled {
             what: "output",
             id: call.param("index").to_owned(),
         })?;
-    let file = call
-        .gate()
-        .output_file(call.param("job_id"), call.param("token"), index)?;
-    let mut response = Response::bytes(200, file.mime, file.bytes.to_vec());
+    let gate = call.gate();
+    let served = gate.served_output(call.param("job_id"), call.param("token"), index)?;
+    let (mut response, max_age) = match served {
+        ServedOutput::Sample(file) => (
+            Response::bytes(200, file.mime, file.bytes.to_vec()),
+            OUTPUT_MAX_AGE_SECS_MAX,
+        ),
+        ServedOutput::Kept(kept) => {
+            let missing = |err: std::io::Error| match err.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound {
+                    what: "output",
+                    id: format!("{}/{index}", call.param("job_id")),
+                },
+                _ => Error::Internal {
+                    detail: format!("kept output {} cannot be read: {err}", kept.path.display()),
+                },
+            };
+            let file = std::fs::File::open(&kept.path).map_err(missing)?;
+            let len = file.metadata().map_err(missing)?.len();
+            if len != kept.bytes {
+                return Err(Error::CorruptData {
+                    detail: format!(
+                        "kept output {} has {len} bytes, {} recorded",
+                        kept.path.display(),
+                        kept.bytes
+                    ),
+                });
+            }
+            let left_secs = (kept.expires_at - gate.clock().now()) / 1_000;
+            (
+                Response::file(200, kept.mime, file, len),
+                left_secs.clamp(0, OUTPUT_MAX_AGE_SECS_MAX),
+            )
+        }
+    };
     response
         .headers
-        .push(("Cache-Control", "private, max-age=3600".to_owned()));
+        .push(("Cache-Control", format!("private, max-age={max_age}")));
+    // An upstream's file is served from our origin: it may run nothing
+    // there (an SVG's or an HTML text's scripts stay inert).
+    response.headers.push((
+        "Content-Security-Policy",
+        "sandbox; default-src 'none'".to_owned(),
+    ));
     Ok(response)
 }
 
@@ -223,6 +265,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::http::handle;
     use crate::http::request::{Request, State, MOLTBOOK_IDENTITY_HEADER};
     use crate::http::test_support;
     use creditgate::identity::{IdentityVerifier, VerifiedIdentity};
@@ -249,6 +292,159 @@ mod tests {
                 owner_handle: None,
             })
         }
+    }
+
+    /// A succeeded fixture job on `clock` whose output 0 is a file kept in
+    /// `store` (as the worker records one): (job id, output token).
+    fn job_with_kept_output(
+        gate: &Gate,
+        clock: &creditgate::ManualClock,
+        db: &std::path::Path,
+        store: &creditgate::media::FileMediaStore,
+        bytes: &[u8],
+    ) -> (String, String) {
+        use creditgate::media::MediaStore;
+        let account = test_support::account(gate, "a");
+        gate.grant("g", &account, rust_decimal::Decimal::from(100), "")
+            .expect("grant");
+        let job = gate
+            .submit(
+                &account,
+                &json!({"request_id": "r", "model": "nano-banana-pro", "prompt": "x"}),
+            )
+            .expect("submit")
+            .job;
+        for _ in 0..200 {
+            gate.run_due_work(8).expect("step");
+            clock.advance(std::time::Duration::from_secs(1));
+        }
+        let job = gate.job(&job.id).expect("job");
+        assert_eq!(job.status, creditgate::JobStatus::Succeeded);
+        let mut kept = store
+            .keep(
+                &job.id,
+                "image",
+                &[creditgate::providers::Artifact::Inline {
+                    bytes: bytes.to_vec(),
+                    mime: "image/png".into(),
+                }],
+            )
+            .expect("kept");
+        let url = format!("{}/0/{}", gate.output_url_base(&job), kept[0].name);
+        rusqlite::Connection::open(db)
+            .expect("raw")
+            .execute(
+                "UPDATE jobs SET outputs = ?1 WHERE id = ?2",
+                rusqlite::params![
+                    json!([{"url": url, "mime": "image/png"}]).to_string(),
+                    job.id
+                ],
+            )
+            .expect("tamper: a kept output");
+        // As if it had been downloaded: the operator sees where from.
+        kept[0].upstream_url = Some("https://cdn.example/signed/x.png?sig=1".into());
+        gate.record_kept_for_tests(&job.id, &kept)
+            .expect("recorded");
+        (job.id, job.output_token)
+    }
+
+    #[test]
+    fn a_kept_output_streams_from_disk_until_its_retention_passes_then_answers_410() {
+        use creditgate::media::{FileMediaStore, MediaSettings};
+        use std::io::Read;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("files.db");
+        let clock = Arc::new(creditgate::ManualClock::new(test_support::TEST_NOW_MS));
+        let store =
+            Arc::new(FileMediaStore::open(MediaSettings::beside(&db)).expect("media store"));
+        let day_ms = 86_400_000;
+        let gate = Gate::open(&creditgate::StoreOptions::new(&db), clock.clone())
+            .expect("open")
+            .with_media_store(store.clone(), day_ms)
+            .expect("retention");
+        gate.import_catalog(crate::serve::SHIPPED_CATALOG)
+            .expect("catalog");
+        let png = b"\x89PNG\r\n\x1a\n-a-kept-output";
+        let (id, token) = job_with_kept_output(&gate, &clock, &db, &store, png);
+        let job = gate.job(&id).expect("job");
+        let operator = render::job(&job, JobReader::Operator(&gate));
+        assert_eq!(
+            operator["kept_files"][0]["upstream_url"],
+            "https://cdn.example/signed/x.png?sig=1"
+        );
+        assert_eq!(operator["kept_files"][0]["bytes"], png.len());
+        let owner = render::job(&job, JobReader::Owner).to_string();
+        assert!(
+            !owner.contains("cdn.example"),
+            "agents never see it: {owner}"
+        );
+        assert!(
+            owner.contains(&format!("/v1/files/{id}/{token}/0/0.png")),
+            "{owner}"
+        );
+        let state = test_support::state(gate);
+        let get = || {
+            handle(
+                &state,
+                &Request {
+                    method: "GET".into(),
+                    path: format!("/v1/files/{id}/{token}/0/0.png"),
+                    ..Request::default()
+                },
+            )
+        };
+        let response = get();
+        assert_eq!(response.status, 200);
+        assert_eq!(response.content_type, "image/png");
+        assert!(response.body.is_empty(), "not read into memory");
+        let file = response.file.clone().expect("streamed from a file");
+        assert_eq!(file.len, png.len() as u64);
+        let mut streamed = Vec::new();
+        (&*file.file).read_to_end(&mut streamed).expect("read");
+        assert_eq!(streamed, png);
+        let header = |response: &Response, name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.clone())
+        };
+        assert_eq!(
+            header(&response, "Cache-Control").as_deref(),
+            Some("private, max-age=3600")
+        );
+        assert!(
+            header(&response, "Content-Security-Policy").is_some_and(|csp| csp.contains("sandbox"))
+        );
+        // Near the end of its retention, caches keep it no longer than that.
+        clock.advance(std::time::Duration::from_millis(day_ms as u64 - 10_000));
+        assert_eq!(
+            header(&get(), "Cache-Control").as_deref(),
+            Some("private, max-age=10")
+        );
+        clock.advance(std::time::Duration::from_secs(10));
+        let gone = get();
+        assert_eq!(gone.status, 410);
+        let body: Value = serde_json::from_slice(&gone.body).expect("json");
+        assert_eq!(body["code"], 410);
+        assert_eq!(body["data"]["error"], "output_expired");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("retention period"),
+            "{body}"
+        );
+        // A wrong token stays a 404, expired or not.
+        let wrong = handle(
+            &state,
+            &Request {
+                method: "GET".into(),
+                path: format!("/v1/files/{id}/nope/0/0.png"),
+                ..Request::default()
+            },
+        );
+        assert_eq!(wrong.status, 404);
     }
 
     fn exchange(state: &State, header: Option<&str>, body: &str) -> (u16, Value) {

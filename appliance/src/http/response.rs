@@ -1,7 +1,10 @@
 //! Our HTTP response type: a status, a content type, extra headers and a
-//! body. The server writes it to the wire; what goes in it (the envelope,
+//! body, in memory or streamed from an open file (a kept output). The server writes it to the wire; what goes in it (the envelope,
 //! the status of an error) is `status`'s, the views of core values are
 //! `render`'s.
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -10,12 +13,26 @@ use serde_json::Value;
 pub struct Response {
     /// The status code.
     pub status: u16,
-    /// Its content type.
-    pub content_type: &'static str,
+    /// Its content type (a kept output's is its own).
+    pub content_type: Cow<'static, str>,
     /// Extra headers.
     pub headers: Vec<(&'static str, String)>,
-    /// The body.
+    /// The body (empty when `file` is set).
     pub body: Vec<u8>,
+    /// A body streamed from an open file instead, never read whole into
+    /// memory.
+    pub file: Option<FileBody>,
+}
+
+/// A file to stream as a response body: opened by the handler (so a file
+/// removed meanwhile still streams whole), with its length for
+/// `Content-Length`.
+#[derive(Debug, Clone)]
+pub struct FileBody {
+    /// The open file, read from its start.
+    pub file: Arc<std::fs::File>,
+    /// Its length in bytes.
+    pub len: u64,
 }
 
 impl Response {
@@ -23,9 +40,10 @@ impl Response {
     pub fn json(status: u16, value: &Value) -> Response {
         Response {
             status,
-            content_type: "application/json",
+            content_type: Cow::Borrowed("application/json"),
             headers: Vec::new(),
             body: value.to_string().into_bytes(),
+            file: None,
         }
     }
 
@@ -33,9 +51,31 @@ impl Response {
     pub fn bytes(status: u16, content_type: &'static str, body: Vec<u8>) -> Response {
         Response {
             status,
-            content_type,
+            content_type: Cow::Borrowed(content_type),
             headers: Vec::new(),
             body,
+            file: None,
         }
+    }
+
+    /// A response streaming `file` (of `len` bytes).
+    pub fn file(status: u16, content_type: String, file: std::fs::File, len: u64) -> Response {
+        Response {
+            status,
+            content_type: Cow::Owned(content_type),
+            headers: Vec::new(),
+            body: Vec::new(),
+            file: Some(FileBody {
+                file: Arc::new(file),
+                len,
+            }),
+        }
+    }
+
+    /// The body's length in bytes, streamed or not.
+    pub fn body_len(&self) -> u64 {
+        self.file
+            .as_ref()
+            .map_or(self.body.len() as u64, |file| file.len)
     }
 }

@@ -170,7 +170,17 @@ fn refusal_body(status: u16, _reason: &str) -> (&'static str, Vec<u8>) {
     };
     let response = status::error(&err);
     debug_assert!(response.status == status || status == 400 || status == 505);
-    (response.content_type, response.body)
+    debug_assert_eq!(response.content_type, "application/json");
+    ("application/json", response.body)
+}
+
+/// Reads a shared open file (`&File` reads, and the response owns it).
+struct FileReader(std::sync::Arc<std::fs::File>);
+
+impl std::io::Read for FileReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self.0).read(buf)
+    }
 }
 
 fn request_id(incoming: Option<&str>) -> String {
@@ -259,7 +269,7 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
         }
         Err(err) => status::error(&err),
     };
-    let (code, bytes) = (response.status, response.body.len());
+    let (code, bytes) = (response.status, response.body_len());
     send(wire, response, &id);
     if config.access_log {
         eprintln!(
@@ -276,9 +286,22 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
 }
 
 fn send(wire: tiny_http::Request, response: Response, request_id: &str) {
-    let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
+    let length = usize::try_from(response.body_len()).ok();
+    let body: Box<dyn std::io::Read + Send> = match &response.file {
+        // A kept output streams from its open file; `Content-Length` is
+        // its length, so the connection stays reusable.
+        Some(file) => Box::new(FileReader(file.file.clone()).take(file.len)),
+        None => Box::new(std::io::Cursor::new(response.body)),
+    };
+    let mut out = tiny_http::Response::new(
+        tiny_http::StatusCode(response.status),
+        Vec::new(),
+        body,
+        length,
+        None,
+    );
     let mut headers = vec![
-        ("Content-Type", response.content_type.to_owned()),
+        ("Content-Type", response.content_type.into_owned()),
         ("X-Request-Id", request_id.to_owned()),
         ("X-Content-Type-Options", "nosniff".to_owned()),
     ];

@@ -20,6 +20,7 @@ fn status_of_kind(kind: ErrorKind) -> u16 {
         ErrorKind::Forbidden => 403,
         ErrorKind::NotFound => 404,
         ErrorKind::Conflict => 409,
+        ErrorKind::Gone => 410,
         ErrorKind::Limited => 429,
         ErrorKind::Internal => 500,
         ErrorKind::Upstream => 502,
@@ -69,6 +70,7 @@ fn public_message(err: &Error) -> String {
         | ErrorKind::Forbidden
         | ErrorKind::NotFound
         | ErrorKind::Conflict
+        | ErrorKind::Gone
         | ErrorKind::Limited => err.to_string(),
     }
 }
@@ -182,6 +184,7 @@ mod tests {
             ("storage_unavailable", 503),
             ("insufficient_storage", 507),
             ("workers_failing", 503),
+            ("output_expired", 410),
         ];
         assert_eq!(ErrorCode::ALL.len(), expected.len(), "a code without a row");
         for code in ErrorCode::ALL {

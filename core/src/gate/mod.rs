@@ -5,13 +5,15 @@
 //!
 //! Submodules add the operations of one area each: [`pricing`] (catalogs
 //! and estimates), [`generate`] (submit, read, cancel jobs), [`work`]
-//! (the worker step), `identity` (keys, agents, tokens) and `external`
-//! (the external identity exchange, "Sign in with Moltbook").
+//! (the worker step), [`media`] (kept outputs: serving, the retention
+//! sweep), `identity` (keys, agents, tokens) and `external` (the external
+//! identity exchange, "Sign in with Moltbook").
 
 mod decide;
 mod external;
 pub mod generate;
 mod identity;
+pub mod media;
 mod pricing;
 pub mod webhooks;
 pub mod work;
@@ -43,9 +45,6 @@ pub const JOB_DEADLINE_MS_DEFAULT: i64 = 30 * 60 * 1000;
 /// How much longer than its job a hold lives, by default: 10 minutes. The
 /// job machine releases first; the ledger's own expiry is only a backstop.
 pub const HOLD_GRACE_MS_DEFAULT: i64 = 10 * 60 * 1000;
-
-/// How long kept outputs are served, by default: 7 days.
-pub const MEDIA_RETENTION_MS_DEFAULT: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// Gate settings beyond the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,12 +100,13 @@ pub struct Gate {
     unrecorded: work::Unrecorded,
     /// Calls in flight per provider instance.
     slots: work::ProviderSlots,
-    /// Where finished jobs' outputs are kept, if anywhere.
-    media: Option<Arc<dyn MediaStore>>,
-    /// How long kept outputs are served.
-    media_retention_ms: i64,
     /// How the worker steps have been going.
     step_health: work::StepHealth,
+    /// Where outputs are kept before a job succeeds (none: outputs are
+    /// recorded as the provider gave them).
+    media: Option<Arc<dyn MediaStore>>,
+    /// How long kept outputs are served after their job succeeded.
+    media_retention_ms: i64,
 }
 
 /// An external identity provider configured on a gate: how its tokens are
@@ -130,9 +130,9 @@ impl Gate {
             identity_providers: Vec::new(),
             unrecorded: work::Unrecorded::default(),
             slots: work::ProviderSlots::default(),
-            media: None,
-            media_retention_ms: MEDIA_RETENTION_MS_DEFAULT,
             step_health: work::StepHealth::default(),
+            media: None,
+            media_retention_ms: media::MEDIA_RETENTION_MS_DEFAULT,
         })
     }
 
@@ -170,15 +170,6 @@ impl Gate {
     /// shipped scenarios, under the name `fixture`).
     pub fn with_providers(mut self, providers: ProviderRegistry) -> Gate {
         self.providers = providers;
-        self
-    }
-
-    /// Keeps finished jobs' outputs in `store`, served for `retention_ms`
-    /// (by default none: remote outputs are recorded under their upstream
-    /// URLs and inline ones fail the job as `output_not_kept`).
-    pub fn with_media_store(mut self, store: Arc<dyn MediaStore>, retention_ms: i64) -> Gate {
-        self.media = Some(store);
-        self.media_retention_ms = retention_ms.max(1);
         self
     }
 

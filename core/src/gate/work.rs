@@ -526,6 +526,17 @@ impl Gate {
             })
             .map(|(id, _, _, decision)| (id.clone(), decision.clone()))
             .collect();
+        // Files kept for answers that may not get recorded: removed unless
+        // their success commits (or the answer is remembered for later).
+        let kept_files: HashMap<String, Vec<String>> = decisions
+            .iter()
+            .filter_map(|(id, _, _, decision)| match decision {
+                Decision::Kept { files, .. } if !files.is_empty() => {
+                    Some((id.clone(), files.iter().map(|f| f.path.clone()).collect()))
+                }
+                _ => None,
+            })
+            .collect();
         let now = self.clock.now();
         let first_poll = self.settings.poll_interval_ms_min;
         let retention_ms = self.media_retention_ms;
@@ -585,9 +596,15 @@ impl Gate {
                 for (id, answer) in answers {
                     self.unrecorded.keep(id, answer);
                 }
+                self.remove_unremembered(&kept_files, |_| true);
                 return Err(err);
             }
         };
+        self.remove_unremembered(&kept_files, |job_id| {
+            !applied
+                .iter()
+                .any(|(id, outcome)| id == job_id && *outcome == Applied::Succeeded)
+        });
         report.next_due = next_due;
         let mut answers: HashMap<String, Decision> = answers.into_iter().collect();
         for (job_id, outcome) in applied {
@@ -610,6 +627,27 @@ impl Gate {
             }
         }
         Ok(report)
+    }
+
+    /// Removes the kept files of the jobs `unrecorded_success` picks whose
+    /// answer is not remembered for a later step (best effort: a file left
+    /// behind is only disk, never served without its record).
+    fn remove_unremembered(
+        &self,
+        kept_files: &HashMap<String, Vec<String>>,
+        unrecorded_success: impl Fn(&str) -> bool,
+    ) {
+        let Some(store) = &self.media else {
+            return;
+        };
+        let remembered: HashSet<String> = self.unrecorded.job_ids().into_iter().collect();
+        for (job_id, paths) in kept_files {
+            if unrecorded_success(job_id) && !remembered.contains(job_id) {
+                for path in paths {
+                    let _ = store.remove(path);
+                }
+            }
+        }
     }
 
     /// Makes every claimed job's call and sends every taken upstream
@@ -1255,18 +1293,19 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
     Ok(JobStatus::Succeeded)
 }
 
-/// Records the files a success kept (none for served or unkept outputs).
+/// Records the files a success kept (none for served or unkept outputs),
+/// served until `retention_ms` from now.
 fn record_kept_files(
-    _tx: &Tx<'_>,
-    _job_id: &str,
+    tx: &Tx<'_>,
+    job_id: &str,
     files: &[crate::media::KeptFile],
-    _now: UnixMillis,
-    _retention_ms: i64,
+    now: UnixMillis,
+    retention_ms: i64,
 ) -> Result<()> {
     if files.is_empty() {
         return Ok(());
     }
-    Err(Error::internal("MERGE: media::record"))
+    crate::media::records::record(tx, job_id, files, now, now.saturating_add(retention_ms))
 }
 
 /// A job's stored request and estimate, decoded for a provider call.
