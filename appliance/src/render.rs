@@ -605,6 +605,7 @@ mod tests {
             "estimate",
             "hold_id",
             "provider",
+            "upstream_model",
             "submit_attempts",
             "polls",
             "output_url_base",
