@@ -135,6 +135,24 @@ impl Sandbox {
         start_server(command)
     }
 
+    /// [`Sandbox::serve`] with extra environment variables (a provider's
+    /// credential, a webhook secret).
+    pub fn serve_env(&self, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut command = self.command(&["serve", "--listen", "127.0.0.1:0"]);
+        command.args(args);
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        start_server(command)
+    }
+
+    /// Writes `text` to `name` in the sandbox directory; its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir().join(name);
+        std::fs::write(&path, text).expect("write a sandbox file");
+        path
+    }
+
     /// [`Sandbox::serve`] with the server's open-file limit
     /// (`RLIMIT_NOFILE`) lowered to `fd_limit` (through `sh -c ulimit`).
     pub fn serve_with_fd_limit(&self, fd_limit: u32, args: &[&str]) -> Server {
