@@ -582,7 +582,12 @@ fn the_upstream_catalog_sells_the_rynjer_models_at_the_rynjer_prices() {
             spec.provider
         );
         assert!(!spec.upstream_model.is_empty(), "{}", spec.model);
-        assert!(!spec.note.contains("fixture"), "{}: {}", spec.model, spec.note);
+        assert!(
+            !spec.note.contains("fixture"),
+            "{}: {}",
+            spec.model,
+            spec.note
+        );
         // Everything an agent is sold is the same: only the route and the
         // note's wording differ.
         let mut same = spec.clone();
@@ -599,7 +604,12 @@ fn the_upstream_catalog_sells_the_rynjer_models_at_the_rynjer_prices() {
                     estimate(catalog, &req)
                 };
                 let priced = priced.unwrap_or_else(|e| panic!("{req:?}: {e}"));
-                (priced.credits, priced.micros, priced.breakdown, priced.units)
+                (
+                    priced.credits,
+                    priced.micros,
+                    priced.breakdown,
+                    priced.units,
+                )
             };
             assert_eq!(price(&routed), price(&fixture), "{req:?}");
         }

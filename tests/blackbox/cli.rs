@@ -889,7 +889,10 @@ fn an_unset_credential_variable_exits_2_naming_it_and_showing_no_secret() {
             let said = format!("{}{}", run.stdout, run.stderr);
             assert!(said.contains(unset), "{unset}: {run:?}");
             for (_, value) in EXAMPLE_CREDENTIALS {
-                assert!(!said.contains(value), "{unset}: a secret was shown: {run:?}");
+                assert!(
+                    !said.contains(value),
+                    "{unset}: a secret was shown: {run:?}"
+                );
             }
         }
     }
