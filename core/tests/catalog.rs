@@ -9,14 +9,15 @@ use creditgate::pricing::catalog::{
     CATALOG_BYTES_MAX, CATALOG_MODELS_MAX, MODEL_ID_CHARS_MAX, NOTE_CHARS_MAX,
 };
 use creditgate::pricing::{
-    parse_catalog, Catalog, OptionName, OptionValue, PriceRule, PriceUnit, RuleCondition,
-    RuleEffect,
+    estimate, estimate_before_upload, parse_catalog, Catalog, EstimateRequest, ModelSpec,
+    OptionName, OptionValue, PriceRule, PriceUnit, RuleCondition, RuleEffect,
 };
 use rust_decimal::Decimal;
 use serde_json::Value;
 
 const RYNJER: &str = include_str!("../../fixtures/catalogs/rynjer.json");
 const KIWIWHALE: &str = include_str!("../../fixtures/catalogs/kiwiwhale.json");
+const RYNJER_UPSTREAMS: &str = include_str!("../../fixtures/catalogs/rynjer-upstreams.json");
 
 /// A small valid catalog that every error case below mutates.
 const BASE: &str = r#"{
@@ -358,7 +359,7 @@ fn prices_stay_exact_through_a_round_trip() {
 
 #[test]
 fn shipped_catalogs_parse_and_round_trip() {
-    for text in [RYNJER, KIWIWHALE] {
+    for text in [RYNJER, KIWIWHALE, RYNJER_UPSTREAMS] {
         let catalog = parse_catalog(text).unwrap_or_else(|e| panic!("{e}"));
         let again = serde_json::to_string_pretty(&catalog).expect("serialize");
         assert_eq!(parse_catalog(&again), Ok(catalog));
@@ -510,4 +511,107 @@ fn shape_errors_read_as_the_format_describes_itself() {
         error.message.contains("duplicate field `base_price`"),
         "{error}"
     );
+}
+
+/// The Rynjer models the routed catalog leaves out: OpenAI removed Sora 2
+/// from its API on 2026-09-24, and no other upstream serves it.
+const LEFT_OUT_OF_UPSTREAMS: [&str; 2] = ["sora-2", "sora-2-pro"];
+
+/// The requests an agent can make of `spec`: the default one, each allowed
+/// value of each option alone, and one with as many input images as the
+/// model takes.
+fn requests_of(spec: &ModelSpec) -> Vec<EstimateRequest> {
+    let bare = EstimateRequest {
+        model: spec.model.clone(),
+        ..EstimateRequest::default()
+    };
+    let mut requests = vec![bare.clone()];
+    for (name, option) in &spec.options {
+        for value in &option.allowed {
+            let mut req = bare.clone();
+            match (name, value) {
+                (OptionName::Count, OptionValue::Int(n)) => req.units.count = Some(*n),
+                (OptionName::Duration, OptionValue::Int(n)) => req.units.duration = Some(*n),
+                (OptionName::Resolution, OptionValue::Text(t)) => {
+                    req.units.resolution = Some(t.clone());
+                }
+                (OptionName::AspectRatio, OptionValue::Text(t)) => {
+                    req.units.aspect_ratio = Some(t.clone());
+                }
+                other => panic!("{}: unexpected option {other:?}", spec.model),
+            }
+            requests.push(req);
+        }
+    }
+    if spec.input_images.max > 0 {
+        let mut req = bare;
+        req.input_image_urls = (0..spec.input_images.max)
+            .map(|i| format!("https://example.com/in-{i}.png"))
+            .collect();
+        requests.push(req);
+    }
+    requests
+}
+
+#[test]
+fn the_upstream_catalog_sells_the_rynjer_models_at_the_rynjer_prices() {
+    let fixture = parse_catalog(RYNJER).expect("valid");
+    let routed = parse_catalog(RYNJER_UPSTREAMS).expect("valid");
+    assert_eq!(routed.price_version, "2026-12-01-upstreams");
+
+    // Every Rynjer model but the Sora ones, in the same order.
+    let ids = |catalog: &Catalog| -> Vec<String> {
+        catalog.models.iter().map(|m| m.model.clone()).collect()
+    };
+    let expected: Vec<String> = ids(&fixture)
+        .into_iter()
+        .filter(|id| !LEFT_OUT_OF_UPSTREAMS.contains(&id.as_str()))
+        .collect();
+    assert_eq!(ids(&routed), expected);
+    for id in LEFT_OUT_OF_UPSTREAMS {
+        assert!(fixture.model(id).is_some(), "{id} is a Rynjer model");
+    }
+
+    for spec in &routed.models {
+        let original = fixture.model(&spec.model).expect("a Rynjer model");
+        // Routed to a real upstream, never to the fixture provider.
+        assert!(
+            ["kie", "fal", "replicate", "openai"].contains(&spec.provider.as_str()),
+            "{}: provider {}",
+            spec.model,
+            spec.provider
+        );
+        assert!(!spec.upstream_model.is_empty(), "{}", spec.model);
+        assert!(
+            !spec.note.contains("fixture"),
+            "{}: {}",
+            spec.model,
+            spec.note
+        );
+        // Everything an agent is sold is the same: only the route and the
+        // note's wording differ.
+        let mut same = spec.clone();
+        same.provider.clone_from(&original.provider);
+        same.upstream_model.clone_from(&original.upstream_model);
+        same.note.clone_from(&original.note);
+        assert_eq!(&same, original, "{}", spec.model);
+
+        for req in requests_of(original) {
+            let price = |catalog: &Catalog| {
+                let priced = if req.input_image_urls.is_empty() {
+                    estimate_before_upload(catalog, &req)
+                } else {
+                    estimate(catalog, &req)
+                };
+                let priced = priced.unwrap_or_else(|e| panic!("{req:?}: {e}"));
+                (
+                    priced.credits,
+                    priced.micros,
+                    priced.breakdown,
+                    priced.units,
+                )
+            };
+            assert_eq!(price(&routed), price(&fixture), "{req:?}");
+        }
+    }
 }

@@ -785,3 +785,117 @@ fn matches_sample(shown: &str, printed: &str) -> bool {
     }
     rest.ends_with(last)
 }
+
+/// The shipped example providers file.
+fn example_providers() -> String {
+    format!(
+        "{}/../fixtures/providers/example.json",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// Every credential variable the example providers file names, each with a
+/// fake value no output may ever show.
+const EXAMPLE_CREDENTIALS: [(&str, &str); 5] = [
+    ("KIE_API_KEY", "kie-fake-3f9c1e"),
+    ("FAL_KEY", "fal-fake-8b27d4"),
+    ("REPLICATE_API_TOKEN", "r8_fake_51ac0e"),
+    ("OPENAI_API_KEY", "sk-fake-c70b2a"),
+    ("OPENROUTER_API_KEY", "sk-or-fake-94e6f1"),
+];
+
+/// Runs `args` with the example credentials set, except `unset`, and with
+/// no providers file from the environment.
+fn with_example_credentials(sb: &Sandbox, args: &[&str], unset: Option<&str>) -> Run {
+    let mut command = sb.command(args);
+    command.env_remove("CREDITGATE_PROVIDERS");
+    for (var, value) in EXAMPLE_CREDENTIALS {
+        if Some(var) == unset {
+            command.env_remove(var);
+        } else {
+            command.env(var, value);
+        }
+    }
+    Run::from(command.output().expect("run the creditgate binary"))
+}
+
+#[test]
+fn the_upstream_catalog_imports_with_the_example_providers() {
+    let sb = sandbox();
+    let catalog = catalog("rynjer-upstreams.json");
+    let providers = example_providers();
+    let run = with_example_credentials(
+        &sb,
+        &[
+            "--json",
+            "prices",
+            "import",
+            &catalog,
+            "--providers",
+            &providers,
+        ],
+        None,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.json["price_version"], "2026-12-01-upstreams", "{run:?}");
+    assert_eq!(run.json["active"], true, "{run:?}");
+    let listed = sb.ok(&["prices", "list"]);
+    assert_eq!(
+        listed["price_versions"][0]["price_version"], "2026-12-01-upstreams",
+        "{listed}"
+    );
+    assert_eq!(listed["price_versions"][0]["models"], 20, "{listed}");
+}
+
+#[test]
+fn the_upstream_catalog_without_providers_is_refused_naming_model_and_provider() {
+    let sb = sandbox();
+    let catalog = catalog("rynjer-upstreams.json");
+    let run = with_example_credentials(&sb, &["--json", "prices", "import", &catalog], None);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert_eq!(run.json["error"], "provider_not_configured", "{run:?}");
+    // The first model of the catalog, and the instance it names.
+    let message = run.json["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("google/nano-banana") && message.contains("kie"),
+        "{run:?}"
+    );
+    // Nothing was stored: there is still no price version.
+    let listed = sb.ok(&["prices", "list"]);
+    assert_eq!(listed["price_versions"], json!([]), "{listed}");
+
+    // The text form says the same on stderr.
+    let run = with_example_credentials(&sb, &["prices", "import", &catalog], None);
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(
+        run.stderr.contains("google/nano-banana") && run.stderr.contains("provider kie"),
+        "{run:?}"
+    );
+}
+
+#[test]
+fn an_unset_credential_variable_exits_2_naming_it_and_showing_no_secret() {
+    let sb = sandbox();
+    let catalog = catalog("rynjer-upstreams.json");
+    let providers = example_providers();
+    for (unset, _) in EXAMPLE_CREDENTIALS {
+        for json in [false, true] {
+            let mut args = vec!["prices", "import", &catalog, "--providers", &providers];
+            if json {
+                args.insert(0, "--json");
+            }
+            let run = with_example_credentials(&sb, &args, Some(unset));
+            assert_eq!(run.code, 2, "{unset}: {run:?}");
+            let said = format!("{}{}", run.stdout, run.stderr);
+            assert!(said.contains(unset), "{unset}: {run:?}");
+            for (_, value) in EXAMPLE_CREDENTIALS {
+                assert!(
+                    !said.contains(value),
+                    "{unset}: a secret was shown: {run:?}"
+                );
+            }
+        }
+    }
+    // It stopped before opening the database: nothing was created.
+    assert!(!sb.db().exists(), "a database was created");
+}
