@@ -236,22 +236,31 @@ fn main() {
     }
     let mut latencies = probe.join().expect("probe");
     latencies.sort();
-    let succeeded = gate
-        .jobs(&creditgate::JobFilter {
+    let unsuccessful: usize = [
+        creditgate::JobStatus::Failed,
+        creditgate::JobStatus::Expired,
+        creditgate::JobStatus::Canceled,
+    ]
+    .into_iter()
+    .map(|status| {
+        gate.jobs(&creditgate::JobFilter {
             account_id: Some(account.clone()),
-            status: Some(creditgate::JobStatus::Succeeded),
+            status: Some(status),
             limit: creditgate::jobs::JOBS_LIST_MAX,
         })
         .expect("list")
-        .len();
+        .len()
+    })
+    .sum();
+    let charged = gate.balance(&account).expect("balance");
     let report = gate.verify_ledger().expect("verify");
 
     println!(
-        "creditgate: {} in {:.1} s ({} of the first {} listed succeeded); ledger verify: {}",
+        "creditgate: {} in {:.1} s; {} did not succeed; {} credits still held; ledger verify: {}",
         if settled { "every job settled" } else { "NOT ALL JOBS SETTLED" },
         elapsed.as_secs_f64(),
-        succeeded,
-        creditgate::jobs::JOBS_LIST_MAX,
+        unsuccessful,
+        creditgate::money::to_credits(charged.pending),
         if report.is_ok() { "ok" } else { "VIOLATIONS" },
     );
     println!(
