@@ -123,6 +123,17 @@ fn a_failing_output_leaves_nothing_of_the_call_behind() {
         .expect_err("over the per-file limit");
     assert_eq!(permanent_code(&err), OUTPUT_TOO_LARGE);
     assert!(files_under(&dir.path().join("media")).is_empty());
+
+    // A provider instance's own `download_bytes_max` bounds it further.
+    let mut png = PNG.to_vec();
+    png.resize(600, 0);
+    let err = store
+        .keep_at_most(JOB, "image", &[inline(&png, "image/png")], 500)
+        .expect_err("over the instance's limit");
+    assert_eq!(permanent_code(&err), OUTPUT_TOO_LARGE);
+    store
+        .keep_at_most(JOB, "image", &[inline(&png, "image/png")], 700)
+        .expect("within both limits");
 }
 
 #[test]

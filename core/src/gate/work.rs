@@ -954,7 +954,12 @@ impl Gate {
                 ),
             };
         };
-        let kept = store.keep(&job.id, &job.product, &completion.artifacts);
+        let kept = store.keep_at_most(
+            &job.id,
+            &job.product,
+            &completion.artifacts,
+            self.providers.download_bytes_max(&job.provider),
+        );
         let context = KeepContext {
             task_id,
             pending_outputs: PendingOutputs::of(&completion),

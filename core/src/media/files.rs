@@ -50,6 +50,7 @@ pub const CONNECT_TIMEOUT_MS_DEFAULT: i64 = 10_000;
 /// The longest job id the store makes a folder of.
 pub const JOB_ID_CHARS_MAX: usize = 64;
 /// Bytes copied per read.
+#[cfg(feature = "http")]
 const CHUNK_BYTES: usize = 64 * 1024;
 /// The name prefix of a file being written.
 const TEMP_PREFIX: &str = ".part-";
@@ -170,11 +171,12 @@ impl FileMediaStore {
         idx: usize,
         artifact: &Artifact,
         deadline: Instant,
+        limit: u64,
     ) -> std::result::Result<KeptFile, KeepError> {
         match artifact {
             Artifact::Inline { bytes, mime } => {
-                if bytes.len() as u64 > self.settings.file_bytes_max {
-                    return Err(too_large(self.settings.file_bytes_max));
+                if bytes.len() as u64 > limit {
+                    return Err(too_large(limit));
                 }
                 let head = &bytes[..bytes.len().min(SNIFF_BYTES_MAX)];
                 let mime = check_type(product, Some(mime), head)?;
@@ -183,7 +185,7 @@ impl FileMediaStore {
                 self.finish(sink, job_id, idx, mime, None)
             }
             Artifact::Remote { url, mime } => {
-                self.keep_remote(job_id, product, idx, url, mime.as_deref(), deadline)
+                self.keep_remote(job_id, product, idx, url, mime.as_deref(), deadline, limit)
             }
             Artifact::Hosted(_) => Err(KeepError::permanent(
                 MEDIA_STORE_FAILED,
@@ -201,6 +203,7 @@ impl FileMediaStore {
         url: &str,
         announced: Option<&str>,
         deadline: Instant,
+        limit: u64,
     ) -> std::result::Result<KeptFile, KeepError> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -211,8 +214,8 @@ impl FileMediaStore {
         }
         let download = self.fetcher.open(url, left)?;
         if let Some(length) = download.length {
-            if length > self.settings.file_bytes_max {
-                return Err(too_large(self.settings.file_bytes_max));
+            if length > limit {
+                return Err(too_large(limit));
             }
         }
         // The upstream's own type when it names one, else what it answered
@@ -228,7 +231,7 @@ impl FileMediaStore {
             check_type(product, announced.as_deref(), b"")?;
         }
         let mut sink = self.sink(job_id)?;
-        let mut body = download.body.take(self.settings.file_bytes_max + 1);
+        let mut body = download.body.take(limit.saturating_add(1));
         let mut chunk = vec![0u8; CHUNK_BYTES];
         loop {
             let n = match body.read(&mut chunk) {
@@ -237,8 +240,8 @@ impl FileMediaStore {
                 Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(err) => return Err(super::fetch::broken_off(&err)),
             };
-            if sink.bytes + n as u64 > self.settings.file_bytes_max {
-                return Err(too_large(self.settings.file_bytes_max));
+            if sink.bytes + n as u64 > limit {
+                return Err(too_large(limit));
             }
             sink.write(&chunk[..n])?;
         }
@@ -255,6 +258,7 @@ impl FileMediaStore {
         _url: &str,
         _announced: Option<&str>,
         _deadline: Instant,
+        _limit: u64,
     ) -> std::result::Result<KeptFile, KeepError> {
         Err(KeepError::permanent(
             MEDIA_STORE_FAILED,
@@ -361,6 +365,17 @@ impl MediaStore for FileMediaStore {
         product: &str,
         artifacts: &[Artifact],
     ) -> std::result::Result<Vec<KeptFile>, KeepError> {
+        self.keep_at_most(job_id, product, artifacts, u64::MAX)
+    }
+
+    fn keep_at_most(
+        &self,
+        job_id: &str,
+        product: &str,
+        artifacts: &[Artifact],
+        bytes_max: u64,
+    ) -> std::result::Result<Vec<KeptFile>, KeepError> {
+        let limit = bytes_max.min(self.settings.file_bytes_max);
         let valid = !job_id.is_empty()
             && job_id.len() <= JOB_ID_CHARS_MAX
             && job_id
@@ -376,7 +391,7 @@ impl MediaStore for FileMediaStore {
         let deadline = Instant::now() + Duration::from_millis(self.settings.keep_timeout_ms as u64);
         let mut kept: Vec<KeptFile> = Vec::with_capacity(artifacts.len());
         for (idx, artifact) in artifacts.iter().enumerate() {
-            match self.keep_one(job_id, product, idx, artifact, deadline) {
+            match self.keep_one(job_id, product, idx, artifact, deadline, limit) {
                 Ok(file) => kept.push(file),
                 Err(err) => {
                     for file in &kept {

@@ -109,6 +109,20 @@ pub trait MediaStore: Send + Sync + std::fmt::Debug {
         artifacts: &[Artifact],
     ) -> Result<Vec<KeptFile>, KeepError>;
 
+    /// [`MediaStore::keep`] with each file at most `bytes_max` (the
+    /// provider instance's `download_bytes_max`) as well as the store's own
+    /// bound. A store without a bound of its own keeps as `keep` does.
+    fn keep_at_most(
+        &self,
+        job_id: &str,
+        product: &str,
+        artifacts: &[Artifact],
+        bytes_max: u64,
+    ) -> Result<Vec<KeptFile>, KeepError> {
+        let _ = bytes_max;
+        self.keep(job_id, product, artifacts)
+    }
+
     /// The longest one [`MediaStore::keep`] may take, in milliseconds; a
     /// claimed job's lease covers it.
     fn keep_timeout_ms(&self) -> i64;

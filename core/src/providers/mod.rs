@@ -457,6 +457,8 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone, Default)]
 pub struct ProviderRegistry {
     providers: BTreeMap<String, Arc<dyn Provider>>,
+    /// The largest output each instance may hand back, where configured.
+    download_bytes_max: BTreeMap<String, u64>,
 }
 
 impl ProviderRegistry {
@@ -479,6 +481,20 @@ impl ProviderRegistry {
     /// Registers `provider` under `name`, replacing any other.
     pub fn insert(&mut self, name: &str, provider: Arc<dyn Provider>) {
         self.providers.insert(name.to_owned(), provider);
+    }
+
+    /// Bounds the outputs kept from the instance `name` to `bytes` each.
+    pub fn set_download_bytes_max(&mut self, name: &str, bytes: u64) {
+        self.download_bytes_max.insert(name.to_owned(), bytes);
+    }
+
+    /// The largest output the instance `name` may hand back (no bound of
+    /// its own: `u64::MAX`, the media store's bound applies).
+    pub fn download_bytes_max(&self, name: &str) -> u64 {
+        self.download_bytes_max
+            .get(name)
+            .copied()
+            .unwrap_or(u64::MAX)
     }
 
     /// The provider registered under `name`.

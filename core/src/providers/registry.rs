@@ -34,6 +34,7 @@ pub fn build(
             kind => adapter(kind, config, credential, webhook_secret, base_dir)?,
         };
         registry.insert(name, provider);
+        registry.set_download_bytes_max(name, config.download_bytes_max);
     }
     Ok(registry)
 }
