@@ -148,6 +148,10 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         ..GateSettings::default()
     };
     let providers = crate::providers::load(options.providers.as_deref(), &scenarios)?;
+    eprintln!(
+        "creditgate: providers: {}",
+        providers.names().collect::<Vec<_>>().join(", ")
+    );
     let gate = Gate::open(&options.store, Arc::new(SystemClock))
         .map_err(|err| anyhow::anyhow!(crate::render::open_error(&options.store.path, &err)))?
         .with_providers(providers)

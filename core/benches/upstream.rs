@@ -135,8 +135,8 @@ fn main() {
         submit_backoff_ms_max: 2_000,
         ..GateSettings::default()
     };
-    let media = FileMediaStore::open(MediaSettings::new(dir.path().join("media")))
-        .expect("media store");
+    let media =
+        FileMediaStore::open(MediaSettings::new(dir.path().join("media"))).expect("media store");
     let gate = Gate::open(
         &StoreOptions::new(dir.path().join("bench.db")),
         Arc::new(SystemClock),
@@ -156,7 +156,8 @@ fn main() {
         }
     }
     let imported = gate.import_catalog(&catalog.to_string()).expect("import");
-    gate.activate_price_version(&imported.version).expect("activate");
+    gate.activate_price_version(&imported.version)
+        .expect("activate");
     let account = gate
         .create_account(&NewAccount::named("bench"))
         .expect("account")
@@ -257,7 +258,11 @@ fn main() {
 
     println!(
         "creditgate: {} in {:.1} s; {} did not succeed; {} credits still held; ledger verify: {}",
-        if settled { "every job settled" } else { "NOT ALL JOBS SETTLED" },
+        if settled {
+            "every job settled"
+        } else {
+            "NOT ALL JOBS SETTLED"
+        },
         elapsed.as_secs_f64(),
         unsuccessful,
         creditgate::money::to_credits(charged.pending),

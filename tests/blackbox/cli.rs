@@ -899,3 +899,87 @@ fn an_unset_credential_variable_exits_2_naming_it_and_showing_no_secret() {
     // It stopped before opening the database: nothing was created.
     assert!(!sb.db().exists(), "a database was created");
 }
+
+#[test]
+fn providers_check_reports_credits_a_refused_key_and_an_unreachable_upstream() {
+    let kie = creditgate_standins::kie::KieStandIn::start("kie-good-key");
+    // A port nothing listens on: bound, then dropped.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let sb = Sandbox::new(env!("CARGO_BIN_EXE_creditgate"));
+    let file = sb.write(
+        "providers.json",
+        &serde_json::json!({"providers": {
+            "kie": {"kind": "kie", "base_url": kie.base_url(), "credential_env": "TEST_KIE_KEY",
+                    "timeout_ms": 2000},
+            "kie-wrong": {"kind": "kie", "base_url": kie.base_url(),
+                          "credential_env": "TEST_KIE_WRONG", "timeout_ms": 2000},
+            "gone": {"kind": "openai", "base_url": format!("http://127.0.0.1:{dead}/v1"),
+                     "timeout_ms": 2000, "connect_timeout_ms": 500}
+        }})
+        .to_string(),
+    );
+    let run = |json: bool| {
+        let mut args = vec![
+            "providers",
+            "check",
+            "--providers",
+            file.to_str().expect("path"),
+        ];
+        if json {
+            args.insert(0, "--json");
+        }
+        let out = sb
+            .command(&args)
+            .env("TEST_KIE_KEY", "kie-good-key")
+            .env("TEST_KIE_WRONG", "kie-wrong-secret")
+            .output()
+            .expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, text, err) = run(false);
+    assert_eq!(code, Some(1), "a provider is down: {text} {err}");
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.split('\t').next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}: {text}"))
+            .to_owned()
+    };
+    assert!(
+        line("kie").contains("reachable") && line("kie").contains("auth ok"),
+        "{text}"
+    );
+    assert!(
+        line("kie").contains("1234.5"),
+        "the upstream credits: {text}"
+    );
+    assert!(line("kie-wrong").contains("auth REFUSED"), "{text}");
+    assert!(line("gone").contains("UNREACHABLE"), "{text}");
+    assert!(line("fixture").contains("reachable"), "{text}");
+    assert!(
+        !text.contains("kie-wrong-secret") && !err.contains("kie-wrong-secret"),
+        "a key is never printed"
+    );
+    let (code, json, _) = run(true);
+    assert_eq!(code, Some(1));
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let by_name = |name: &str| {
+        json["providers"]
+            .as_array()
+            .expect("providers")
+            .iter()
+            .find(|p| p["provider"] == name)
+            .cloned()
+            .expect("listed")
+    };
+    assert_eq!(by_name("kie")["ok"], true);
+    assert_eq!(by_name("kie-wrong")["auth_ok"], false);
+    assert_eq!(by_name("gone")["ok"], false);
+}
