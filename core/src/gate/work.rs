@@ -376,7 +376,7 @@ impl Gate {
     /// How long a worker holds a claimed job: longer than its calls can
     /// take (a reconcile and a submission, each bounded by the slowest
     /// provider's timeout, and keeping its outputs), plus
-    /// [`LEASE_MARGIN_MS`].
+    /// `LEASE_MARGIN_MS` (30 s).
     pub fn lease_ms(&self) -> i64 {
         let keep = self
             .media

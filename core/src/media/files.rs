@@ -170,9 +170,9 @@ impl FileMediaStore {
         product: &str,
         idx: usize,
         artifact: &Artifact,
-        deadline: Instant,
-        limit: u64,
+        budget: Budget,
     ) -> std::result::Result<KeptFile, KeepError> {
+        let limit = budget.bytes_max;
         match artifact {
             Artifact::Inline { bytes, mime } => {
                 if bytes.len() as u64 > limit {
@@ -185,7 +185,7 @@ impl FileMediaStore {
                 self.finish(sink, job_id, idx, mime, None)
             }
             Artifact::Remote { url, mime } => {
-                self.keep_remote(job_id, product, idx, url, mime.as_deref(), deadline, limit)
+                self.keep_remote(job_id, product, idx, url, mime.as_deref(), budget)
             }
             Artifact::Hosted(_) => Err(KeepError::permanent(
                 MEDIA_STORE_FAILED,
@@ -202,9 +202,12 @@ impl FileMediaStore {
         idx: usize,
         url: &str,
         announced: Option<&str>,
-        deadline: Instant,
-        limit: u64,
+        budget: Budget,
     ) -> std::result::Result<KeptFile, KeepError> {
+        let Budget {
+            deadline,
+            bytes_max: limit,
+        } = budget;
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(KeepError::transient(format!(
@@ -257,8 +260,7 @@ impl FileMediaStore {
         idx: usize,
         _url: &str,
         _announced: Option<&str>,
-        _deadline: Instant,
-        _limit: u64,
+        _budget: Budget,
     ) -> std::result::Result<KeptFile, KeepError> {
         Err(KeepError::permanent(
             MEDIA_STORE_FAILED,
@@ -358,6 +360,15 @@ impl FileMediaStore {
     }
 }
 
+/// What one `keep` may still spend: time, and bytes per file.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    // Only downloads (feature `http`) spend time.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))]
+    deadline: Instant,
+    bytes_max: u64,
+}
+
 impl MediaStore for FileMediaStore {
     fn keep(
         &self,
@@ -391,7 +402,11 @@ impl MediaStore for FileMediaStore {
         let deadline = Instant::now() + Duration::from_millis(self.settings.keep_timeout_ms as u64);
         let mut kept: Vec<KeptFile> = Vec::with_capacity(artifacts.len());
         for (idx, artifact) in artifacts.iter().enumerate() {
-            match self.keep_one(job_id, product, idx, artifact, deadline, limit) {
+            let budget = Budget {
+                deadline,
+                bytes_max: limit,
+            };
+            match self.keep_one(job_id, product, idx, artifact, budget) {
                 Ok(file) => kept.push(file),
                 Err(err) => {
                     for file in &kept {

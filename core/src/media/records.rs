@@ -1,8 +1,8 @@
 //! The `media_files` table: one row per kept output, written in the
-//! worker's success transaction ([`record`]), marked removed by the
-//! retention sweep ([`expire_due`], which hands back the paths for the
+//! worker's success transaction (`record`), marked removed by the
+//! retention sweep (`expire_due`, which hands back the paths for the
 //! caller to delete outside the transaction) and read to serve a file
-//! ([`find`]) or show a job's files to the operator ([`for_job`]). This
+//! (`find`) or show a job's files to the operator (`for_job`). This
 //! module alone writes `media_files`. Nothing here touches the ledger.
 
 use rusqlite::{params, OptionalExtension};
