@@ -983,3 +983,48 @@ fn providers_check_reports_credits_a_refused_key_and_an_unreachable_upstream() {
     assert_eq!(by_name("kie-wrong")["auth_ok"], false);
     assert_eq!(by_name("gone")["ok"], false);
 }
+
+#[test]
+fn serve_refuses_to_start_while_a_catalog_in_force_routes_to_an_unconfigured_provider() {
+    let sb = sandbox();
+    let catalog = catalog("rynjer-upstreams.json");
+    let providers = example_providers();
+    let run = with_example_credentials(
+        &sb,
+        &["prices", "import", &catalog, "--providers", &providers],
+        None,
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    // The same database, served without the providers file.
+    let mut child = sb
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("CREDITGATE_PROVIDERS")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve started although its catalog routes to kie, which is not configured");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read");
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("not configured") && stderr.contains("kie"),
+        "says which provider: {stderr}"
+    );
+    assert!(stderr.contains("--providers"), "says what to do: {stderr}");
+}
