@@ -414,6 +414,29 @@ impl std::fmt::Display for Credential {
     }
 }
 
+/// The credential an adapter cannot work without: present and not blank,
+/// else [`Error::InvalidRequest`] on `credential_env` saying `what` it is.
+pub fn required_credential(
+    config: &ProviderConfig,
+    credential: Option<Credential>,
+    what: &str,
+) -> Result<Credential> {
+    match credential {
+        Some(credential) if !credential.expose().trim().is_empty() => Ok(credential),
+        Some(_) => Err(Error::invalid(
+            &format!("providers.{}.credential_env", config.name),
+            format!("the variable holding {what} is empty"),
+        )),
+        None => Err(Error::invalid(
+            &format!("providers.{}.credential_env", config.name),
+            format!(
+                "a {} instance needs {what} in the named variable",
+                config.kind.as_str()
+            ),
+        )),
+    }
+}
+
 /// Reads `config`'s credential (and webhook secret) through `lookup` (the
 /// environment, in the appliance). A named variable that is unset or empty
 /// is [`Error::InvalidRequest`] naming the variable, never its value.

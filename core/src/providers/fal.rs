@@ -53,13 +53,13 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::config::{Credential, ProviderConfig};
+use super::config::{required_credential, Credential, ProviderConfig};
 use super::http::{summary, Answer, Auth, HttpClient, Method};
 use super::{
     check_task_id, Artifact, CheckReport, Completion, PollStatus, Provider, ProviderError,
     ProviderJob, Submission,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The longest upstream model id (`owner/app[/path]`), in characters.
 pub const MODEL_ID_CHARS_MAX: usize = 256;
@@ -95,18 +95,7 @@ impl FalProvider {
     /// An adapter for `config`'s fal instance. The credential (`FAL_KEY`)
     /// is required.
     pub fn new(config: &ProviderConfig, credential: Option<Credential>) -> Result<Self> {
-        let credential = credential.ok_or_else(|| {
-            Error::invalid(
-                &format!("providers.{}.credential_env", config.name),
-                "a fal instance needs its key (FAL_KEY) in the named variable",
-            )
-        })?;
-        if credential.expose().trim().is_empty() {
-            return Err(Error::invalid(
-                &format!("providers.{}.credential_env", config.name),
-                "the variable holding the fal key is empty",
-            ));
-        }
+        let credential = required_credential(config, credential, "its key (FAL_KEY)")?;
         Ok(FalProvider {
             client: HttpClient::new(config, Auth::Key(credential))?,
             timeout_ms: config.timeout_ms,

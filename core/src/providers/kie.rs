@@ -59,13 +59,13 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::config::{Credential, ProviderConfig};
+use super::config::{required_credential, Credential, ProviderConfig};
 use super::http::{summary, Answer, Auth, HttpClient};
 use super::{
     check_task_id, Artifact, CheckReport, Completion, PollStatus, Provider, ProviderError,
     ProviderJob, Reconciled, Submission, Usage, PROVIDER_OUTPUTS_MAX,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The most bytes a callback body may have to be read.
 pub const CALLBACK_BYTES_MAX: usize = 1024 * 1024;
@@ -168,12 +168,7 @@ impl KieProvider {
     /// An adapter for `config`'s account. kie takes a key: without one this
     /// is [`Error::InvalidRequest`].
     pub fn new(config: &ProviderConfig, credential: Option<Credential>) -> Result<Self> {
-        let credential = credential.ok_or_else(|| {
-            Error::invalid(
-                &format!("providers.{}.credential_env", config.name),
-                "a kie instance needs its API key",
-            )
-        })?;
+        let credential = required_credential(config, credential, "its API key")?;
         Ok(KieProvider {
             client: HttpClient::new(config, Auth::Bearer(credential.clone()))?,
             credential,
@@ -183,30 +178,7 @@ impl KieProvider {
     }
 
     fn redact(&self, err: ProviderError) -> ProviderError {
-        let secret = self.credential.expose();
-        let clean = |text: String| {
-            if secret.is_empty() {
-                text
-            } else {
-                text.replace(secret, "<redacted>")
-            }
-        };
-        match err {
-            ProviderError::NotSent {
-                message,
-                retry_after_ms,
-            } => ProviderError::NotSent {
-                message: clean(message),
-                retry_after_ms,
-            },
-            ProviderError::OutcomeUnknown { message } => ProviderError::OutcomeUnknown {
-                message: clean(message),
-            },
-            ProviderError::Permanent { code, message } => ProviderError::Permanent {
-                code,
-                message: clean(message),
-            },
-        }
+        err.redacted(self.credential.expose())
     }
 
     fn submit_inner(

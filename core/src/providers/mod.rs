@@ -364,6 +364,36 @@ impl ProviderError {
             message: message.into(),
         }
     }
+
+    /// This error with `secret` (a credential an upstream echoed) blotted
+    /// out of its message.
+    pub fn redacted(self, secret: &str) -> ProviderError {
+        match self {
+            ProviderError::NotSent {
+                message,
+                retry_after_ms,
+            } => ProviderError::NotSent {
+                message: redact(message, secret),
+                retry_after_ms,
+            },
+            ProviderError::OutcomeUnknown { message } => ProviderError::OutcomeUnknown {
+                message: redact(message, secret),
+            },
+            ProviderError::Permanent { code, message } => ProviderError::Permanent {
+                code,
+                message: redact(message, secret),
+            },
+        }
+    }
+}
+
+/// `text` with `secret` blotted out (an empty secret changes nothing).
+pub fn redact(text: String, secret: &str) -> String {
+    if secret.is_empty() || !text.contains(secret) {
+        text
+    } else {
+        text.replace(secret, "<redacted>")
+    }
 }
 
 /// What a provider's cheapest read found (`creditgate providers check`).

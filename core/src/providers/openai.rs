@@ -109,29 +109,15 @@ impl OpenAiProvider {
     /// `text` with the credential, should an upstream echo it, blotted out.
     fn redact(&self, text: String) -> String {
         match &self.credential {
-            Some(secret) if !secret.expose().is_empty() => {
-                text.replace(secret.expose(), "<redacted>")
-            }
-            _ => text,
+            Some(secret) => super::redact(text, secret.expose()),
+            None => text,
         }
     }
 
     fn redact_error(&self, err: ProviderError) -> ProviderError {
-        match err {
-            ProviderError::NotSent {
-                message,
-                retry_after_ms,
-            } => ProviderError::NotSent {
-                message: self.redact(message),
-                retry_after_ms,
-            },
-            ProviderError::OutcomeUnknown { message } => ProviderError::OutcomeUnknown {
-                message: self.redact(message),
-            },
-            ProviderError::Permanent { code, message } => ProviderError::Permanent {
-                code,
-                message: self.redact(message),
-            },
+        match &self.credential {
+            Some(secret) => err.redacted(secret.expose()),
+            None => err,
         }
     }
 

@@ -56,13 +56,13 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
 use sha2::Sha256;
 
-use super::config::{Credential, ProviderConfig};
+use super::config::{required_credential, Credential, ProviderConfig};
 use super::http::{summary, Answer, Auth, HttpClient};
 use super::{
     check_task_id, Artifact, CheckReport, Completion, PollStatus, Provider, ProviderError,
     ProviderJob, Submission,
 };
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// The longest `Prefer: wait` Replicate honours, in seconds.
 pub const PREFER_WAIT_SECS_MAX: u32 = 60;
@@ -102,18 +102,7 @@ impl ReplicateProvider {
     /// [`PREFER_WAIT_SECS_MAX`] and to fit the call timeout with
     /// [`PREFER_WAIT_MARGIN_SECS`] to spare; nothing left turns it off.
     pub fn new(config: &ProviderConfig, credential: Option<Credential>) -> Result<Self> {
-        let credential = credential.ok_or_else(|| {
-            Error::invalid(
-                &format!("providers.{}.credential_env", config.name),
-                "a replicate instance needs its API token in the named variable",
-            )
-        })?;
-        if credential.expose().trim().is_empty() {
-            return Err(Error::invalid(
-                &format!("providers.{}.credential_env", config.name),
-                "the variable holding the Replicate token is empty",
-            ));
-        }
+        let credential = required_credential(config, credential, "its API token")?;
         let room = config.timeout_ms / 1000 - PREFER_WAIT_MARGIN_SECS;
         let wait_secs = config
             .wait_secs
