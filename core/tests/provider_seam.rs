@@ -736,3 +736,27 @@ fn a_catalog_routed_to_an_unconfigured_provider_is_refused_naming_both() {
         "nothing stored"
     );
 }
+
+#[test]
+fn fewer_images_than_were_priced_are_charged_as_delivered() {
+    // An upstream that ignores `num_images` and answers one image of four.
+    let fx = fx();
+    let body = json!({"request_id": "r", "model": "z-image", "prompt": "[sync-remote] a cat",
+                      "count": 4});
+    let job = fx.gate.submit(&fx.account, &body).expect("submit").job;
+    assert_eq!(job.estimate_micros, 80_000_000, "four images held");
+    fx.step_after(0);
+    let done = fx.job(&job);
+    assert_eq!(
+        done.status,
+        JobStatus::Succeeded,
+        "{:?}",
+        done.error_message
+    );
+    assert_eq!(done.outputs.len(), 1);
+    assert_eq!(done.charged_micros, Some(20_000_000), "one image charged");
+    let balance = fx.gate.balance(&fx.account).expect("balance");
+    assert_eq!(balance.pending, 0);
+    assert_eq!(balance.available, 1_000_000_000 - 20_000_000);
+    common::assert_verified(&fx.gate);
+}

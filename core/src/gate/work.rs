@@ -870,7 +870,14 @@ impl Gate {
                     usage,
                     charge_micros: _,
                 } => Decision::Kept {
-                    charge_micros: self.usage_charge(job, usage.as_ref()),
+                    // The least of what was used and what was delivered.
+                    charge_micros: [
+                        self.usage_charge(job, usage.as_ref()),
+                        self.delivery_charge(job, context.estimate.units.count, outputs.len()),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .min(),
                     task_id,
                     outputs,
                     files,
@@ -897,6 +904,25 @@ impl Gate {
             usage.media_ms.unwrap_or(0),
             job.estimate_micros,
         ))
+    }
+
+    /// What a success costs when the upstream delivered fewer images than
+    /// were priced (`count` 4, three images): the estimate scaled to what
+    /// was delivered, rounded up to the micro-credit; `None` when all were
+    /// delivered or the model is not priced per image.
+    fn delivery_charge(&self, job: &Job, priced: Option<u32>, delivered: usize) -> Option<i64> {
+        let priced = i128::from(priced?);
+        let delivered = i128::try_from(delivered).ok()?;
+        if delivered >= priced || priced == 0 {
+            return None;
+        }
+        let catalog = self.catalog_version(&job.price_version).ok()?;
+        let model = catalog.models.iter().find(|m| m.model == job.model)?;
+        if model.unit != crate::pricing::PriceUnit::Image {
+            return None;
+        }
+        let scaled = (i128::from(job.estimate_micros) * delivered + priced - 1) / priced;
+        i64::try_from(scaled).ok()
     }
 
     /// Keeps a finished job's outputs: served ones as they are; the others
