@@ -508,6 +508,9 @@ fn without_a_media_store_remote_outputs_are_recorded_as_they_are_and_inline_ones
 struct FlakyStore {
     transient: Mutex<u32>,
     kept: Mutex<u32>,
+    /// Every kept file at this path (to make one job's record fail).
+    fixed_path: Option<String>,
+    removed: Mutex<Vec<String>>,
 }
 
 impl MediaStore for FlakyStore {
@@ -529,7 +532,10 @@ impl MediaStore for FlakyStore {
             .iter()
             .enumerate()
             .map(|(index, artifact)| KeptFile {
-                path: format!("{job_id}/{index}.png"),
+                path: self
+                    .fixed_path
+                    .clone()
+                    .unwrap_or_else(|| format!("{job_id}/{index}.png")),
                 name: format!("{index}.png"),
                 mime: "image/png".into(),
                 bytes: 8,
@@ -550,7 +556,8 @@ impl MediaStore for FlakyStore {
         None
     }
 
-    fn remove(&self, _path: &str) -> std::io::Result<()> {
+    fn remove(&self, path: &str) -> std::io::Result<()> {
+        self.removed.lock().expect("lock").push(path.to_owned());
         Ok(())
     }
 }
@@ -560,6 +567,8 @@ fn a_download_that_fails_for_now_is_collected_later_without_asking_the_upstream_
     let store = Arc::new(FlakyStore {
         transient: Mutex::new(2),
         kept: Mutex::new(0),
+        fixed_path: None,
+        removed: Mutex::new(Vec::new()),
     });
     let fx = fx_with(Upstream::new(), Some(store.clone()));
     assert!(
@@ -758,5 +767,31 @@ fn fewer_images_than_were_priced_are_charged_as_delivered() {
     let balance = fx.gate.balance(&fx.account).expect("balance");
     assert_eq!(balance.pending, 0);
     assert_eq!(balance.available, 1_000_000_000 - 20_000_000);
+    common::assert_verified(&fx.gate);
+}
+
+#[test]
+fn the_files_of_an_answer_left_for_a_later_step_are_not_removed() {
+    // Both jobs' files land at one path: the second record fails (the path
+    // is unique), so that answer is left for later, remembered with its
+    // files, which must stay on disk.
+    let store = Arc::new(FlakyStore {
+        transient: Mutex::new(0),
+        kept: Mutex::new(0),
+        fixed_path: Some("shared/0.png".into()),
+        removed: Mutex::new(Vec::new()),
+    });
+    let fx = fx_with(Upstream::new(), Some(store.clone()));
+    let a = fx.submit("a", "[sync-remote] a cat");
+    let b = fx.submit("b", "[sync-remote] a dog");
+    let report = fx.step_after(0);
+    assert_eq!(report.succeeded, 1, "{report:?}");
+    assert_eq!(report.left, 1, "{report:?}");
+    let statuses = [fx.job(&a).status, fx.job(&b).status];
+    assert!(statuses.contains(&JobStatus::Succeeded) && statuses.contains(&JobStatus::Pending));
+    assert!(
+        store.removed.lock().expect("lock").is_empty(),
+        "a remembered answer's files stay (and here they are the other job's too)"
+    );
     common::assert_verified(&fx.gate);
 }

@@ -600,11 +600,11 @@ impl Gate {
                 return Err(err);
             }
         };
-        self.remove_unremembered(&kept_files, |job_id| {
-            !applied
-                .iter()
-                .any(|(id, outcome)| id == job_id && *outcome == Applied::Succeeded)
-        });
+        let succeeded: HashSet<String> = applied
+            .iter()
+            .filter(|(_, outcome)| *outcome == Applied::Succeeded)
+            .map(|(id, _)| id.clone())
+            .collect();
         report.next_due = next_due;
         let mut answers: HashMap<String, Decision> = answers.into_iter().collect();
         for (job_id, outcome) in applied {
@@ -626,6 +626,8 @@ impl Gate {
                 }
             }
         }
+        // After the answers left for later are remembered: their files stay.
+        self.remove_unremembered(&kept_files, |job_id| !succeeded.contains(job_id));
         Ok(report)
     }
 
