@@ -612,7 +612,16 @@ impl Gate {
                 Applied::Succeeded => report.succeeded += 1,
                 Applied::Failed => report.failed += 1,
                 Applied::Expired => report.expired += 1,
-                Applied::Superseded => report.superseded += 1,
+                Applied::Superseded => {
+                    report.superseded += 1;
+                    // Canceled (or expired) while its submission was in
+                    // flight: the upstream may run a task nobody collects.
+                    let task_id = answers.remove(&job_id).and_then(Decision::task_id);
+                    if let (Some(task_id), Ok(mut job)) = (task_id, self.job(&job_id)) {
+                        job.provider_task_id = Some(task_id);
+                        let _ = self.cancel_upstream(&job);
+                    }
+                }
                 Applied::Running | Applied::Rescheduled | Applied::Deferred => {}
                 Applied::Left(detail) => {
                     report.left += 1;
