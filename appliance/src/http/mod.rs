@@ -25,6 +25,10 @@ use response::Response;
 
 /// A request body may be at most this large.
 pub const BODY_BYTES_MAX: usize = 64 * 1024;
+/// An upstream's callback may be this large (`POST
+/// /v1/providers/{instance}/webhook`): the core's own bound.
+#[cfg(test)]
+pub const WEBHOOK_BODY_BYTES_MAX: usize = creditgate::providers::WEBHOOK_BODY_BYTES_MAX;
 /// The longest `X-Request-Id` a client may choose; longer ones are replaced.
 pub const REQUEST_ID_CHARS_MAX: usize = 64;
 

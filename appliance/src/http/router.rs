@@ -223,6 +223,24 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
     }
 }
 
+/// Routes whose bodies may be larger than the server's usual bound, with
+/// their own: an upstream's callback carries a whole prediction (with its
+/// logs) that it would otherwise retry forever.
+const LARGER_BODIES: &[(&str, &str, usize)] = &[(
+    "POST",
+    "/v1/providers/{instance}/webhook",
+    creditgate::providers::WEBHOOK_BODY_BYTES_MAX,
+)];
+
+/// The bound of its own a request to `method path` has on its body, if
+/// any (the server's usual one applies otherwise), read before routing.
+pub fn body_bytes_max(method: &str, path: &str) -> Option<usize> {
+    LARGER_BODIES
+        .iter()
+        .find(|(m, pattern, _)| *m == method && match_path(pattern, path).is_some())
+        .map(|(_, _, bytes)| *bytes)
+}
+
 /// The methods the route table answers on `path`, for `Allow` (`HEAD`
 /// wherever `GET` is).
 fn allowed_methods(path: &str) -> String {
@@ -288,6 +306,22 @@ fn route(state: &State, request: &Request) -> Result<Response, Error> {
 mod tests {
     use super::*;
     use crate::http::test_support;
+
+    #[test]
+    fn only_upstream_callbacks_may_carry_larger_bodies() {
+        assert_eq!(
+            body_bytes_max("POST", "/v1/providers/replicate/webhook"),
+            Some(crate::http::WEBHOOK_BODY_BYTES_MAX)
+        );
+        const { assert!(crate::http::WEBHOOK_BODY_BYTES_MAX > crate::http::BODY_BYTES_MAX) };
+        for (method, path) in [
+            ("POST", "/v1/generate"),
+            ("GET", "/v1/providers/replicate/webhook"),
+            ("POST", "/v1/providers/replicate/webhook/extra"),
+        ] {
+            assert_eq!(body_bytes_max(method, path), None);
+        }
+    }
 
     /// A gate with the shipped catalog and an admin key, in `dir`.
     fn state(dir: &std::path::Path) -> (State, String) {

@@ -21,7 +21,7 @@ use creditgate::{Clock, Error, SystemClock};
 
 use super::request::{Request, State};
 use super::response::Response;
-use super::{handle, status, BODY_BYTES_MAX, REQUEST_ID_CHARS_MAX};
+use super::{handle, status, REQUEST_ID_CHARS_MAX};
 
 /// Handler threads, at most.
 pub const HTTP_THREADS_MAX: usize = 256;
@@ -198,19 +198,19 @@ fn request_id(incoming: Option<&str>) -> String {
     }
 }
 
-/// Reads a body of at most [`BODY_BYTES_MAX`] bytes within `deadline`.
+/// Reads a body of at most `limit` bytes (the route's: [`BODY_BYTES_MAX`]
+/// for all but upstream callbacks) within `deadline`.
 fn read_body(
     reader: &mut dyn Read,
     declared: Option<usize>,
     deadline: Duration,
+    limit: usize,
 ) -> Result<Vec<u8>, Error> {
-    if declared.is_some_and(|length| length > BODY_BYTES_MAX) {
-        return Err(Error::PayloadTooLarge {
-            limit_bytes: BODY_BYTES_MAX,
-        });
+    if declared.is_some_and(|length| length > limit) {
+        return Err(Error::PayloadTooLarge { limit_bytes: limit });
     }
     let started = Instant::now();
-    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(BODY_BYTES_MAX));
+    let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limit));
     let mut chunk = [0u8; 8192];
     loop {
         if started.elapsed() > deadline {
@@ -219,10 +219,8 @@ fn read_body(
         match reader.read(&mut chunk) {
             Ok(0) => return Ok(body),
             Ok(n) => {
-                if body.len() + n > BODY_BYTES_MAX {
-                    return Err(Error::PayloadTooLarge {
-                        limit_bytes: BODY_BYTES_MAX,
-                    });
+                if body.len() + n > limit {
+                    return Err(Error::PayloadTooLarge { limit_bytes: limit });
                 }
                 body.extend_from_slice(&chunk[..n]);
             }
@@ -262,7 +260,9 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
         body: Vec::new(),
         request_id: id.clone(),
     };
-    let response = match read_body(wire.as_reader(), declared, config.body_deadline) {
+    let limit = super::router::body_bytes_max(&request.method, &request.path)
+        .unwrap_or(super::BODY_BYTES_MAX);
+    let response = match read_body(wire.as_reader(), declared, config.body_deadline, limit) {
         Ok(body) => {
             request.body = body;
             handle(state, &request)
@@ -328,19 +328,24 @@ mod tests {
 
     #[test]
     fn bodies_are_bounded() {
+        use crate::http::BODY_BYTES_MAX;
+        let secs = Duration::from_secs(5);
         let big = vec![b'x'; BODY_BYTES_MAX + 1];
-        let err =
-            read_body(&mut big.as_slice(), None, Duration::from_secs(5)).expect_err("too big");
+        let err = read_body(&mut big.as_slice(), None, secs, BODY_BYTES_MAX).expect_err("too big");
         assert_eq!(err.code(), "payload_too_large");
         let err = read_body(
             &mut [].as_slice(),
             Some(BODY_BYTES_MAX + 1),
-            Duration::from_secs(5),
+            secs,
+            BODY_BYTES_MAX,
         )
         .expect_err("declared too big");
         assert_eq!(err.code(), "payload_too_large");
-        let ok = read_body(&mut b"{}".as_slice(), Some(2), Duration::from_secs(5)).expect("small");
+        let ok = read_body(&mut b"{}".as_slice(), Some(2), secs, BODY_BYTES_MAX).expect("small");
         assert_eq!(ok, b"{}");
+        // A route with a larger bound (an upstream callback) takes more.
+        let ok = read_body(&mut big.as_slice(), None, secs, BODY_BYTES_MAX * 4).expect("larger");
+        assert_eq!(ok.len(), BODY_BYTES_MAX + 1);
     }
 
     #[test]
