@@ -616,10 +616,18 @@ impl Gate {
                     report.superseded += 1;
                     // Canceled (or expired) while its submission was in
                     // flight: the upstream may run a task nobody collects.
-                    let task_id = answers.remove(&job_id).and_then(Decision::task_id);
-                    if let (Some(task_id), Ok(mut job)) = (task_id, self.job(&job_id)) {
-                        job.provider_task_id = Some(task_id);
-                        let _ = self.cancel_upstream(&job);
+                    // It is cancelled with the state its answer carried
+                    // (fal cancels by the URL its submission answered).
+                    if let (Some(answer), Ok(mut job)) =
+                        (answers.remove(&job_id), self.job(&job_id))
+                    {
+                        if let Decision::Running { state, .. } = &answer {
+                            job.provider_state = state.clone();
+                        }
+                        if let Some(task_id) = answer.task_id() {
+                            job.provider_task_id = Some(task_id);
+                            let _ = self.cancel_upstream(&job);
+                        }
                     }
                 }
                 Applied::Running | Applied::Rescheduled | Applied::Deferred => {}
