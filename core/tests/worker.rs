@@ -115,7 +115,8 @@ impl Fixture {
 
 /// The fixture provider, counting submissions per job, with behaviours
 /// chosen by prompt markers: `[panic]` panics on submit, `[bad:...]`
-/// answers something invalid, `[drop-index]` breaks the next write.
+/// answers something invalid, `[drop-index]` breaks the next write,
+/// `[owner-cancels]` has the job's owner cancel it while it is submitted.
 #[derive(Debug)]
 struct Scripted {
     inner: FixtureProvider,
@@ -123,6 +124,8 @@ struct Scripted {
     /// The task ids the provider was asked to cancel.
     cancels: Mutex<Vec<Option<String>>>,
     gate: Mutex<Option<std::sync::Weak<Gate>>>,
+    /// The account `[owner-cancels]` cancels as.
+    owner: Mutex<Option<String>>,
 }
 
 impl Scripted {
@@ -132,6 +135,7 @@ impl Scripted {
             submits: Mutex::new(HashMap::new()),
             cancels: Mutex::new(Vec::new()),
             gate: Mutex::new(None),
+            owner: Mutex::new(None),
         })
     }
 
@@ -179,6 +183,12 @@ impl Provider for Scripted {
             gate.store_for_tests()
                 .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
                 .expect("drop index");
+        }
+        if prompt.contains("[owner-cancels]") {
+            let gate = self.gate.lock().expect("lock").clone();
+            let gate = gate.and_then(|g| g.upgrade()).expect("gate");
+            let owner = self.owner.lock().expect("lock").clone().expect("owner");
+            gate.cancel(&owner, job.job_id).expect("cancel");
         }
         match prompt {
             "[bad:empty-task-id]" => Ok(Submission::Accepted {
@@ -389,6 +399,28 @@ fn a_kept_answer_of_a_job_canceled_meanwhile_cancels_its_upstream_task() {
     );
     assert_eq!(fx.status("a"), JobStatus::Canceled);
     assert_eq!(provider.submits(&a.id), 1);
+    fx.assert_verified();
+}
+
+#[test]
+fn a_job_canceled_while_its_submission_is_in_flight_cancels_the_accepted_task() {
+    let provider = Scripted::new();
+    let fx = fixture(Some(provider.clone()));
+    *provider.gate.lock().expect("lock") = Some(Arc::downgrade(&fx.gate));
+    *provider.owner.lock().expect("lock") = Some(fx.account.clone());
+    let a = fx.submit("a", "[owner-cancels] x");
+    // The submission is accepted after its owner canceled the job: the
+    // answer is superseded, and the task nobody will collect is canceled.
+    fx.steps(2);
+    assert_eq!(fx.status("a"), JobStatus::Canceled);
+    assert_eq!(
+        provider.cancels.lock().expect("lock").clone(),
+        [Some(format!("fx_{}", a.id))]
+    );
+    assert_eq!(provider.submits(&a.id), 1);
+    assert_eq!(fx.pending_micros(), 0);
+    fx.steps(1);
+    assert_eq!(provider.cancels.lock().expect("lock").len(), 1, "sent once");
     fx.assert_verified();
 }
 

@@ -549,6 +549,14 @@ impl Gate {
                 }
                 let mut applied = Vec::with_capacity(decisions.len());
                 for (id, from, possibly_sent, decision) in decisions {
+                    // A task the provider accepted for a job that finished
+                    // meanwhile (canceled while its submission was in flight).
+                    let accepted = match (&decision, from) {
+                        (Decision::Running { task_id, state }, JobStatus::Pending) => {
+                            Some((task_id.clone(), state.clone()))
+                        }
+                        _ => None,
+                    };
                     let record = Record {
                         from,
                         possibly_sent,
@@ -567,7 +575,27 @@ impl Gate {
                     });
                     let outcome = match outcome {
                         Ok(done) => done,
-                        Err(Error::InvalidTransition { .. }) => Applied::Superseded,
+                        Err(Error::InvalidTransition { .. }) => {
+                            if let Some((task_id, state)) = accepted {
+                                // Its upstream cancel, sent by a worker later
+                                // (best effort, like any upstream cancel).
+                                let orphaned = tx.nested(|tx| {
+                                    jobs::cancel_orphaned_task(
+                                        tx,
+                                        &id,
+                                        &task_id,
+                                        state.as_deref(),
+                                        now,
+                                    )
+                                });
+                                if let Err(err) = orphaned {
+                                    if !tx.is_open() {
+                                        return Err(err);
+                                    }
+                                }
+                            }
+                            Applied::Superseded
+                        }
                         // SQLite gave the whole transaction up: nothing of this
                         // write can be kept.
                         Err(err) if !tx.is_open() => return Err(err),
