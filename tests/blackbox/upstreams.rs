@@ -1009,6 +1009,35 @@ fn fal_cancel_answers_at_once_then_cancels_upstream() {
     rig.finish();
 }
 
+#[test]
+fn fal_cancel_while_the_submission_is_in_flight_cancels_the_accepted_request() {
+    let stand_in = FalStandIn::start(FAL_KEY);
+    let rig = start_fal(&stand_in, POLL_FAST, None);
+    // fal accepts the request but answers slowly (within the timeout); the
+    // agent cancels before the answer is back.
+    stand_in.with(|s| {
+        s.queue_polls = 1_000;
+        s.submit_faults
+            .push_back(FalFault::Slow(Duration::from_millis(1_000)));
+    });
+    rig.generate("fal-early-cancel", "a lighthouse at dawn");
+    assert!(wait_for(WAIT_MAX, || fal_submits(&stand_in) == 1));
+    let canceled = rig.cancel_at_once("fal-early-cancel");
+    rig.assert_unpaid(&canceled, "canceled");
+    // Once the submission's answer names the request, a worker cancels it
+    // at fal: nobody will collect it.
+    assert!(
+        wait_for(WAIT_MAX, || stand_in
+            .with(|s| s.requests.values().any(|r| r.canceled))),
+        "the accepted request was never canceled at fal: {:?}",
+        stand_in.server.seen()
+    );
+    assert_eq!(stand_in.server.count("PUT", "/fal-ai/flux/requests/"), 1);
+    assert_eq!(fal_submits(&stand_in), 1);
+    rig.assert_unpaid(&rig.job("fal-early-cancel"), "canceled");
+    rig.finish();
+}
+
 /// A fal callback for `request_id` signed by `key`, as fal posts it.
 fn fal_callback(
     base_url: &str,
