@@ -752,6 +752,25 @@ fn kie_failure_releases_the_hold() {
 }
 
 #[test]
+fn kie_output_gone_before_download_fails_unpaid_and_tells_the_operator() {
+    let stand_in = KieStandIn::start(KIE_KEY);
+    let rig = start_kie(&stand_in, POLL_FAST, false);
+    // The stand-in's output URLs answer 404 for a prompt that says `dead`.
+    let task = rig.generate("kie-dead", "a dead link");
+    let done = rig.wait_terminal("kie-dead");
+    rig.assert_failed(&done, "output_unavailable");
+    let view = rig.operator_view(&task);
+    assert!(
+        view["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may have billed")),
+        "{view}"
+    );
+    assert_eq!(kie_submits(&stand_in), 1);
+    rig.finish();
+}
+
+#[test]
 fn kie_retries_after_429_honouring_retry_after() {
     let stand_in = KieStandIn::start(KIE_KEY);
     let rig = start_kie(&stand_in, POLL_FAST, false);
