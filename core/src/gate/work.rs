@@ -482,8 +482,16 @@ impl Gate {
         report.faults = claim.faults;
         report.failed += report.faults.len();
         for mut job in claim.finished_unrecorded {
-            // The provider may be running a task nobody will collect.
-            if let Some(task_id) = self.unrecorded.take(&job.id).and_then(Decision::task_id) {
+            // The provider may be running a task nobody will collect: cancel
+            // it, with the state its answer carried (fal cancels by the URL
+            // its submission answered).
+            let Some(answer) = self.unrecorded.take(&job.id) else {
+                continue;
+            };
+            if let Decision::Running { state, .. } = &answer {
+                job.provider_state = state.clone();
+            }
+            if let Some(task_id) = answer.task_id() {
                 job.provider_task_id = Some(task_id);
                 let _ = self.cancel_upstream(&job);
             }
