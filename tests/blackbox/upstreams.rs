@@ -1433,6 +1433,20 @@ fn comfyui_timeout_is_reconciled_by_our_prompt_id_and_succeeds_submitted_once() 
 }
 
 #[test]
+fn comfyui_old_style_timeout_cannot_be_reconciled_and_fails_as_submission_uncertain() {
+    // A server older than v0.3.45 ignores our prompt id: it cannot be asked
+    // whether it has the prompt.
+    let stand_in = ComfyUi::start(false);
+    let rig = start_comfyui(&stand_in, POLL_FAST);
+    stand_in.set(|b| b.prompt_delay = SLOWER_THAN_TIMEOUT);
+    rig.generate("comfy-old-slow", "a lighthouse at dawn");
+    let done = rig.wait_terminal("comfy-old-slow");
+    rig.assert_failed(&done, "submission_uncertain");
+    assert_eq!(comfyui_submits(&stand_in), 1, "never submitted twice");
+    rig.finish();
+}
+
+#[test]
 fn comfyui_cancel_answers_at_once_then_interrupts_only_ours() {
     let stand_in = ComfyUi::start(true);
     stand_in.set(|b| b.auto_advance = false);
