@@ -149,6 +149,12 @@ impl Rig {
     /// `route.instance`, the catalog of [`catalog_for`], `poll_ms` and the
     /// environment `env` (credentials, webhook secrets).
     fn start(route: Route, config: Value, poll_ms: &str, env: &[(&str, &str)]) -> Rig {
+        Rig::start_with(route, config, &["--poll-interval-ms", poll_ms], env)
+    }
+
+    /// [`Rig::start`] with `serve` arguments `extra` (`--poll-interval-ms`
+    /// among them).
+    fn start_with(route: Route, config: Value, extra: &[&str], env: &[(&str, &str)]) -> Rig {
         let sb = Sandbox::new(env!("CARGO_BIN_EXE_creditgate"));
         let providers = sb.write(
             "providers.json",
@@ -156,17 +162,11 @@ impl Rig {
         );
         let catalog = sb.write("catalog.json", &catalog_for(route));
         let providers = providers.to_str().expect("utf-8 path").to_owned();
-        let restart_args: Vec<String> = [
-            "--providers",
-            &providers,
-            "--poll-interval-ms",
-            poll_ms,
-            "--workers",
-            "2",
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
+        let restart_args: Vec<String> = ["--providers", &providers, "--workers", "2"]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect();
         let mut args: Vec<&str> = restart_args.iter().map(String::as_str).collect();
         let catalog = catalog.to_str().expect("utf-8 path");
         args.extend(["--catalog", catalog]);
@@ -1054,6 +1054,29 @@ fn fal_cancel_while_the_submission_is_in_flight_cancels_the_accepted_request() {
     assert_eq!(stand_in.server.count("PUT", "/fal-ai/flux/requests/"), 1);
     assert_eq!(fal_submits(&stand_in), 1);
     rig.assert_unpaid(&rig.job("fal-early-cancel"), "canceled");
+    rig.finish();
+}
+
+#[test]
+fn fal_job_past_its_deadline_expires_unpaid_and_is_canceled_upstream() {
+    let stand_in = FalStandIn::start(FAL_KEY);
+    let rig = Rig::start_with(
+        FAL,
+        fal_config(&stand_in, None),
+        &["--poll-interval-ms", POLL_FAST, "--job-deadline-secs", "1"],
+        &[("CG_TEST_FAL_KEY", FAL_KEY)],
+    );
+    stand_in.with(|s| s.queue_polls = 1_000);
+    rig.generate("fal-late", "a lighthouse at dawn");
+    let done = rig.wait_terminal("fal-late");
+    rig.assert_unpaid(&done, "expired");
+    assert!(
+        wait_for(WAIT_MAX, || stand_in
+            .with(|s| s.requests.values().any(|r| r.canceled))),
+        "the expired job's request was canceled at fal: {:?}",
+        stand_in.server.seen()
+    );
+    assert_eq!(fal_submits(&stand_in), 1);
     rig.finish();
 }
 
