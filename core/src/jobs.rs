@@ -830,6 +830,30 @@ pub(crate) fn queue_upstream_cancel(tx: &Tx<'_>, job: &Job, now: UnixMillis) -> 
     Ok(())
 }
 
+/// Records the provider task of a job that was canceled (or expired) while
+/// its submission was in flight, and queues the task's upstream cancel: the
+/// provider accepted a job nobody will collect. A job that is not such a
+/// job (live, or already holding a task id) is left alone; `false` then.
+pub(crate) fn cancel_orphaned_task(
+    tx: &Tx<'_>,
+    job_id: &str,
+    task_id: &str,
+    state: Option<&str>,
+    now: UnixMillis,
+) -> Result<bool> {
+    let recorded = tx
+        .prepare_cached(
+            "UPDATE jobs SET provider_task_id = ?2, provider_state = ?3, updated_at = ?4
+             WHERE id = ?1 AND status IN ('canceled', 'expired') AND provider_task_id IS NULL",
+        )?
+        .execute(params![job_id, task_id, state, now])?
+        == 1;
+    if recorded {
+        queue_upstream_cancel(tx, &get(tx, job_id)?, now)?;
+    }
+    Ok(recorded)
+}
+
 /// Takes up to `limit` due upstream cancels: each is pushed back by
 /// `retry_in_ms` and its attempt counted before it is sent, so a crash
 /// mid-send retries it later rather than never. Returns the jobs.

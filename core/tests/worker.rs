@@ -115,7 +115,9 @@ impl Fixture {
 
 /// The fixture provider, counting submissions per job, with behaviours
 /// chosen by prompt markers: `[panic]` panics on submit, `[bad:...]`
-/// answers something invalid, `[drop-index]` breaks the next write.
+/// answers something invalid, `[drop-index]` breaks the next write,
+/// `[owner-cancels]` has the job's owner cancel it while it is submitted,
+/// `[stateful]` accepts it with a provider state (as fal's queue URLs).
 #[derive(Debug)]
 struct Scripted {
     inner: FixtureProvider,
@@ -123,6 +125,10 @@ struct Scripted {
     /// The task ids the provider was asked to cancel.
     cancels: Mutex<Vec<Option<String>>>,
     gate: Mutex<Option<std::sync::Weak<Gate>>>,
+    /// The account `[owner-cancels]` cancels as.
+    owner: Mutex<Option<String>>,
+    /// The provider state each cancel was given.
+    cancel_states: Mutex<Vec<Option<serde_json::Value>>>,
 }
 
 impl Scripted {
@@ -132,6 +138,8 @@ impl Scripted {
             submits: Mutex::new(HashMap::new()),
             cancels: Mutex::new(Vec::new()),
             gate: Mutex::new(None),
+            owner: Mutex::new(None),
+            cancel_states: Mutex::new(Vec::new()),
         })
     }
 
@@ -143,6 +151,11 @@ impl Scripted {
             .copied()
             .unwrap_or(0)
     }
+}
+
+/// The provider state `[stateful]` accepts a job with.
+fn stateful_state(job_id: &str) -> serde_json::Value {
+    json!({"cancel_url": format!("https://upstream.example/requests/{job_id}/cancel")})
 }
 
 fn output(url: String, mime: &str) -> Artifact {
@@ -188,6 +201,18 @@ impl Provider for Scripted {
                 .write(|tx| Ok(tx.execute_batch("DROP INDEX jobs_due")?))
                 .expect("drop index");
         }
+        if prompt.contains("[owner-cancels]") {
+            let gate = self.gate.lock().expect("lock").clone();
+            let gate = gate.and_then(|g| g.upgrade()).expect("gate");
+            let owner = self.owner.lock().expect("lock").clone().expect("owner");
+            gate.cancel(&owner, job.job_id).expect("cancel");
+        }
+        if prompt.contains("[stateful]") {
+            return Ok(Submission::Accepted {
+                task_id: format!("st_{}", job.job_id),
+                state: Some(stateful_state(job.job_id)),
+            });
+        }
         match prompt {
             "[bad:empty-task-id]" => Ok(Submission::Accepted {
                 task_id: "  ".into(),
@@ -223,6 +248,10 @@ impl Provider for Scripted {
             .lock()
             .expect("lock")
             .push(job.provider_task_id.map(str::to_owned));
+        self.cancel_states
+            .lock()
+            .expect("lock")
+            .push(job.provider_state.cloned());
         self.inner.cancel(job)
     }
 
@@ -415,6 +444,59 @@ fn a_kept_answer_of_a_job_canceled_meanwhile_cancels_its_upstream_task() {
     );
     assert_eq!(fx.status("a"), JobStatus::Canceled);
     assert_eq!(provider.submits(&a.id), 1);
+    fx.assert_verified();
+}
+
+#[test]
+fn a_kept_answer_of_a_job_canceled_meanwhile_is_canceled_with_its_provider_state() {
+    let provider = Scripted::new();
+    let fx = fixture(Some(provider.clone()));
+    *provider.gate.lock().expect("lock") = Some(Arc::downgrade(&fx.gate));
+    let a = fx.submit("a", "[drop-index] [stateful] x");
+    fx.gate
+        .run_due_work(64)
+        .expect_err("the record write fails");
+    fx.restore_due_index();
+    fx.gate.cancel(&fx.account, "a").expect("cancel");
+    fx.steps(1);
+    // fal, say, cancels by the URL its submission answered: the cancel
+    // needs the state the answer kept in memory carried.
+    assert_eq!(
+        provider.cancels.lock().expect("lock").clone(),
+        [Some(format!("st_{}", a.id))]
+    );
+    assert_eq!(
+        provider.cancel_states.lock().expect("lock").clone(),
+        [Some(stateful_state(&a.id))]
+    );
+    assert_eq!(provider.submits(&a.id), 1);
+    fx.assert_verified();
+}
+
+#[test]
+fn a_job_canceled_while_its_submission_is_in_flight_cancels_the_accepted_task() {
+    let provider = Scripted::new();
+    let fx = fixture(Some(provider.clone()));
+    *provider.gate.lock().expect("lock") = Some(Arc::downgrade(&fx.gate));
+    *provider.owner.lock().expect("lock") = Some(fx.account.clone());
+    let a = fx.submit("a", "[owner-cancels] [stateful] x");
+    // The submission is accepted after its owner canceled the job: the
+    // answer is superseded, and the task nobody will collect is canceled,
+    // with the state the provider needs for it.
+    fx.steps(2);
+    assert_eq!(fx.status("a"), JobStatus::Canceled);
+    assert_eq!(
+        provider.cancels.lock().expect("lock").clone(),
+        [Some(format!("st_{}", a.id))]
+    );
+    assert_eq!(
+        provider.cancel_states.lock().expect("lock").clone(),
+        [Some(stateful_state(&a.id))]
+    );
+    assert_eq!(provider.submits(&a.id), 1);
+    assert_eq!(fx.pending_micros(), 0);
+    fx.steps(1);
+    assert_eq!(provider.cancels.lock().expect("lock").len(), 1, "sent once");
     fx.assert_verified();
 }
 

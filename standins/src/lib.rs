@@ -101,6 +101,7 @@ impl Reply {
 pub struct StandIn {
     base_url: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    gone: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     server: Arc<tiny_http::Server>,
     threads: Vec<JoinHandle<()>>,
@@ -116,12 +117,18 @@ impl StandIn {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind a stand-in"));
         let port = server.server_addr().to_ip().expect("an IP address").port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let gone: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let handler = Arc::new(handler);
         let threads = (0..threads.max(1))
             .map(|_| {
-                let (server, seen, stop, handler) =
-                    (server.clone(), seen.clone(), stop.clone(), handler.clone());
+                let (server, seen, gone, stop, handler) = (
+                    server.clone(),
+                    seen.clone(),
+                    gone.clone(),
+                    stop.clone(),
+                    handler.clone(),
+                );
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::SeqCst) {
                         let Ok(Some(mut request)) = server.recv_timeout(Duration::from_millis(50))
@@ -146,7 +153,16 @@ impl StandIn {
                             body,
                         };
                         seen.lock().expect("lock").push(got.clone());
-                        let reply = handler(&got);
+                        let expired = gone
+                            .lock()
+                            .expect("lock")
+                            .iter()
+                            .any(|prefix| got.url.starts_with(prefix.as_str()));
+                        let reply = if expired {
+                            Reply::bytes(404, "text/plain", b"gone".to_vec())
+                        } else {
+                            handler(&got)
+                        };
                         if !reply.delay.is_zero() {
                             std::thread::sleep(reply.delay);
                         }
@@ -167,6 +183,7 @@ impl StandIn {
         StandIn {
             base_url: format!("http://127.0.0.1:{port}"),
             seen,
+            gone,
             stop,
             server,
             threads,
@@ -181,6 +198,13 @@ impl StandIn {
     /// Every request seen so far, in order.
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().expect("lock").clone()
+    }
+
+    /// From now on, every request whose path starts with `prefix` answers
+    /// 404 instead of reaching the handler (an upstream's output URL that
+    /// expired after it was downloaded).
+    pub fn expire(&self, prefix: &str) {
+        self.gone.lock().expect("lock").push(prefix.to_owned());
     }
 
     /// How many requests hit `method` on a path starting with `prefix`.

@@ -482,8 +482,16 @@ impl Gate {
         report.faults = claim.faults;
         report.failed += report.faults.len();
         for mut job in claim.finished_unrecorded {
-            // The provider may be running a task nobody will collect.
-            if let Some(task_id) = self.unrecorded.take(&job.id).and_then(Decision::task_id) {
+            // The provider may be running a task nobody will collect: cancel
+            // it, with the state its answer carried (fal cancels by the URL
+            // its submission answered).
+            let Some(answer) = self.unrecorded.take(&job.id) else {
+                continue;
+            };
+            if let Decision::Running { state, .. } = &answer {
+                job.provider_state = state.clone();
+            }
+            if let Some(task_id) = answer.task_id() {
                 job.provider_task_id = Some(task_id);
                 let _ = self.cancel_upstream(&job);
             }
@@ -549,6 +557,14 @@ impl Gate {
                 }
                 let mut applied = Vec::with_capacity(decisions.len());
                 for (id, from, possibly_sent, decision) in decisions {
+                    // A task the provider accepted for a job that finished
+                    // meanwhile (canceled while its submission was in flight).
+                    let accepted = match (&decision, from) {
+                        (Decision::Running { task_id, state }, JobStatus::Pending) => {
+                            Some((task_id.clone(), state.clone()))
+                        }
+                        _ => None,
+                    };
                     let record = Record {
                         from,
                         possibly_sent,
@@ -567,7 +583,27 @@ impl Gate {
                     });
                     let outcome = match outcome {
                         Ok(done) => done,
-                        Err(Error::InvalidTransition { .. }) => Applied::Superseded,
+                        Err(Error::InvalidTransition { .. }) => {
+                            if let Some((task_id, state)) = accepted {
+                                // Its upstream cancel, sent by a worker later
+                                // (best effort, like any upstream cancel).
+                                let orphaned = tx.nested(|tx| {
+                                    jobs::cancel_orphaned_task(
+                                        tx,
+                                        &id,
+                                        &task_id,
+                                        state.as_deref(),
+                                        now,
+                                    )
+                                });
+                                if let Err(err) = orphaned {
+                                    if !tx.is_open() {
+                                        return Err(err);
+                                    }
+                                }
+                            }
+                            Applied::Superseded
+                        }
                         // SQLite gave the whole transaction up: nothing of this
                         // write can be kept.
                         Err(err) if !tx.is_open() => return Err(err),
