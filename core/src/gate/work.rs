@@ -648,24 +648,9 @@ impl Gate {
                 Applied::Succeeded => report.succeeded += 1,
                 Applied::Failed => report.failed += 1,
                 Applied::Expired => report.expired += 1,
-                Applied::Superseded => {
-                    report.superseded += 1;
-                    // Canceled (or expired) while its submission was in
-                    // flight: the upstream may run a task nobody collects.
-                    // It is cancelled with the state its answer carried
-                    // (fal cancels by the URL its submission answered).
-                    if let (Some(answer), Ok(mut job)) =
-                        (answers.remove(&job_id), self.job(&job_id))
-                    {
-                        if let Decision::Running { state, .. } = &answer {
-                            job.provider_state = state.clone();
-                        }
-                        if let Some(task_id) = answer.task_id() {
-                            job.provider_task_id = Some(task_id);
-                            let _ = self.cancel_upstream(&job);
-                        }
-                    }
-                }
+                // Its accepted task's upstream cancel, if any, was queued in
+                // the record write.
+                Applied::Superseded => report.superseded += 1,
                 Applied::Running | Applied::Rescheduled | Applied::Deferred => {}
                 Applied::Left(detail) => {
                     report.left += 1;
