@@ -1561,3 +1561,59 @@ fn kill_9_while_comfyui_holds_its_answer_reconciles_and_charges_once() {
     assert_listed(&rig, &task, "succeeded");
     rig.finish();
 }
+
+#[test]
+fn a_kept_output_answers_410_past_its_retention_and_the_sweep_removes_its_file() {
+    let stand_in = OpenAiStandIn::start(Some(OPENAI_KEY));
+    let mut rig = start_openai(&stand_in, POLL_FAST);
+    rig.generate("oai-kept", "a lighthouse at dawn");
+    let done = rig.wait_terminal("oai-kept");
+    rig.assert_charged_once(&done);
+    let png = creditgate_standins::openai::PNG;
+    rig.assert_outputs_kept(&done, "image/png", png);
+    let link = done["outputs"][0]["url"]
+        .as_str()
+        .expect("a link")
+        .to_owned();
+    let media = rig.sb.dir().join("media");
+    let files = |dir: &std::path::Path| -> usize {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            std::fs::read_dir(e.path()).map_or(0, |d| d.count())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(files(&media), 1, "the output is kept beside the database");
+
+    // Its retention passes (the clock cannot be moved in a real server:
+    // the record's expiry is moved instead).
+    let conn = rusqlite::Connection::open(rig.sb.db()).expect("open the database");
+    conn.execute("UPDATE media_files SET expires_at = 0", [])
+        .expect("expire the kept file");
+    drop(conn);
+    let gone = get_url(&link);
+    assert_eq!(gone.status, 410, "{:?}", gone.json());
+    assert_eq!(gone.json()["data"]["error"], "output_expired");
+
+    // The first worker sweeps expired media as it starts.
+    rig.kill_9();
+    rig.restart();
+    assert!(
+        wait_for(WAIT_MAX, || files(&media) == 0),
+        "the expired file is removed"
+    );
+    // The restarted server listens elsewhere: the same path, its address.
+    let path = &link[link.find("/v1/files/").expect("a files link")..];
+    let again = get_url(&format!("{}{path}", rig.server().base()));
+    assert_eq!(again.status, 410, "and its link stays gone");
+    rig.finish();
+}
