@@ -198,7 +198,7 @@ fn request_id(incoming: Option<&str>) -> String {
     }
 }
 
-/// Reads a body of at most `limit` bytes (the route's: [`BODY_BYTES_MAX`]
+/// Reads a body of at most `limit` bytes (the route's: [`super::BODY_BYTES_MAX`]
 /// for all but upstream callbacks) within `deadline`.
 fn read_body(
     reader: &mut dyn Read,

@@ -166,7 +166,7 @@ pub struct KieProvider {
 
 impl KieProvider {
     /// An adapter for `config`'s account. kie takes a key: without one this
-    /// is [`Error::InvalidRequest`].
+    /// is [`crate::Error::InvalidRequest`].
     pub fn new(config: &ProviderConfig, credential: Option<Credential>) -> Result<Self> {
         let credential = required_credential(config, credential, "its API key")?;
         Ok(KieProvider {
