@@ -495,6 +495,33 @@ fn assert_harmless(rig: &Rig, task_id: &str, answer: &HttpResponse, before: &Val
 
 // ---- per-upstream configuration ----------------------------------------
 
+/// The success scenario every adapter runs: the job succeeds, is charged
+/// once, its outputs are kept on our server, and they keep serving the same
+/// bytes after the upstream's own URLs (under `expired_prefix`) answer 404.
+/// Returns the upstream URLs the operator sees.
+fn assert_success_outlives_upstream(
+    rig: &Rig,
+    upstream_server: &StandIn,
+    expired_prefix: &str,
+    request_id: &str,
+    png: &[u8],
+) -> Vec<String> {
+    rig.generate(request_id, "a lighthouse at dawn");
+    let done = rig.wait_terminal(request_id);
+    rig.assert_charged_once(&done);
+    let upstream = rig.assert_outputs_kept(&done, "image/png", png);
+    expire_upstream(
+        rig,
+        upstream_server,
+        expired_prefix,
+        &done,
+        &upstream,
+        "image/png",
+        png,
+    );
+    upstream
+}
+
 fn openai_config(stand_in: &OpenAiStandIn) -> Value {
     json!({"kind": "openai", "base_url": stand_in.api_url(), "credential_env": "CG_TEST_OPENAI_KEY",
            "timeout_ms": TIMEOUT_MS, "connect_timeout_ms": 1000})
@@ -624,20 +651,8 @@ fn comfyui_submits(stand_in: &ComfyUi) -> usize {
 fn openai_success_keeps_the_output_past_its_upstream_url() {
     let stand_in = OpenAiStandIn::start(Some(OPENAI_KEY));
     let rig = start_openai(&stand_in, POLL_FAST);
-    rig.generate("oai-ok", "a lighthouse at dawn");
-    let done = rig.wait_terminal("oai-ok");
-    rig.assert_charged_once(&done);
     let png = creditgate_standins::openai::PNG;
-    let upstream = rig.assert_outputs_kept(&done, "image/png", png);
-    expire_upstream(
-        &rig,
-        &stand_in.server,
-        "/files/",
-        &done,
-        &upstream,
-        "image/png",
-        png,
-    );
+    assert_success_outlives_upstream(&rig, &stand_in.server, "/files/", "oai-ok", png);
     assert_eq!(openai_submits(&stand_in), 1);
     rig.finish();
 }
@@ -721,20 +736,8 @@ fn openai_cancel_mid_call_answers_at_once_and_releases() {
 fn kie_success_keeps_the_output_past_its_upstream_url() {
     let stand_in = KieStandIn::start(KIE_KEY);
     let rig = start_kie(&stand_in, POLL_FAST, false);
-    rig.generate("kie-ok", "a lighthouse at dawn");
-    let done = rig.wait_terminal("kie-ok");
-    rig.assert_charged_once(&done);
     let png = creditgate_standins::openai::PNG;
-    let upstream = rig.assert_outputs_kept(&done, "image/png", png);
-    expire_upstream(
-        &rig,
-        &stand_in.server,
-        "/files/",
-        &done,
-        &upstream,
-        "image/png",
-        png,
-    );
+    assert_success_outlives_upstream(&rig, &stand_in.server, "/files/", "kie-ok", png);
     assert_eq!(kie_submits(&stand_in), 1);
     rig.finish();
 }
@@ -946,20 +949,8 @@ fn kie_poll_first_then_a_late_callback_changes_nothing() {
 fn fal_success_keeps_the_output_past_its_upstream_url() {
     let stand_in = FalStandIn::start(FAL_KEY);
     let rig = start_fal(&stand_in, POLL_FAST, None);
-    rig.generate("fal-ok", "a lighthouse at dawn");
-    let done = rig.wait_terminal("fal-ok");
-    rig.assert_charged_once(&done);
     let png = creditgate_standins::fal::PNG_1X1;
-    let upstream = rig.assert_outputs_kept(&done, "image/png", png);
-    expire_upstream(
-        &rig,
-        &stand_in.server,
-        "/files/",
-        &done,
-        &upstream,
-        "image/png",
-        png,
-    );
+    assert_success_outlives_upstream(&rig, &stand_in.server, "/files/", "fal-ok", png);
     assert_eq!(fal_submits(&stand_in), 1);
     rig.finish();
 }
@@ -1180,20 +1171,8 @@ fn fal_poll_first_then_a_late_callback_changes_nothing() {
 fn replicate_success_keeps_the_output_past_its_upstream_url() {
     let stand_in = ReplicateStandIn::start(REPLICATE_TOKEN);
     let rig = start_replicate(&stand_in, POLL_FAST, false);
-    rig.generate("rep-ok", "a lighthouse at dawn");
-    let done = rig.wait_terminal("rep-ok");
-    rig.assert_charged_once(&done);
     let png = creditgate_standins::fal::PNG_1X1;
-    let upstream = rig.assert_outputs_kept(&done, "image/png", png);
-    expire_upstream(
-        &rig,
-        &stand_in.server,
-        "/files/",
-        &done,
-        &upstream,
-        "image/png",
-        png,
-    );
+    assert_success_outlives_upstream(&rig, &stand_in.server, "/files/", "rep-ok", png);
     assert_eq!(replicate_submits(&stand_in), 1);
     rig.finish();
 }
@@ -1382,23 +1361,12 @@ fn replicate_poll_first_then_a_late_callback_changes_nothing() {
 fn comfyui_success_keeps_the_output_past_its_upstream_url() {
     let stand_in = ComfyUi::start(true);
     let rig = start_comfyui(&stand_in, POLL_FAST);
-    rig.generate("comfy-ok", "a lighthouse at dawn");
-    let done = rig.wait_terminal("comfy-ok");
-    rig.assert_charged_once(&done);
     let png = creditgate_standins::comfyui::PNG;
-    let upstream = rig.assert_outputs_kept(&done, "image/png", png);
+    let upstream =
+        assert_success_outlives_upstream(&rig, stand_in.server(), "/view", "comfy-ok", png);
     assert!(
         upstream.iter().all(|url| url.contains("/view?")),
         "{upstream:?}"
-    );
-    expire_upstream(
-        &rig,
-        stand_in.server(),
-        "/view",
-        &done,
-        &upstream,
-        "image/png",
-        png,
     );
     assert_eq!(comfyui_submits(&stand_in), 1);
     rig.finish();
