@@ -522,6 +522,60 @@ fn assert_success_outlives_upstream(
     upstream
 }
 
+/// A signed callback, and a forgery of it.
+struct Callback<'a> {
+    instance: &'a str,
+    headers: &'a [(&'a str, String)],
+    forged_headers: &'a [(&'a str, String)],
+    body: &'a [u8],
+}
+
+/// The webhook-first scenario: the forgery changes nothing (the operator's
+/// `view` of job `task` stays as it was); the signed callback finishes the
+/// job long before a poll could, charged once with its outputs kept; and
+/// delivering it again is harmless.
+fn assert_callback_finishes(
+    rig: &Rig,
+    task: &str,
+    request_id: &str,
+    view: &Value,
+    callback: &Callback<'_>,
+    png: &[u8],
+) {
+    let forged = post_webhook(
+        rig.server(),
+        callback.instance,
+        callback.forged_headers,
+        callback.body,
+    );
+    assert_forged_changes_nothing(rig, task, &forged, view);
+    let delivered = Instant::now();
+    assert_delivered(
+        &post_webhook(
+            rig.server(),
+            callback.instance,
+            callback.headers,
+            callback.body,
+        ),
+        true,
+    );
+    let done = rig.wait_terminal(request_id);
+    assert!(
+        delivered.elapsed() < WAIT_MAX,
+        "finished by the callback, not a poll"
+    );
+    rig.assert_charged_once(&done);
+    rig.assert_outputs_kept(&done, "image/png", png);
+    let finished = rig.operator_view(task);
+    let again = post_webhook(
+        rig.server(),
+        callback.instance,
+        callback.headers,
+        callback.body,
+    );
+    assert_harmless(rig, task, &again, &finished, false);
+}
+
 fn openai_config(stand_in: &OpenAiStandIn) -> Value {
     json!({"kind": "openai", "base_url": stand_in.api_url(), "credential_env": "CG_TEST_OPENAI_KEY",
            "timeout_ms": TIMEOUT_MS, "connect_timeout_ms": 1000})
@@ -905,25 +959,20 @@ fn kie_webhook_first_finishes_the_job_and_forgeries_change_nothing() {
 
     let (headers, body) = kie_callback(&stand_in, task_id, KIE_HOOK_SECRET);
     let (forged_headers, _) = kie_callback(&stand_in, task_id, "not-the-secret");
-    let forged = post_webhook(rig.server(), KIE.instance, &forged_headers, &body);
-    assert_forged_changes_nothing(&rig, &task, &forged, &view);
-
-    let delivered = Instant::now();
-    assert_delivered(
-        &post_webhook(rig.server(), KIE.instance, &headers, &body),
-        true,
+    let callback = Callback {
+        instance: KIE.instance,
+        headers: &headers,
+        forged_headers: &forged_headers,
+        body: &body,
+    };
+    assert_callback_finishes(
+        &rig,
+        &task,
+        "kie-hook",
+        &view,
+        &callback,
+        creditgate_standins::openai::PNG,
     );
-    let done = rig.wait_terminal("kie-hook");
-    assert!(
-        delivered.elapsed() < WAIT_MAX,
-        "finished by the callback, not a poll"
-    );
-    rig.assert_charged_once(&done);
-    rig.assert_outputs_kept(&done, "image/png", creditgate_standins::openai::PNG);
-
-    let finished = rig.operator_view(&task);
-    let again = post_webhook(rig.server(), KIE.instance, &headers, &body);
-    assert_harmless(&rig, &task, &again, &finished, false);
     assert_eq!(kie_submits(&stand_in), 1);
     rig.finish();
 }
@@ -1124,25 +1173,20 @@ fn fal_webhook_first_finishes_the_job_and_forgeries_change_nothing() {
     let (headers, body) = fal_callback(stand_in.base_url(), request_id, &fal_signing_key());
     let stranger = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
     let (forged_headers, _) = fal_callback(stand_in.base_url(), request_id, &stranger);
-    let forged = post_webhook(rig.server(), FAL.instance, &forged_headers, &body);
-    assert_forged_changes_nothing(&rig, &task, &forged, &view);
-
-    let delivered = Instant::now();
-    assert_delivered(
-        &post_webhook(rig.server(), FAL.instance, &headers, &body),
-        true,
+    let callback = Callback {
+        instance: FAL.instance,
+        headers: &headers,
+        forged_headers: &forged_headers,
+        body: &body,
+    };
+    assert_callback_finishes(
+        &rig,
+        &task,
+        "fal-hook",
+        &view,
+        &callback,
+        creditgate_standins::fal::PNG_1X1,
     );
-    let done = rig.wait_terminal("fal-hook");
-    assert!(
-        delivered.elapsed() < WAIT_MAX,
-        "finished by the callback, not a poll"
-    );
-    rig.assert_charged_once(&done);
-    rig.assert_outputs_kept(&done, "image/png", creditgate_standins::fal::PNG_1X1);
-
-    let finished = rig.operator_view(&task);
-    let again = post_webhook(rig.server(), FAL.instance, &headers, &body);
-    assert_harmless(&rig, &task, &again, &finished, false);
     assert_eq!(fal_submits(&stand_in), 1);
     rig.finish();
 }
@@ -1313,26 +1357,21 @@ fn replicate_webhook_first_finishes_the_job_and_forgeries_change_nothing() {
         "msg_forged",
         "whsec_bm90LXRoZS1yZWFsLXNlY3JldA==",
     );
-    let forged = post_webhook(rig.server(), REPLICATE.instance, &forged_headers, &body);
-    assert_forged_changes_nothing(&rig, &task, &forged, &view);
-
-    let delivered = Instant::now();
-    assert_delivered(
-        &post_webhook(rig.server(), REPLICATE.instance, &headers, &body),
-        true,
-    );
-    let done = rig.wait_terminal("rep-hook");
-    assert!(
-        delivered.elapsed() < WAIT_MAX,
-        "finished by the callback, not a poll"
-    );
-    rig.assert_charged_once(&done);
-    rig.assert_outputs_kept(&done, "image/png", creditgate_standins::fal::PNG_1X1);
-
+    let callback = Callback {
+        instance: REPLICATE.instance,
+        headers: &headers,
+        forged_headers: &forged_headers,
+        body: &body,
+    };
     // Replicate retries a delivery under the same webhook-id.
-    let finished = rig.operator_view(&task);
-    let again = post_webhook(rig.server(), REPLICATE.instance, &headers, &body);
-    assert_harmless(&rig, &task, &again, &finished, false);
+    assert_callback_finishes(
+        &rig,
+        &task,
+        "rep-hook",
+        &view,
+        &callback,
+        creditgate_standins::fal::PNG_1X1,
+    );
     assert_eq!(replicate_submits(&stand_in), 1);
     rig.finish();
 }
