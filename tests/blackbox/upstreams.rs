@@ -205,6 +205,24 @@ impl Rig {
             .to_owned()
     }
 
+    /// Generates `request_id` and waits until it is finished; its view.
+    fn run_to_end(&self, request_id: &str) -> Value {
+        self.generate(request_id, "a lighthouse at dawn");
+        self.wait_terminal(request_id)
+    }
+
+    /// Runs `request_id` to its end through one throttled submission: it
+    /// succeeds, charged once, no sooner than the 1 s `Retry-After` said.
+    fn assert_retry_after_honoured(&self, request_id: &str) {
+        let asked = Instant::now();
+        let done = self.run_to_end(request_id);
+        self.assert_charged_once(&done);
+        assert!(
+            asked.elapsed() >= Duration::from_millis(950),
+            "Retry-After honoured"
+        );
+    }
+
     /// The agent's view of a job.
     fn job(&self, request_id: &str) -> Value {
         let answer = self
@@ -716,8 +734,7 @@ fn openai_failure_releases_the_hold() {
     let stand_in = OpenAiStandIn::start(Some(OPENAI_KEY));
     let rig = start_openai(&stand_in, POLL_FAST);
     stand_in.push(OpenAiTrouble::ContentPolicy);
-    rig.generate("oai-fail", "a lighthouse at dawn");
-    let done = rig.wait_terminal("oai-fail");
+    let done = rig.run_to_end("oai-fail");
     rig.assert_failed(&done, "content_rejected");
     // An upstream whose refusal repeats the key it was sent: neither the
     // agent nor the operator ever sees it.
@@ -737,14 +754,7 @@ fn openai_retries_after_429_honouring_retry_after() {
     stand_in.push(OpenAiTrouble::RateLimited {
         retry_after_secs: 1,
     });
-    let asked = Instant::now();
-    rig.generate("oai-429", "a lighthouse at dawn");
-    let done = rig.wait_terminal("oai-429");
-    rig.assert_charged_once(&done);
-    assert!(
-        asked.elapsed() >= Duration::from_millis(950),
-        "Retry-After honoured"
-    );
+    rig.assert_retry_after_honoured("oai-429");
     assert_eq!(openai_submits(&stand_in), 2, "one 429, one accepted");
     rig.finish();
 }
@@ -754,8 +764,7 @@ fn openai_timeout_fails_as_submission_uncertain_submitted_once() {
     let stand_in = OpenAiStandIn::start(Some(OPENAI_KEY));
     let rig = start_openai(&stand_in, POLL_FAST);
     stand_in.push(OpenAiTrouble::Slow(SLOWER_THAN_TIMEOUT));
-    rig.generate("oai-slow", "a lighthouse at dawn");
-    let done = rig.wait_terminal("oai-slow");
+    let done = rig.run_to_end("oai-slow");
     rig.assert_failed(&done, "submission_uncertain");
     assert_eq!(openai_submits(&stand_in), 1, "never submitted twice");
     rig.finish();
@@ -834,14 +843,7 @@ fn kie_retries_after_429_honouring_retry_after() {
     stand_in.push(KieTrouble::RateLimited {
         retry_after_secs: 1,
     });
-    let asked = Instant::now();
-    rig.generate("kie-429", "a lighthouse at dawn");
-    let done = rig.wait_terminal("kie-429");
-    rig.assert_charged_once(&done);
-    assert!(
-        asked.elapsed() >= Duration::from_millis(950),
-        "Retry-After honoured"
-    );
+    rig.assert_retry_after_honoured("kie-429");
     assert_eq!(kie_submits(&stand_in), 2, "one 429, one accepted");
     rig.finish();
 }
@@ -851,8 +853,7 @@ fn kie_timeout_fails_as_submission_uncertain_submitted_once() {
     let stand_in = KieStandIn::start(KIE_KEY);
     let rig = start_kie(&stand_in, POLL_FAST, false);
     stand_in.push(KieTrouble::Slow(SLOWER_THAN_TIMEOUT));
-    rig.generate("kie-slow", "a lighthouse at dawn");
-    let done = rig.wait_terminal("kie-slow");
+    let done = rig.run_to_end("kie-slow");
     rig.assert_failed(&done, "submission_uncertain");
     assert_eq!(kie_submits(&stand_in), 1, "never submitted twice");
     rig.finish();
@@ -1009,8 +1010,7 @@ fn fal_failure_releases_the_hold() {
     let stand_in = FalStandIn::start(FAL_KEY);
     let rig = start_fal(&stand_in, POLL_FAST, None);
     stand_in.with(|s| s.next_outcome = FalOutcome::ValidationError);
-    rig.generate("fal-fail", "a lighthouse at dawn");
-    let done = rig.wait_terminal("fal-fail");
+    let done = rig.run_to_end("fal-fail");
     rig.assert_failed(&done, "upstream_rejected");
     assert_eq!(fal_submits(&stand_in), 1);
     rig.finish();
@@ -1021,14 +1021,7 @@ fn fal_retries_after_429_honouring_retry_after() {
     let stand_in = FalStandIn::start(FAL_KEY);
     let rig = start_fal(&stand_in, POLL_FAST, None);
     stand_in.with(|s| s.submit_faults.push_back(FalFault::throttled(1)));
-    let asked = Instant::now();
-    rig.generate("fal-429", "a lighthouse at dawn");
-    let done = rig.wait_terminal("fal-429");
-    rig.assert_charged_once(&done);
-    assert!(
-        asked.elapsed() >= Duration::from_millis(950),
-        "Retry-After honoured"
-    );
+    rig.assert_retry_after_honoured("fal-429");
     assert_eq!(fal_submits(&stand_in), 2, "one 429, one accepted");
     rig.finish();
 }
@@ -1041,8 +1034,7 @@ fn fal_timeout_fails_as_submission_uncertain_submitted_once() {
         s.submit_faults
             .push_back(FalFault::Slow(SLOWER_THAN_TIMEOUT))
     });
-    rig.generate("fal-slow", "a lighthouse at dawn");
-    let done = rig.wait_terminal("fal-slow");
+    let done = rig.run_to_end("fal-slow");
     rig.assert_failed(&done, "submission_uncertain");
     assert_eq!(fal_submits(&stand_in), 1, "never submitted twice");
     rig.finish();
@@ -1107,8 +1099,7 @@ fn fal_job_past_its_deadline_expires_unpaid_and_is_canceled_upstream() {
         &[("CG_TEST_FAL_KEY", FAL_KEY)],
     );
     stand_in.with(|s| s.queue_polls = 1_000);
-    rig.generate("fal-late", "a lighthouse at dawn");
-    let done = rig.wait_terminal("fal-late");
+    let done = rig.run_to_end("fal-late");
     rig.assert_unpaid(&done, "expired");
     assert!(
         wait_for(WAIT_MAX, || stand_in
@@ -1226,8 +1217,7 @@ fn replicate_failure_releases_the_hold() {
     let stand_in = ReplicateStandIn::start(REPLICATE_TOKEN);
     let rig = start_replicate(&stand_in, POLL_FAST, false);
     stand_in.with(|s| s.next_end = End::Failed("CUDA out of memory".into()));
-    rig.generate("rep-fail", "a lighthouse at dawn");
-    let done = rig.wait_terminal("rep-fail");
+    let done = rig.run_to_end("rep-fail");
     rig.assert_failed(&done, "generation_failed");
     assert_eq!(replicate_submits(&stand_in), 1);
     rig.finish();
@@ -1238,14 +1228,7 @@ fn replicate_retries_after_429_honouring_retry_after() {
     let stand_in = ReplicateStandIn::start(REPLICATE_TOKEN);
     let rig = start_replicate(&stand_in, POLL_FAST, false);
     stand_in.with(|s| s.create_faults.push_back(ReplicateFault::throttled(1)));
-    let asked = Instant::now();
-    rig.generate("rep-429", "a lighthouse at dawn");
-    let done = rig.wait_terminal("rep-429");
-    rig.assert_charged_once(&done);
-    assert!(
-        asked.elapsed() >= Duration::from_millis(950),
-        "Retry-After honoured"
-    );
+    rig.assert_retry_after_honoured("rep-429");
     assert_eq!(replicate_submits(&stand_in), 2, "one 429, one accepted");
     rig.finish();
 }
@@ -1258,8 +1241,7 @@ fn replicate_timeout_fails_as_submission_uncertain_submitted_once() {
         s.create_faults
             .push_back(ReplicateFault::Slow(SLOWER_THAN_TIMEOUT))
     });
-    rig.generate("rep-slow", "a lighthouse at dawn");
-    let done = rig.wait_terminal("rep-slow");
+    let done = rig.run_to_end("rep-slow");
     rig.assert_failed(&done, "submission_uncertain");
     assert_eq!(replicate_submits(&stand_in), 1, "never submitted twice");
     rig.finish();
@@ -1416,8 +1398,7 @@ fn comfyui_failure_releases_the_hold() {
     let stand_in = ComfyUi::start(true);
     let rig = start_comfyui(&stand_in, POLL_FAST);
     stand_in.set(|b| b.fail_with = Some("CUDA out of memory".into()));
-    rig.generate("comfy-fail", "a lighthouse at dawn");
-    let done = rig.wait_terminal("comfy-fail");
+    let done = rig.run_to_end("comfy-fail");
     rig.assert_failed(&done, "generation_failed");
     assert_eq!(comfyui_submits(&stand_in), 1);
     rig.finish();
@@ -1432,14 +1413,7 @@ fn comfyui_retries_after_429_honouring_retry_after() {
         "/prompt",
         Reply::json(429, &json!({"error": "busy"})).header("Retry-After", "1"),
     );
-    let asked = Instant::now();
-    rig.generate("comfy-429", "a lighthouse at dawn");
-    let done = rig.wait_terminal("comfy-429");
-    rig.assert_charged_once(&done);
-    assert!(
-        asked.elapsed() >= Duration::from_millis(950),
-        "Retry-After honoured"
-    );
+    rig.assert_retry_after_honoured("comfy-429");
     assert_eq!(comfyui_submits(&stand_in), 2, "one 429, one accepted");
     rig.finish();
 }
@@ -1449,8 +1423,7 @@ fn comfyui_timeout_is_reconciled_by_our_prompt_id_and_succeeds_submitted_once() 
     let stand_in = ComfyUi::start(true);
     let rig = start_comfyui(&stand_in, POLL_FAST);
     stand_in.set(|b| b.prompt_delay = SLOWER_THAN_TIMEOUT);
-    rig.generate("comfy-slow", "a lighthouse at dawn");
-    let done = rig.wait_terminal("comfy-slow");
+    let done = rig.run_to_end("comfy-slow");
     rig.assert_charged_once(&done);
     rig.assert_outputs_kept(&done, "image/png", creditgate_standins::comfyui::PNG);
     assert_eq!(
@@ -1469,8 +1442,7 @@ fn comfyui_old_style_timeout_cannot_be_reconciled_and_fails_as_submission_uncert
     let stand_in = ComfyUi::start(false);
     let rig = start_comfyui(&stand_in, POLL_FAST);
     stand_in.set(|b| b.prompt_delay = SLOWER_THAN_TIMEOUT);
-    rig.generate("comfy-old-slow", "a lighthouse at dawn");
-    let done = rig.wait_terminal("comfy-old-slow");
+    let done = rig.run_to_end("comfy-old-slow");
     rig.assert_failed(&done, "submission_uncertain");
     assert_eq!(comfyui_submits(&stand_in), 1, "never submitted twice");
     rig.finish();
@@ -1573,8 +1545,7 @@ fn kill_9_while_comfyui_holds_its_answer_reconciles_and_charges_once() {
 fn a_kept_output_answers_410_past_its_retention_and_the_sweep_removes_its_file() {
     let stand_in = OpenAiStandIn::start(Some(OPENAI_KEY));
     let mut rig = start_openai(&stand_in, POLL_FAST);
-    rig.generate("oai-kept", "a lighthouse at dawn");
-    let done = rig.wait_terminal("oai-kept");
+    let done = rig.run_to_end("oai-kept");
     rig.assert_charged_once(&done);
     let png = creditgate_standins::openai::PNG;
     rig.assert_outputs_kept(&done, "image/png", png);
