@@ -242,6 +242,7 @@ impl Gate {
             }
             Ok(canceled)
         })?;
+        self.job_events.notify();
         Ok(canceled)
     }
 }

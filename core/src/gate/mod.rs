@@ -15,6 +15,7 @@ pub mod generate;
 mod identity;
 pub mod media;
 mod pricing;
+pub mod waiting;
 pub mod webhooks;
 pub mod work;
 
@@ -102,6 +103,8 @@ pub struct Gate {
     slots: work::ProviderSlots,
     /// How the worker steps have been going.
     step_health: work::StepHealth,
+    /// Where job changes are announced to callers waiting for a job.
+    job_events: waiting::JobEvents,
     /// Where outputs are kept before a job succeeds (none: outputs are
     /// recorded as the provider gave them).
     media: Option<Arc<dyn MediaStore>>,
@@ -131,6 +134,7 @@ impl Gate {
             unrecorded: work::Unrecorded::default(),
             slots: work::ProviderSlots::default(),
             step_health: work::StepHealth::default(),
+            job_events: waiting::JobEvents::default(),
             media: None,
             media_retention_ms: media::MEDIA_RETENTION_MS_DEFAULT,
         })

@@ -476,6 +476,9 @@ impl Gate {
                 next_due,
             })
         })?;
+        if claim.expired > 0 || !claim.faults.is_empty() {
+            self.job_events.notify();
+        }
         report.superseded += claim.superseded;
         report.expired += claim.expired;
         report.next_due = claim.next_due;
@@ -627,7 +630,11 @@ impl Gate {
             )))
         });
         let (applied, next_due) = match recorded {
-            Ok(recorded) => recorded,
+            Ok(recorded) => {
+                // Callers waiting for these jobs re-read them.
+                self.job_events.notify();
+                recorded
+            }
             Err(err) => {
                 for (id, answer) in answers {
                     self.unrecorded.keep(id, answer);
