@@ -94,12 +94,7 @@ pub fn normalize(body: &Value) -> Result<GenerateRequest> {
     }
     let prompt = optional_text(object, "prompt")?;
     if let Some(prompt) = &prompt {
-        if prompt.chars().count() > PROMPT_CHARS_MAX {
-            return Err(Error::invalid(
-                "prompt",
-                format!("must be at most {PROMPT_CHARS_MAX} characters"),
-            ));
-        }
+        check_prompt(prompt)?;
     }
     let price_version = optional_text(object, "price_version")?;
     if let Some(version) = &price_version {
@@ -119,6 +114,54 @@ pub fn normalize(body: &Value) -> Result<GenerateRequest> {
 }
 
 impl GenerateRequest {
+    /// Checks a request a dialect decoded itself (the bounds [`normalize`]
+    /// checks as it reads Rynjer's JSON): a valid request id if any, a
+    /// model, names and option values of 1 to [`NAME_CHARS_MAX`] bytes, a
+    /// prompt of at most [`PROMPT_CHARS_MAX`] characters, positive counts
+    /// and durations, and at most [`INPUT_URLS_MAX`] http(s) input URLs.
+    /// Every refusal is `invalid_request` naming the field.
+    pub fn validate(&self) -> Result<()> {
+        if let Some(id) = &self.request_id {
+            validate_caller_id("request_id", id)?;
+        }
+        bounded_name("model", &self.model)?;
+        if let Some(product) = &self.product {
+            bounded_name("product", product)?;
+        }
+        if let Some(version) = &self.price_version {
+            bounded_name("price_version", version)?;
+        }
+        if let Some(prompt) = &self.prompt {
+            check_prompt(prompt)?;
+        }
+        for (field, value) in [
+            ("units.count", self.units.count),
+            ("units.duration", self.units.duration),
+        ] {
+            if value == Some(0) {
+                return Err(Error::invalid(field, "must be a positive integer"));
+            }
+        }
+        for (field, value) in [
+            ("units.resolution", &self.units.resolution),
+            ("units.aspect_ratio", &self.units.aspect_ratio),
+        ] {
+            if let Some(value) = value {
+                bounded_name(field, value)?;
+            }
+        }
+        if self.input_image_urls.len() > INPUT_URLS_MAX {
+            return Err(Error::invalid(
+                "input_image_urls",
+                format!("must hold at most {INPUT_URLS_MAX} URLs"),
+            ));
+        }
+        for url in &self.input_image_urls {
+            check_url("input_image_urls", url)?;
+        }
+        Ok(())
+    }
+
     /// The pricing-relevant part.
     pub fn estimate_request(&self) -> EstimateRequest {
         EstimateRequest {
@@ -147,6 +190,27 @@ fn optional_text(object: &Map<String, Value>, field: &str) -> Result<Option<Stri
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(_) => Err(Error::invalid(field, "must be a string")),
     }
+}
+
+fn check_prompt(prompt: &str) -> Result<()> {
+    if prompt.chars().count() > PROMPT_CHARS_MAX {
+        return Err(Error::invalid(
+            "prompt",
+            format!("must be at most {PROMPT_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_url(field: &str, url: &str) -> Result<()> {
+    let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+    if !scheme_ok || url.len() > URL_CHARS_MAX || url.chars().any(char::is_whitespace) {
+        return Err(Error::invalid(
+            field,
+            format!("each must be an http(s) URL of at most {URL_CHARS_MAX} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 fn bounded_name(field: &str, value: &str) -> Result<()> {
@@ -236,13 +300,7 @@ fn url_list(field: &str, value: &Value) -> Result<Vec<String>> {
             let url = item
                 .as_str()
                 .ok_or_else(|| Error::invalid(field, "must be an array of URLs"))?;
-            let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
-            if !scheme_ok || url.len() > URL_CHARS_MAX || url.chars().any(char::is_whitespace) {
-                return Err(Error::invalid(
-                    field,
-                    format!("each must be an http(s) URL of at most {URL_CHARS_MAX} bytes"),
-                ));
-            }
+            check_url(field, url)?;
             Ok(url.to_owned())
         })
         .collect()

@@ -56,13 +56,34 @@ impl Gate {
         self.submit_checked(&principal.account_id, Some(principal), body)
     }
 
+    /// [`Gate::submit_for`] of a request a dialect decoded itself (an
+    /// OpenAI-style call, an AgentName `type`): checked as
+    /// [`GenerateRequest::validate`] says, then the same idempotent submit,
+    /// so a request id means the same job whichever dialect carried it.
+    pub fn submit_request_for(
+        &self,
+        principal: &Principal,
+        request: GenerateRequest,
+    ) -> Result<Submitted> {
+        request.validate()?;
+        self.submit_typed(&principal.account_id, Some(principal), request)
+    }
+
     fn submit_checked(
         &self,
         account_id: &str,
         principal: Option<&Principal>,
         body: &Value,
     ) -> Result<Submitted> {
-        let request = normalize(body)?;
+        self.submit_typed(account_id, principal, normalize(body)?)
+    }
+
+    fn submit_typed(
+        &self,
+        account_id: &str,
+        principal: Option<&Principal>,
+        request: GenerateRequest,
+    ) -> Result<Submitted> {
         let request_id = request
             .request_id
             .clone()
