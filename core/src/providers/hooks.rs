@@ -12,9 +12,9 @@
 //!   `webhook-signature`), HMAC-SHA256 under the `whsec_` secret; the
 //!   delivery id is `webhook-id`, which repeats on retries;
 //! - **kie.ai**: `X-Webhook-Signature`, the base64 HMAC-SHA256 of
-//!   `taskId.timestamp` under the secret, the timestamp in
-//!   `X-Webhook-Timestamp` (kie's docs do not say which header carries it;
-//!   unconfirmed), both task id spellings read.
+//!   `taskId.timestamp` under the secret (kie's `webhookHmacKey`), the
+//!   timestamp (Unix seconds) in `X-Webhook-Timestamp`, as kie's "Webhook
+//!   Security Verification" page documents; both task id spellings read.
 //!
 //! A verified callback only names its task: the gate makes the job due and
 //! the worker polls it, so one path records every answer. Owns no table.
