@@ -64,7 +64,7 @@ pub use gate::media::{
 };
 pub use gate::waiting::{Waited, JOB_WAITERS_MAX, JOB_WAIT_MS_MAX};
 pub use gate::webhooks::WebhookReceipt;
-pub use gate::work::{JobFault, WorkReport, WorkerHealth, FAILING_STEPS_UNHEALTHY};
+pub use gate::work::{JobFault, WorkReport, WorkerHealth, BUSY_RETRY_MS, FAILING_STEPS_UNHEALTHY};
 pub use gate::{Gate, GateSettings};
 #[cfg(feature = "http")]
 pub use identity::MoltbookVerifier;

@@ -457,13 +457,42 @@ fn calls_run_concurrently_up_to_the_providers_limit() {
     assert_eq!(running, 2);
     let waiting: Vec<_> = jobs
         .iter()
-        .filter(|job| fx.job(job).status == JobStatus::Pending)
+        .map(|job| fx.job(job))
+        .filter(|job| job.status == JobStatus::Pending)
         .collect();
     assert_eq!(waiting.len(), 1);
     assert_eq!(
         waiting[0].submit_attempts, 0,
         "given back, not counted as a try"
     );
+    assert_eq!(
+        waiting[0].next_run_at,
+        fx.clock.now() + creditgate::BUSY_RETRY_MS,
+        "looked at again shortly, not after a whole poll interval"
+    );
+}
+
+#[test]
+fn the_fixture_provider_takes_a_whole_step_without_a_slot_limit() {
+    // The fixture does no I/O: a step hands it every job it claims.
+    let common::Fixture {
+        dir: _dir,
+        clock,
+        gate,
+        ..
+    } = common::open(common::Setup {
+        synchronous: Synchronous::Normal,
+        catalog: Some(RYNJER),
+        ..common::Setup::default()
+    });
+    let account = common::account(&gate, "agent", Decimal::from(10_000));
+    for i in 0..64 {
+        let body = json!({"request_id": format!("r{i}"), "model": "z-image", "prompt": "x"});
+        gate.submit(&account, &body).expect("submit");
+    }
+    clock.advance(Duration::from_millis(1));
+    let report = gate.run_due_work(64).expect("step");
+    assert_eq!(report.submitted, 64, "{report:?}");
 }
 
 #[test]

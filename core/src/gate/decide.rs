@@ -101,8 +101,9 @@ pub(crate) enum Decision {
         message: Option<String>,
         not_sent: bool,
     },
-    /// Not asked: give the claimed job back, unsubmitted.
-    Defer,
+    /// Not asked: give the claimed job back, unsubmitted, due again after
+    /// `delay_ms`.
+    Defer { delay_ms: i64 },
 }
 
 impl Decision {
@@ -133,7 +134,7 @@ impl Decision {
             Decision::Succeed { task_id, .. }
             | Decision::Kept { task_id, .. }
             | Decision::Collect { task_id, .. } => task_id,
-            Decision::Fail { .. } | Decision::Retry { .. } | Decision::Defer => None,
+            Decision::Fail { .. } | Decision::Retry { .. } | Decision::Defer { .. } => None,
         }
     }
 }

@@ -533,7 +533,7 @@ impl Gate {
         let answers: Vec<(String, Decision)> = decisions
             .iter()
             .filter(|(_, from, _, decision)| {
-                *from == JobStatus::Pending && !matches!(decision, Decision::Defer)
+                *from == JobStatus::Pending && !matches!(decision, Decision::Defer { .. })
             })
             .map(|(id, _, _, decision)| (id.clone(), decision.clone()))
             .collect();
@@ -726,7 +726,12 @@ impl Gate {
                     continue;
                 }
                 if self.unrecorded.is_full() {
-                    not_asked(Decision::Defer, None);
+                    not_asked(
+                        Decision::Defer {
+                            delay_ms: self.settings.poll_interval_ms_min,
+                        },
+                        None,
+                    );
                     continue;
                 }
             }
@@ -744,6 +749,14 @@ impl Gate {
                 Some(slot) => calls.push((job, sent, provider, slot)),
                 None => not_asked(busy(job.status), None),
             }
+        }
+        // In-process providers (the fixture) do no I/O: called here, in
+        // turn, without a thread each.
+        let (inline, calls): (Vec<_>, Vec<_>) = calls
+            .into_iter()
+            .partition(|(_, _, provider, _)| provider.in_process());
+        for (job, sent, provider, _slot) in inline {
+            called.push(self.call_caught(job, sent, provider.as_ref()));
         }
         let one = calls.len() + cancels.len() <= 1;
         let mut cancels_done = Vec::new();
@@ -901,7 +914,7 @@ impl Gate {
             },
             // Claims take live jobs only; a terminal one is left alone.
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Canceled | JobStatus::Expired => {
-                Decision::Defer
+                Decision::Defer { delay_ms: 0 }
             }
         };
         Ok(match decision {
@@ -1067,7 +1080,9 @@ fn unkept_outputs(completion: &Completion) -> Option<Vec<Output>> {
 /// shortly (a pending one given back unsubmitted).
 fn busy(status: JobStatus) -> Decision {
     match status {
-        JobStatus::Pending => Decision::Defer,
+        JobStatus::Pending => Decision::Defer {
+            delay_ms: BUSY_RETRY_MS,
+        },
         _ => Decision::Retry {
             delay_ms: BUSY_RETRY_MS,
             add_polls: 0,
@@ -1281,19 +1296,13 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
             jobs::reschedule(tx, job_id, record.from, &plan, now)?;
             Ok(Applied::Rescheduled)
         }
-        Decision::Defer => {
+        Decision::Defer { delay_ms } => {
             match record.from {
                 JobStatus::Pending => {
-                    jobs::unclaim(
-                        tx,
-                        job_id,
-                        now + record.first_poll_ms,
-                        record.possibly_sent,
-                        now,
-                    )?;
+                    jobs::unclaim(tx, job_id, now + delay_ms, record.possibly_sent, now)?;
                 }
                 JobStatus::Running => {
-                    jobs::lease_until(tx, job_id, now + BUSY_RETRY_MS)?;
+                    jobs::lease_until(tx, job_id, now + delay_ms.max(BUSY_RETRY_MS))?;
                 }
                 _ => {}
             }
@@ -1462,8 +1471,10 @@ mod tests {
             .id;
         gate.grant("seed", &account, 100.into(), "").expect("grant");
         for i in 0..UNRECORDED_ANSWERS_MAX {
-            gate.unrecorded
-                .keep(format!("job_elsewhere_{i}"), Decision::Defer);
+            gate.unrecorded.keep(
+                format!("job_elsewhere_{i}"),
+                Decision::Defer { delay_ms: 0 },
+            );
         }
         let body = serde_json::json!({"request_id": "r", "model": "z-image", "prompt": "x"});
         let job = gate.submit(&account, &body).expect("submit").job;

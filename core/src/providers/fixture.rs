@@ -14,6 +14,9 @@ use serde::Deserialize;
 use super::{Artifact, Completion, PollStatus, Provider, ProviderError, ProviderJob, Submission};
 use crate::jobs::Output;
 
+/// Calls the fixture provider takes at once: more than any worker step
+/// claims (it does no I/O, so it has no upstream to protect).
+pub const FIXTURE_CONCURRENCY: usize = 4_096;
 /// Rules in one scenario file, at most.
 pub const SCENARIO_RULES_MAX: usize = 256;
 /// Polls a scenario may ask for, at most.
@@ -284,6 +287,15 @@ impl Provider for FixtureProvider {
 
     fn idempotent_submit(&self) -> bool {
         true
+    }
+
+    fn in_process(&self) -> bool {
+        true
+    }
+
+    /// No upstream to protect: as many calls as a step claims.
+    fn concurrency(&self) -> usize {
+        FIXTURE_CONCURRENCY
     }
 }
 

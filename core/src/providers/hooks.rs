@@ -192,6 +192,9 @@ impl Provider for Hooked {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+    fn in_process(&self) -> bool {
+        self.inner.in_process()
+    }
     fn webhooks(&self) -> bool {
         true
     }

@@ -465,6 +465,11 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     fn concurrency(&self) -> usize {
         CONCURRENCY_DEFAULT
     }
+    /// Whether calls are answered in this process without I/O (the
+    /// fixture): the worker then makes them in turn, without a thread each.
+    fn in_process(&self) -> bool {
+        false
+    }
     /// Whether this instance's upstream is told to call our webhook
     /// (`ProviderJob::webhook_url` is then set).
     fn webhooks(&self) -> bool {

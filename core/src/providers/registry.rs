@@ -125,6 +125,9 @@ impl Provider for Redacting {
     fn concurrency(&self) -> usize {
         self.inner.concurrency()
     }
+    fn in_process(&self) -> bool {
+        self.inner.in_process()
+    }
     fn webhooks(&self) -> bool {
         self.inner.webhooks()
     }
