@@ -212,7 +212,18 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
             if err.is_server_fault() {
                 eprintln!("request_id={} error: {err}", request.request_id);
             }
-            let mut response = status::error(&err);
+            let quota = state.gate.quota_of_refusal(&err);
+            let mut response = status::error(&err).with_quota(quota.as_ref());
+            if let (Error::PlanLimitReached { .. }, Some(quota)) = (&err, quota) {
+                let wait_ms = quota.reset_at.saturating_sub(state.gate.clock().now());
+                response.headers.push((
+                    "Retry-After",
+                    u64::try_from(wait_ms)
+                        .unwrap_or(0)
+                        .div_ceil(1000)
+                        .to_string(),
+                ));
+            }
             if matches!(err, Error::MethodNotAllowed { .. }) {
                 response
                     .headers
@@ -279,20 +290,21 @@ fn route(state: &State, request: &Request) -> Result<Response, Error> {
         if route.method != method {
             continue;
         }
-        let principal = match route.auth {
-            Auth::Public => None,
+        let (principal, quota) = match route.auth {
+            Auth::Public => (None, None),
             Auth::Bearer => {
                 let principal = state.gate.authenticate(request.bearer()?)?;
-                state.gate.admit(&principal)?;
-                Some(principal)
+                let quota = state.gate.admit(&principal)?;
+                (Some(principal), quota)
             }
         };
-        return (route.handler)(&Call {
+        let response = (route.handler)(&Call {
             state,
             request,
             params,
             principal,
-        });
+        })?;
+        return Ok(response.with_quota(quota.as_ref()));
     }
     let (method, path) = (request.method.clone(), request.path.clone());
     Err(if path_matched {
