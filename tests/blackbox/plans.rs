@@ -45,12 +45,20 @@ fn plans_are_listed_edited_assigned_and_defaulted_from_the_cli() {
         plan(&list, "free")["caps"],
         json!({"image": 10, "video": 2, "chat": 50})
     );
-    assert_eq!(plan(&list, "pro")["caps"], json!({"image": 200, "video": 50}));
+    assert_eq!(
+        plan(&list, "pro")["caps"],
+        json!({"image": 200, "video": 50})
+    );
     assert_eq!(plan(&list, "enterprise")["caps"], json!({}));
     let text = sb.run(&["plans", "list"]);
-    assert!(text.stdout.contains("free\tchat=50 image=10 video=2"), "{text:?}");
+    assert!(
+        text.stdout.contains("free\tchat=50 image=10 video=2"),
+        "{text:?}"
+    );
 
-    let tiny = sb.ok(&["plans", "set", "tiny", "--cap", "image=2", "--cap", "video=1"]);
+    let tiny = sb.ok(&[
+        "plans", "set", "tiny", "--cap", "image=2", "--cap", "video=1",
+    ]);
     assert_eq!(tiny["caps"], json!({"image": 2, "video": 1}));
     let tiny = sb.ok(&["plans", "set", "tiny", "--cap", "video=unlimited"]);
     assert_eq!(tiny["caps"], json!({"image": 2}), "unlimited removes a cap");
@@ -70,7 +78,11 @@ fn plans_are_listed_edited_assigned_and_defaulted_from_the_cli() {
     let gold = sb.json(&["accounts", "create", "--name", "g", "--plan", "gold"]);
     assert_eq!(gold.code, 0, "{gold:?}");
     assert_eq!(gold.json["plan"], json!("gold"));
-    assert!(gold.stderr.contains("warning: plan gold is not a known plan"), "{gold:?}");
+    assert!(
+        gold.stderr
+            .contains("warning: plan gold is not a known plan"),
+        "{gold:?}"
+    );
     let id = text_at(&planned, "/id");
     let moved = sb.ok(&["accounts", "set-plan", &id, "tiny"]);
     assert_eq!(moved["plan"], json!("tiny"));
@@ -79,7 +91,10 @@ fn plans_are_listed_edited_assigned_and_defaulted_from_the_cli() {
     assert_eq!(missing.json["error"], json!("not_found"));
 
     sb.ok(&["plans", "default", "free"]);
-    assert_eq!(plan(&sb.ok(&["plans", "list"]), "free")["default"], json!(true));
+    assert_eq!(
+        plan(&sb.ok(&["plans", "list"]), "free")["default"],
+        json!(true)
+    );
     let defaulted = sb.ok(&["accounts", "create", "--name", "d"]);
     assert_eq!(defaulted["plan"], json!("free"));
     assert_eq!(sb.json(&["plans", "default", "gold"]).code, 1);
@@ -117,7 +132,11 @@ fn a_used_up_daily_cap_is_429_with_the_reset_time_and_rate_limit_headers() {
         assert_eq!(answer.status, 200, "{}", answer.json());
         assert_eq!(answer.header("x-ratelimit-limit"), Some("2"));
         assert_eq!(answer.header("x-ratelimit-remaining"), Some(left));
-        let at: u64 = answer.header("x-ratelimit-reset").expect("reset").parse().expect("secs");
+        let at: u64 = answer
+            .header("x-ratelimit-reset")
+            .expect("reset")
+            .parse()
+            .expect("secs");
         assert!(at == reset || at == reset + DAY_SECS, "{at} vs {reset}");
     }
     // A replay answers the job again and counts nothing more.
@@ -132,14 +151,26 @@ fn a_used_up_daily_cap_is_429_with_the_reset_time_and_rate_limit_headers() {
     assert_eq!(answer["data"]["error"], json!("plan_limit_reached"));
     assert_eq!(answer["data"]["plan"], json!("tiny"));
     assert_eq!(answer["data"]["product"], json!("image"));
-    assert_eq!((answer["data"]["limit"].clone(), answer["data"]["used"].clone()), (json!(2), json!(2)));
+    assert_eq!(
+        (
+            answer["data"]["limit"].clone(),
+            answer["data"]["used"].clone()
+        ),
+        (json!(2), json!(2))
+    );
     assert!(
-        answer["data"]["reset_at"].as_str().is_some_and(|at| at.ends_with("T00:00:00.000Z")),
+        answer["data"]["reset_at"]
+            .as_str()
+            .is_some_and(|at| at.ends_with("T00:00:00.000Z")),
         "{answer}"
     );
     assert_eq!(refused.header("x-ratelimit-limit"), Some("2"));
     assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
-    let wait: u64 = refused.header("retry-after").expect("retry-after").parse().expect("secs");
+    let wait: u64 = refused
+        .header("retry-after")
+        .expect("retry-after")
+        .parse()
+        .expect("secs");
     assert!((1..=DAY_SECS).contains(&wait), "{wait}");
     // Nothing was held for it: two images of 8 credits are pending.
     let balance = server.get("/v1/credits/balance", &key).json();
@@ -151,7 +182,19 @@ fn a_used_up_daily_cap_is_429_with_the_reset_time_and_rate_limit_headers() {
         &json!({"request_id": "vid", "model": "sora-2", "prompt": "waves"}),
     );
     assert_eq!(video.status, 200, "{}", video.json());
-    assert_eq!(video.header("x-ratelimit-limit"), Some("100"), "the rate limit's numbers");
+    assert_eq!(
+        video.header("x-ratelimit-limit"),
+        Some("100"),
+        "the rate limit's numbers"
+    );
+    // A refusal after admission carries the rate limit's numbers too.
+    let unknown = server.post(
+        "/v1/generate",
+        &key,
+        &json!({"request_id": "x", "model": "no-such-model", "prompt": "x"}),
+    );
+    assert_eq!(unknown.status, 400);
+    assert_eq!(unknown.header("x-ratelimit-limit"), Some("100"));
     drop(server);
     let run = sb.run(&["ledger", "verify"]);
     assert_eq!(run.code, 0, "ledger verify: {}{}", run.stdout, run.stderr);

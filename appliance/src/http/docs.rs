@@ -356,6 +356,10 @@ workers_failing, server_busy (too many open connections; Retry-After) (retry lat
 507 insufficient_storage (the server's disk is full: nothing of the request
 was kept, work already accepted is safe; retry later).
 Credits are exact decimal numbers (0.0165).
+Authenticated answers carry X-RateLimit-Limit, X-RateLimit-Remaining and
+X-RateLimit-Reset (Unix seconds): on POST /v1/generate your plan's daily cap
+on the model's product (jobs per UTC day) when it has one, otherwise this
+credential's rate limit.
 
 ## Sign in with Moltbook
 

@@ -204,10 +204,15 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Finds the route, authenticates, runs the handler, renders errors.
+/// Finds the route, authenticates, runs the handler, renders errors. An
+/// answer to an authenticated caller carries the `X-RateLimit-*` headers
+/// of the limit the core says it stands against: a refusal's own (a plan
+/// cap, the rate limit), the handler's (a plan cap on generate), else the
+/// rate limit's.
 pub fn dispatch(state: &State, request: &Request) -> Response {
-    match route(state, request) {
-        Ok(response) => response,
+    let mut admitted = None;
+    match route(state, request, &mut admitted) {
+        Ok(response) => response.with_quota(admitted.as_ref()),
         Err(err) => {
             if err.is_server_fault() {
                 eprintln!("request_id={} error: {err}", request.request_id);
@@ -229,7 +234,7 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
                     .headers
                     .push(("Allow", allowed_methods(&request.path)));
             }
-            response
+            response.with_quota(admitted.as_ref())
         }
     }
 }
@@ -279,7 +284,13 @@ fn routed_method(method: &str) -> &str {
     }
 }
 
-fn route(state: &State, request: &Request) -> Result<Response, Error> {
+/// Routes `request`; `admitted` gets where an authenticated caller stands
+/// against the rate limit once admitted.
+fn route(
+    state: &State,
+    request: &Request,
+    admitted: &mut Option<creditgate::Quota>,
+) -> Result<Response, Error> {
     let mut path_matched = false;
     let method = routed_method(&request.method);
     for route in ROUTES {
@@ -290,21 +301,20 @@ fn route(state: &State, request: &Request) -> Result<Response, Error> {
         if route.method != method {
             continue;
         }
-        let (principal, quota) = match route.auth {
-            Auth::Public => (None, None),
+        let principal = match route.auth {
+            Auth::Public => None,
             Auth::Bearer => {
                 let principal = state.gate.authenticate(request.bearer()?)?;
-                let quota = state.gate.admit(&principal)?;
-                (Some(principal), quota)
+                *admitted = state.gate.admit(&principal)?;
+                Some(principal)
             }
         };
-        let response = (route.handler)(&Call {
+        return (route.handler)(&Call {
             state,
             request,
             params,
             principal,
-        })?;
-        return Ok(response.with_quota(quota.as_ref()));
+        });
     }
     let (method, path) = (request.method.clone(), request.path.clone());
     Err(if path_matched {
