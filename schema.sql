@@ -359,3 +359,49 @@ CREATE TABLE media_files (
     PRIMARY KEY (job_id, idx)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX media_files_expiry ON media_files (expires_at) WHERE removed_at IS NULL;
+
+-- @migration 3: plan tiers: daily caps per product, counted per account per
+-- UTC day (module `plans`).
+--
+-- A plan caps how many jobs of a catalog product (`image`, `video`,
+-- `chat`, ...) an account on it may start per UTC day; a product with no
+-- `plan_caps` row is unlimited, and an account whose `plan` names no plan
+-- row has no caps at all. `is_default` marks the plan an account created
+-- without one is put on (at most one, by a partial unique index; none
+-- shipped). `plan_usage` counts accepted submits per account, product and
+-- day (days since the Unix epoch, UTC), written in the same transaction as
+-- the job's hold. Shipped plans carry the timestamp 0: a migration has no
+-- clock. The three shipped plans are reference 002's tiers.
+CREATE TABLE plans (
+    name        TEXT PRIMARY KEY CHECK (name <> ''),
+    is_default  INTEGER NOT NULL DEFAULT 0 CHECK (is_default IN (0, 1)),
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) STRICT;
+CREATE UNIQUE INDEX plans_one_default ON plans (is_default) WHERE is_default = 1;
+
+CREATE TABLE plan_caps (
+    plan        TEXT NOT NULL REFERENCES plans (name),
+    product     TEXT NOT NULL CHECK (product <> ''),
+    daily_max   INTEGER NOT NULL CHECK (daily_max >= 0),
+    PRIMARY KEY (plan, product)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE plan_usage (
+    account_id  TEXT NOT NULL REFERENCES accounts (id),
+    product     TEXT NOT NULL,
+    day         INTEGER NOT NULL,
+    used        INTEGER NOT NULL CHECK (used >= 0),
+    PRIMARY KEY (account_id, product, day)
+) STRICT, WITHOUT ROWID;
+
+INSERT INTO plans (name, created_at, updated_at) VALUES
+    ('free', 0, 0), ('pro', 0, 0), ('enterprise', 0, 0);
+INSERT INTO plan_caps (plan, product, daily_max) VALUES
+    ('free', 'image', 10), ('free', 'video', 2), ('free', 'chat', 50),
+    ('pro', 'image', 200), ('pro', 'video', 50);
+
+-- Until now an account created without a plan was put on `free`, a name
+-- with no meaning. Now that `free` has caps, those accounts move to `none`
+-- (no plan row, so no caps: nothing changes for them).
+UPDATE accounts SET plan = 'none' WHERE plan = 'free';

@@ -17,6 +17,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use creditgate::ids::random_id;
 use creditgate::ledger::HISTORY_PAGE_MAX;
 use creditgate::money::parse_credits;
+use creditgate::plans::PlanEdit;
 use creditgate::providers::fixture::Scenarios;
 use creditgate::{
     Gate, JobFilter, JobStatus, NewAccount, OpenProblem, StoreOptions, Synchronous, SystemClock,
@@ -90,9 +91,12 @@ enum GateCommand {
     /// Bind agents to accounts.
     #[command(subcommand)]
     Agents(AgentsCommand),
-    /// Create and list accounts.
+    /// Create and list accounts; put one on a plan.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// List and edit plan tiers (daily caps per product).
+    #[command(subcommand)]
+    Plans(PlansCommand),
     /// Grant credits and read balances.
     #[command(subcommand)]
     Credits(CreditsCommand),
@@ -249,7 +253,9 @@ enum AccountsCommand {
         /// A human name for the account.
         #[arg(long)]
         name: String,
-        /// The plan name.
+        /// The plan name (default: the default plan, if one is named;
+        /// else `none`, no caps). A name that is not a plan is kept, with
+        /// a warning, and means no caps.
         #[arg(long)]
         plan: Option<String>,
         /// Let the wallet go below zero (postpaid).
@@ -258,6 +264,53 @@ enum AccountsCommand {
     },
     /// List accounts, oldest first.
     List,
+    /// Put an account on a plan (effective on its next submit).
+    SetPlan {
+        /// The account id.
+        id: String,
+        /// The plan name (`none`: no caps).
+        plan: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PlansCommand {
+    /// List plans and their daily caps.
+    List,
+    /// Create a plan or change its caps (caps not named are kept).
+    Set {
+        /// The plan name.
+        name: String,
+        /// A daily cap, `PRODUCT=N` (jobs per UTC day) or
+        /// `PRODUCT=unlimited` (removes the cap). Repeatable.
+        #[arg(long = "cap", value_parser = parse_cap)]
+        caps: Vec<(String, Option<u64>)>,
+    },
+    /// Name the plan accounts created without one are put on; `--none`
+    /// names none (such accounts then have no caps).
+    Default {
+        /// The plan name.
+        #[arg(required_unless_present = "none")]
+        name: Option<String>,
+        /// Name no default plan.
+        #[arg(long, conflicts_with = "name")]
+        none: bool,
+    },
+}
+
+/// `PRODUCT=N` or `PRODUCT=unlimited`.
+fn parse_cap(text: &str) -> Result<(String, Option<u64>), String> {
+    let (product, cap) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not PRODUCT=N or PRODUCT=unlimited"))?;
+    let cap = match cap {
+        "unlimited" => None,
+        n => Some(
+            n.parse::<u64>()
+                .map_err(|_| format!("`{n}` is not a whole number or `unlimited`"))?,
+        ),
+    };
+    Ok((product.to_owned(), cap))
 }
 
 #[derive(Debug, Subcommand)]
@@ -512,6 +565,7 @@ fn command_only_reads(command: &GateCommand) -> bool {
     match command {
         GateCommand::Ledger(LedgerCommand::Verify)
         | GateCommand::Accounts(AccountsCommand::List)
+        | GateCommand::Plans(PlansCommand::List)
         | GateCommand::Credits(CreditsCommand::Balance { .. } | CreditsCommand::History { .. })
         | GateCommand::Jobs(_)
         | GateCommand::Keys(KeysCommand::List { .. })
@@ -519,7 +573,8 @@ fn command_only_reads(command: &GateCommand) -> bool {
         | GateCommand::Backup { .. } => true,
         GateCommand::Keys(KeysCommand::Create { .. } | KeysCommand::Revoke { .. })
         | GateCommand::Agents(_)
-        | GateCommand::Accounts(AccountsCommand::Create { .. })
+        | GateCommand::Accounts(AccountsCommand::Create { .. } | AccountsCommand::SetPlan { .. })
+        | GateCommand::Plans(PlansCommand::Set { .. } | PlansCommand::Default { .. })
         | GateCommand::Credits(CreditsCommand::Grant(_))
         | GateCommand::Prices(
             PricesCommand::Import { .. }
@@ -589,6 +644,27 @@ impl Failure {
     }
 }
 
+/// `output` with a warning (on stderr, and as `warning` in the JSON) when
+/// `plan` names no plan: kept as given, it means no caps.
+fn with_plan_warning(gate: &Gate, plan: &str, mut output: Output) -> Result<Output, Failure> {
+    if plan == creditgate::plans::NO_PLAN {
+        return Ok(output);
+    }
+    match gate.plan(plan) {
+        Ok(_) => Ok(output),
+        Err(creditgate::Error::NotFound { .. }) => {
+            let warning = format!(
+                "plan {plan} is not a known plan, so the account has no daily caps \
+                 (see `creditgate plans list`)"
+            );
+            eprintln!("warning: {warning}");
+            output.json["warning"] = json!(warning);
+            Ok(output)
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
 fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
     match command {
         GateCommand::Accounts(AccountsCommand::Create {
@@ -605,7 +681,41 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 "created account {} ({}, plan {})",
                 account.id, account.name, account.plan
             );
-            Ok(Output::ok(render::account(&account), text))
+            Ok(with_plan_warning(
+                gate,
+                &account.plan,
+                Output::ok(render::account(&account), text),
+            )?)
+        }
+        GateCommand::Accounts(AccountsCommand::SetPlan { id, plan }) => {
+            let account = gate.set_account_plan(&id, &plan)?;
+            let text = format!("account {} is on plan {}", account.id, account.plan);
+            Ok(with_plan_warning(
+                gate,
+                &account.plan,
+                Output::ok(render::account(&account), text),
+            )?)
+        }
+        GateCommand::Plans(PlansCommand::List) => {
+            let plans = gate.plans()?;
+            let text = render::lines_or(
+                plans.iter().map(render::plan_line),
+                "no plans (create one with `creditgate plans set NAME --cap image=10`)",
+            );
+            let json = json!({ "plans": plans.iter().map(render::plan).collect::<Vec<_>>() });
+            Ok(Output::ok(json, text))
+        }
+        GateCommand::Plans(PlansCommand::Set { name, caps }) => {
+            let plan = gate.edit_plan(&PlanEdit { name, caps })?;
+            Ok(Output::ok(render::plan(&plan), render::plan_line(&plan)))
+        }
+        GateCommand::Plans(PlansCommand::Default { name, none: _ }) => {
+            gate.set_default_plan(name.as_deref())?;
+            let text = match &name {
+                Some(name) => format!("accounts created without a plan are put on {name}"),
+                None => "no default plan: accounts created without a plan have no caps".to_owned(),
+            };
+            Ok(Output::ok(json!({ "default_plan": name }), text))
         }
         GateCommand::Accounts(AccountsCommand::List) => {
             let accounts = gate.list_accounts()?;

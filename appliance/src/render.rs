@@ -10,6 +10,7 @@ use creditgate::clock::format_rfc3339;
 use creditgate::identity::{AccessGrant, Agent, AgentRegistration, CreatedAgentKey, TokenGrant};
 use creditgate::media::MediaRow;
 use creditgate::money::to_credits;
+use creditgate::plans::Plan;
 use creditgate::pricing::versions::PriceVersionInfo;
 use creditgate::pricing::{Estimate, Listing};
 use creditgate::{
@@ -35,6 +36,33 @@ pub fn account(account: &Account) -> Value {
         "plan": account.plan,
         "created_at": format_rfc3339(account.created_at),
     })
+}
+
+/// A plan: its name, its daily caps by product (a product not listed is
+/// unlimited), whether it is the default.
+pub fn plan(plan: &Plan) -> Value {
+    json!({
+        "name": plan.name,
+        "caps": plan.caps,
+        "default": plan.is_default,
+        "created_at": format_rfc3339(plan.created_at),
+        "updated_at": format_rfc3339(plan.updated_at),
+    })
+}
+
+/// A plan on one line for people: `free  image=10 video=2 (default)`.
+pub fn plan_line(plan: &Plan) -> String {
+    let caps = if plan.caps.is_empty() {
+        "unlimited".to_owned()
+    } else {
+        plan.caps
+            .iter()
+            .map(|(product, cap)| format!("{product}={cap}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let default = if plan.is_default { " (default)" } else { "" };
+    format!("{}\t{caps}{default}", plan.name)
 }
 
 /// A balance: available, pending and posted credits. The HTTP answer adds
@@ -480,6 +508,19 @@ pub fn error_data(err: &Error) -> Value {
         }
         Error::RateLimited { retry_after_ms } => {
             body["retry_after"] = json!(retry_after_ms.div_ceil(1000));
+        }
+        Error::PlanLimitReached {
+            plan,
+            product,
+            limit,
+            used,
+            reset_at,
+        } => {
+            body["plan"] = json!(plan);
+            body["product"] = json!(product);
+            body["limit"] = json!(limit);
+            body["used"] = json!(used);
+            body["reset_at"] = json!(creditgate::clock::format_rfc3339(*reset_at));
         }
         Error::Estimate(inner) => {
             if let Some(field) = inner.field() {

@@ -16,8 +16,10 @@ pub const ACCOUNT_NAME_CHARS_MAX: usize = 200;
 pub const PLAN_CHARS_MAX: usize = 64;
 /// Accounts listed in one call, at most.
 pub const ACCOUNTS_LIST_MAX: usize = 10_000;
-/// The plan of an account created without one.
-pub const DEFAULT_PLAN: &str = "free";
+/// The plan of an account created without one while the operator names no
+/// default plan: `none`, which no plan may be named (`plans::NO_PLAN`), so
+/// such an account has no daily caps.
+pub const DEFAULT_PLAN: &str = "none";
 
 /// An account as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +28,7 @@ pub struct Account {
     pub id: String,
     /// A human name.
     pub name: String,
-    /// The plan name (free text; plans are data).
+    /// The plan name (free text: a name with no plan row means no caps).
     pub plan: String,
     /// When it was created.
     pub created_at: UnixMillis,
@@ -37,7 +39,8 @@ pub struct Account {
 pub struct NewAccount {
     /// A human name, 1 to [`ACCOUNT_NAME_CHARS_MAX`] characters.
     pub name: String,
-    /// The plan; [`DEFAULT_PLAN`] when `None`.
+    /// The plan; the default plan the operator named, or [`DEFAULT_PLAN`],
+    /// when `None`.
     pub plan: Option<String>,
     /// Whether its wallet may go below zero (postpaid accounts).
     pub allow_negative: bool,
@@ -63,13 +66,7 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
             format!("must be 1 to {ACCOUNT_NAME_CHARS_MAX} characters"),
         ));
     }
-    let plan = new.plan.as_deref().unwrap_or(DEFAULT_PLAN).trim();
-    if plan.is_empty() || plan.chars().count() > PLAN_CHARS_MAX {
-        return Err(Error::invalid(
-            "plan",
-            format!("must be 1 to {PLAN_CHARS_MAX} characters"),
-        ));
-    }
+    let plan = check_plan(new.plan.as_deref().unwrap_or(DEFAULT_PLAN))?;
     let account = Account {
         id: tx.new_id("acct_"),
         name: name.to_owned(),
@@ -84,6 +81,33 @@ pub(crate) fn insert(tx: &Tx<'_>, new: &NewAccount, now: UnixMillis) -> Result<A
             account.created_at
         ])?;
     Ok(account)
+}
+
+/// Puts an account on plan `plan` (free text, as at creation) and returns it.
+pub(crate) fn set_plan(tx: &Tx<'_>, id: &str, plan: &str) -> Result<Account> {
+    let plan = check_plan(plan)?;
+    let changed = tx
+        .prepare_cached("UPDATE accounts SET plan = ?2 WHERE id = ?1")?
+        .execute(params![id, plan])?;
+    if changed == 0 {
+        return Err(Error::NotFound {
+            what: "account",
+            id: id.to_owned(),
+        });
+    }
+    get(tx, id)
+}
+
+/// A plan name, trimmed, 1 to [`PLAN_CHARS_MAX`] characters.
+fn check_plan(plan: &str) -> Result<&str> {
+    let plan = plan.trim();
+    if plan.is_empty() || plan.chars().count() > PLAN_CHARS_MAX {
+        return Err(Error::invalid(
+            "plan",
+            format!("must be 1 to {PLAN_CHARS_MAX} characters"),
+        ));
+    }
+    Ok(plan)
 }
 
 /// An account by id.

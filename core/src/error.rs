@@ -179,6 +179,9 @@ error_codes! {
     PayloadTooLarge = "payload_too_large", Limited;
     /// Too many requests (`retry_after`, seconds).
     RateLimited = "rate_limited", Limited;
+    /// The account's plan allows no more jobs of this product today
+    /// (`plan`, `product`, `limit`, `used`, `reset_at`).
+    PlanLimitReached = "plan_limit_reached", Limited;
     /// The request body did not arrive in time.
     RequestTimeout = "request_timeout", Limited;
     /// The route does not take this method.
@@ -523,6 +526,25 @@ pub enum Error {
         /// When a request will be admitted again.
         retry_after_ms: u64,
     },
+    /// The account's plan caps the jobs of this product per UTC day, and
+    /// today's are used up. Nothing was held or counted.
+    #[error(
+        "plan {plan} allows {limit} {product} jobs a day and {used} were started today; \
+         the count starts again at {}",
+        crate::clock::format_rfc3339(*reset_at)
+    )]
+    PlanLimitReached {
+        /// The account's plan.
+        plan: String,
+        /// The catalog product capped.
+        product: String,
+        /// The cap: jobs of the product per UTC day.
+        limit: u64,
+        /// Jobs of the product counted today.
+        used: u64,
+        /// When the count starts again: the next UTC midnight.
+        reset_at: crate::clock::UnixMillis,
+    },
     /// A request body exceeded the shell's limit (raised by shells such as
     /// the HTTP appliance, kept here so every refusal has one table).
     #[error("the request body exceeds {limit_bytes} bytes")]
@@ -681,6 +703,7 @@ impl Error {
             Error::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
             Error::Database { .. } => ErrorCode::StorageUnavailable,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
+            Error::PlanLimitReached { .. } => ErrorCode::PlanLimitReached,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
             Error::MalformedRequest => ErrorCode::BadRequest,
@@ -911,6 +934,13 @@ mod tests {
             },
             Error::PayloadTooLarge { limit_bytes: 1 },
             Error::RateLimited { retry_after_ms: 1 },
+            Error::PlanLimitReached {
+                plan: "free".into(),
+                product: "image".into(),
+                limit: 10,
+                used: 10,
+                reset_at: 86_400_000,
+            },
             Error::RequestTimeout,
             Error::MalformedRequest,
             Error::UriTooLong,

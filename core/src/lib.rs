@@ -46,6 +46,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod media;
 pub mod money;
+pub mod plans;
 pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
@@ -76,5 +77,7 @@ pub use identity::{
 pub use ids::{IdSource, OsIds, SeededIds};
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
+pub use plans::{Plan, PlanEdit, PlanUsage};
+pub use ratelimit::Quota;
 pub use store::{OpenMode, OpenProblem, StoreOptions, Synchronous, WriteStats, READ_POOL_SIZE_MAX};
 pub use verify::{VerifyReport, Violation};

@@ -1,7 +1,9 @@
 //! Per-credential rate limiting: a token bucket for each caller, refilled
 //! from the injected clock. In memory only (a restart forgets it), bounded
 //! in how many callers it tracks, and integer arithmetic throughout (tokens
-//! are counted in thousandths). It owns no table.
+//! are counted in thousandths). It owns no table. It also holds [`Quota`],
+//! the numbers a shell shows of any limit (this one or a plan's daily cap)
+//! as `X-RateLimit-*` headers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +25,21 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// Where a caller stands against a limit: the numbers behind the
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset` headers. For the rate
+/// limit: the burst, the whole requests left in the bucket, and when it is
+/// full again; for a plan cap: the product's daily cap, what is left of it
+/// today, and the next UTC midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests (or jobs) the limit allows in its window.
+    pub limit: u64,
+    /// How many are left now.
+    pub remaining: u64,
+    /// When the limit is whole again.
+    pub reset_at: UnixMillis,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     milli_tokens: u64,
@@ -37,6 +54,17 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
+    /// Where a caller refused with `retry_after_ms` stands at `now`: no
+    /// request left, whole again when one is (the burst refills later, but
+    /// a client may retry then).
+    pub fn refused_quota(&self, retry_after_ms: u64, now: UnixMillis) -> Quota {
+        Quota {
+            limit: u64::from(self.limit.burst.max(1)),
+            remaining: 0,
+            reset_at: now.saturating_add(i64::try_from(retry_after_ms).unwrap_or(i64::MAX)),
+        }
+    }
+
     /// A limiter allowing `limit` per caller.
     pub fn new(limit: RateLimit) -> Self {
         RateLimiter {
@@ -45,11 +73,12 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one request from `caller`'s bucket at `now`, or refuses with
+    /// Takes one request from `caller`'s bucket at `now` and says where the
+    /// caller stands (`None` when limiting is off), or refuses with
     /// [`Error::RateLimited`] saying when one will be available.
-    pub fn admit(&self, caller: &str, now: UnixMillis) -> Result<()> {
+    pub fn admit(&self, caller: &str, now: UnixMillis) -> Result<Option<Quota>> {
         if self.limit.per_sec == 0 {
-            return Ok(());
+            return Ok(None);
         }
         let capacity = u64::from(self.limit.burst.max(1)) * COST_MILLI;
         let per_sec = u64::from(self.limit.per_sec);
@@ -72,7 +101,13 @@ impl RateLimiter {
         bucket.at = now.max(bucket.at);
         if bucket.milli_tokens >= COST_MILLI {
             bucket.milli_tokens -= COST_MILLI;
-            return Ok(());
+            // Milli-tokens refill at `per_sec` per millisecond.
+            let to_full = (capacity - bucket.milli_tokens).div_ceil(per_sec);
+            return Ok(Some(Quota {
+                limit: u64::from(self.limit.burst.max(1)),
+                remaining: bucket.milli_tokens / COST_MILLI,
+                reset_at: now.saturating_add(i64::try_from(to_full).unwrap_or(i64::MAX)),
+            }));
         }
         // Milli-tokens refill at `per_sec` per millisecond.
         let missing = COST_MILLI - bucket.milli_tokens;
@@ -100,8 +135,13 @@ mod tests {
             per_sec: 2,
             burst: 3,
         });
-        for _ in 0..3 {
-            limiter.admit("k", 0).expect("within the burst");
+        for left in (0..3).rev() {
+            let quota = limiter.admit("k", 0).expect("within the burst");
+            assert_eq!(
+                quota.map(|q| (q.limit, q.remaining)),
+                Some((3, left)),
+                "the burst and what is left of it"
+            );
         }
         match limiter.admit("k", 0) {
             Err(Error::RateLimited { retry_after_ms }) => assert_eq!(retry_after_ms, 500),
@@ -121,7 +161,7 @@ mod tests {
             burst: 0,
         });
         for _ in 0..10_000 {
-            limiter.admit("k", 0).expect("off");
+            assert_eq!(limiter.admit("k", 0).expect("off"), None);
         }
     }
 }

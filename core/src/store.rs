@@ -1131,6 +1131,42 @@ mod tests {
     }
 
     #[test]
+    fn migration_3_ships_the_plans_and_frees_accounts_of_the_old_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v3.db");
+        {
+            let conn = Connection::open(&path).expect("open raw");
+            for sql in &migrations()[..3] {
+                conn.execute_batch(sql).expect("migrations 0 to 2");
+            }
+            conn.pragma_update(None, "user_version", 3)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO accounts (id, name, plan, created_at) VALUES
+                   ('acct_a', 'a', 'free', 0), ('acct_b', 'b', 'pro', 0);",
+            )
+            .expect("accounts of the old default and of another plan");
+        }
+        let store = Store::open(&StoreOptions::new(&path)).expect("migrates");
+        let (plans, accounts): (Vec<String>, Vec<String>) = store
+            .read(|c| {
+                let mut stmt = c.prepare("SELECT name FROM plans ORDER BY name")?;
+                let plans = stmt.query_map([], |r| r.get(0))?;
+                let plans = plans.collect::<rusqlite::Result<_>>()?;
+                let mut stmt = c.prepare("SELECT plan FROM accounts ORDER BY id")?;
+                let accounts = stmt.query_map([], |r| r.get(0))?;
+                Ok((plans, accounts.collect::<rusqlite::Result<_>>()?))
+            })
+            .expect("read");
+        assert_eq!(plans, ["enterprise", "free", "pro"]);
+        assert_eq!(
+            accounts,
+            ["none", "pro"],
+            "no account gains caps by upgrading"
+        );
+    }
+
+    #[test]
     fn refuses_a_database_from_a_newer_build_and_leaves_it_alone() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("new.db");

@@ -345,7 +345,10 @@ hold_already_resolved, hold_expired, price_version_conflict, agent_already_bound
 balance_limit;
 413 payload_too_large (data.limit_bytes); 414 uri_too_long; 417 expectation_failed;
 431 header_too_large (a header line over 8 KiB or headers over 32 KiB);
-429 rate_limited (data.retry_after seconds, and a Retry-After header);
+429 rate_limited (data.retry_after seconds, and a Retry-After header),
+plan_limit_reached (your plan's daily cap on this product is used up: data.plan,
+data.product, data.limit, data.used, data.reset_at, the next UTC midnight; a
+Retry-After header in seconds until then);
 500 internal, storage_error, schema_too_new (the server's fault; retry later);
 502 upstream_unavailable (retry later);
 503 no_price_catalog, provider_unavailable, storage_unavailable,
@@ -353,6 +356,10 @@ workers_failing, server_busy (too many open connections; Retry-After) (retry lat
 507 insufficient_storage (the server's disk is full: nothing of the request
 was kept, work already accepted is safe; retry later).
 Credits are exact decimal numbers (0.0165).
+Authenticated answers carry X-RateLimit-Limit, X-RateLimit-Remaining and
+X-RateLimit-Reset (Unix seconds): on POST /v1/generate your plan's daily cap
+on the model's product (jobs per UTC day) when it has one, otherwise this
+credential's rate limit.
 
 ## Sign in with Moltbook
 

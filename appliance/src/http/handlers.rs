@@ -21,7 +21,7 @@ pub type Handled = Result<Response, Error>;
 pub fn generate(call: &Call) -> Handled {
     let body = call.request.json_body()?;
     let submitted = call.gate().submit_for(call.caller()?, &body)?;
-    Ok(ok(render::submitted(&submitted)))
+    Ok(ok(render::submitted(&submitted)).with_quota(submitted.quota.as_ref()))
 }
 
 /// `GET /v1/generate/{request_id}`.

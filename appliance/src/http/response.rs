@@ -6,7 +6,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use creditgate::Quota;
 use serde_json::Value;
+
+/// The header that says a limit's size; its siblings come with it.
+const LIMIT_HEADER: &str = "X-RateLimit-Limit";
 
 /// An HTTP response.
 #[derive(Debug, Clone)]
@@ -70,6 +74,30 @@ impl Response {
                 len,
             }),
         }
+    }
+
+    /// Adds the `X-RateLimit-Limit`, `-Remaining` and `-Reset` (Unix
+    /// seconds, rounded up) headers of `quota`, the numbers the core
+    /// computed, unless the response carries them already (a plan cap set
+    /// by the handler wins over the rate limit).
+    pub fn with_quota(mut self, quota: Option<&Quota>) -> Response {
+        let Some(quota) = quota else {
+            return self;
+        };
+        if self.headers.iter().any(|(name, _)| *name == LIMIT_HEADER) {
+            return self;
+        }
+        self.headers.push((LIMIT_HEADER, quota.limit.to_string()));
+        self.headers
+            .push(("X-RateLimit-Remaining", quota.remaining.to_string()));
+        self.headers.push((
+            "X-RateLimit-Reset",
+            u64::try_from(quota.reset_at)
+                .unwrap_or(0)
+                .div_ceil(1000)
+                .to_string(),
+        ));
+        self
     }
 
     /// The body's length in bytes, streamed or not.

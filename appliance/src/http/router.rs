@@ -204,21 +204,37 @@ fn percent_decode(segment: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Finds the route, authenticates, runs the handler, renders errors.
+/// Finds the route, authenticates, runs the handler, renders errors. An
+/// answer to an authenticated caller carries the `X-RateLimit-*` headers
+/// of the limit the core says it stands against: a refusal's own (a plan
+/// cap, the rate limit), the handler's (a plan cap on generate), else the
+/// rate limit's.
 pub fn dispatch(state: &State, request: &Request) -> Response {
-    match route(state, request) {
-        Ok(response) => response,
+    let mut admitted = None;
+    match route(state, request, &mut admitted) {
+        Ok(response) => response.with_quota(admitted.as_ref()),
         Err(err) => {
             if err.is_server_fault() {
                 eprintln!("request_id={} error: {err}", request.request_id);
             }
-            let mut response = status::error(&err);
+            let quota = state.gate.quota_of_refusal(&err);
+            let mut response = status::error(&err).with_quota(quota.as_ref());
+            if let (Error::PlanLimitReached { .. }, Some(quota)) = (&err, quota) {
+                let wait_ms = quota.reset_at.saturating_sub(state.gate.clock().now());
+                response.headers.push((
+                    "Retry-After",
+                    u64::try_from(wait_ms)
+                        .unwrap_or(0)
+                        .div_ceil(1000)
+                        .to_string(),
+                ));
+            }
             if matches!(err, Error::MethodNotAllowed { .. }) {
                 response
                     .headers
                     .push(("Allow", allowed_methods(&request.path)));
             }
-            response
+            response.with_quota(admitted.as_ref())
         }
     }
 }
@@ -268,7 +284,13 @@ fn routed_method(method: &str) -> &str {
     }
 }
 
-fn route(state: &State, request: &Request) -> Result<Response, Error> {
+/// Routes `request`; `admitted` gets where an authenticated caller stands
+/// against the rate limit once admitted.
+fn route(
+    state: &State,
+    request: &Request,
+    admitted: &mut Option<creditgate::Quota>,
+) -> Result<Response, Error> {
     let mut path_matched = false;
     let method = routed_method(&request.method);
     for route in ROUTES {
@@ -283,7 +305,7 @@ fn route(state: &State, request: &Request) -> Result<Response, Error> {
             Auth::Public => None,
             Auth::Bearer => {
                 let principal = state.gate.authenticate(request.bearer()?)?;
-                state.gate.admit(&principal)?;
+                *admitted = state.gate.admit(&principal)?;
                 Some(principal)
             }
         };

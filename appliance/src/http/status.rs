@@ -173,6 +173,7 @@ mod tests {
             ("upstream_unavailable", 502),
             ("payload_too_large", 413),
             ("rate_limited", 429),
+            ("plan_limit_reached", 429),
             ("request_timeout", 408),
             ("method_not_allowed", 405),
             ("bad_request", 400),

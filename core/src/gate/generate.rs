@@ -1,12 +1,13 @@
 //! Gate operations on generation jobs: the idempotent submit (normalise,
-//! price, hold and record in one transaction), reading a job, cancelling
-//! it, and listing jobs. Every status change commits with its ledger effect.
+//! price, count against the account's plan cap, hold and record in one
+//! transaction), reading a job, cancelling it, and listing jobs. Every status change commits with its ledger effect.
 
 use std::sync::Arc;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::accounts;
 use crate::error::{Error, Result};
 use crate::gate::Gate;
 use crate::identity::{self, Principal};
@@ -14,7 +15,9 @@ use crate::ids::random_id;
 use crate::jobs::{self, Change, Job, JobFilter, JobStatus, NewJob};
 use crate::ledger;
 use crate::money::to_credits;
+use crate::plans;
 use crate::pricing::{self, Catalog, Estimate, EstimateRequest, RequestedUnits};
+use crate::ratelimit::Quota;
 use crate::request::{normalize, GenerateRequest};
 use crate::store::Tx;
 
@@ -26,6 +29,10 @@ pub struct Submitted {
     /// True when the request id was seen before with the same request:
     /// nothing more was held or charged.
     pub replayed: bool,
+    /// Where the account stands today against its plan's cap on the job's
+    /// product (this job counted), for `X-RateLimit-*` headers; `None` when
+    /// its plan does not cap the product.
+    pub quota: Option<Quota>,
 }
 
 /// What pricing and routing decided for a request, before the write.
@@ -39,11 +46,13 @@ struct Prepared {
 impl Gate {
     /// Submits a generate request (the JSON body of `POST /v1/generate`) for
     /// `account_id`. In one transaction: the idempotency check on
-    /// `request_id`, the hold of the estimate, and the pending job. The same
-    /// `request_id` with the same request returns the same job and holds
-    /// nothing more; with another request it is
-    /// [`Error::IdempotencyConflict`]. Any refusal records nothing, so the
-    /// caller may retry the same `request_id` once the cause is fixed.
+    /// `request_id`, one job of the product counted against the account's
+    /// plan cap for today (over it: [`Error::PlanLimitReached`]), the hold
+    /// of the estimate, and the pending job. The same `request_id` with the
+    /// same request returns the same job and holds and counts nothing more;
+    /// with another request it is [`Error::IdempotencyConflict`]. Any
+    /// refusal records nothing (nor counts), so the caller may retry the
+    /// same `request_id` once the cause is fixed.
     pub fn submit(&self, account_id: &str, body: &Value) -> Result<Submitted> {
         self.submit_checked(account_id, None, body)
     }
@@ -105,14 +114,31 @@ impl Gate {
         self.store.write(move |tx| {
             if let Some(existing) = jobs::find_by_request(tx, &account_id, &request_id)? {
                 if existing.fingerprint == fingerprint {
+                    let account = accounts::get(tx, &account_id)?;
+                    let quota =
+                        plans::usage(tx, &account.plan, &account_id, &existing.product, now)?
+                            .map(super::plans::quota_of);
                     return Ok(Submitted {
                         job: existing,
                         replayed: true,
+                        quota,
                     });
                 }
                 return Err(Error::IdempotencyConflict { request_id });
             }
             let prepared = prepared?;
+            // The account must exist (a free job holds nothing), and its
+            // plan may cap the product: counted here, in the hold's
+            // transaction, so concurrent submits cannot pass the cap.
+            let account = accounts::get(tx, &account_id)?;
+            let quota = plans::take(
+                tx,
+                &account.plan,
+                &account_id,
+                &prepared.estimate.product,
+                now,
+            )?
+            .map(super::plans::quota_of);
             let job_id = tx.new_sortable_id("job_", now);
             let micros = prepared.estimate.micros;
             let hold_id = (micros > 0).then(|| format!("hold:{job_id}"));
@@ -140,9 +166,6 @@ impl Gate {
                     });
                 }
                 held?;
-            } else {
-                // A free job still needs an existing account.
-                ledger::balance(tx, &account_id)?;
             }
             let new = NewJob {
                 id: job_id,
@@ -170,6 +193,7 @@ impl Gate {
             Ok(Submitted {
                 job,
                 replayed: false,
+                quota,
             })
         })
     }

@@ -6,14 +6,16 @@
 //! Submodules add the operations of one area each: [`pricing`] (catalogs
 //! and estimates), [`generate`] (submit, read, cancel jobs), [`work`]
 //! (the worker step), [`media`] (kept outputs: serving, the retention
-//! sweep), `identity` (keys, agents, tokens) and `external` (the external
-//! identity exchange, "Sign in with Moltbook").
+//! sweep), `identity` (keys, agents, tokens), `external` (the external
+//! identity exchange, "Sign in with Moltbook") and [`plans`] (plan tiers
+//! and where an account stands against them).
 
 mod decide;
 mod external;
 pub mod generate;
 mod identity;
 pub mod media;
+pub mod plans;
 mod pricing;
 pub mod waiting;
 pub mod webhooks;
@@ -37,7 +39,7 @@ use crate::money;
 use crate::pricing::Catalog;
 use crate::providers::fixture::Scenarios;
 use crate::providers::ProviderRegistry;
-use crate::ratelimit::{RateLimit, RateLimiter};
+use crate::ratelimit::{Quota, RateLimit, RateLimiter};
 use crate::store::{Store, StoreOptions, WriteStats};
 use crate::verify::{self, VerifyReport};
 
@@ -185,14 +187,37 @@ impl Gate {
     }
 
     /// Admits one request of an authenticated caller under the rate limit
-    /// of the settings (per credential: an API key or a token family), or
+    /// of the settings (per credential: an API key or a token family) and
+    /// says where the caller stands (`None` when the rate limit is off), or
     /// refuses with [`Error::RateLimited`].
-    pub fn admit(&self, principal: &crate::identity::Principal) -> Result<()> {
+    pub fn admit(&self, principal: &crate::identity::Principal) -> Result<Option<Quota>> {
         let caller = match &principal.via {
             crate::identity::Via::Key { key_id, .. } => key_id.as_str(),
             crate::identity::Via::AccessToken { family_id, .. } => family_id.as_str(),
         };
         self.limiter.admit(caller, self.clock.now())
+    }
+
+    /// Where the caller of a refused request stands, for a refusal by a
+    /// limit with numbers: [`Error::RateLimited`] (the rate limit's burst,
+    /// none left, available again after the wait) or
+    /// [`Error::PlanLimitReached`] (the plan's cap, none left, the next UTC
+    /// midnight). `None` for every other error.
+    pub fn quota_of_refusal(&self, err: &Error) -> Option<Quota> {
+        match err {
+            Error::RateLimited { retry_after_ms } => Some(
+                self.limiter
+                    .refused_quota(*retry_after_ms, self.clock.now()),
+            ),
+            Error::PlanLimitReached {
+                limit, reset_at, ..
+            } => Some(Quota {
+                limit: *limit,
+                remaining: 0,
+                reset_at: *reset_at,
+            }),
+            _ => None,
+        }
     }
 
     /// The settings in force.
@@ -246,11 +271,17 @@ impl Gate {
         &self.store
     }
 
-    /// Creates an account and its wallet, atomically.
+    /// Creates an account and its wallet, atomically. An account created
+    /// without a plan is put on the default plan the operator named
+    /// ([`Gate::set_default_plan`]), or on [`accounts::DEFAULT_PLAN`] (no
+    /// caps) when none is named.
     pub fn create_account(&self, new: &NewAccount) -> Result<Account> {
         let now = self.clock.now();
-        let new = new.clone();
+        let mut new = new.clone();
         self.store.write(move |tx| {
+            if new.plan.is_none() {
+                new.plan = crate::plans::default_plan(tx)?;
+            }
             let account = accounts::insert(tx, &new, now)?;
             ledger::create_wallet(tx, &account.id, new.allow_negative, now)?;
             Ok(account)
