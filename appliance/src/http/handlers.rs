@@ -1,8 +1,8 @@
-//! Route handlers: each parses its input from the [`Call`], calls one
-//! `Gate` method and renders the answer with the crate's `render` views in
-//! the Rynjer dialect's v1 envelope (`dialects::rynjer`). No business rule lives here: scopes,
-//! ownership, prices and idempotency are the core's. Handlers never name
-//! the router; the router names them.
+//! The Rynjer dialect's route handlers: each parses its input from the
+//! [`Call`], calls one `Gate` method and renders the answer with the
+//! crate's `render` views in the v1 envelope (`dialects::rynjer`). No
+//! business rule lives here: scopes, ownership, prices and idempotency are
+//! the core's. Handlers never name the router; the router names them.
 
 use creditgate::identity::external::MOLTBOOK_PROVIDER;
 use creditgate::{Error, ExchangeOutcome, Gate, ServedOutput};

@@ -461,6 +461,44 @@ mod tests {
     }
 
     #[test]
+    fn every_error_of_a_route_is_rendered_in_its_dialect() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (state, _) = state(dir.path());
+        let answer = |method: &str, path: &str| {
+            let response = dispatch(
+                &state,
+                &Request {
+                    method: method.into(),
+                    path: path.into(),
+                    ..Request::default()
+                },
+            );
+            let body: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+            (response.status, body)
+        };
+        for route in ROUTES.iter().filter(|route| route.auth == Auth::Bearer) {
+            let (status, body) = answer(route.method, route.pattern);
+            assert_eq!(status, 401, "{} {}", route.method, route.pattern);
+            match route.dialect {
+                Dialect::Rynjer => assert_eq!(body["data"]["error"], "unauthorized", "{body}"),
+                Dialect::OpenAi => {
+                    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+                    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+                }
+            }
+        }
+        let (status, body) = answer("DELETE", "/v1/chat/completions");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (405, &"method_not_allowed".into())
+        );
+        let (status, body) = answer("GET", "/v1/nothing-here");
+        assert_eq!((status, &body["data"]["error"]), (404, &"not_found".into()));
+        assert_eq!(dialect_of("/v1/models"), Dialect::OpenAi);
+        assert_eq!(dialect_of("/v1/models/list"), Dialect::Rynjer);
+    }
+
+    #[test]
     fn patterns_match_whole_segments() {
         assert_eq!(
             match_path("/v1/generate/{request_id}", "/v1/generate/abc"),
