@@ -15,45 +15,21 @@ SCHEMATHESIS_VERSION=4.32.5
 MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-40}"
 MAX_TIME_SECS="${SCHEMATHESIS_MAX_TIME_SECS:-120}"
 
-bin="${1:-}"
-if [[ -z "$bin" ]]; then
-    cargo build --locked --quiet -p creditgate-appliance
-    bin="target/debug/creditgate"
-fi
-
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=serve-lib.sh
+source .ci/serve-lib.sh
+prepare_serve "${1:-}"
 
 python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 
-export CREDITGATE_DB="$work/creditgate.db"
 # No rate limit: schemathesis sends hundreds of requests a second.
-"$bin" serve --listen 127.0.0.1:0 --rate-limit-per-sec 0 >"$work/serve.out" 2>"$work/serve.err" &
-server_pid=$!
-base=""
-for _ in $(seq 1 100); do
-    base="$(sed -n 's/^creditgate listening on \(http:\/\/[^ ]*\)$/\1/p' "$work/serve.out")"
-    [[ -n "$base" ]] && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/serve.err" >&2; exit 2; }
-    sleep 0.1
-done
-[[ -n "$base" ]] || { echo "serve did not start" >&2; cat "$work/serve.err" >&2; exit 2; }
+start_serve --rate-limit-per-sec 0
 
 # A second, not active, price version: requests may pin it, and the
 # document has a schema per model of each.
 "$bin" prices import fixtures/catalogs/kiwiwhale.json >/dev/null
 # An account with credits for every job schemathesis submits, and an admin
 # key (admin implies every product scope, and reaches bind too).
-json_field() { python3 -c "import json,sys; print(json.load(sys.stdin)[sys.argv[1]])" "$1"; }
 account="$("$bin" --json accounts create --name schemathesis | json_field id)"
 "$bin" credits grant --account "$account" --amount 1000000000 --memo schemathesis >/dev/null
 key="$("$bin" --json keys create --account "$account" --name schemathesis --scope admin | json_field key)"

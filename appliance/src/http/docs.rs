@@ -18,6 +18,7 @@ use creditgate::request::{INPUT_URLS_MAX, PROMPT_CHARS_MAX, URL_CHARS_MAX};
 use serde_json::{json, Map, Value};
 
 const OPENAPI: &str = include_str!("openapi.json");
+const OPENAI_OPENAPI: &str = include_str!("openai_openapi.json");
 
 /// The path of the Moltbook exchange, documented only when it is on.
 pub const MOLTBOOK_EXCHANGE_PATH: &str = "/auth/moltbook/exchange";
@@ -70,6 +71,15 @@ pub fn openapi(base_url: &str, live: &Live) -> Value {
             }
         }
     }
+    doc
+}
+
+/// The OpenAI dialect's OpenAPI document (`openai_openapi.json` beside
+/// this file, checked against that dialect's routes by a test), with
+/// `base_url` as its server.
+pub fn openai_openapi(base_url: &str) -> Value {
+    let mut doc: Value = serde_json::from_str(OPENAI_OPENAPI).unwrap_or_else(|_| json!({}));
+    doc["servers"] = json!([{ "url": base_url }]);
     doc
 }
 
@@ -361,6 +371,31 @@ X-RateLimit-Reset (Unix seconds): on POST /v1/generate your plan's daily cap
 on the model's product (jobs per UTC day) when it has one, otherwise this
 credential's rate limit.
 
+## OpenAI-compatible surface
+
+Code written for OpenAI works with base URL {base_url}/v1 and your key as
+the API key (`Authorization: Bearer <key>`); same credits, same prices.
+OpenAPI 3.1: {base_url}/openai/openapi.json
+
+- `GET /v1/models`: the models of the active catalog.
+- `POST /v1/images/generations` `{{model, prompt, n, size, response_format}}`
+  (`url`: our /v1/files links; `b64_json`: the bytes). `size` is used as the
+  model's resolution when the model offers that value, else ignored.
+- `POST /v1/chat/completions` `{{model, messages, max_tokens, stream}}`: the
+  messages become the prompt (a lone user message is its content; otherwise
+  one `role: content` paragraph each). `stream: true` answers
+  `text/event-stream` chunks, then `data: [DONE]`, sent once the whole
+  answer is known; `stream_options.include_usage` adds a usage chunk.
+  `usage` is the upstream's token counts, zeros when it gave none.
+- Synchronous: a call waits up to 120 s for its job. Past that: 504
+  `job_still_running` naming the task id; the job goes on (GET
+  /v1/generate/{{task_id}}, or repeat the call with the same Idempotency-Key).
+- `Idempotency-Key: <id>` is the request id (a retry is the same job, charged
+  once); without it every call is a new job.
+- Errors: `{{"error": {{"message", "type", "param", "code"}}}}`, `code` the
+  machine code below, the same statuses (402 insufficient_credits has type
+  `insufficient_quota`, 429 `rate_limit_error`).
+
 ## Sign in with Moltbook
 
 If you are a Moltbook agent (and the operator enabled it; else 404):
@@ -412,9 +447,55 @@ one endpoint from being replayed at another.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::router::ROUTES;
+    use crate::http::dialects::Dialect;
+    use crate::http::router::{Route, ROUTES};
     use crate::http::status::status_for;
     use creditgate::error::{ErrorCode, ERROR_CODES};
+
+    /// The routes of `dialect`.
+    fn routes_of(dialect: Dialect) -> impl Iterator<Item = &'static Route> {
+        ROUTES.iter().filter(move |route| route.dialect == dialect)
+    }
+
+    /// The OpenAI dialect's document and its routes agree both ways, and
+    /// every `$ref` resolves.
+    #[test]
+    fn the_openai_document_and_its_routes_agree_exactly() {
+        let doc = openai_openapi("http://example.test");
+        let paths = doc["paths"].as_object().expect("paths");
+        for route in routes_of(Dialect::OpenAi) {
+            assert!(
+                paths[route.pattern][route.method.to_ascii_lowercase()].is_object(),
+                "{} {} is not documented",
+                route.method,
+                route.pattern
+            );
+        }
+        let mut operations = 0;
+        for (path, item) in paths {
+            for (method, operation) in item.as_object().expect("path item") {
+                assert!(
+                    routes_of(Dialect::OpenAi)
+                        .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
+                    "{method} {path} is documented but not an OpenAI route"
+                );
+                assert!(operation["responses"]["200"].is_object(), "{method} {path}");
+                operations += 1;
+            }
+        }
+        assert_eq!(operations, routes_of(Dialect::OpenAi).count());
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert_eq!(doc["servers"][0]["url"], "http://example.test");
+        let text = doc.to_string();
+        for piece in text.split("\"$ref\":\"#/components/").skip(1) {
+            let mut name = piece.split('"').next().expect("ref").split('/');
+            let (kind, name) = (name.next().expect("kind"), name.next().expect("name"));
+            assert!(
+                doc["components"][kind][name].is_object(),
+                "dangling $ref {kind}/{name}"
+            );
+        }
+    }
 
     /// The one check of the document against the route table, both ways:
     /// every route is documented exactly when it is on (the Moltbook
@@ -434,7 +515,7 @@ mod tests {
             let live = Live { catalogs, moltbook };
             let doc = openapi("http://example.test", &live);
             let paths = doc["paths"].as_object().expect("paths");
-            for route in ROUTES {
+            for route in routes_of(Dialect::Rynjer) {
                 let method = route.method.to_ascii_lowercase();
                 let documented = paths
                     .get(route.pattern)
@@ -450,8 +531,7 @@ mod tests {
             for (path, item) in paths {
                 for (method, operation) in item.as_object().expect("path item") {
                     assert!(
-                        ROUTES
-                            .iter()
+                        routes_of(Dialect::Rynjer)
                             .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
                         "{method} {path} is documented but not routed"
                     );

@@ -1,17 +1,17 @@
-//! Route handlers: each parses its input from the [`Call`], calls one
-//! `Gate` method and renders the answer with the crate's `render` views in
-//! the v1 envelope (`status`). No business rule lives here: scopes,
-//! ownership, prices and idempotency are the core's. Handlers never name
-//! the router; the router names them.
+//! The Rynjer dialect's route handlers: each parses its input from the
+//! [`Call`], calls one `Gate` method and renders the answer with the
+//! crate's `render` views in the v1 envelope (`dialects::rynjer`). No
+//! business rule lives here: scopes, ownership, prices and idempotency are
+//! the core's. Handlers never name the router; the router names them.
 
 use creditgate::identity::external::MOLTBOOK_PROVIDER;
 use creditgate::{Error, ExchangeOutcome, Gate, ServedOutput};
 use serde_json::{json, Value};
 
+use super::dialects::rynjer::{self, agent_ok, ok};
 use super::docs;
 use super::request::{required_str, Call};
 use super::response::Response;
-use super::status::{self, agent_ok, ok};
 use crate::render::{self, JobReader};
 
 /// What a handler answers.
@@ -225,7 +225,7 @@ pub fn moltbook_exchange(call: &Call) -> Handled {
             let refusal = Error::AgentNotBound {
                 agent_id: registration.agent_id,
             };
-            Ok(status::error_with(&refusal, extra))
+            Ok(rynjer::error_with(&refusal, extra))
         }
     }
 }

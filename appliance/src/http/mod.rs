@@ -5,9 +5,11 @@
 //! a panic inside it becomes a logged 500, never a dead thread.
 //!
 //! The modules form no cycle: `server` → this file's [`handle`] →
-//! `router` → `handlers` → `docs`, `status` → `request`, `response` (and
-//! the crate's `render`); the appliance's tidy test checks the order.
+//! `router` → `dialects` → `handlers`, `dialects::openai` → `docs`,
+//! `dialects::rynjer` → `status` → `request`, `response` (and the crate's
+//! `render`); the appliance's tidy test checks the order.
 
+pub mod dialects;
 pub mod docs;
 pub mod handlers;
 pub mod request;
@@ -47,7 +49,7 @@ pub fn handle(state: &State, request: &Request) -> Response {
                 "request_id={} panic in handler for {} {}: {what}",
                 request.request_id, request.method, request.path
             );
-            status::internal_error()
+            dialects::internal_error(router::dialect_of(&request.path))
         }
     }
 }

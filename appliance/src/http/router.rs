@@ -1,17 +1,19 @@
 //! The route table: every route the server answers, with its method, path
-//! pattern, whether it needs a bearer credential, and its handler. The
-//! OpenAPI document is checked against this table (every route documented,
-//! every documented path routed), so it cannot drift. `HEAD` is answered on
+//! pattern, whether it needs a bearer credential, its dialect (the wire
+//! language every error of the route is rendered in) and its handler. Each
+//! dialect's OpenAPI document is checked against its routes in this table
+//! (every route documented, every documented path routed), so it cannot
+//! drift. `HEAD` is answered on
 //! every `GET` route by its `GET` handler; the server sends the headers
 //! without the body. The router names the handlers; they never name it:
 //! what both need of a request is `request`'s.
 
 use creditgate::Error;
 
+use super::dialects::{self, openai, Dialect};
 use super::handlers::{self, Handled};
 use super::request::{Call, Params, Request, State};
 use super::response::Response;
-use super::status;
 
 /// Whether a route needs a credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +35,8 @@ pub struct Route {
     pub pattern: &'static str,
     /// Who may call it.
     pub auth: Auth,
+    /// Its wire language: its errors are rendered in its envelope.
+    pub dialect: Dialect,
     /// What answers it.
     pub handler: Handler,
 }
@@ -43,121 +47,169 @@ pub const ROUTES: &[Route] = &[
         method: "POST",
         pattern: "/v1/generate",
         auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
         handler: handlers::generate,
     },
     Route {
         method: "GET",
         pattern: "/v1/generate/{request_id}",
         auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
         handler: handlers::poll,
     },
     Route {
         method: "POST",
         pattern: "/v1/generate/{request_id}/cancel",
         auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
         handler: handlers::cancel,
     },
     Route {
         method: "GET",
         pattern: "/v1/credits/balance",
         auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
         handler: handlers::balance,
     },
     Route {
         method: "POST",
         pattern: "/v1/credits/estimate",
         auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
         handler: handlers::estimate,
     },
     Route {
         method: "GET",
         pattern: "/v1/models/list",
         auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
         handler: handlers::models,
     },
     Route {
         method: "GET",
         pattern: "/v1/files/{job_id}/{token}/{index}/{name}",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::file,
     },
     Route {
         method: "POST",
         pattern: "/v1/providers/{instance}/webhook",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::provider_webhook,
     },
     Route {
         method: "POST",
         pattern: "/api/v1/agents/register",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::agent_register,
     },
     Route {
         method: "POST",
         pattern: "/api/v1/agents/bind",
         auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
         handler: handlers::agent_bind,
     },
     Route {
         method: "POST",
         pattern: "/api/v1/agents/keys/create",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::agent_key_create,
     },
     Route {
         method: "POST",
         pattern: "/api/v1/agents/keys/list",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::agent_keys_list,
     },
     Route {
         method: "POST",
         pattern: "/api/v1/agents/keys/revoke",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::agent_key_revoke,
     },
     Route {
         method: "POST",
         pattern: "/api/v1/agents/auth/token",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::agent_token,
     },
     Route {
         method: "POST",
         pattern: "/api/v1/agents/auth/refresh",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::agent_refresh,
     },
     Route {
         method: "POST",
         pattern: "/auth/moltbook/exchange",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::moltbook_exchange,
     },
     Route {
         method: "GET",
         pattern: "/agent/openapi.json",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::openapi,
     },
     Route {
         method: "GET",
         pattern: "/llms.txt",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::llms,
     },
     Route {
         method: "GET",
         pattern: "/agent/llms.txt",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::llms,
     },
     Route {
         method: "GET",
         pattern: "/healthz",
         auth: Auth::Public,
+        dialect: Dialect::Rynjer,
         handler: handlers::health,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/models",
+        auth: Auth::Bearer,
+        dialect: Dialect::OpenAi,
+        handler: openai::models,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/images/generations",
+        auth: Auth::Bearer,
+        dialect: Dialect::OpenAi,
+        handler: openai::images,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/chat/completions",
+        auth: Auth::Bearer,
+        dialect: Dialect::OpenAi,
+        handler: openai::chat,
+    },
+    Route {
+        method: "GET",
+        pattern: "/openai/openapi.json",
+        auth: Auth::Public,
+        dialect: Dialect::OpenAi,
+        handler: openai::openapi,
     },
 ];
 
@@ -218,7 +270,8 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
                 eprintln!("request_id={} error: {err}", request.request_id);
             }
             let quota = state.gate.quota_of_refusal(&err);
-            let mut response = status::error(&err).with_quota(quota.as_ref());
+            let mut response =
+                dialects::error(dialect_of(&request.path), &err).with_quota(quota.as_ref());
             if let (Error::PlanLimitReached { .. }, Some(quota)) = (&err, quota) {
                 let wait_ms = quota.reset_at.saturating_sub(state.gate.clock().now());
                 response.headers.push((
@@ -237,6 +290,16 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
             response.with_quota(admitted.as_ref())
         }
     }
+}
+
+/// The dialect of the first route whose pattern matches `path` (whatever
+/// its method), Rynjer's for a path no route matches: every error of a
+/// request, routed or not, is rendered in it.
+pub fn dialect_of(path: &str) -> Dialect {
+    ROUTES
+        .iter()
+        .find(|route| match_path(route.pattern, path).is_some())
+        .map_or(Dialect::Rynjer, |route| route.dialect)
 }
 
 /// Routes whose bodies may be larger than the server's usual bound, with
@@ -395,6 +458,44 @@ mod tests {
             .headers
             .iter()
             .any(|(name, value)| *name == "Allow" && value == "GET, HEAD"));
+    }
+
+    #[test]
+    fn every_error_of_a_route_is_rendered_in_its_dialect() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (state, _) = state(dir.path());
+        let answer = |method: &str, path: &str| {
+            let response = dispatch(
+                &state,
+                &Request {
+                    method: method.into(),
+                    path: path.into(),
+                    ..Request::default()
+                },
+            );
+            let body: serde_json::Value = serde_json::from_slice(&response.body).expect("json");
+            (response.status, body)
+        };
+        for route in ROUTES.iter().filter(|route| route.auth == Auth::Bearer) {
+            let (status, body) = answer(route.method, route.pattern);
+            assert_eq!(status, 401, "{} {}", route.method, route.pattern);
+            match route.dialect {
+                Dialect::Rynjer => assert_eq!(body["data"]["error"], "unauthorized", "{body}"),
+                Dialect::OpenAi => {
+                    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+                    assert_eq!(body["error"]["type"], "authentication_error", "{body}");
+                }
+            }
+        }
+        let (status, body) = answer("DELETE", "/v1/chat/completions");
+        assert_eq!(
+            (status, &body["error"]["code"]),
+            (405, &"method_not_allowed".into())
+        );
+        let (status, body) = answer("GET", "/v1/nothing-here");
+        assert_eq!((status, &body["data"]["error"]), (404, &"not_found".into()));
+        assert_eq!(dialect_of("/v1/models"), Dialect::OpenAi);
+        assert_eq!(dialect_of("/v1/models/list"), Dialect::Rynjer);
     }
 
     #[test]

@@ -19,9 +19,10 @@ use creditgate::clock::format_rfc3339;
 use creditgate::ids::random_id;
 use creditgate::{Clock, Error, SystemClock};
 
+use super::dialects::{self, rynjer};
 use super::request::{Request, State};
 use super::response::Response;
-use super::{handle, status, REQUEST_ID_CHARS_MAX};
+use super::{handle, REQUEST_ID_CHARS_MAX};
 
 /// Handler threads, at most.
 pub const HTTP_THREADS_MAX: usize = 256;
@@ -168,7 +169,7 @@ fn refusal_body(status: u16, _reason: &str) -> (&'static str, Vec<u8>) {
         503 => Error::ServerBusy,
         _ => Error::MalformedRequest,
     };
-    let response = status::error(&err);
+    let response = rynjer::error(&err);
     debug_assert!(response.status == status || status == 400 || status == 505);
     debug_assert_eq!(response.content_type, "application/json");
     ("application/json", response.body)
@@ -267,7 +268,7 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
             request.body = body;
             handle(state, &request)
         }
-        Err(err) => status::error(&err),
+        Err(err) => dialects::error(super::router::dialect_of(&request.path), &err),
     };
     let (code, bytes) = (response.status, response.body_len());
     send(wire, response, &id);

@@ -1,0 +1,431 @@
+//! The OpenAI-compatible dialect, under `/v1` beside Rynjer's routes (the
+//! paths do not collide): `GET /v1/models`, `POST /v1/images/generations`,
+//! `POST /v1/chat/completions` (non-streaming and SSE), and its OpenAPI
+//! document at `GET /openai/openapi.json`. Its decoders turn a body into
+//! the core's typed [`GenerateRequest`], its handlers submit it through the
+//! same idempotent submit as every dialect and wait synchronously for the
+//! job in the core (`Gate::wait_for_job`, woken by the worker, bounded by
+//! [`JOB_WAIT_SECS_MAX`]), and its renderers answer in OpenAI's shapes.
+//! Errors are `{"error": {message, type, param, code}}` with the one
+//! status table's statuses, `code` our machine code.
+//!
+//! Choices (CONTRACTS.md §6): `Idempotency-Key` is the request id; without
+//! one each call is a new job (a minted request id). A job still running
+//! at the bound answers 504 `job_still_running` naming its task id (the job
+//! goes on: `GET /v1/generate/{task_id}`, or the same call with the same
+//! `Idempotency-Key` waits again). A chat's prompt is its messages as text
+//! (a lone user message is its content; otherwise one `role: content`
+//! paragraph per message). A streamed chat is sent once the whole answer is
+//! known (not incremental).
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use creditgate::ids::random_id;
+use creditgate::pricing::{OptionName, OptionValue, RequestedUnits};
+use creditgate::request::GenerateRequest;
+use creditgate::{Error, Job, JobStatus, Quota, ServedOutput, Waited};
+use serde_json::{json, Value};
+
+use crate::http::docs;
+use crate::http::request::{required_str, Call};
+use crate::http::response::Response;
+use crate::http::status::{public_message, status_for};
+
+/// The longest a synchronous call waits for its job, in seconds; past it
+/// the answer is 504 `job_still_running` and the job goes on.
+pub const JOB_WAIT_SECS_MAX: u64 = 120;
+/// The header whose value becomes the request id (lowercase).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+/// The prefix of a request id minted for a call without `Idempotency-Key`.
+pub const MINTED_REQUEST_ID_PREFIX: &str = "oai_";
+/// `owned_by` of every listed model.
+pub const OWNED_BY: &str = "creditgate";
+/// The machine code of a job still running at the wait's bound.
+pub const STILL_RUNNING_CODE: &str = "job_still_running";
+
+/// What an OpenAI handler answers.
+type Handled = Result<Response, Error>;
+
+/// The OpenAI `type` of an error answered with `status`.
+fn error_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        402 => "insufficient_quota",
+        403 => "permission_error",
+        429 => "rate_limit_error",
+        500.. => "server_error",
+        _ => "invalid_request_error",
+    }
+}
+
+/// An error answer in OpenAI's shape.
+fn envelope(status: u16, message: &str, param: Option<&str>, code: &str) -> Response {
+    Response::json(
+        status,
+        &json!({ "error": {
+            "message": message,
+            "type": error_type(status),
+            "param": param,
+            "code": code,
+        }}),
+    )
+}
+
+/// The error answer of a core error: its status from the one table, its
+/// public message (no internals for a server fault), `param` the field a
+/// refusal names, `code` the machine code.
+pub fn error(err: &Error) -> Response {
+    let status = status_for(err.error_code());
+    let data = crate::render::error_data(err);
+    let mut response = envelope(
+        status,
+        &public_message(err),
+        data["field"].as_str(),
+        err.code(),
+    );
+    if let Error::RateLimited { retry_after_ms } = err {
+        response
+            .headers
+            .push(("Retry-After", retry_after_ms.div_ceil(1000).to_string()));
+    }
+    response
+}
+
+/// `GET /v1/models`: the active catalog's models.
+pub fn models(call: &Call) -> Handled {
+    call.caller()?;
+    let gate = call.gate();
+    let listing = gate.models(None)?;
+    let created = gate
+        .price_versions()?
+        .iter()
+        .find(|info| info.version == listing.price_version)
+        .map_or(0, |info| info.imported_at / 1000);
+    let data: Vec<Value> = listing
+        .models
+        .iter()
+        .map(|entry| {
+            json!({ "id": entry.model, "object": "model", "created": created, "owned_by": OWNED_BY })
+        })
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({ "object": "list", "data": data }),
+    ))
+}
+
+/// How an image answer carries each image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ImageFormat {
+    /// Our `/v1/files/...` link.
+    Url,
+    /// The bytes, base64.
+    B64Json,
+}
+
+/// `POST /v1/images/generations`.
+pub fn images(call: &Call) -> Handled {
+    let body = call.request.json_body()?;
+    let format = match optional_str(&body, "response_format")? {
+        None | Some("url") => ImageFormat::Url,
+        Some("b64_json") => ImageFormat::B64Json,
+        Some(_) => return Err(invalid("response_format", "must be url or b64_json")),
+    };
+    let request = decode_image(call, &body)?;
+    let (job, quota) = match run(call, request)? {
+        Ok(done) => done,
+        Err(answer) => return Ok(answer),
+    };
+    let mut data = Vec::new();
+    for (index, output) in job.outputs.iter().enumerate() {
+        data.push(match format {
+            ImageFormat::Url => json!({ "url": output.url }),
+            ImageFormat::B64Json => json!({
+                "b64_json": base64::engine::general_purpose::STANDARD
+                    .encode(output_bytes(call, &job, index)?)
+            }),
+        });
+    }
+    let answer = json!({ "created": job.created_at / 1000, "data": data });
+    Ok(Response::json(200, &answer).with_quota(quota.as_ref()))
+}
+
+/// The typed request of an images body: `n` is `units.count`, `size`
+/// `units.resolution` only when the model offers that resolution (else it
+/// is left to the model's default).
+fn decode_image(call: &Call, body: &Value) -> Result<GenerateRequest, Error> {
+    let model = required_str(body, "model")?;
+    let prompt = required_str(body, "prompt")?;
+    let count = match &body["n"] {
+        Value::Null => None,
+        n => Some(
+            n.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid("n", "must be a positive integer"))?,
+        ),
+    };
+    let resolution = match optional_str(body, "size")? {
+        Some(size) => {
+            let listing = call.gate().models(None)?;
+            let offered = listing.models.iter().any(|entry| {
+                entry.model == model
+                    && entry
+                        .options
+                        .get(&OptionName::Resolution)
+                        .is_some_and(|spec| spec.allowed.contains(&OptionValue::Text(size.into())))
+            });
+            offered.then(|| size.to_owned())
+        }
+        None => None,
+    };
+    Ok(GenerateRequest {
+        request_id: Some(request_id(call)),
+        model: model.to_owned(),
+        product: Some("image".into()),
+        prompt: Some(prompt.to_owned()),
+        units: RequestedUnits {
+            count,
+            resolution,
+            ..RequestedUnits::default()
+        },
+        input_image_urls: Vec::new(),
+        price_version: None,
+    })
+}
+
+/// `POST /v1/chat/completions`, answered whole or as server-sent events.
+pub fn chat(call: &Call) -> Handled {
+    let body = call.request.json_body()?;
+    let stream = optional_bool(&body, "stream")?;
+    let include_usage = match &body["stream_options"] {
+        Value::Null => false,
+        options => optional_bool(options, "include_usage")?,
+    };
+    if !matches!(&body["max_tokens"], Value::Null) && body["max_tokens"].as_u64().is_none() {
+        return Err(invalid("max_tokens", "must be a non-negative integer"));
+    }
+    let model = required_str(&body, "model")?;
+    let request = GenerateRequest {
+        request_id: Some(request_id(call)),
+        model: model.to_owned(),
+        product: Some("chat".into()),
+        prompt: Some(chat_prompt(&body["messages"])?),
+        units: RequestedUnits::default(),
+        input_image_urls: Vec::new(),
+        price_version: None,
+    };
+    let (job, quota) = match run(call, request)? {
+        Ok(done) => done,
+        Err(answer) => return Ok(answer),
+    };
+    let reply = String::from_utf8_lossy(&output_bytes(call, &job, 0)?).into_owned();
+    let usage = chat_usage(&job);
+    let id = format!("chatcmpl-{}", job.id);
+    let created = job.created_at / 1000;
+    let response = if stream {
+        let chunk = |choices: Value, usage: Option<&Value>| {
+            let mut chunk = json!({
+                "id": id, "object": "chat.completion.chunk", "created": created,
+                "model": job.model, "choices": choices,
+            });
+            if let Some(usage) = usage {
+                chunk["usage"] = usage.clone();
+            }
+            format!("data: {chunk}\n\n")
+        };
+        let mut text = chunk(
+            json!([{ "index": 0, "delta": { "role": "assistant", "content": reply },
+                     "finish_reason": null }]),
+            None,
+        );
+        text.push_str(&chunk(
+            json!([{ "index": 0, "delta": {}, "finish_reason": "stop" }]),
+            None,
+        ));
+        if include_usage {
+            text.push_str(&chunk(json!([]), Some(&usage)));
+        }
+        text.push_str("data: [DONE]\n\n");
+        let mut response = Response::bytes(200, "text/event-stream", text.into_bytes());
+        response.headers.push(("Cache-Control", "no-cache".into()));
+        response
+    } else {
+        Response::json(
+            200,
+            &json!({
+                "id": id, "object": "chat.completion", "created": created, "model": job.model,
+                "choices": [{ "index": 0,
+                              "message": { "role": "assistant", "content": reply },
+                              "finish_reason": "stop" }],
+                "usage": usage,
+            }),
+        )
+    };
+    Ok(response.with_quota(quota.as_ref()))
+}
+
+/// The prompt of a chat's `messages`: a lone user message is its content;
+/// otherwise each message is a `role: content` paragraph, in order. A
+/// content is a string or an array of `{"type": "text", "text"}` parts
+/// (other parts are refused).
+fn chat_prompt(messages: &Value) -> Result<String, Error> {
+    let refuse = |message: &str| invalid("messages", message);
+    let messages = messages
+        .as_array()
+        .filter(|messages| !messages.is_empty())
+        .ok_or_else(|| refuse("must be a non-empty array of {role, content}"))?;
+    let mut rendered = Vec::with_capacity(messages.len());
+    for message in messages {
+        let role = message["role"]
+            .as_str()
+            .ok_or_else(|| refuse("every message needs a string role"))?;
+        let content = match &message["content"] {
+            Value::String(text) => text.clone(),
+            Value::Array(parts) => parts
+                .iter()
+                .map(
+                    |part| match (part["type"].as_str(), part["text"].as_str()) {
+                        (Some("text"), Some(text)) => Ok(text),
+                        _ => Err(refuse("only text content parts are accepted")),
+                    },
+                )
+                .collect::<Result<Vec<_>, _>>()?
+                .join("\n"),
+            _ => return Err(refuse("every message needs a string or text-part content")),
+        };
+        rendered.push((role, content));
+    }
+    Ok(match rendered.as_slice() {
+        [("user", content)] => content.clone(),
+        _ => rendered
+            .iter()
+            .map(|(role, content)| format!("{role}: {content}"))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    })
+}
+
+/// A chat's `usage`: the job's, when the upstream said what it used, else
+/// zeros.
+fn chat_usage(job: &Job) -> Value {
+    let used: Value = job
+        .usage
+        .as_deref()
+        .and_then(|usage| serde_json::from_str(usage).ok())
+        .unwrap_or(Value::Null);
+    let prompt = used["input_tokens"].as_u64().unwrap_or(0);
+    let completion = used["output_tokens"].as_u64().unwrap_or(0);
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion })
+}
+
+/// The request id of a call: its `Idempotency-Key`, else a fresh one (each
+/// call a new job).
+fn request_id(call: &Call) -> String {
+    call.request
+        .header(IDEMPOTENCY_KEY_HEADER)
+        .map(str::trim)
+        .filter(|key| !key.is_empty())
+        .map_or_else(|| random_id(MINTED_REQUEST_ID_PREFIX), str::to_owned)
+}
+
+/// Submits `request` for the caller and waits for its job: the succeeded
+/// job with the plan quota it counted against, or the answer to give
+/// instead (the job failed, was canceled or expired, or is still running).
+fn run(
+    call: &Call,
+    request: GenerateRequest,
+) -> Result<Result<(Job, Option<Quota>), Response>, Error> {
+    let principal = call.caller()?;
+    let gate = call.gate();
+    let submitted = gate.submit_request_for(principal, request)?;
+    let quota = submitted.quota;
+    let waited = gate.wait_for_job(
+        &principal.account_id,
+        &submitted.job.id,
+        Duration::from_secs(JOB_WAIT_SECS_MAX),
+    )?;
+    let refused = match waited {
+        Waited::Finished(job) if job.status == JobStatus::Succeeded => return Ok(Ok((job, quota))),
+        Waited::Finished(job) if job.status == JobStatus::Canceled => envelope(
+            409,
+            &format!("job {} was canceled", job.id),
+            None,
+            "job_canceled",
+        ),
+        Waited::Finished(job) => envelope(
+            502,
+            &format!(
+                "job {} {}: {}",
+                job.id,
+                job.status.as_str(),
+                job.error_message.as_deref().unwrap_or("no reason given")
+            ),
+            None,
+            job.error_code.as_deref().unwrap_or("job_failed"),
+        ),
+        Waited::StillRunning(job) => envelope(
+            504,
+            &format!(
+                "job {id} (request id {rid}) is still running after {JOB_WAIT_SECS_MAX} s and goes \
+                 on: fetch it with GET /v1/generate/{id}, or repeat this call with the same \
+                 Idempotency-Key to wait again",
+                id = job.id,
+                rid = job.request_id
+            ),
+            None,
+            STILL_RUNNING_CODE,
+        ),
+    };
+    Ok(Err(refused.with_quota(quota.as_ref())))
+}
+
+/// The bytes of a succeeded job's output `index`, read through the gate
+/// (a fixture sample, or a kept file).
+fn output_bytes(call: &Call, job: &Job, index: usize) -> Result<Vec<u8>, Error> {
+    match call
+        .gate()
+        .served_output(&job.id, &job.output_token, index)?
+    {
+        ServedOutput::Sample(file) => Ok(file.bytes.to_vec()),
+        ServedOutput::Kept(kept) => std::fs::read(&kept.path).map_err(|err| Error::Internal {
+            detail: format!("kept output {} cannot be read: {err}", kept.path.display()),
+        }),
+    }
+}
+
+/// `invalid_request` naming `field`.
+fn invalid(field: &str, message: &str) -> Error {
+    Error::InvalidRequest {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// The string member `field`, if present.
+fn optional_str<'a>(body: &'a Value, field: &str) -> Result<Option<&'a str>, Error> {
+    match &body[field] {
+        Value::Null => Ok(None),
+        Value::String(text) => Ok(Some(text)),
+        _ => Err(invalid(field, "must be a string")),
+    }
+}
+
+/// The boolean member `field` (absent: false).
+fn optional_bool(body: &Value, field: &str) -> Result<bool, Error> {
+    match &body[field] {
+        Value::Null => Ok(false),
+        Value::Bool(flag) => Ok(*flag),
+        _ => Err(invalid(field, "must be a boolean")),
+    }
+}
+
+/// `GET /openai/openapi.json`: this dialect's OpenAPI document.
+pub fn openapi(call: &Call) -> Handled {
+    Ok(Response::json(
+        200,
+        &docs::openai_openapi(&call.state.public_base_url),
+    ))
+}
