@@ -74,7 +74,7 @@ enum SyncArg {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server and the job workers.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check the configured upstream providers.
     #[command(subcommand)]
     Providers(ProvidersCommand),
@@ -196,6 +196,50 @@ struct ServeArgs {
           value_parser = clap::value_parser!(u64)
               .range(creditgate::media::files::FILE_BYTES_MAX_DEFAULT..))]
     media_max_bytes: u64,
+    /// The model a request that names only a product runs on
+    /// (AgentName's `type`), as PRODUCT=MODEL; repeat per product. A
+    /// product without one runs on the active catalog's first model of it.
+    #[arg(long = "default-model", env = "CREDITGATE_DEFAULT_MODELS",
+          value_delimiter = ',', value_parser = parse_default_model)]
+    default_models: Vec<(String, String)>,
+    /// Lets agents create their own account and key
+    /// (POST /api/v1/agent_register.php). Off by default.
+    #[arg(long, env = "CREDITGATE_SELF_REGISTRATION")]
+    self_registration: bool,
+    /// Credits granted to each self-registered account, as a ledger
+    /// transfer (default 0: it starts empty). Needs --self-registration.
+    #[arg(long, env = "CREDITGATE_WELCOME_CREDITS", default_value = "0",
+          requires = "self_registration", value_parser = parse_welcome_credits)]
+    welcome_credits: i64,
+    /// Self-registrations per client address per hour (0: no limit).
+    #[arg(long, env = "CREDITGATE_REGISTRATIONS_PER_HOUR", default_value_t = 5)]
+    registrations_per_hour: u32,
+}
+
+/// `PRODUCT=MODEL` of `--default-model`.
+fn parse_default_model(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((product, model)) if !product.trim().is_empty() && !model.trim().is_empty() => {
+            Ok((product.trim().to_owned(), model.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "{text:?} is not PRODUCT=MODEL (e.g. image=z-image)"
+        )),
+    }
+}
+
+/// The micro-credits of `--welcome-credits` (0 or more, exact).
+fn parse_welcome_credits(text: &str) -> Result<i64, String> {
+    let credits = creditgate::money::parse_credits(text).map_err(|err| err.to_string())?;
+    creditgate::money::to_micros(credits)
+        .map_err(|err| err.to_string())
+        .and_then(|micros| {
+            if micros < 0 {
+                Err("must not be negative".to_owned())
+            } else {
+                Ok(micros)
+            }
+        })
 }
 
 #[derive(Debug, Subcommand)]
@@ -496,6 +540,13 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
                     retention_days: args.media_retention_days,
                     store_bytes_max: args.media_max_bytes,
                 },
+                default_models: args.default_models.into_iter().collect(),
+                self_registration: args
+                    .self_registration
+                    .then_some(creditgate::SelfRegistration {
+                        welcome_micros: args.welcome_credits,
+                        per_address_per_hour: args.registrations_per_hour,
+                    }),
             })?;
             return Ok(ExitCode::SUCCESS);
         }

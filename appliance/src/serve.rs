@@ -46,6 +46,10 @@ pub const MEDIA_SWEEP_BATCH_MAX: usize = 1_000;
 pub struct ServeOptions {
     /// The database.
     pub store: StoreOptions,
+    /// The default model per product (`--default-model`).
+    pub default_models: creditgate::DefaultModels,
+    /// Whether and how agents may register themselves.
+    pub self_registration: Option<creditgate::SelfRegistration>,
     /// Where to listen.
     pub listen: String,
     /// Job worker threads.
@@ -145,6 +149,8 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         poll_interval_ms_max: poll_ms.saturating_mul(15),
         submit_backoff_ms_max: poll_ms.saturating_mul(30),
         rate_limit: options.rate_limit,
+        default_models: options.default_models.clone(),
+        self_registration: options.self_registration,
         ..GateSettings::default()
     };
     let providers = crate::providers::load(options.providers.as_deref(), &scenarios)?;
@@ -159,6 +165,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let gate = with_media(gate, &options)?;
     let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
     prepare_catalog(&gate, options.catalog.as_deref())?;
+    check_default_models(&gate, &options.default_models)?;
     // Every price version still honoured must route to a configured
     // provider: refuse to start rather than answer 503 to every job.
     gate.check_provider_routes().context(
@@ -289,6 +296,16 @@ fn with_moltbook(gate: Gate, moltbook: &MoltbookOptions) -> anyhow::Result<Gate>
         }
     );
     Ok(gate.with_identity_verifier(Arc::new(verifier), moltbook.default_account.clone()))
+}
+
+/// Refuses to start when an operator's default model is not a model of
+/// its product in the active catalog, saying which.
+fn check_default_models(gate: &Gate, defaults: &creditgate::DefaultModels) -> anyhow::Result<()> {
+    for product in defaults.keys() {
+        gate.default_model(product)
+            .map_err(|err| anyhow::anyhow!("--default-model {product}: {err}"))?;
+    }
+    Ok(())
 }
 
 /// Imports and activates `catalog` if given; else imports the shipped

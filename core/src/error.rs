@@ -206,6 +206,9 @@ error_codes! {
     WorkersFailing = "workers_failing", Unavailable;
     /// A kept output passed its retention period and was removed.
     OutputExpired = "output_expired", Gone;
+    /// The operator has not turned this feature on, or it is not built yet
+    /// (`feature`): an honest refusal, never a pretended success.
+    NotConfigured = "not_configured", Forbidden;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -394,6 +397,16 @@ pub enum Error {
     /// An access or refresh token is past its expiry.
     #[error("the token has expired")]
     TokenExpired,
+    /// A feature this server does not offer: the operator has not turned
+    /// it on (self-registration, a default model) or it is not built yet
+    /// (top-ups).
+    #[error("{feature}: not configured on this server; {hint}")]
+    NotConfigured {
+        /// What is not configured (`self-registration`, `top-ups`, ...).
+        feature: String,
+        /// What the caller or the operator can do instead.
+        hint: String,
+    },
     /// The caller is authenticated but its scopes do not include `scope`.
     #[error("forbidden: the scope {scope} is not granted")]
     Forbidden {
@@ -687,6 +700,7 @@ impl Error {
             Error::Unauthorized { .. } => ErrorCode::Unauthorized,
             Error::TokenExpired => ErrorCode::TokenExpired,
             Error::Forbidden { .. } => ErrorCode::Forbidden,
+            Error::NotConfigured { .. } => ErrorCode::NotConfigured,
             Error::InvalidSignature => ErrorCode::InvalidSignature,
             Error::WebhookUnverified { .. } => ErrorCode::WebhookUnverified,
             Error::StaleTimestamp { .. } => ErrorCode::StaleTimestamp,
@@ -900,6 +914,10 @@ mod tests {
             Error::TokenExpired,
             Error::Forbidden {
                 scope: "video".into(),
+            },
+            Error::NotConfigured {
+                feature: "top-ups".into(),
+                hint: "ask the operator".into(),
             },
             Error::InvalidSignature,
             Error::WebhookUnverified {

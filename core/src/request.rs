@@ -172,11 +172,18 @@ impl GenerateRequest {
         }
     }
 
-    /// SHA-256 (hex) of the normalised request without its `request_id`:
-    /// two bodies that normalise alike have the same fingerprint.
+    /// SHA-256 (hex) of the normalised request without its `request_id`
+    /// and its `product`: two bodies that normalise alike have the same
+    /// fingerprint. The product is left out because the model implies it
+    /// (a request naming another product is refused), and dialects differ
+    /// in whether they name it (OpenAI's and AgentName's routes do,
+    /// Rynjer's and KiwiWhale's bodies need not): one request id then means
+    /// the same job whichever dialect carried it. A request that named no
+    /// product keeps the fingerprint it had before this rule.
     pub fn fingerprint(&self) -> String {
         let mut canonical = self.clone();
         canonical.request_id = None;
+        canonical.product = None;
         // Serialising a struct of strings and integers cannot fail; the
         // field order is the struct's, so the text is canonical.
         let text = serde_json::to_string(&canonical).unwrap_or_default();
@@ -357,6 +364,22 @@ mod tests {
         assert_eq!(short.units.count, Some(1));
         let other = normalize(&json!({"model": "qwen/text-to-image", "prompt": "q"})).expect("ok");
         assert_ne!(other.fingerprint(), short.fingerprint());
+    }
+
+    #[test]
+    fn naming_the_product_does_not_change_the_fingerprint() {
+        let bare = normalize(&json!({"request_id": "r", "model": "z-image", "prompt": "p"}))
+            .expect("normalises");
+        let named = GenerateRequest {
+            product: Some("image".into()),
+            ..bare.clone()
+        };
+        assert_eq!(bare.fingerprint(), named.fingerprint());
+        let other_prompt = GenerateRequest {
+            prompt: Some("q".into()),
+            ..named
+        };
+        assert_ne!(bare.fingerprint(), other_prompt.fingerprint());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! wallet, a wrong method); `ledger verify` holds after each.
 
 use base64::Engine as _;
-use creditgate_tests::{raw_http, HttpResponse, Sandbox, Server};
+use creditgate_tests::{HttpResponse, Sandbox, Server};
 use serde_json::{json, Value};
 
 /// What the fixture's chat models answer.
@@ -39,19 +39,11 @@ fn post(
     idempotency: Option<&str>,
     body: &Value,
 ) -> HttpResponse {
-    let body = body.to_string();
-    let mut text = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer {key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n",
-        server.addr,
-        body.len()
-    );
-    if let Some(idempotency) = idempotency {
-        text.push_str(&format!("Idempotency-Key: {idempotency}\r\n"));
-    }
-    text.push_str("\r\n");
-    text.push_str(&body);
-    raw_http(&server.addr, text.as_bytes())
+    let headers: Vec<(&str, &str)> = idempotency
+        .map(|key| ("Idempotency-Key", key))
+        .into_iter()
+        .collect();
+    server.post_with_headers(path, key, &headers, &body.to_string())
 }
 
 /// Asserts an error in OpenAI's shape; its `error` object.

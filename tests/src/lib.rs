@@ -399,6 +399,29 @@ impl Server {
         raw_http(&self.addr, text.as_bytes())
     }
 
+    /// POSTs a JSON `body` with a bearer credential and extra `headers`
+    /// (`Idempotency-Key`, ...).
+    pub fn post_with_headers(
+        &self,
+        path: &str,
+        bearer: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpResponse {
+        let mut text = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAuthorization: Bearer \
+             {bearer}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        for (name, value) in headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        text.push_str(body);
+        raw_http(&self.addr, text.as_bytes())
+    }
+
     /// GET with a bearer credential; the JSON answer.
     pub fn get(&self, path: &str, bearer: &str) -> HttpResponse {
         self.request("GET", path, Some(bearer), None)

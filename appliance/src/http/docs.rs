@@ -19,6 +19,8 @@ use serde_json::{json, Map, Value};
 
 const OPENAPI: &str = include_str!("openapi.json");
 const OPENAI_OPENAPI: &str = include_str!("openai_openapi.json");
+const AGENTNAME_OPENAPI: &str = include_str!("agentname_openapi.json");
+const KIWIWHALE_OPENAPI: &str = include_str!("kiwiwhale_openapi.json");
 
 /// The path of the Moltbook exchange, documented only when it is on.
 pub const MOLTBOOK_EXCHANGE_PATH: &str = "/auth/moltbook/exchange";
@@ -78,7 +80,14 @@ pub fn openapi(base_url: &str, live: &Live) -> Value {
 /// this file, checked against that dialect's routes by a test), with
 /// `base_url` as its server.
 pub fn openai_openapi(base_url: &str) -> Value {
-    let mut doc: Value = serde_json::from_str(OPENAI_OPENAPI).unwrap_or_else(|_| json!({}));
+    static_document(OPENAI_OPENAPI, base_url)
+}
+
+/// A dialect's static document (a `<dialect>_openapi.json` beside this
+/// file, checked against that dialect's routes by a test), with `base_url`
+/// as its server.
+fn static_document(text: &str, base_url: &str) -> Value {
+    let mut doc: Value = serde_json::from_str(text).unwrap_or_else(|_| json!({}));
     doc["servers"] = json!([{ "url": base_url }]);
     doc
 }
@@ -204,57 +213,21 @@ fn model_branch(catalog: &Catalog, spec: &ModelSpec, active: bool, purpose: Purp
         "product".into(),
         json!({ "enum": [spec.product, null], "description": "Inferred when omitted." }),
     );
-    if purpose == Purpose::Generate && spec.needs_prompt() {
-        properties.insert(
-            "prompt".into(),
-            json!({
-                "type": "string",
-                "maxLength": PROMPT_CHARS_MAX,
-                "pattern": format!("[^{WHITE_SPACE_CLASS}]"),
-            }),
-        );
+    let needs_prompt = purpose == Purpose::Generate && spec.needs_prompt();
+    properties.insert("prompt".into(), prompt_schema(needs_prompt));
+    if needs_prompt {
         required.push(json!("prompt"));
-    } else {
-        properties.insert(
-            "prompt".into(),
-            json!({ "type": ["string", "null"], "maxLength": PROMPT_CHARS_MAX }),
-        );
     }
-    let mut units = Map::new();
-    for name in OptionName::ALL {
-        let schema = match spec.options.get(&name) {
-            Some(option) => {
-                let mut allowed: Vec<Value> = option
-                    .allowed
-                    .iter()
-                    .map(|value| match value {
-                        OptionValue::Int(n) => json!(n),
-                        OptionValue::Text(text) => json!(text),
-                    })
-                    .collect();
-                allowed.push(Value::Null);
-                json!({ "enum": allowed })
-            }
-            None => json!({ "type": "null", "description": "This model has no such option." }),
-        };
-        units.insert(name.as_str().into(), schema.clone());
-        properties.insert(name.as_str().into(), schema);
+    let units = option_schemas(spec);
+    for (name, schema) in &units {
+        properties.insert(name.clone(), schema.clone());
     }
     properties.insert(
         "units".into(),
         json!({ "type": ["object", "null"], "additionalProperties": false, "properties": units }),
     );
     let images = spec.input_images;
-    let url = json!({
-        "type": "string",
-        "maxLength": URL_CHARS_MAX,
-        "pattern": format!("^https?://[^{WHITE_SPACE_CLASS}]*$"),
-    });
-    let mut list = json!({
-        "type": ["array", "null"],
-        "maxItems": (images.max as usize).min(INPUT_URLS_MAX),
-        "items": url,
-    });
+    let mut list = image_list_schema(spec);
     if purpose == Purpose::Estimate && images.min >= 2 {
         list["anyOf"] = json!([{ "maxItems": 0 }, { "minItems": images.min }]);
     }
@@ -286,9 +259,235 @@ fn model_branch(catalog: &Catalog, spec: &ModelSpec, active: bool, purpose: Purp
     branch
 }
 
+/// A prompt: required, with something besides white space, or optional.
+fn prompt_schema(required: bool) -> Value {
+    if required {
+        json!({
+            "type": "string",
+            "maxLength": PROMPT_CHARS_MAX,
+            "pattern": format!("[^{WHITE_SPACE_CLASS}]"),
+        })
+    } else {
+        json!({ "type": ["string", "null"], "maxLength": PROMPT_CHARS_MAX })
+    }
+}
+
+/// Each option a request may set, by name: the model's allowed values (or
+/// null), or null alone for an option the model does not have.
+fn option_schemas(spec: &ModelSpec) -> Map<String, Value> {
+    OptionName::ALL
+        .iter()
+        .map(|name| {
+            let schema = match spec.options.get(name) {
+                Some(option) => {
+                    let mut allowed: Vec<Value> = option
+                        .allowed
+                        .iter()
+                        .map(|value| match value {
+                            OptionValue::Int(n) => json!(n),
+                            OptionValue::Text(text) => json!(text),
+                        })
+                        .collect();
+                    allowed.push(Value::Null);
+                    json!({ "enum": allowed })
+                }
+                None => {
+                    json!({ "type": "null", "description": "This model has no such option." })
+                }
+            };
+            (name.as_str().to_owned(), schema)
+        })
+        .collect()
+}
+
+/// A model's list of input image URLs (or null), at most as many as it
+/// takes.
+fn image_list_schema(spec: &ModelSpec) -> Value {
+    json!({
+        "type": ["array", "null"],
+        "maxItems": (spec.input_images.max as usize).min(INPUT_URLS_MAX),
+        "items": {
+            "type": "string",
+            "maxLength": URL_CHARS_MAX,
+            "pattern": format!("^https?://[^{WHITE_SPACE_CLASS}]*$"),
+        },
+    })
+}
+
+/// The AgentName document of this instance: its static part with the
+/// generate body completed from the default image and video models
+/// (`defaults`, by product): each `type` with the aspect ratios and
+/// durations its model allows.
+pub fn agentname_openapi(base_url: &str, defaults: &[(&str, ModelSpec)]) -> Value {
+    let mut doc = static_document(AGENTNAME_OPENAPI, base_url);
+    let branches: Vec<Value> = defaults
+        .iter()
+        .filter(|(product, _)| matches!(*product, "image" | "video"))
+        .map(|(product, spec)| {
+            let options = option_schemas(spec);
+            let duration = match *product {
+                "video" => options["duration"].clone(),
+                _ => json!({ "type": "null", "description": "Videos only." }),
+            };
+            json!({
+                "title": format!("{product} ({})", spec.model),
+                "type": "object",
+                "additionalProperties": false,
+                "required": ["prompt", "type"],
+                "properties": {
+                    "prompt": prompt_schema(true),
+                    "type": { "const": product },
+                    "aspect_ratio": options["aspect_ratio"],
+                    "duration": duration,
+                },
+            })
+        })
+        .collect();
+    let schemas = &mut doc["components"]["schemas"];
+    let examples = schemas["GenerateRequest"]["examples"].take();
+    schemas["GenerateRequest"] = json!({
+        "description": "One schema per product (image, video), each with the options of the \
+                        operator's default model for it.",
+        "oneOf": branches,
+    });
+    if branches_allow_example(&schemas["GenerateRequest"], &examples) {
+        schemas["GenerateRequest"]["examples"] = examples;
+    }
+    schemas["ChatRequest"]["properties"]["message"] = prompt_schema(true);
+    doc
+}
+
+/// Whether the static example still fits the live branches (an image
+/// model without `16:9` would make it a lie).
+fn branches_allow_example(schema: &Value, examples: &Value) -> bool {
+    let Some(example) = examples.get(0) else {
+        return false;
+    };
+    schema["oneOf"].as_array().is_some_and(|branches| {
+        branches.iter().any(|branch| {
+            branch["properties"]["type"]["const"] == example["type"]
+                && branch["properties"]["aspect_ratio"]["enum"]
+                    .as_array()
+                    .is_some_and(|allowed| allowed.contains(&example["aspect_ratio"]))
+        })
+    })
+}
+
+/// The member of a KiwiWhale generate body that carries a model's prompt:
+/// the first of `messages`, `text` and `query` its input schema names,
+/// else `prompt`.
+pub fn kiwiwhale_prompt_member(spec: &ModelSpec) -> &'static str {
+    ["messages", "text", "query"]
+        .into_iter()
+        .find(|name| {
+            spec.input_schema
+                .get("properties")
+                .and_then(|properties| properties.get(*name))
+                .is_some()
+        })
+        .unwrap_or("prompt")
+}
+
+/// Chat messages per KiwiWhale request, at most, and characters per
+/// message and role: bounds whose joined prompt stays within
+/// [`PROMPT_CHARS_MAX`].
+pub const KIWIWHALE_MESSAGES_MAX: usize = 8;
+/// Characters of one message's content, at most.
+pub const KIWIWHALE_MESSAGE_CHARS_MAX: usize = 1_000;
+/// Characters of one message's role, at most.
+pub const KIWIWHALE_ROLE_CHARS_MAX: usize = 32;
+
+/// The KiwiWhale document of this instance: its static part with the
+/// generate body completed from the active catalog, one schema per model.
+pub fn kiwiwhale_openapi(base_url: &str, catalog: Option<&Catalog>) -> Value {
+    let mut doc = static_document(KIWIWHALE_OPENAPI, base_url);
+    let Some(catalog) = catalog else {
+        return doc;
+    };
+    let branches: Vec<Value> = catalog.models.iter().map(kiwiwhale_branch).collect();
+    let schemas = &mut doc["components"]["schemas"];
+    let examples = schemas["GenerateRequest"]["examples"].take();
+    let fits = catalog.models.iter().any(|spec| {
+        spec.model == examples[0]["model"] && kiwiwhale_prompt_member(spec) == "prompt"
+    });
+    schemas["GenerateRequest"] = json!({
+        "description": "One schema per model of the active catalog (GET /api/v1/models.php).",
+        "oneOf": branches,
+    });
+    if fits {
+        schemas["GenerateRequest"]["examples"] = examples;
+    }
+    doc
+}
+
+/// The KiwiWhale generate body of one model.
+fn kiwiwhale_branch(spec: &ModelSpec) -> Value {
+    let member = kiwiwhale_prompt_member(spec);
+    let mut properties = option_schemas(spec);
+    properties.insert("model".into(), json!({ "const": spec.model }));
+    properties.insert(
+        "request_id".into(),
+        json!({ "type": ["string", "null"], "pattern": CALLER_ID_PATTERN }),
+    );
+    let mut required = vec![json!("model")];
+    if member == "messages" {
+        let text = |max: usize| json!({ "type": "string", "maxLength": max, "pattern": format!("[^{WHITE_SPACE_CLASS}]") });
+        properties.insert(
+            member.into(),
+            json!({
+                "type": "array",
+                "minItems": 1,
+                "maxItems": KIWIWHALE_MESSAGES_MAX,
+                "items": {
+                    "type": "object",
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": text(KIWIWHALE_ROLE_CHARS_MAX),
+                        "content": text(KIWIWHALE_MESSAGE_CHARS_MAX),
+                    },
+                },
+            }),
+        );
+    } else {
+        properties.insert(member.into(), prompt_schema(spec.needs_prompt()));
+    }
+    if spec.needs_prompt() {
+        required.push(json!(member));
+    }
+    let images = spec.input_images;
+    let mut list = image_list_schema(spec);
+    if images.min >= 1 {
+        list = json!({ "type": "array", "minItems": images.min,
+                       "maxItems": list["maxItems"], "items": list["items"] });
+        required.push(json!("input_image_urls"));
+    }
+    properties.insert("input_image_urls".into(), list);
+    json!({
+        "title": spec.model,
+        "type": "object",
+        "additionalProperties": false,
+        "required": required,
+        "properties": properties,
+    })
+}
+
 /// The agent quickstart for this instance.
-pub fn llms_txt(base_url: &str, price_version: Option<&str>) -> String {
+pub fn llms_txt(
+    base_url: &str,
+    price_version: Option<&str>,
+    defaults: &[(&str, String)],
+    self_registration: bool,
+) -> String {
     let version = price_version.unwrap_or("(no catalog imported yet)");
+    let defaults: String = defaults
+        .iter()
+        .map(|(product, model)| format!("  - {product}: {model}\n"))
+        .collect();
+    let registration = if self_registration {
+        "on: an agent may register itself (rate-limited per address)"
+    } else {
+        "off on this server (403 not_configured): ask the operator for a key"
+    };
     format!(
         r#"# creditgate
 
@@ -346,7 +545,7 @@ wrong_transfer_kind, registration_expired, provider_not_configured;
 401 unauthorized, token_expired, invalid_signature, stale_timestamp, nonce_reused,
 refresh_token_reused, identity_refused (data.reason), webhook_unverified;
 402 insufficient_credits (data.required, data.available, data.suggestion);
-403 forbidden (data.scope), agent_not_bound (data.agent_id);
+403 forbidden (data.scope), agent_not_bound (data.agent_id), not_configured;
 400 bad_request (the request line or a header is malformed or not ASCII);
 404 not_found; 405 method_not_allowed; 408 request_timeout;
 410 output_expired (an output link past its retention period: the file is removed);
@@ -395,6 +594,42 @@ OpenAPI 3.1: {base_url}/openai/openapi.json
 - Errors: `{{"error": {{"message", "type", "param", "code"}}}}`, `code` the
   machine code below, the same statuses (402 insufficient_credits has type
   `insufficient_quota`, 429 `rate_limit_error`).
+
+## AgentName surface (under /api)
+
+Code written for AgentName works with base URL {base_url}/api and your key.
+OpenAPI 3.1: {base_url}/agentname/openapi.json
+Requests name no model; each product runs on this server's default model:
+{defaults}
+- `POST /api/generate` `{{"prompt", "type": "image"|"video", "aspect_ratio",
+  "duration"}}` -> `{{"jobId", "status": "queued"}}`.
+- `GET /api/status/{{jobId}}` -> `status` `queued`, `processing`, `completed`
+  (with `url` and `outputs`) or `failed` (with `error`, and `reason`:
+  `canceled`, `expired` or the failure's code).
+- `POST /api/chat` `{{"message"}}` -> `{{"reply", "timestamp"}}`, priced per
+  message; waits up to 120 s, then 502 naming the `jobId`, which goes on.
+- `Idempotency-Key` is the request id; without it each call is a new job.
+- Errors: `{{"error", "code": status, "reason": machine code}}` with the
+  statuses 400, 401, 429, 500 and 502 (an empty wallet is 400 with reason
+  insufficient_credits; a plan's daily cap is 429 plan_limit_reached).
+
+## KiwiWhale surface (under /api/v1/*.php)
+
+OpenAPI 3.1: {base_url}/kiwiwhale/openapi.json
+- `POST /api/v1/agent_register.php` `{{"name"}}` -> `api_key` (shown once),
+  `user_id`, `credits`. Self-registration is {registration}.
+- `GET /api/v1/credits.php`; `GET /api/v1/models.php` (`public_model`,
+  `category`, exact `cost_credits`, `schema`).
+- `POST /api/v1/generate.php` `{{"model", "prompt"}}` (or the model's own
+  prompt member: `text`, `query` or `messages`; `input_image_urls`; its
+  options; `request_id` to make it idempotent) -> `{{"status": "queued",
+  "job_id", "auto_topup_applied": false, "auto_topup_message": ""}}`.
+- `GET /api/v1/jobs.php?job_id=` until `status` is `completed`, then
+  `outputs[0].url`; `failed`, `canceled` and `expired` are final too.
+- Errors: `{{"success": false, "error", "message", "code"}}`:
+  `INSUFFICIENT_CREDITS` (402), `Unknown or inactive model` (400). Top-ups
+  are not built: `agent_topup.php` answers 403 `payment_method_not_ready`,
+  the payment-setup endpoints 403 `not_configured`.
 
 ## Sign in with Moltbook
 
@@ -457,13 +692,25 @@ mod tests {
         ROUTES.iter().filter(move |route| route.dialect == dialect)
     }
 
-    /// The OpenAI dialect's document and its routes agree both ways, and
-    /// every `$ref` resolves.
+    /// Each dialect with a static document (OpenAI, AgentName, KiwiWhale):
+    /// the document and the dialect's routes agree both ways, and every
+    /// `$ref` resolves.
     #[test]
-    fn the_openai_document_and_its_routes_agree_exactly() {
-        let doc = openai_openapi("http://example.test");
+    fn each_dialect_document_and_its_routes_agree_exactly() {
+        for dialect in [Dialect::OpenAi, Dialect::AgentName, Dialect::KiwiWhale] {
+            a_dialect_document_and_its_routes_agree(dialect);
+        }
+    }
+
+    fn a_dialect_document_and_its_routes_agree(dialect: Dialect) {
+        let doc = match dialect {
+            Dialect::OpenAi => openai_openapi("http://example.test"),
+            Dialect::AgentName => agentname_openapi("http://example.test", &[]),
+            Dialect::KiwiWhale => kiwiwhale_openapi("http://example.test", None),
+            Dialect::Rynjer => unreachable!("Rynjer's document has its own test"),
+        };
         let paths = doc["paths"].as_object().expect("paths");
-        for route in routes_of(Dialect::OpenAi) {
+        for route in routes_of(dialect) {
             assert!(
                 paths[route.pattern][route.method.to_ascii_lowercase()].is_object(),
                 "{} {} is not documented",
@@ -475,15 +722,20 @@ mod tests {
         for (path, item) in paths {
             for (method, operation) in item.as_object().expect("path item") {
                 assert!(
-                    routes_of(Dialect::OpenAi)
+                    routes_of(dialect)
                         .any(|r| r.pattern == path && r.method.eq_ignore_ascii_case(method)),
-                    "{method} {path} is documented but not an OpenAI route"
+                    "{method} {path} is documented but not a {dialect:?} route"
                 );
-                assert!(operation["responses"]["200"].is_object(), "{method} {path}");
+                assert!(
+                    operation["responses"]
+                        .as_object()
+                        .is_some_and(|r| !r.is_empty()),
+                    "{method} {path}"
+                );
                 operations += 1;
             }
         }
-        assert_eq!(operations, routes_of(Dialect::OpenAi).count());
+        assert_eq!(operations, routes_of(dialect).count(), "{dialect:?}");
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["servers"][0]["url"], "http://example.test");
         let text = doc.to_string();
@@ -624,7 +876,7 @@ mod tests {
 
     #[test]
     fn every_error_code_is_documented_with_its_status_in_llms_txt_and_openapi() {
-        let text = llms_txt("http://example.test", None);
+        let text = llms_txt("http://example.test", None, &[], false);
         let answers = text
             .split("## Answers")
             .nth(1)

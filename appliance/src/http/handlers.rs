@@ -243,8 +243,23 @@ pub fn openapi(call: &Call) -> Handled {
 
 /// `GET /llms.txt` and `GET /agent/llms.txt`.
 pub fn llms(call: &Call) -> Handled {
-    let version = call.gate().active_price_version()?;
-    let text = docs::llms_txt(&call.state.public_base_url, version.as_deref());
+    let gate = call.gate();
+    let version = gate.active_price_version()?;
+    let defaults: Vec<(&str, String)> = ["image", "video", "chat"]
+        .into_iter()
+        .map(|product| {
+            let model = gate
+                .default_model(product)
+                .unwrap_or_else(|err| format!("none ({err})"));
+            (product, model)
+        })
+        .collect();
+    let text = docs::llms_txt(
+        &call.state.public_base_url,
+        version.as_deref(),
+        &defaults,
+        gate.self_registration().is_some(),
+    );
     Ok(Response::bytes(
         200,
         "text/plain; charset=utf-8",

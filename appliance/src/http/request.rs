@@ -42,6 +42,9 @@ pub struct Request {
     pub body: Vec<u8>,
     /// This request's id (from `X-Request-Id` or minted).
     pub request_id: String,
+    /// The peer's IP address (empty when unknown): the connection's, not
+    /// a header's, so a client cannot choose it.
+    pub client_address: String,
 }
 
 impl Request {

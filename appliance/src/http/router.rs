@@ -10,7 +10,7 @@
 
 use creditgate::Error;
 
-use super::dialects::{self, openai, Dialect};
+use super::dialects::{self, agentname, kiwiwhale, openai, Dialect};
 use super::handlers::{self, Handled};
 use super::request::{Call, Params, Request, State};
 use super::response::Response;
@@ -210,6 +210,97 @@ pub const ROUTES: &[Route] = &[
         auth: Auth::Public,
         dialect: Dialect::OpenAi,
         handler: openai::openapi,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/generate",
+        auth: Auth::Bearer,
+        dialect: Dialect::AgentName,
+        handler: agentname::generate,
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/status/{jobId}",
+        auth: Auth::Bearer,
+        dialect: Dialect::AgentName,
+        handler: agentname::status,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/chat",
+        auth: Auth::Bearer,
+        dialect: Dialect::AgentName,
+        handler: agentname::chat,
+    },
+    Route {
+        method: "GET",
+        pattern: "/agentname/openapi.json",
+        auth: Auth::Public,
+        dialect: Dialect::AgentName,
+        handler: agentname::openapi,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agent_register.php",
+        auth: Auth::Public,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::register,
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/credits.php",
+        auth: Auth::Bearer,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::balance,
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/models.php",
+        auth: Auth::Bearer,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::models,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/generate.php",
+        auth: Auth::Bearer,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::generate,
+    },
+    Route {
+        method: "GET",
+        pattern: "/api/v1/jobs.php",
+        auth: Auth::Bearer,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::job,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agent_topup.php",
+        auth: Auth::Bearer,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::topup,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agent_setup_payment.php",
+        auth: Auth::Bearer,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::payment_setup,
+    },
+    Route {
+        method: "POST",
+        pattern: "/api/v1/agent_confirm_payment_method.php",
+        auth: Auth::Bearer,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::payment_setup,
+    },
+    Route {
+        method: "GET",
+        pattern: "/kiwiwhale/openapi.json",
+        auth: Auth::Public,
+        dialect: Dialect::KiwiWhale,
+        handler: kiwiwhale::openapi,
     },
 ];
 
@@ -485,6 +576,16 @@ mod tests {
                     assert_eq!(body["error"]["code"], "unauthorized", "{body}");
                     assert_eq!(body["error"]["type"], "authentication_error", "{body}");
                 }
+                Dialect::AgentName => {
+                    assert_eq!(body["code"], 401, "{body}");
+                    assert_eq!(body["reason"], "unauthorized", "{body}");
+                    assert!(body["error"].is_string(), "{body}");
+                }
+                Dialect::KiwiWhale => {
+                    assert_eq!(body["success"], false, "{body}");
+                    assert_eq!(body["error"], "unauthorized", "{body}");
+                    assert_eq!(body["code"], "unauthorized", "{body}");
+                }
             }
         }
         let (status, body) = answer("DELETE", "/v1/chat/completions");
@@ -496,6 +597,9 @@ mod tests {
         assert_eq!((status, &body["data"]["error"]), (404, &"not_found".into()));
         assert_eq!(dialect_of("/v1/models"), Dialect::OpenAi);
         assert_eq!(dialect_of("/v1/models/list"), Dialect::Rynjer);
+        assert_eq!(dialect_of("/api/status/job_1"), Dialect::AgentName);
+        assert_eq!(dialect_of("/api/v1/jobs.php"), Dialect::KiwiWhale);
+        assert_eq!(dialect_of("/api/v1/agents/register"), Dialect::Rynjer);
     }
 
     #[test]

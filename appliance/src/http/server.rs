@@ -260,6 +260,9 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
         headers,
         body: Vec::new(),
         request_id: id.clone(),
+        client_address: wire
+            .remote_addr()
+            .map_or_else(String::new, |addr| addr.ip().to_string()),
     };
     let limit = super::router::body_bytes_max(&request.method, &request.path)
         .unwrap_or(super::BODY_BYTES_MAX);

@@ -104,6 +104,7 @@ mod tests {
             ("unauthorized", 401),
             ("token_expired", 401),
             ("forbidden", 403),
+            ("not_configured", 403),
             ("invalid_signature", 401),
             ("webhook_unverified", 401),
             ("provider_not_configured", 400),

@@ -17,6 +17,7 @@ mod identity;
 pub mod media;
 pub mod plans;
 mod pricing;
+pub mod signup;
 pub mod waiting;
 pub mod webhooks;
 pub mod work;
@@ -66,6 +67,11 @@ pub struct GateSettings {
     pub submit_backoff_ms_max: i64,
     /// Requests per caller, for [`Gate::admit`] (off by default).
     pub rate_limit: RateLimit,
+    /// Whether and how agents may register themselves (off by default).
+    pub self_registration: Option<signup::SelfRegistration>,
+    /// The operator's default model per product, for requests that name
+    /// only a product ([`Gate::default_model`]).
+    pub default_models: signup::DefaultModels,
 }
 
 impl Default for GateSettings {
@@ -81,6 +87,8 @@ impl Default for GateSettings {
                 per_sec: 0,
                 burst: 0,
             },
+            self_registration: None,
+            default_models: signup::DefaultModels::new(),
         }
     }
 }
@@ -96,6 +104,8 @@ pub struct Gate {
     providers: ProviderRegistry,
     settings: GateSettings,
     limiter: RateLimiter,
+    /// Self-registrations per client address.
+    signup_limiter: signup::SignupLimiter,
     /// External identity providers whose exchange is on, at most one per
     /// provider name; none by default.
     identity_providers: Vec<IdentityProvider>,
@@ -132,6 +142,7 @@ impl Gate {
             providers: ProviderRegistry::fixture(Scenarios::shipped()),
             settings: GateSettings::default(),
             limiter: RateLimiter::new(GateSettings::default().rate_limit),
+            signup_limiter: signup::SignupLimiter::default(),
             identity_providers: Vec::new(),
             unrecorded: work::Unrecorded::default(),
             slots: work::ProviderSlots::default(),

@@ -3,11 +3,16 @@
 //! authentication failure, the rate limit, the handler's refusal) in that
 //! dialect's envelope, through the one status table (`http::status`). Each
 //! dialect is one module: `rynjer` (the v1 envelope of the references
-//! 000 and 001), and `openai` (the OpenAI-compatible surface: its
-//! decoders, renderers, handlers and `{"error": {...}}` envelope).
+//! 000 and 001), `openai` (the OpenAI-compatible surface), `agentname`
+//! (reference 002, under `/api`) and `kiwiwhale` (reference 004, under
+//! `/api/v1/*.php`), each with its decoders, renderers and envelope. What
+//! several dialects do alike is `shared`'s.
 
+pub mod agentname;
+pub mod kiwiwhale;
 pub mod openai;
 pub mod rynjer;
+pub mod shared;
 
 use creditgate::Error;
 
@@ -20,6 +25,10 @@ pub enum Dialect {
     Rynjer,
     /// OpenAI's `{"error": {message, type, param, code}}`.
     OpenAi,
+    /// AgentName's `{"error", "code": status}` (reference 002).
+    AgentName,
+    /// KiwiWhale's `{"success": false, "error", "message"}` (reference 004).
+    KiwiWhale,
 }
 
 /// The error answer of `err` in `dialect`'s envelope.
@@ -27,6 +36,8 @@ pub fn error(dialect: Dialect, err: &Error) -> Response {
     match dialect {
         Dialect::Rynjer => rynjer::error(err),
         Dialect::OpenAi => openai::error(err),
+        Dialect::AgentName => agentname::error(err),
+        Dialect::KiwiWhale => kiwiwhale::error(err),
     }
 }
 
@@ -34,8 +45,11 @@ pub fn error(dialect: Dialect, err: &Error) -> Response {
 pub fn internal_error(dialect: Dialect) -> Response {
     match dialect {
         Dialect::Rynjer => rynjer::internal_error(),
-        Dialect::OpenAi => openai::error(&Error::Internal {
-            detail: "a handler panicked".into(),
-        }),
+        Dialect::OpenAi | Dialect::AgentName | Dialect::KiwiWhale => error(
+            dialect,
+            &Error::Internal {
+                detail: "a handler panicked".into(),
+            },
+        ),
     }
 }

@@ -18,14 +18,13 @@
 //! paragraph per message). A streamed chat is sent once the whole answer is
 //! known (not incremental).
 
-use std::time::Duration;
-
 use base64::Engine as _;
-use creditgate::ids::random_id;
 use creditgate::pricing::{OptionName, OptionValue, RequestedUnits};
 use creditgate::request::GenerateRequest;
-use creditgate::{Error, Job, JobStatus, Quota, ServedOutput, Waited};
+use creditgate::{Error, Job, Quota};
 use serde_json::{json, Value};
+
+use super::shared::{output_bytes, request_id, submit_and_wait, Ended};
 
 use crate::http::docs;
 use crate::http::request::{required_str, Call};
@@ -35,8 +34,6 @@ use crate::http::status::{public_message, status_for};
 /// The longest a synchronous call waits for its job, in seconds; past it
 /// the answer is 504 `job_still_running` and the job goes on.
 pub const JOB_WAIT_SECS_MAX: u64 = 120;
-/// The header whose value becomes the request id (lowercase).
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 /// The prefix of a request id minted for a call without `Idempotency-Key`.
 pub const MINTED_REQUEST_ID_PREFIX: &str = "oai_";
 /// `owned_by` of every listed model.
@@ -181,7 +178,7 @@ fn decode_image(call: &Call, body: &Value) -> Result<GenerateRequest, Error> {
         None => None,
     };
     Ok(GenerateRequest {
-        request_id: Some(request_id(call)),
+        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
         model: model.to_owned(),
         product: Some("image".into()),
         prompt: Some(prompt.to_owned()),
@@ -208,7 +205,7 @@ pub fn chat(call: &Call) -> Handled {
     }
     let model = required_str(&body, "model")?;
     let request = GenerateRequest {
-        request_id: Some(request_id(call)),
+        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
         model: model.to_owned(),
         product: Some("chat".into()),
         prompt: Some(chat_prompt(&body["messages"])?),
@@ -321,16 +318,6 @@ fn chat_usage(job: &Job) -> Value {
             "total_tokens": prompt + completion })
 }
 
-/// The request id of a call: its `Idempotency-Key`, else a fresh one (each
-/// call a new job).
-fn request_id(call: &Call) -> String {
-    call.request
-        .header(IDEMPOTENCY_KEY_HEADER)
-        .map(str::trim)
-        .filter(|key| !key.is_empty())
-        .map_or_else(|| random_id(MINTED_REQUEST_ID_PREFIX), str::to_owned)
-}
-
 /// Submits `request` for the caller and waits for its job: the succeeded
 /// job with the plan quota it counted against, or the answer to give
 /// instead (the job failed, was canceled or expired, or is still running).
@@ -338,24 +325,20 @@ fn run(
     call: &Call,
     request: GenerateRequest,
 ) -> Result<Result<(Job, Option<Quota>), Response>, Error> {
-    let principal = call.caller()?;
-    let gate = call.gate();
-    let submitted = gate.submit_request_for(principal, request)?;
-    let quota = submitted.quota;
-    let waited = gate.wait_for_job(
-        &principal.account_id,
-        &submitted.job.id,
-        Duration::from_secs(JOB_WAIT_SECS_MAX),
+    let (ended, quota) = submit_and_wait(
+        call,
+        request,
+        std::time::Duration::from_secs(JOB_WAIT_SECS_MAX),
     )?;
-    let refused = match waited {
-        Waited::Finished(job) if job.status == JobStatus::Succeeded => return Ok(Ok((job, quota))),
-        Waited::Finished(job) if job.status == JobStatus::Canceled => envelope(
+    let refused = match ended {
+        Ended::Succeeded(job) => return Ok(Ok((job, quota))),
+        Ended::Canceled(job) => envelope(
             409,
             &format!("job {} was canceled", job.id),
             None,
             "job_canceled",
         ),
-        Waited::Finished(job) => envelope(
+        Ended::Failed(job) => envelope(
             502,
             &format!(
                 "job {} {}: {}",
@@ -366,7 +349,7 @@ fn run(
             None,
             job.error_code.as_deref().unwrap_or("job_failed"),
         ),
-        Waited::StillRunning(job) => envelope(
+        Ended::StillRunning(job) => envelope(
             504,
             &format!(
                 "job {id} (request id {rid}) is still running after {JOB_WAIT_SECS_MAX} s and goes \
@@ -380,20 +363,6 @@ fn run(
         ),
     };
     Ok(Err(refused.with_quota(quota.as_ref())))
-}
-
-/// The bytes of a succeeded job's output `index`, read through the gate
-/// (a fixture sample, or a kept file).
-fn output_bytes(call: &Call, job: &Job, index: usize) -> Result<Vec<u8>, Error> {
-    match call
-        .gate()
-        .served_output(&job.id, &job.output_token, index)?
-    {
-        ServedOutput::Sample(file) => Ok(file.bytes.to_vec()),
-        ServedOutput::Kept(kept) => std::fs::read(&kept.path).map_err(|err| Error::Internal {
-            detail: format!("kept output {} cannot be read: {err}", kept.path.display()),
-        }),
-    }
 }
 
 /// `invalid_request` naming `field`.

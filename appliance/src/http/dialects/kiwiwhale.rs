@@ -1,0 +1,415 @@
+//! The KiwiWhale dialect (reference 004), under `/api/v1/*.php`:
+//! `agent_register.php` (self-registration, off unless the operator turns
+//! it on), `credits.php`, `models.php`, `generate.php`, `jobs.php?job_id=`,
+//! and the top-up endpoints, which answer an honest refusal until top-ups
+//! exist. Its OpenAPI document is at `GET /kiwiwhale/openapi.json`. Bearer
+//! keys, like every dialect.
+//!
+//! Errors are `{"success": false, "error", "message", "code"}` with the one
+//! table's statuses: `error` is the reference's word where it has one
+//! (`INSUFFICIENT_CREDITS`, `Unknown or inactive model`,
+//! `payment_method_not_ready`), else our machine code, which `code` always
+//! carries. Choices (CONTRACTS.md §6): a generate body's `request_id` (or
+//! `Idempotency-Key`) makes it idempotent, and without one each call is a
+//! new job; a model's single text input (`text`, `query`, `messages`) is
+//! its prompt; inputs other than a prompt and images (`video_url`,
+//! `audio_url`, ...) are refused as not supported, never dropped.
+
+use creditgate::pricing::{OptionName, RequestedUnits};
+use creditgate::request::GenerateRequest;
+use creditgate::{Error, Job, JobStatus};
+use serde_json::{json, Map, Value};
+
+use super::shared::request_id;
+use crate::http::docs::{
+    self, KIWIWHALE_MESSAGES_MAX, KIWIWHALE_MESSAGE_CHARS_MAX, KIWIWHALE_ROLE_CHARS_MAX,
+};
+use crate::http::request::Call;
+use crate::http::response::Response;
+use crate::http::status::{public_message, status_for};
+use crate::render::{self, credits};
+
+/// The prefix of a request id minted for a call without one.
+pub const MINTED_REQUEST_ID_PREFIX: &str = "kw_";
+/// What every API-key caller is, in the reference's words.
+pub const ACCOUNT_TYPE: &str = "agent";
+/// The name of a self-registered account whose body names none.
+pub const DEFAULT_AGENT_NAME: &str = "agent";
+/// The longest name a self-registered agent may give, in characters.
+pub const AGENT_NAME_CHARS_MAX: usize = 64;
+/// The reference's word for an unknown model (its whole `error`).
+pub const UNKNOWN_MODEL: &str = "Unknown or inactive model";
+
+/// The feature a top-up's refusal names.
+const TOP_UPS: &str = "top-ups";
+
+/// Inputs some KiwiWhale models take that creditgate cannot carry to a
+/// provider yet: refused by name rather than silently dropped.
+const UNSUPPORTED_INPUTS: &[&str] = &[
+    "video_url",
+    "video_urls",
+    "audio_url",
+    "file_url",
+    "time_seconds",
+];
+type Handled = Result<Response, Error>;
+
+/// An error answer in KiwiWhale's shape.
+pub fn error(err: &Error) -> Response {
+    let status = status_for(err.error_code());
+    let word = match err {
+        Error::NotConfigured { feature, .. } if feature == TOP_UPS => "payment_method_not_ready",
+        _ => match err.code() {
+            "insufficient_credits" => "INSUFFICIENT_CREDITS",
+            "unknown_model" => UNKNOWN_MODEL,
+            other => other,
+        },
+    };
+    let message = match err {
+        Error::InsufficientCredits { .. } => format!(
+            "Not enough credits to run this request. {}",
+            public_message(err)
+        ),
+        _ => public_message(err),
+    };
+    let mut body =
+        json!({ "success": false, "error": word, "message": message, "code": err.code() });
+    let data = render::error_data(err);
+    for name in ["field", "required", "available", "close_matches", "allowed"] {
+        if !data[name].is_null() {
+            body[name] = data[name].clone();
+        }
+    }
+    let mut response = Response::json(status, &body);
+    if let Error::RateLimited { retry_after_ms } = err {
+        response
+            .headers
+            .push(("Retry-After", retry_after_ms.div_ceil(1000).to_string()));
+    }
+    response
+}
+
+/// `POST /api/v1/agent_register.php`: a new agent account and its key,
+/// shown once.
+pub fn register(call: &Call) -> Handled {
+    let name = match call.request.body.iter().all(u8::is_ascii_whitespace) {
+        true => DEFAULT_AGENT_NAME.to_owned(),
+        false => {
+            let body = call.request.json_body()?;
+            let object = object_of(&body)?;
+            if let Some(unknown) = object.keys().find(|key| key.as_str() != "name") {
+                return Err(invalid(unknown, "is not a known field"));
+            }
+            let name = text(object, "name")?.unwrap_or(DEFAULT_AGENT_NAME);
+            if name.chars().count() > AGENT_NAME_CHARS_MAX {
+                return Err(invalid(
+                    "name",
+                    &format!("must be at most {AGENT_NAME_CHARS_MAX} characters"),
+                ));
+            }
+            name.to_owned()
+        }
+    };
+    let registered = call
+        .gate()
+        .self_register(&name, &call.request.client_address)?;
+    Ok(Response::json(
+        200,
+        &json!({
+            "success": true,
+            "account_type": ACCOUNT_TYPE,
+            "user_id": registered.account.id,
+            "api_key": registered.secret,
+            "credits": credits(registered.credits_micros),
+        }),
+    ))
+}
+
+/// `GET /api/v1/credits.php`: the credits available now.
+pub fn balance(call: &Call) -> Handled {
+    let balance = call.gate().balance(&call.caller()?.account_id)?;
+    Ok(Response::json(
+        200,
+        &json!({ "success": true, "credits": credits(balance.available),
+                 "account_type": ACCOUNT_TYPE }),
+    ))
+}
+
+/// `GET /api/v1/models.php`: the active catalog's models, each with its
+/// default request's exact price and its input schema.
+pub fn models(call: &Call) -> Handled {
+    call.caller()?;
+    let listing = call.gate().models(None)?;
+    let models: Vec<Value> = listing
+        .models
+        .iter()
+        .map(|entry| {
+            json!({
+                "product_id": entry.model,
+                "public_model": entry.model,
+                "category": entry.category,
+                "cost_credits": entry.default_credits.map_or(Value::Null, |price| {
+                    price.to_string().parse::<serde_json::Number>().map_or(Value::Null, Value::Number)
+                }),
+                "schema": entry.input_schema,
+            })
+        })
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({ "success": true, "count": models.len(), "models": models }),
+    ))
+}
+
+/// `POST /api/v1/generate.php`.
+pub fn generate(call: &Call) -> Handled {
+    let body = call.request.json_body()?;
+    let request = decode_generate(call, object_of(&body)?)?;
+    let submitted = call.gate().submit_request_for(call.caller()?, request)?;
+    let answer = json!({
+        "success": true,
+        "status": "queued",
+        "job_id": submitted.job.id,
+        "request_id": submitted.job.request_id,
+        "cost_credits": credits(submitted.job.estimate_micros),
+        // Auto top-up is not built: never applied, and said so plainly.
+        "auto_topup_applied": false,
+        "auto_topup_message": "",
+    });
+    Ok(Response::json(200, &answer).with_quota(submitted.quota.as_ref()))
+}
+
+/// The typed request of a generate body: `model`, `request_id`, the
+/// model's prompt member (`prompt`, or `text`, `query` or `messages` where
+/// its schema names one), its options, and `input_image_urls`.
+fn decode_generate(call: &Call, object: &Map<String, Value>) -> Result<GenerateRequest, Error> {
+    if let Some(unsupported) = object
+        .keys()
+        .find(|key| UNSUPPORTED_INPUTS.contains(&key.as_str()))
+    {
+        return Err(Error::NotConfigured {
+            feature: format!("the input {unsupported}"),
+            hint: "this server carries a prompt and input images to providers, not other \
+                   inputs yet; choose a model that needs only those"
+                .into(),
+        });
+    }
+    let model = text(object, "model")?.ok_or_else(|| invalid("model", "is required"))?;
+    let catalog = call.gate().catalog(None)?;
+    let Some(spec) = catalog.models.iter().find(|spec| spec.model == model) else {
+        // The core refuses it as unknown, with the closest names.
+        return Ok(GenerateRequest {
+            request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
+            model: model.to_owned(),
+            product: None,
+            prompt: None,
+            units: RequestedUnits::default(),
+            input_image_urls: Vec::new(),
+            price_version: None,
+        });
+    };
+    let member = docs::kiwiwhale_prompt_member(spec);
+    let options: Vec<&str> = OptionName::ALL.iter().map(|name| name.as_str()).collect();
+    if let Some(unknown) = object.keys().find(|key| {
+        let key = key.as_str();
+        !matches!(key, "model" | "request_id" | "input_image_urls")
+            && key != member
+            && !options.contains(&key)
+    }) {
+        return Err(invalid(
+            unknown,
+            &format!("is not a known field (this model's prompt goes in {member})"),
+        ));
+    }
+    let prompt = match member {
+        "messages" => match object.get(member) {
+            None | Some(Value::Null) => None,
+            Some(messages) => Some(messages_prompt(messages)?),
+        },
+        _ => text(object, member)?.map(str::to_owned),
+    };
+    let images = match object.get("input_image_urls") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(urls)) => urls
+            .iter()
+            .map(|url| url.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| invalid("input_image_urls", "must be an array of URLs"))?,
+        Some(_) => return Err(invalid("input_image_urls", "must be an array of URLs")),
+    };
+    let explicit_id = text(object, "request_id")?.map(str::to_owned);
+    let request = GenerateRequest {
+        request_id: Some(explicit_id.unwrap_or_else(|| request_id(call, MINTED_REQUEST_ID_PREFIX))),
+        model: model.to_owned(),
+        product: None,
+        prompt,
+        units: RequestedUnits {
+            count: positive(object, "count")?,
+            duration: positive(object, "duration")?,
+            resolution: text(object, "resolution")?.map(str::to_owned),
+            aspect_ratio: text(object, "aspect_ratio")?.map(str::to_owned),
+        },
+        input_image_urls: images,
+        price_version: None,
+    };
+    request.validate()?;
+    Ok(request)
+}
+
+/// The prompt of a chat model's `messages`: each `{role, content}` as a
+/// `role: content` paragraph (a lone user message is its content), within
+/// the bounds the document states.
+fn messages_prompt(messages: &Value) -> Result<String, Error> {
+    let refuse = || {
+        invalid(
+            "messages",
+            &format!(
+                "must be 1 to {KIWIWHALE_MESSAGES_MAX} {{role, content}} of at most \
+                 {KIWIWHALE_ROLE_CHARS_MAX} and {KIWIWHALE_MESSAGE_CHARS_MAX} characters, \
+                 neither blank"
+            ),
+        )
+    };
+    let messages = messages
+        .as_array()
+        .filter(|messages| (1..=KIWIWHALE_MESSAGES_MAX).contains(&messages.len()))
+        .ok_or_else(refuse)?;
+    let mut paragraphs = Vec::with_capacity(messages.len());
+    for message in messages {
+        let role =
+            bounded(message["role"].as_str(), KIWIWHALE_ROLE_CHARS_MAX).ok_or_else(refuse)?;
+        let content =
+            bounded(message["content"].as_str(), KIWIWHALE_MESSAGE_CHARS_MAX).ok_or_else(refuse)?;
+        paragraphs.push((role, content));
+    }
+    Ok(match paragraphs.as_slice() {
+        [("user", content)] => (*content).to_owned(),
+        _ => paragraphs
+            .iter()
+            .map(|(role, content)| format!("{role}: {content}"))
+            .collect::<Vec<_>>()
+            .join("\n\n"),
+    })
+}
+
+/// `text` when it is not blank and at most `max` characters.
+fn bounded(text: Option<&str>, max: usize) -> Option<&str> {
+    text.filter(|text| !text.trim().is_empty() && text.chars().count() <= max)
+}
+
+/// `GET /api/v1/jobs.php?job_id=`: a job in the reference's vocabulary.
+pub fn job(call: &Call) -> Handled {
+    let account = &call.caller()?.account_id;
+    let id = call
+        .request
+        .query_param("job_id")
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| invalid("job_id", "is required (?job_id=...)"))?;
+    let job = call.gate().job_for(account, id)?;
+    Ok(Response::json(200, &job_view(&job)))
+}
+
+/// A job as `jobs.php` shows it.
+fn job_view(job: &Job) -> Value {
+    let mut view = json!({
+        "success": true,
+        "job_id": job.id,
+        "request_id": job.request_id,
+        "model": job.model,
+        "status": vocabulary(job.status),
+        "outputs": job.outputs.iter()
+            .map(|o| json!({ "url": o.url, "mime": o.mime }))
+            .collect::<Vec<_>>(),
+        "seed": job.seed,
+        "cost_credits": credits(job.charged_micros.unwrap_or(job.estimate_micros)),
+    });
+    if job.status.is_terminal() && job.status != JobStatus::Succeeded {
+        view["error"] = json!(job.error_code.as_deref().unwrap_or(job.status.as_str()));
+        view["message"] = json!(job.error_message.as_deref().unwrap_or(""));
+        view["cost_credits"] = credits(job.charged_micros.unwrap_or(0));
+    }
+    view
+}
+
+/// The reference's word for a job status (`completed` is one it names as
+/// final; the failures keep ours).
+fn vocabulary(status: JobStatus) -> &'static str {
+    match status {
+        JobStatus::Pending => "queued",
+        JobStatus::Running => "processing",
+        JobStatus::Succeeded => "completed",
+        JobStatus::Failed => "failed",
+        JobStatus::Canceled => "canceled",
+        JobStatus::Expired => "expired",
+    }
+}
+
+/// `POST /api/v1/agent_topup.php`: top-ups are not built, so no payment
+/// method can be ready: the reference's own refusal
+/// (`payment_method_not_ready`), with `code` `not_configured`.
+pub fn topup(call: &Call) -> Handled {
+    call.caller()?;
+    Err(Error::NotConfigured {
+        feature: TOP_UPS.into(),
+        hint: "no off-session payment method can be saved on this server yet; ask the \
+               operator to grant credits"
+            .into(),
+    })
+}
+
+/// `POST /api/v1/agent_setup_payment.php` and
+/// `agent_confirm_payment_method.php`: not configured.
+pub fn payment_setup(call: &Call) -> Handled {
+    call.caller()?;
+    Err(Error::NotConfigured {
+        feature: "payment setup".into(),
+        hint: "this server takes no payments yet; ask the operator to grant credits".into(),
+    })
+}
+
+/// The body as a JSON object.
+fn object_of(body: &Value) -> Result<&Map<String, Value>, Error> {
+    body.as_object()
+        .ok_or_else(|| invalid("body", "must be a JSON object"))
+}
+
+/// `invalid_request` naming `field`.
+fn invalid(field: &str, message: &str) -> Error {
+    Error::InvalidRequest {
+        field: field.to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// The string member `field`, if present.
+fn text<'a>(object: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, Error> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(invalid(field, "must be a string")),
+    }
+}
+
+/// The positive integer member `field`, if present.
+fn positive(object: &Map<String, Value>, field: &str) -> Result<Option<u32>, Error> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| invalid(field, "must be a positive integer")),
+    }
+}
+
+/// `GET /kiwiwhale/openapi.json`: this dialect's OpenAPI document.
+pub fn openapi(call: &Call) -> Handled {
+    Ok(Response::json(
+        200,
+        &docs::kiwiwhale_openapi(
+            &call.state.public_base_url,
+            call.gate().catalog(None).ok().as_deref(),
+        ),
+    ))
+}
