@@ -134,18 +134,23 @@ fn waiters_are_bounded_and_a_cancel_wakes_them_all() {
         })
         .collect();
     ready.wait();
-    // Every slot taken (give the threads a moment to reach their wait).
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        match fx
-            .gate
-            .wait_for_job(&fx.account, "r", Duration::from_millis(1))
-        {
-            Err(Error::ServerBusy) => break,
-            _ if Instant::now() > deadline => panic!("the waiters are not bounded"),
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
+    // Every slot taken: wait for the count rather than probing, since a
+    // probe holds a slot for its own short wait and could turn a late
+    // waiter away (the race that once failed this test on a slow machine).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fx.gate.job_waiters() < JOB_WAITERS_MAX {
+        assert!(Instant::now() < deadline, "the waiters never all waited");
+        std::thread::sleep(Duration::from_millis(10));
     }
+    assert_eq!(fx.gate.job_waiters(), JOB_WAITERS_MAX);
+    assert!(
+        matches!(
+            fx.gate
+                .wait_for_job(&fx.account, "r", Duration::from_millis(1)),
+            Err(Error::ServerBusy)
+        ),
+        "the waiters are not bounded"
+    );
     let started = Instant::now();
     fx.gate.cancel(&fx.account, "r").expect("cancel");
     for waiter in waiters {
@@ -156,6 +161,7 @@ fn waiters_are_bounded_and_a_cancel_wakes_them_all() {
     }
     assert!(started.elapsed() < Duration::from_secs(10));
     // Their slots are free again.
+    assert_eq!(fx.gate.job_waiters(), 0);
     assert!(fx
         .gate
         .wait_for_job(&fx.account, "r", Duration::from_millis(1))

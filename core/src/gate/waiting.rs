@@ -60,6 +60,16 @@ pub enum Waited {
 }
 
 impl Gate {
+    /// How many callers are waiting for jobs right now (at most
+    /// [`JOB_WAITERS_MAX`]): a gauge for the operator.
+    pub fn job_waiters(&self) -> usize {
+        self.job_events
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .waiters
+    }
+
     /// Waits, up to `within` (at most [`JOB_WAIT_MS_MAX`]), for account
     /// `account_id`'s job `request_or_task_id` to finish, and answers it;
     /// a job still live by then is answered as it is. Another account's job
