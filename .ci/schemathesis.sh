@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Fuzzes a real `creditgate serve` with schemathesis against the OpenAPI
-# document it serves: every check, every phase (examples, coverage,
-# fuzzing, stateful links from generate to poll and cancel). Any finding
-# fails. The server runs on a temporary database and a loopback port the
+# Fuzzes a real `creditgate serve` with schemathesis against each OpenAPI
+# document it serves (one per dialect: Rynjer, OpenAI, AgentName,
+# KiwiWhale): every check, every phase (examples, coverage, fuzzing,
+# stateful links from generate to poll and cancel). Any finding fails. The server runs on a temporary database and a loopback port the
 # kernel picks; schemathesis comes from PyPI at a pinned version into a
 # throwaway venv. Usage: .ci/schemathesis.sh [path/to/creditgate]
 set -euo pipefail
@@ -23,7 +23,10 @@ python3 -m venv "$work/venv"
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 
 # No rate limit: schemathesis sends hundreds of requests a second.
-start_serve --rate-limit-per-sec 0
+# Self-registration on (unlimited per address) so KiwiWhale's register
+# route is exercised, not only its refusal.
+start_serve --rate-limit-per-sec 0 --self-registration --registrations-per-hour 0 \
+    --poll-interval-ms 20 --workers 2
 
 # A second, not active, price version: requests may pin it, and the
 # document has a schema per model of each.
@@ -36,16 +39,23 @@ key="$("$bin" --json keys create --account "$account" --name schemathesis --scop
 
 status=0
 # From the temporary directory: schemathesis keeps a cache where it runs.
+# Each dialect's document in turn: Rynjer's (the longest budget), then
+# OpenAI's, AgentName's and KiwiWhale's. DOCUMENTS narrows the run.
 config="$PWD/.ci/schemathesis.toml"
-(cd "$work" && "$work/venv/bin/st" --config-file "$config" run "$base/agent/openapi.json" \
-    --checks all \
-    --phases examples,coverage,fuzzing,stateful \
-    --max-examples "$MAX_EXAMPLES" \
-    --max-time "$MAX_TIME_SECS" \
-    --request-timeout 10 \
-    --seed "${SCHEMATHESIS_SEED:-1}" \
-    --header "Authorization: Bearer $key" \
-    --report junit --report-dir "$work/report") || status=$?
+for document in ${DOCUMENTS:-agent openai agentname kiwiwhale}; do
+    budget="$MAX_TIME_SECS"
+    [[ "$document" == agent ]] || budget=$(( MAX_TIME_SECS / 2 ))
+    echo "--- schemathesis: $base/$document/openapi.json (at most $budget s)"
+    (cd "$work" && "$work/venv/bin/st" --config-file "$config" run "$base/$document/openapi.json" \
+        --checks all \
+        --phases examples,coverage,fuzzing,stateful \
+        --max-examples "$MAX_EXAMPLES" \
+        --max-time "$budget" \
+        --request-timeout 10 \
+        --seed "${SCHEMATHESIS_SEED:-1}" \
+        --header "Authorization: Bearer $key" \
+        --report junit --report-dir "$work/report-$document") || status=$?
+done
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "creditgate serve died during the run" >&2

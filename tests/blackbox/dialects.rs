@@ -276,7 +276,7 @@ fn agentname_errors_use_the_reference_statuses_and_plans_cap_per_day() {
         400,
         "invalid_request",
     );
-    check(&server.get("/api/status/job_nope", &key), 400, "not_found");
+    check(&server.get("/api/status/job_nope", &key), 404, "not_found");
     let poor = funded_key(&sb, "poor", "0", None);
     check(
         &post_text(
@@ -335,7 +335,14 @@ fn agentname_errors_use_the_reference_statuses_and_plans_cap_per_day() {
         &headers,
         r#"{"prompt":"a cat","type":"image"}"#,
     );
-    check(&other, 400, "idempotency_conflict");
+    check(&other, 409, "idempotency_conflict");
+    let malformed = server.post_with_headers(
+        "/api/generate",
+        &key,
+        &[("Idempotency-Key", "a\u{7f}b")],
+        body,
+    );
+    check(&malformed, 400, "invalid_request");
 
     // Reference 002's Free plan: 2 videos a day; the third is 429.
     let free = funded_key(&sb, "free", "1000", Some("free"));

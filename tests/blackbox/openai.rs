@@ -284,6 +284,54 @@ fn refusals_are_in_openai_shape_with_the_status_table() {
         "invalid_request",
     );
     assert_eq!(error["param"], "messages");
+    // The images route runs only image models that need no input image,
+    // and a chat's messages are bounded; nothing is charged for a refusal.
+    let before = available(&server, &key);
+    for (path, body, param) in [
+        (
+            "/v1/images/generations",
+            json!({"model": "gpt-4o", "prompt": "a cat"}),
+            "model",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "qwen/image-to-image", "prompt": "a cat"}),
+            "model",
+        ),
+        (
+            "/v1/images/generations",
+            json!({"model": "z-image", "prompt": "a cat", "n": 0}),
+            "n",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+                   "stream_options": "yes"}),
+            "stream_options",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o",
+                   "messages": vec![json!({"role": "user", "content": "hi"}); 9]}),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "   "}]}),
+            "messages",
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o", "messages": [{"role": "user",
+                   "content": [{"type": "image_url", "image_url": {"url": "http://x.test/a.png"}}]}]}),
+            "messages",
+        ),
+    ] {
+        let refused = post(&server, path, &key, None, &body);
+        let error = assert_openai_error(&refused, 400, "invalid_request_error", "invalid_request");
+        assert_eq!(error["param"], param, "{body}");
+    }
+    assert_eq!(available(&server, &key), before);
     let wrong_method = server.request("DELETE", "/v1/models", Some(&key), None);
     assert_openai_error(
         &wrong_method,

@@ -17,6 +17,11 @@ use creditgate::pricing::{Catalog, ModelSpec, OptionName, OptionValue};
 use creditgate::request::{INPUT_URLS_MAX, PROMPT_CHARS_MAX, URL_CHARS_MAX};
 use serde_json::{json, Map, Value};
 
+use super::dialects::shared::{
+    CHAT_CONTENT_CHARS_MAX, CHAT_MESSAGES_MAX, CHAT_PARTS_MAX, CHAT_PART_CHARS_MAX,
+    CHAT_ROLE_CHARS_MAX,
+};
+
 const OPENAPI: &str = include_str!("openapi.json");
 const OPENAI_OPENAPI: &str = include_str!("openai_openapi.json");
 const AGENTNAME_OPENAPI: &str = include_str!("agentname_openapi.json");
@@ -78,9 +83,66 @@ pub fn openapi(base_url: &str, live: &Live) -> Value {
 
 /// The OpenAI dialect's OpenAPI document (`openai_openapi.json` beside
 /// this file, checked against that dialect's routes by a test), with
-/// `base_url` as its server.
-pub fn openai_openapi(base_url: &str) -> Value {
-    static_document(OPENAI_OPENAPI, base_url)
+/// `base_url` as its server and, given the active catalog, its request
+/// bodies completed from it: one images body per image model this route
+/// can run (no input images), with its counts, and the chat models.
+pub fn openai_openapi(base_url: &str, catalog: Option<&Catalog>) -> Value {
+    let mut doc = static_document(OPENAI_OPENAPI, base_url);
+    let Some(catalog) = catalog else {
+        return doc;
+    };
+    let schemas = &mut doc["components"]["schemas"];
+    let branches: Vec<Value> = catalog
+        .models
+        .iter()
+        .filter(|spec| spec.product == "image" && spec.input_images.min == 0)
+        .map(openai_image_branch)
+        .collect();
+    schemas["ImageRequest"] = json!({
+        "description": "One schema per image model of the active catalog that needs no \
+                        input image (GET /v1/models).",
+        "oneOf": branches,
+    });
+    let chat_models: Vec<&str> = catalog
+        .models
+        .iter()
+        .filter(|spec| spec.product == "chat")
+        .map(|spec| spec.model.as_str())
+        .collect();
+    let chat = &mut schemas["ChatRequest"]["properties"];
+    chat["model"] = json!({ "enum": chat_models });
+    chat["messages"] = messages_schema(true);
+    doc
+}
+
+/// The OpenAI images body of one image model: `n` one of its counts (or
+/// 1 alone without a count option), `size` free (used as the resolution
+/// only when the model offers it).
+fn openai_image_branch(spec: &ModelSpec) -> Value {
+    let counts: Vec<Value> = match spec.options.get(&OptionName::Count) {
+        Some(option) => option
+            .allowed
+            .iter()
+            .filter_map(|value| match value {
+                OptionValue::Int(n) if *n > 0 => Some(json!(n)),
+                _ => None,
+            })
+            .chain([Value::Null])
+            .collect(),
+        None => vec![json!(1), Value::Null],
+    };
+    json!({
+        "title": spec.model,
+        "type": "object",
+        "required": ["model", "prompt"],
+        "properties": {
+            "model": { "const": spec.model },
+            "prompt": prompt_schema(true),
+            "n": { "enum": counts },
+            "size": { "type": ["string", "null"] },
+            "response_format": { "enum": ["url", "b64_json", null] },
+        },
+    })
 }
 
 /// A dialect's static document (a `<dialect>_openapi.json` beside this
@@ -314,6 +376,48 @@ fn image_list_schema(spec: &ModelSpec) -> Value {
     })
 }
 
+/// A non-blank string of at most `max` characters.
+fn non_blank(max: usize) -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": max,
+            "pattern": format!("[^{WHITE_SPACE_CLASS}]") })
+}
+
+/// A chat's `messages`, as `dialects::shared::messages_prompt` takes them:
+/// string contents, and with `parts` OpenAI's arrays of text parts too.
+fn messages_schema(parts: bool) -> Value {
+    let string = non_blank(CHAT_CONTENT_CHARS_MAX);
+    let content = if parts {
+        json!({ "oneOf": [string, {
+            "type": "array",
+            "minItems": 1,
+            "maxItems": CHAT_PARTS_MAX,
+            "items": {
+                "type": "object",
+                "required": ["type", "text"],
+                "properties": {
+                    "type": { "const": "text" },
+                    "text": non_blank(CHAT_PART_CHARS_MAX),
+                },
+            },
+        }] })
+    } else {
+        string
+    };
+    json!({
+        "type": "array",
+        "minItems": 1,
+        "maxItems": CHAT_MESSAGES_MAX,
+        "items": {
+            "type": "object",
+            "required": ["role", "content"],
+            "properties": {
+                "role": non_blank(CHAT_ROLE_CHARS_MAX),
+                "content": content,
+            },
+        },
+    })
+}
+
 /// The AgentName document of this instance: its static part with the
 /// generate body completed from the default image and video models
 /// (`defaults`, by product): each `type` with the aspect ratios and
@@ -388,15 +492,6 @@ pub fn kiwiwhale_prompt_member(spec: &ModelSpec) -> &'static str {
         .unwrap_or("prompt")
 }
 
-/// Chat messages per KiwiWhale request, at most, and characters per
-/// message and role: bounds whose joined prompt stays within
-/// [`PROMPT_CHARS_MAX`].
-pub const KIWIWHALE_MESSAGES_MAX: usize = 8;
-/// Characters of one message's content, at most.
-pub const KIWIWHALE_MESSAGE_CHARS_MAX: usize = 1_000;
-/// Characters of one message's role, at most.
-pub const KIWIWHALE_ROLE_CHARS_MAX: usize = 32;
-
 /// The KiwiWhale document of this instance: its static part with the
 /// generate body completed from the active catalog, one schema per model.
 pub fn kiwiwhale_openapi(base_url: &str, catalog: Option<&Catalog>) -> Value {
@@ -431,23 +526,7 @@ fn kiwiwhale_branch(spec: &ModelSpec) -> Value {
     );
     let mut required = vec![json!("model")];
     if member == "messages" {
-        let text = |max: usize| json!({ "type": "string", "maxLength": max, "pattern": format!("[^{WHITE_SPACE_CLASS}]") });
-        properties.insert(
-            member.into(),
-            json!({
-                "type": "array",
-                "minItems": 1,
-                "maxItems": KIWIWHALE_MESSAGES_MAX,
-                "items": {
-                    "type": "object",
-                    "required": ["role", "content"],
-                    "properties": {
-                        "role": text(KIWIWHALE_ROLE_CHARS_MAX),
-                        "content": text(KIWIWHALE_MESSAGE_CHARS_MAX),
-                    },
-                },
-            }),
-        );
+        properties.insert(member.into(), messages_schema(false));
     } else {
         properties.insert(member.into(), prompt_schema(spec.needs_prompt()));
     }
@@ -611,7 +690,9 @@ Requests name no model; each product runs on this server's default model:
 - `Idempotency-Key` is the request id; without it each call is a new job.
 - Errors: `{{"error", "code": status, "reason": machine code}}` with the
   statuses 400, 401, 429, 500 and 502 (an empty wallet is 400 with reason
-  insufficient_credits; a plan's daily cap is 429 plan_limit_reached).
+  insufficient_credits; a plan's daily cap is 429 plan_limit_reached), and
+  HTTP's own 404 (no such job) and 409 (an Idempotency-Key reused with
+  another request).
 
 ## KiwiWhale surface (under /api/v1/*.php)
 
@@ -704,7 +785,7 @@ mod tests {
 
     fn a_dialect_document_and_its_routes_agree(dialect: Dialect) {
         let doc = match dialect {
-            Dialect::OpenAi => openai_openapi("http://example.test"),
+            Dialect::OpenAi => openai_openapi("http://example.test", None),
             Dialect::AgentName => agentname_openapi("http://example.test", &[]),
             Dialect::KiwiWhale => kiwiwhale_openapi("http://example.test", None),
             Dialect::Rynjer => unreachable!("Rynjer's document has its own test"),
@@ -855,6 +936,51 @@ mod tests {
             doc["paths"]["/v1/models/list"]["get"]["parameters"][0]["schema"]["enum"],
             json!([catalog.price_version])
         );
+    }
+
+    #[test]
+    fn the_openai_and_kiwiwhale_bodies_come_from_the_active_catalog() {
+        let catalog =
+            creditgate::pricing::parse_catalog(crate::serve::SHIPPED_CATALOG).expect("catalog");
+        let doc = openai_openapi("http://example.test", Some(&catalog));
+        let schemas = &doc["components"]["schemas"];
+        let images: Vec<&str> = schemas["ImageRequest"]["oneOf"]
+            .as_array()
+            .expect("one schema per image model")
+            .iter()
+            .map(|branch| branch["properties"]["model"]["const"].as_str().expect("id"))
+            .collect();
+        let runnable: Vec<&str> = catalog
+            .models
+            .iter()
+            .filter(|spec| spec.product == "image" && spec.input_images.min == 0)
+            .map(|spec| spec.model.as_str())
+            .collect();
+        assert!(!runnable.is_empty());
+        assert_eq!(images, runnable);
+        let chats: Vec<Value> = catalog
+            .models
+            .iter()
+            .filter(|spec| spec.product == "chat")
+            .map(|spec| json!(spec.model))
+            .collect();
+        assert_eq!(
+            schemas["ChatRequest"]["properties"]["model"]["enum"],
+            Value::Array(chats)
+        );
+        assert_eq!(
+            schemas["ChatRequest"]["properties"]["messages"]["maxItems"],
+            json!(CHAT_MESSAGES_MAX)
+        );
+        let kiwi = kiwiwhale_openapi("http://example.test", Some(&catalog));
+        let models: Vec<&str> = kiwi["components"]["schemas"]["GenerateRequest"]["oneOf"]
+            .as_array()
+            .expect("one schema per model")
+            .iter()
+            .map(|branch| branch["properties"]["model"]["const"].as_str().expect("id"))
+            .collect();
+        let listed: Vec<&str> = catalog.models.iter().map(|m| m.model.as_str()).collect();
+        assert_eq!(models, listed);
     }
 
     /// The status each code is listed under in `text`: a code belongs to

@@ -11,8 +11,8 @@
 //! the catalog like any job, chat per message. Errors are `{"error":
 //! message, "code": status}` with the reference's five statuses (400, 401,
 //! 429, 500, 502): every other status of the one table folds into the
-//! nearest of them (402, 404, 409 → 400; 403 → 401; 503, 504 → 502;
-//! 507 → 500; HTTP's own 405, 408, 413, 414, 417 and 431 stay), and
+//! nearest of them (402 → 400; 403 → 401; 503, 504 → 502; 507 → 500),
+//! except HTTP's own 404, 405, 408, 409, 413, 414, 417 and 431, and
 //! `reason` keeps our machine code, so an agent can still
 //! tell an empty wallet from a bad field. A request id comes from
 //! `Idempotency-Key` (without one, each call is a new job).
@@ -52,7 +52,9 @@ fn reference_status(code: ErrorCode) -> u16 {
         _ if code == ErrorCode::NotConfigured => 502,
         405 | 408 | 413 | 414 | 417 | 431 => status,
         401 | 403 => 401,
-        429 => 429,
+        // Kept: every HTTP client knows them, and a schema-valid request
+        // for a job that is not there is not a malformed one.
+        404 | 409 | 429 => status,
         400..=499 => 400,
         502..=504 => 502,
         _ => 500,
@@ -113,7 +115,7 @@ pub fn generate(call: &Call) -> Handled {
         return Err(invalid("duration", "applies to videos only"));
     }
     let request = GenerateRequest {
-        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
+        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)?),
         model: call.gate().default_model(product)?,
         product: Some(product.to_owned()),
         prompt: Some(prompt.to_owned()),
@@ -149,7 +151,7 @@ pub fn chat(call: &Call) -> Handled {
     }
     let message = text(object, "message")?.ok_or_else(|| invalid("message", "is required"))?;
     let request = GenerateRequest {
-        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
+        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)?),
         model: call.gate().default_model("chat")?,
         product: Some("chat".into()),
         prompt: Some(message.to_owned()),

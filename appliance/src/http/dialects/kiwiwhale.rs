@@ -20,10 +20,8 @@ use creditgate::request::GenerateRequest;
 use creditgate::{Error, Job, JobStatus};
 use serde_json::{json, Map, Value};
 
-use super::shared::request_id;
-use crate::http::docs::{
-    self, KIWIWHALE_MESSAGES_MAX, KIWIWHALE_MESSAGE_CHARS_MAX, KIWIWHALE_ROLE_CHARS_MAX,
-};
+use super::shared::{messages_prompt, request_id, Parts};
+use crate::http::docs;
 use crate::http::request::Call;
 use crate::http::response::Response;
 use crate::http::status::{public_message, status_for};
@@ -199,7 +197,7 @@ fn decode_generate(call: &Call, object: &Map<String, Value>) -> Result<GenerateR
     let Some(spec) = catalog.models.iter().find(|spec| spec.model == model) else {
         // The core refuses it as unknown, with the closest names.
         return Ok(GenerateRequest {
-            request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
+            request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)?),
             model: model.to_owned(),
             product: None,
             prompt: None,
@@ -224,7 +222,7 @@ fn decode_generate(call: &Call, object: &Map<String, Value>) -> Result<GenerateR
     let prompt = match member {
         "messages" => match object.get(member) {
             None | Some(Value::Null) => None,
-            Some(messages) => Some(messages_prompt(messages)?),
+            Some(messages) => Some(messages_prompt(messages, Parts::Refused)?),
         },
         _ => text(object, member)?.map(str::to_owned),
     };
@@ -237,9 +235,12 @@ fn decode_generate(call: &Call, object: &Map<String, Value>) -> Result<GenerateR
             .ok_or_else(|| invalid("input_image_urls", "must be an array of URLs"))?,
         Some(_) => return Err(invalid("input_image_urls", "must be an array of URLs")),
     };
-    let explicit_id = text(object, "request_id")?.map(str::to_owned);
+    // The body's request_id wins over the Idempotency-Key header, which is
+    // checked all the same.
+    let header_id = request_id(call, MINTED_REQUEST_ID_PREFIX)?;
+    let id = text(object, "request_id")?.map_or(header_id, str::to_owned);
     let request = GenerateRequest {
-        request_id: Some(explicit_id.unwrap_or_else(|| request_id(call, MINTED_REQUEST_ID_PREFIX))),
+        request_id: Some(id),
         model: model.to_owned(),
         product: None,
         prompt,
@@ -254,47 +255,6 @@ fn decode_generate(call: &Call, object: &Map<String, Value>) -> Result<GenerateR
     };
     request.validate()?;
     Ok(request)
-}
-
-/// The prompt of a chat model's `messages`: each `{role, content}` as a
-/// `role: content` paragraph (a lone user message is its content), within
-/// the bounds the document states.
-fn messages_prompt(messages: &Value) -> Result<String, Error> {
-    let refuse = || {
-        invalid(
-            "messages",
-            &format!(
-                "must be 1 to {KIWIWHALE_MESSAGES_MAX} {{role, content}} of at most \
-                 {KIWIWHALE_ROLE_CHARS_MAX} and {KIWIWHALE_MESSAGE_CHARS_MAX} characters, \
-                 neither blank"
-            ),
-        )
-    };
-    let messages = messages
-        .as_array()
-        .filter(|messages| (1..=KIWIWHALE_MESSAGES_MAX).contains(&messages.len()))
-        .ok_or_else(refuse)?;
-    let mut paragraphs = Vec::with_capacity(messages.len());
-    for message in messages {
-        let role =
-            bounded(message["role"].as_str(), KIWIWHALE_ROLE_CHARS_MAX).ok_or_else(refuse)?;
-        let content =
-            bounded(message["content"].as_str(), KIWIWHALE_MESSAGE_CHARS_MAX).ok_or_else(refuse)?;
-        paragraphs.push((role, content));
-    }
-    Ok(match paragraphs.as_slice() {
-        [("user", content)] => (*content).to_owned(),
-        _ => paragraphs
-            .iter()
-            .map(|(role, content)| format!("{role}: {content}"))
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-    })
-}
-
-/// `text` when it is not blank and at most `max` characters.
-fn bounded(text: Option<&str>, max: usize) -> Option<&str> {
-    text.filter(|text| !text.trim().is_empty() && text.chars().count() <= max)
 }
 
 /// `GET /api/v1/jobs.php?job_id=`: a job in the reference's vocabulary.

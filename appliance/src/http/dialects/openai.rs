@@ -24,7 +24,9 @@ use creditgate::request::GenerateRequest;
 use creditgate::{Error, Job, Quota};
 use serde_json::{json, Value};
 
-use super::shared::{output_bytes, request_id, submit_and_wait, Ended};
+use super::shared::{
+    messages_prompt, output_bytes, request_id, submit_and_wait, whole_number, Ended, Parts,
+};
 
 use crate::http::docs;
 use crate::http::request::{required_str, Call};
@@ -148,37 +150,62 @@ pub fn images(call: &Call) -> Handled {
     Ok(Response::json(200, &answer).with_quota(quota.as_ref()))
 }
 
-/// The typed request of an images body: `n` is `units.count`, `size`
-/// `units.resolution` only when the model offers that resolution (else it
-/// is left to the model's default).
+/// The typed request of an images body. `n` is `units.count` when the
+/// model has a count option, left out when it is the model's default (so
+/// the request is the one another dialect would send), and must be 1 for a
+/// model without one; `size` is `units.resolution` only when the model
+/// offers that resolution (else the model's default). A model of another
+/// product, or one that needs input images, is refused here: this route
+/// carries neither.
 fn decode_image(call: &Call, body: &Value) -> Result<GenerateRequest, Error> {
     let model = required_str(body, "model")?;
     let prompt = required_str(body, "prompt")?;
-    let count = match &body["n"] {
+    let n = match &body["n"] {
         Value::Null => None,
         n => Some(
-            n.as_u64()
+            whole_number(n)
                 .and_then(|n| u32::try_from(n).ok())
                 .filter(|n| *n > 0)
                 .ok_or_else(|| invalid("n", "must be a positive integer"))?,
         ),
     };
-    let resolution = match optional_str(body, "size")? {
-        Some(size) => {
-            let listing = call.gate().models(None)?;
-            let offered = listing.models.iter().any(|entry| {
-                entry.model == model
-                    && entry
-                        .options
-                        .get(&OptionName::Resolution)
-                        .is_some_and(|spec| spec.allowed.contains(&OptionValue::Text(size.into())))
+    let size = optional_str(body, "size")?;
+    let catalog = call.gate().catalog(None)?;
+    let (count, resolution) = match catalog.models.iter().find(|spec| spec.model == model) {
+        // The core refuses an unknown model, with the closest names.
+        None => (n, None),
+        Some(spec) => {
+            if spec.product != "image" {
+                return Err(invalid(
+                    "model",
+                    &format!("{model} is a {} model, not an image model", spec.product),
+                ));
+            }
+            if spec.input_images.min > 0 {
+                return Err(invalid(
+                    "model",
+                    &format!("{model} needs input images, which this route does not carry"),
+                ));
+            }
+            let count = match (spec.options.get(&OptionName::Count), n) {
+                (_, None) => None,
+                (Some(option), Some(n)) if option.default == OptionValue::Int(n) => None,
+                (Some(_), Some(n)) => Some(n),
+                (None, Some(1)) => None,
+                (None, Some(_)) => return Err(invalid("n", &format!("{model} makes 1 image"))),
+            };
+            let resolution = size.filter(|size| {
+                spec.options
+                    .get(&OptionName::Resolution)
+                    .is_some_and(|option| {
+                        option.allowed.contains(&OptionValue::Text((*size).into()))
+                    })
             });
-            offered.then(|| size.to_owned())
+            (count, resolution.map(str::to_owned))
         }
-        None => None,
     };
     Ok(GenerateRequest {
-        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
+        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)?),
         model: model.to_owned(),
         product: Some("image".into()),
         prompt: Some(prompt.to_owned()),
@@ -198,17 +225,26 @@ pub fn chat(call: &Call) -> Handled {
     let stream = optional_bool(&body, "stream")?;
     let include_usage = match &body["stream_options"] {
         Value::Null => false,
-        options => optional_bool(options, "include_usage")?,
+        options @ Value::Object(_) => optional_bool(options, "include_usage")?,
+        _ => return Err(invalid("stream_options", "must be an object")),
     };
-    if !matches!(&body["max_tokens"], Value::Null) && body["max_tokens"].as_u64().is_none() {
-        return Err(invalid("max_tokens", "must be a non-negative integer"));
+    let max_tokens = &body["max_tokens"];
+    if !max_tokens.is_null()
+        && whole_number(max_tokens)
+            .and_then(|n| u32::try_from(n).ok())
+            .is_none()
+    {
+        return Err(invalid(
+            "max_tokens",
+            "must be an integer from 0 to 4294967295",
+        ));
     }
     let model = required_str(&body, "model")?;
     let request = GenerateRequest {
-        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)),
+        request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)?),
         model: model.to_owned(),
         product: Some("chat".into()),
-        prompt: Some(chat_prompt(&body["messages"])?),
+        prompt: Some(messages_prompt(&body["messages"], Parts::Allowed)?),
         units: RequestedUnits::default(),
         input_image_urls: Vec::new(),
         price_version: None,
@@ -261,47 +297,6 @@ pub fn chat(call: &Call) -> Handled {
         )
     };
     Ok(response.with_quota(quota.as_ref()))
-}
-
-/// The prompt of a chat's `messages`: a lone user message is its content;
-/// otherwise each message is a `role: content` paragraph, in order. A
-/// content is a string or an array of `{"type": "text", "text"}` parts
-/// (other parts are refused).
-fn chat_prompt(messages: &Value) -> Result<String, Error> {
-    let refuse = |message: &str| invalid("messages", message);
-    let messages = messages
-        .as_array()
-        .filter(|messages| !messages.is_empty())
-        .ok_or_else(|| refuse("must be a non-empty array of {role, content}"))?;
-    let mut rendered = Vec::with_capacity(messages.len());
-    for message in messages {
-        let role = message["role"]
-            .as_str()
-            .ok_or_else(|| refuse("every message needs a string role"))?;
-        let content = match &message["content"] {
-            Value::String(text) => text.clone(),
-            Value::Array(parts) => parts
-                .iter()
-                .map(
-                    |part| match (part["type"].as_str(), part["text"].as_str()) {
-                        (Some("text"), Some(text)) => Ok(text),
-                        _ => Err(refuse("only text content parts are accepted")),
-                    },
-                )
-                .collect::<Result<Vec<_>, _>>()?
-                .join("\n"),
-            _ => return Err(refuse("every message needs a string or text-part content")),
-        };
-        rendered.push((role, content));
-    }
-    Ok(match rendered.as_slice() {
-        [("user", content)] => content.clone(),
-        _ => rendered
-            .iter()
-            .map(|(role, content)| format!("{role}: {content}"))
-            .collect::<Vec<_>>()
-            .join("\n\n"),
-    })
 }
 
 /// A chat's `usage`: the job's, when the upstream said what it used, else
@@ -395,6 +390,9 @@ fn optional_bool(body: &Value, field: &str) -> Result<bool, Error> {
 pub fn openapi(call: &Call) -> Handled {
     Ok(Response::json(
         200,
-        &docs::openai_openapi(&call.state.public_base_url),
+        &docs::openai_openapi(
+            &call.state.public_base_url,
+            call.gate().catalog(None).ok().as_deref(),
+        ),
     ))
 }
