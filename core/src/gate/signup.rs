@@ -127,7 +127,7 @@ impl Gate {
             Some(model) => Err(Error::NotConfigured {
                 feature: format!("the default {product} model"),
                 hint: format!(
-                    "{model} is not a {product} model of price version {}; the operator \
+                    "{model} is not a model of product {product} in price version {}; the operator \
                      names another with --default-model {product}=MODEL",
                     catalog.price_version
                 ),
