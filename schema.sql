@@ -405,3 +405,38 @@ INSERT INTO plan_caps (plan, product, daily_max) VALUES
 -- with no meaning. Now that `free` has caps, those accounts move to `none`
 -- (no plan row, so no caps: nothing changes for them).
 UPDATE accounts SET plan = 'none' WHERE plan = 'free';
+
+-- @migration 4: redemption codes (module `codes`).
+--
+-- A code grants `amount_micros` credits to each account that redeems it,
+-- at most `uses_max` times in all and, when `once_per_account`, once per
+-- account. Only the SHA-256 of its secret is stored. A redemption takes a
+-- use with one conditional UPDATE (`uses < uses_max`, not revoked, not
+-- expired) and inserts its row and its grant transfer in the same
+-- transaction; `once_key` (the account id for a once-per-account code,
+-- else the use's number) makes a second redemption by the same account a
+-- constraint violation even if the code path above it were wrong.
+CREATE TABLE redemption_codes (
+    id                TEXT PRIMARY KEY,
+    secret_hash       BLOB NOT NULL UNIQUE CHECK (length(secret_hash) = 32),
+    amount_micros     INTEGER NOT NULL CHECK (amount_micros > 0),
+    uses_max          INTEGER NOT NULL CHECK (uses_max > 0),
+    uses              INTEGER NOT NULL DEFAULT 0 CHECK (uses >= 0 AND uses <= uses_max),
+    once_per_account  INTEGER NOT NULL CHECK (once_per_account IN (0, 1)),
+    expires_at        INTEGER,
+    memo              TEXT NOT NULL,
+    created_at        INTEGER NOT NULL,
+    revoked_at        INTEGER
+) STRICT;
+
+CREATE TABLE code_redemptions (
+    code_id      TEXT NOT NULL REFERENCES redemption_codes (id),
+    use_number   INTEGER NOT NULL CHECK (use_number >= 1),
+    account_id   TEXT NOT NULL REFERENCES accounts (id),
+    once_key     TEXT NOT NULL,
+    transfer_id  TEXT NOT NULL UNIQUE REFERENCES transfers (id),
+    redeemed_at  INTEGER NOT NULL,
+    PRIMARY KEY (code_id, use_number),
+    UNIQUE (code_id, once_key)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX code_redemptions_account ON code_redemptions (account_id, redeemed_at);

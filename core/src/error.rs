@@ -209,6 +209,14 @@ error_codes! {
     /// The operator has not turned this feature on, or it is not built yet
     /// (`feature`): an honest refusal, never a pretended success.
     NotConfigured = "not_configured", Forbidden;
+    /// No redemption code has this secret, or it was revoked.
+    CodeInvalid = "code_invalid", NotFound;
+    /// The redemption code passed its expiry (`code_id`).
+    CodeExpired = "code_expired", Gone;
+    /// Every use of the redemption code is taken (`code_id`).
+    CodeUsedUp = "code_used_up", Conflict;
+    /// This account already redeemed this once-per-account code (`code_id`).
+    CodeAlreadyRedeemed = "code_already_redeemed", Conflict;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -494,6 +502,28 @@ pub enum Error {
         /// The output's index.
         index: usize,
     },
+    /// No redemption code has this secret, or it was revoked: which of the
+    /// two is not told, so a guess learns nothing.
+    #[error("this code is not valid")]
+    CodeInvalid,
+    /// The redemption code passed its expiry.
+    #[error("code {code_id} has expired")]
+    CodeExpired {
+        /// The code's id (never its secret).
+        code_id: String,
+    },
+    /// Every use of the redemption code is taken.
+    #[error("code {code_id} has no uses left")]
+    CodeUsedUp {
+        /// The code's id.
+        code_id: String,
+    },
+    /// The account already redeemed this once-per-account code.
+    #[error("code {code_id} was already redeemed by this account")]
+    CodeAlreadyRedeemed {
+        /// The code's id.
+        code_id: String,
+    },
     /// A credit would push a wallet past [`crate::money::BALANCE_MICROS_MAX`].
     #[error("balance would exceed its maximum")]
     BalanceLimit,
@@ -713,6 +743,10 @@ impl Error {
             Error::UpstreamUnavailable { .. } => ErrorCode::UpstreamUnavailable,
             Error::IdentityProviderNotConfigured { .. } => ErrorCode::NotFound,
             Error::OutputExpired { .. } => ErrorCode::OutputExpired,
+            Error::CodeInvalid => ErrorCode::CodeInvalid,
+            Error::CodeExpired { .. } => ErrorCode::CodeExpired,
+            Error::CodeUsedUp { .. } => ErrorCode::CodeUsedUp,
+            Error::CodeAlreadyRedeemed { .. } => ErrorCode::CodeAlreadyRedeemed,
             Error::BalanceLimit => ErrorCode::BalanceLimit,
             Error::SchemaTooNew { .. } => ErrorCode::SchemaTooNew,
             Error::Database { .. } => ErrorCode::StorageUnavailable,
@@ -904,6 +938,16 @@ mod tests {
             Error::OutputExpired {
                 job_id: "j".into(),
                 index: 0,
+            },
+            Error::CodeInvalid,
+            Error::CodeExpired {
+                code_id: "code_x".into(),
+            },
+            Error::CodeUsedUp {
+                code_id: "code_x".into(),
+            },
+            Error::CodeAlreadyRedeemed {
+                code_id: "code_x".into(),
             },
             Error::BalanceLimit,
             Error::SchemaTooNew {

@@ -39,6 +39,7 @@
 
 pub mod accounts;
 pub mod clock;
+pub mod codes;
 pub mod error;
 pub mod identity;
 pub mod ids;
@@ -58,7 +59,9 @@ mod store;
 
 pub use accounts::{Account, NewAccount};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
+pub use codes::{Code, NewCode, Redemption};
 pub use error::{Error, Result, StorageError};
+pub use gate::codes::Redeemed;
 pub use gate::generate::{OutputFile, Submitted};
 pub use gate::media::{
     KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,

@@ -156,6 +156,7 @@ fn run_checks(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     check_shapes(conn, report)?;
     check_immutability(conn, report)?;
     check_jobs(conn, report)?;
+    check_codes(conn, report)?;
     Ok(())
 }
 
@@ -343,6 +344,36 @@ fn check_shapes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
          ORDER BY t.seq",
         report,
         "transfer_shape",
+    )
+}
+
+/// Each code's uses equal its redemptions, within its bound, and each
+/// redemption is a grant of the code's amount to the redeeming account.
+fn check_codes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT 'code ' || c.id || ' counts ' || c.uses || ' uses of ' || c.uses_max
+                || ' but has ' || count(r.use_number) || ' redemptions'
+         FROM redemption_codes c LEFT JOIN code_redemptions r ON r.code_id = c.id
+         GROUP BY c.id
+         HAVING count(r.use_number) != c.uses OR c.uses > c.uses_max
+         ORDER BY c.id",
+        report,
+        "code_uses",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'redemption ' || r.code_id || ' #' || r.use_number || ' is not a grant of '
+                || c.amount_micros || ' to ' || r.account_id
+         FROM code_redemptions r
+         JOIN redemption_codes c ON c.id = r.code_id
+         LEFT JOIN transfers t ON t.id = r.transfer_id
+         LEFT JOIN ledger_accounts w ON w.id = t.credit_account
+         WHERE t.id IS NULL OR t.kind != 'grant' OR t.amount != c.amount_micros
+            OR w.account_id IS NOT r.account_id
+         ORDER BY r.code_id, r.use_number",
+        report,
+        "code_grants",
     )
 }
 
