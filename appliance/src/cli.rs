@@ -100,6 +100,10 @@ enum GateCommand {
     /// Grant credits and read balances.
     #[command(subcommand)]
     Credits(CreditsCommand),
+    /// Create, list and revoke redemption codes (agents redeem them with
+    /// POST /v1/credits/redeem).
+    #[command(subcommand)]
+    Codes(CodesCommand),
     /// Check the ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -398,6 +402,39 @@ struct GrantArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum CodesCommand {
+    /// Create a code worth --amount credits per redemption; its secret is
+    /// printed once.
+    Create {
+        /// Credits each redemption grants: a positive decimal with at most
+        /// 6 places.
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+        /// Redemptions in all, at most.
+        #[arg(long, default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(creditgate::codes::CODE_USES_MAX)))]
+        uses: u32,
+        /// The code stops being redeemable after this many days.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+        expires_in_days: Option<u32>,
+        /// Let one account redeem it more than once (by default each
+        /// account may redeem it once).
+        #[arg(long)]
+        repeatable: bool,
+        /// A note, shown in listings and on each grant's account.
+        #[arg(long, default_value = "")]
+        memo: String,
+    },
+    /// List codes, newest first (never their secrets).
+    List,
+    /// Revoke a code: it redeems no more; past grants stand.
+    Revoke {
+        /// The code id (code_...).
+        code_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ProvidersCommand {
     /// Call each configured provider's cheapest read (models list, account,
     /// system stats) and print whether it is reachable, whether its
@@ -620,6 +657,7 @@ fn command_only_reads(command: &GateCommand) -> bool {
         | GateCommand::Credits(CreditsCommand::Balance { .. } | CreditsCommand::History { .. })
         | GateCommand::Jobs(_)
         | GateCommand::Keys(KeysCommand::List { .. })
+        | GateCommand::Codes(CodesCommand::List)
         | GateCommand::Prices(PricesCommand::List | PricesCommand::Estimate { .. })
         | GateCommand::Backup { .. } => true,
         GateCommand::Keys(KeysCommand::Create { .. } | KeysCommand::Revoke { .. })
@@ -627,6 +665,7 @@ fn command_only_reads(command: &GateCommand) -> bool {
         | GateCommand::Accounts(AccountsCommand::Create { .. } | AccountsCommand::SetPlan { .. })
         | GateCommand::Plans(PlansCommand::Set { .. } | PlansCommand::Default { .. })
         | GateCommand::Credits(CreditsCommand::Grant(_))
+        | GateCommand::Codes(CodesCommand::Create { .. } | CodesCommand::Revoke { .. })
         | GateCommand::Prices(
             PricesCommand::Import { .. }
             | PricesCommand::Activate { .. }
@@ -781,6 +820,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
             Ok(Output::ok(json, text))
         }
         GateCommand::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
+        GateCommand::Codes(command) => codes(gate, command),
         GateCommand::Credits(CreditsCommand::Balance { account }) => {
             let balance = gate.balance(&account)?;
             let json = render::account_balance(&account, &balance);
@@ -944,6 +984,56 @@ fn grant(gate: &Gate, args: GrantArgs) -> Result<Output, Failure> {
         json["available"]
     );
     Ok(Output::ok(json, text))
+}
+
+fn codes(gate: &Gate, command: CodesCommand) -> Result<Output, Failure> {
+    match command {
+        CodesCommand::Create {
+            amount,
+            uses,
+            expires_in_days,
+            repeatable,
+            memo,
+        } => {
+            let amount = parse_credits(&amount).map_err(creditgate::Error::from)?;
+            let amount_micros =
+                creditgate::money::positive_micros(amount).map_err(creditgate::Error::from)?;
+            let now = gate.clock().now();
+            let new = creditgate::NewCode {
+                amount_micros,
+                uses_max: uses,
+                once_per_account: !repeatable,
+                expires_at: expires_in_days
+                    .map(|days| now + i64::from(days) * creditgate::plans::DAY_MS),
+                memo,
+            };
+            let (code, secret) = gate.create_code(&new)?;
+            let mut json = render::code(&code);
+            json["secret"] = json!(secret);
+            let text = format!(
+                "created code {} ({}); the code, shown only now:\n{secret}",
+                code.id,
+                render::code_line(&code)
+            );
+            Ok(Output::ok(json, text))
+        }
+        CodesCommand::List => {
+            let codes = gate.codes()?;
+            let text = render::lines_or(
+                codes
+                    .iter()
+                    .map(|code| format!("{}  {}", code.id, render::code_line(code))),
+                "no codes (create one with `creditgate codes create --amount 5 --uses 10`)",
+            );
+            let json = json!({ "codes": codes.iter().map(render::code).collect::<Vec<_>>() });
+            Ok(Output::ok(json, text))
+        }
+        CodesCommand::Revoke { code_id } => {
+            let code = gate.revoke_code(&code_id)?;
+            let text = format!("revoked code {}", code.id);
+            Ok(Output::ok(render::code(&code), text))
+        }
+    }
 }
 
 fn prices(gate: &Gate, command: PricesCommand) -> Result<Output, Failure> {

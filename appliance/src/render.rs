@@ -28,6 +28,56 @@ pub fn credits(micros: i64) -> Value {
         .map_or(Value::String(text), Value::Number)
 }
 
+/// A redemption code (never its secret, which is not stored).
+pub fn code(code: &creditgate::Code) -> Value {
+    json!({
+        "id": code.id,
+        "credits": credits(code.amount_micros),
+        "uses": code.uses,
+        "uses_max": code.uses_max,
+        "once_per_account": code.once_per_account,
+        "expires_at": code.expires_at.map(format_rfc3339),
+        "memo": code.memo,
+        "created_at": format_rfc3339(code.created_at),
+        "revoked_at": code.revoked_at.map(format_rfc3339),
+    })
+}
+
+/// A code's terms, in one line for people.
+pub fn code_line(code: &creditgate::Code) -> String {
+    let mut line = format!(
+        "{} credits, {}/{} used, {}",
+        credits(code.amount_micros),
+        code.uses,
+        code.uses_max,
+        if code.once_per_account {
+            "once per account"
+        } else {
+            "repeatable"
+        }
+    );
+    if let Some(at) = code.expires_at {
+        line.push_str(&format!(", expires {}", format_rfc3339(at)));
+    }
+    if code.revoked_at.is_some() {
+        line.push_str(", revoked");
+    }
+    if !code.memo.is_empty() {
+        line.push_str(&format!(" ({})", code.memo));
+    }
+    line
+}
+
+/// A redemption and the balance after it.
+pub fn redeemed(redeemed: &creditgate::Redeemed) -> Value {
+    json!({
+        "code_id": redeemed.redemption.code_id,
+        "credits": credits(redeemed.redemption.amount_micros),
+        "transfer_id": redeemed.redemption.transfer_id,
+        "balance": balance(&redeemed.balance),
+    })
+}
+
 /// An account.
 pub fn account(account: &Account) -> Value {
     json!({

@@ -613,6 +613,14 @@ so retry the same request_id once you fixed the cause (after a top-up).
 Cancel: POST {base_url}/v1/generate/<request_id>/cancel releases the hold.
 Pin prices with "price_version"; the charge never changes after the fact.
 
+## Credits in
+
+Redeem a code from the operator: POST {base_url}/v1/credits/redeem with
+{{"code": "cg_code_..."}}; data.credits is what it granted and data.balance
+your wallet after it. A code has a number of uses and may be once per
+account or expire: code_invalid (404), code_used_up or code_already_redeemed
+(409), code_expired (410) move nothing.
+
 ## Answers
 
 Every /v1 answer is {{"code", "message", "data"}}. code is 0 on success and
@@ -626,11 +634,14 @@ refresh_token_reused, identity_refused (data.reason), webhook_unverified;
 402 insufficient_credits (data.required, data.available, data.suggestion);
 403 forbidden (data.scope), agent_not_bound (data.agent_id), not_configured;
 400 bad_request (the request line or a header is malformed or not ASCII);
-404 not_found; 405 method_not_allowed; 408 request_timeout;
-410 output_expired (an output link past its retention period: the file is removed);
+404 not_found, code_invalid (no such redemption code, or it was revoked);
+405 method_not_allowed; 408 request_timeout;
+410 output_expired (an output link past its retention period: the file is removed),
+code_expired (the redemption code passed its expiry);
 409 idempotency_conflict, invalid_transition, exists_with_different_fields (data.field),
 hold_already_resolved, hold_expired, price_version_conflict, agent_already_bound,
-balance_limit;
+balance_limit, code_used_up (every use of the code is taken), code_already_redeemed
+(this account redeemed this once-per-account code already);
 413 payload_too_large (data.limit_bytes); 414 uri_too_long; 417 expectation_failed;
 431 header_too_large (a header line over 8 KiB or headers over 32 KiB);
 429 rate_limited (data.retry_after seconds, and a Retry-After header),

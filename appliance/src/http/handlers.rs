@@ -46,6 +46,25 @@ pub fn balance(call: &Call) -> Handled {
     Ok(ok(data))
 }
 
+/// `POST /v1/credits/redeem` `{"code"}`: a redemption code's credits into
+/// the caller's wallet.
+pub fn redeem(call: &Call) -> Handled {
+    let body = call.request.json_body()?;
+    let object = body.as_object().ok_or_else(|| Error::InvalidRequest {
+        field: "body".into(),
+        message: "must be a JSON object {\"code\"}".into(),
+    })?;
+    if let Some(unknown) = object.keys().find(|name| *name != "code") {
+        return Err(Error::InvalidRequest {
+            field: unknown.clone(),
+            message: "is not a known field".into(),
+        });
+    }
+    let code = required_str(&body, "code")?;
+    let redeemed = call.gate().redeem_code(&call.caller()?.account_id, code)?;
+    Ok(ok(render::redeemed(&redeemed)))
+}
+
 /// `POST /v1/credits/estimate`.
 pub fn estimate(call: &Call) -> Handled {
     call.caller()?;

@@ -73,6 +73,13 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        pattern: "/v1/credits/redeem",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: handlers::redeem,
+    },
+    Route {
+        method: "POST",
         pattern: "/v1/credits/estimate",
         auth: Auth::Bearer,
         dialect: Dialect::Rynjer,

@@ -131,6 +131,10 @@ mod tests {
             ("insufficient_storage", 507),
             ("workers_failing", 503),
             ("output_expired", 410),
+            ("code_invalid", 404),
+            ("code_expired", 410),
+            ("code_used_up", 409),
+            ("code_already_redeemed", 409),
         ];
         assert_eq!(ErrorCode::ALL.len(), expected.len(), "a code without a row");
         for code in ErrorCode::ALL {
