@@ -440,3 +440,36 @@ CREATE TABLE code_redemptions (
     UNIQUE (code_id, once_key)
 ) STRICT, WITHOUT ROWID;
 CREATE INDEX code_redemptions_account ON code_redemptions (account_id, redeemed_at);
+
+-- @migration 5: spend caps per API key (module `spendcaps`).
+--
+-- A key may carry a cap on the credits its jobs hold per UTC day and per
+-- UTC month (`key_spend_caps`; NULL is no cap on that period). Once a key
+-- has caps, each job it submits counts its hold against the key's day and
+-- month (`key_spend`) in the same transaction as the hold, refused past a
+-- cap; `key_spend_jobs` remembers what each job counted and where, so a
+-- job that ends unpaid gives its share back, and a success charged less
+-- than its hold gives back the difference, to the periods it was counted
+-- in. Counting starts when a key is first capped.
+CREATE TABLE key_spend_caps (
+    key_id          TEXT PRIMARY KEY REFERENCES api_keys (id),
+    daily_micros    INTEGER CHECK (daily_micros IS NULL OR daily_micros >= 0),
+    monthly_micros  INTEGER CHECK (monthly_micros IS NULL OR monthly_micros >= 0),
+    updated_at      INTEGER NOT NULL,
+    CHECK (daily_micros IS NOT NULL OR monthly_micros IS NOT NULL)
+) STRICT;
+
+CREATE TABLE key_spend (
+    key_id        TEXT NOT NULL REFERENCES api_keys (id),
+    period        TEXT NOT NULL,
+    spent_micros  INTEGER NOT NULL CHECK (spent_micros >= 0),
+    PRIMARY KEY (key_id, period)
+) STRICT, WITHOUT ROWID;
+
+CREATE TABLE key_spend_jobs (
+    job_id          TEXT PRIMARY KEY REFERENCES jobs (id),
+    key_id          TEXT NOT NULL REFERENCES api_keys (id),
+    day_period      TEXT NOT NULL,
+    month_period    TEXT NOT NULL,
+    counted_micros  INTEGER NOT NULL CHECK (counted_micros >= 0)
+) STRICT, WITHOUT ROWID;

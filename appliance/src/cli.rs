@@ -276,6 +276,21 @@ enum KeysCommand {
         /// The key id (key_...).
         key_id: String,
     },
+    /// Show a key's spend caps and what it spent today and this month;
+    /// with --daily or --monthly, set them (a cap not named is kept).
+    Caps {
+        /// The key id (key_...).
+        key_id: String,
+        /// Credits the key's jobs may hold per UTC day.
+        #[arg(long, conflicts_with = "clear", allow_hyphen_values = true)]
+        daily: Option<String>,
+        /// Credits the key's jobs may hold per UTC month.
+        #[arg(long, conflicts_with = "clear", allow_hyphen_values = true)]
+        monthly: Option<String>,
+        /// Remove both caps (nothing is counted from then on).
+        #[arg(long)]
+        clear: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -656,11 +671,21 @@ fn command_only_reads(command: &GateCommand) -> bool {
         | GateCommand::Plans(PlansCommand::List)
         | GateCommand::Credits(CreditsCommand::Balance { .. } | CreditsCommand::History { .. })
         | GateCommand::Jobs(_)
-        | GateCommand::Keys(KeysCommand::List { .. })
+        | GateCommand::Keys(
+            KeysCommand::List { .. }
+            | KeysCommand::Caps {
+                daily: None,
+                monthly: None,
+                clear: false,
+                ..
+            },
+        )
         | GateCommand::Codes(CodesCommand::List)
         | GateCommand::Prices(PricesCommand::List | PricesCommand::Estimate { .. })
         | GateCommand::Backup { .. } => true,
-        GateCommand::Keys(KeysCommand::Create { .. } | KeysCommand::Revoke { .. })
+        GateCommand::Keys(
+            KeysCommand::Create { .. } | KeysCommand::Revoke { .. } | KeysCommand::Caps { .. },
+        )
         | GateCommand::Agents(_)
         | GateCommand::Accounts(AccountsCommand::Create { .. } | AccountsCommand::SetPlan { .. })
         | GateCommand::Plans(PlansCommand::Set { .. } | PlansCommand::Default { .. })
@@ -874,6 +899,43 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 info.scopes.join(",")
             );
             Ok(Output::ok(json, text))
+        }
+        GateCommand::Keys(KeysCommand::Caps {
+            key_id,
+            daily,
+            monthly,
+            clear,
+        }) => {
+            let spend = if clear || daily.is_some() || monthly.is_some() {
+                let kept = gate.key_spend(&key_id)?.caps;
+                let micros = |text: Option<String>, kept: Option<i64>| -> Result<_, Failure> {
+                    match text {
+                        None => Ok(kept),
+                        Some(text) => {
+                            let credits = parse_credits(&text).map_err(creditgate::Error::from)?;
+                            Ok(Some(
+                                creditgate::money::to_micros(credits)
+                                    .map_err(creditgate::Error::from)?,
+                            ))
+                        }
+                    }
+                };
+                let caps = if clear {
+                    creditgate::SpendCaps::default()
+                } else {
+                    creditgate::SpendCaps {
+                        daily_micros: micros(daily, kept.daily_micros)?,
+                        monthly_micros: micros(monthly, kept.monthly_micros)?,
+                    }
+                };
+                gate.set_key_spend_caps(&key_id, caps)?
+            } else {
+                gate.key_spend(&key_id)?
+            };
+            Ok(Output::ok(
+                render::key_spend(&spend),
+                render::key_spend_line(&spend),
+            ))
         }
         GateCommand::Keys(KeysCommand::List { account }) => {
             let keys = gate.list_api_keys(&account)?;

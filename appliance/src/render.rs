@@ -28,6 +28,35 @@ pub fn credits(micros: i64) -> Value {
         .map_or(Value::String(text), Value::Number)
 }
 
+/// A key's spend caps and what it spent.
+pub fn key_spend(spend: &creditgate::KeySpend) -> Value {
+    json!({
+        "key_id": spend.key_id,
+        "daily_cap": spend.caps.daily_micros.map(credits),
+        "monthly_cap": spend.caps.monthly_micros.map(credits),
+        "spent_today": credits(spend.spent_today_micros),
+        "spent_this_month": credits(spend.spent_this_month_micros),
+        "day_resets_at": format_rfc3339(spend.day_resets_at),
+        "month_resets_at": format_rfc3339(spend.month_resets_at),
+    })
+}
+
+/// A key's caps and spend, in one line for people.
+pub fn key_spend_line(spend: &creditgate::KeySpend) -> String {
+    let cap = |micros: Option<i64>| micros.map_or("no cap".to_owned(), |m| credits(m).to_string());
+    if spend.caps == creditgate::SpendCaps::default() {
+        return format!("key {} has no spend caps", spend.key_id);
+    }
+    format!(
+        "key {}: today {} of {}, this month {} of {}",
+        spend.key_id,
+        credits(spend.spent_today_micros),
+        cap(spend.caps.daily_micros),
+        credits(spend.spent_this_month_micros),
+        cap(spend.caps.monthly_micros),
+    )
+}
+
 /// A redemption code (never its secret, which is not stored).
 pub fn code(code: &creditgate::Code) -> Value {
     json!({
@@ -570,6 +599,18 @@ pub fn error_data(err: &Error) -> Value {
             body["product"] = json!(product);
             body["limit"] = json!(limit);
             body["used"] = json!(used);
+            body["reset_at"] = json!(creditgate::clock::format_rfc3339(*reset_at));
+        }
+        Error::SpendCapReached {
+            period,
+            cap_micros,
+            spent_micros,
+            reset_at,
+            ..
+        } => {
+            body["period"] = json!(period);
+            body["limit"] = credits(*cap_micros);
+            body["spent"] = credits(*spent_micros);
             body["reset_at"] = json!(creditgate::clock::format_rfc3339(*reset_at));
         }
         Error::Estimate(inner) => {

@@ -79,6 +79,37 @@ pub fn format_rfc3339(at: UnixMillis) -> String {
     )
 }
 
+/// One UTC day, in milliseconds.
+pub const UTC_DAY_MS: i64 = 86_400_000;
+
+/// The UTC calendar month `at` falls in: its name (`2026-12`), its first
+/// instant and the first instant of the next month.
+pub fn utc_month(at: UnixMillis) -> (String, UnixMillis, UnixMillis) {
+    let (year, month, _) = civil_from_days(at.div_euclid(UTC_DAY_MS));
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    (
+        format!("{year:04}-{month:02}"),
+        days_from_civil(year, month, 1) * UTC_DAY_MS,
+        days_from_civil(next_year, next_month, 1) * UTC_DAY_MS,
+    )
+}
+
+/// Days since the Unix epoch of a proleptic Gregorian date (Howard
+/// Hinnant's days-from-civil), the inverse of `civil_from_days`.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -95,6 +126,24 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_start_and_end_at_utc_midnight_on_the_first() {
+        // 2026-12-02T03:24:38Z.
+        let (name, start, next) = utc_month(1_796_181_878_000);
+        assert_eq!(name, "2026-12");
+        assert_eq!(format_rfc3339(start), "2026-12-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(next), "2027-01-01T00:00:00.000Z");
+        // A leap February, and its last millisecond.
+        let (name, start, next) = utc_month(1_709_251_199_999);
+        assert_eq!(name, "2024-02");
+        assert_eq!(format_rfc3339(start), "2024-02-01T00:00:00.000Z");
+        assert_eq!(format_rfc3339(next), "2024-03-01T00:00:00.000Z");
+        for days in [-800_000, -1, 0, 59, 19_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+    }
 
     #[test]
     fn manual_clock_moves_only_when_told() {

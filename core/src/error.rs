@@ -217,6 +217,9 @@ error_codes! {
     CodeUsedUp = "code_used_up", Conflict;
     /// This account already redeemed this once-per-account code (`code_id`).
     CodeAlreadyRedeemed = "code_already_redeemed", Conflict;
+    /// The key's spend cap for the day or month would be passed
+    /// (`period`, `limit`, `spent`, `reset_at`).
+    SpendCapReached = "spend_cap_reached", Limited;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -588,6 +591,26 @@ pub enum Error {
         /// When the count starts again: the next UTC midnight.
         reset_at: crate::clock::UnixMillis,
     },
+    /// The job would take the key's holds this UTC day or month past the
+    /// cap its owner set on it.
+    #[error(
+        "this key's {period} spend cap of {} credits would be passed ({} credits spent); it resets at {}",
+        to_credits(*cap_micros),
+        to_credits(*spent_micros),
+        crate::clock::format_rfc3339(*reset_at)
+    )]
+    SpendCapReached {
+        /// The key.
+        key_id: String,
+        /// `day` or `month`.
+        period: &'static str,
+        /// The cap, in micro-credits.
+        cap_micros: i64,
+        /// What the key's jobs hold or were charged in the period so far.
+        spent_micros: i64,
+        /// When the period's count starts again.
+        reset_at: crate::clock::UnixMillis,
+    },
     /// A request body exceeded the shell's limit (raised by shells such as
     /// the HTTP appliance, kept here so every refusal has one table).
     #[error("the request body exceeds {limit_bytes} bytes")]
@@ -752,6 +775,7 @@ impl Error {
             Error::Database { .. } => ErrorCode::StorageUnavailable,
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::PlanLimitReached { .. } => ErrorCode::PlanLimitReached,
+            Error::SpendCapReached { .. } => ErrorCode::SpendCapReached,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
             Error::MalformedRequest => ErrorCode::BadRequest,
@@ -938,6 +962,13 @@ mod tests {
             Error::OutputExpired {
                 job_id: "j".into(),
                 index: 0,
+            },
+            Error::SpendCapReached {
+                key_id: "key_x".into(),
+                period: "day",
+                cap_micros: 5_000_000,
+                spent_micros: 4_000_000,
+                reset_at: 0,
             },
             Error::CodeInvalid,
             Error::CodeExpired {

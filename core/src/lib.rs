@@ -52,6 +52,7 @@ pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
 pub mod request;
+pub mod spendcaps;
 pub mod verify;
 
 mod gate;
@@ -83,5 +84,6 @@ pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
 pub use plans::{Plan, PlanEdit, PlanUsage};
 pub use ratelimit::Quota;
+pub use spendcaps::{KeySpend, SpendCaps};
 pub use store::{OpenMode, OpenProblem, StoreOptions, Synchronous, WriteStats, READ_POOL_SIZE_MAX};
 pub use verify::{VerifyReport, Violation};

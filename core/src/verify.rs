@@ -157,6 +157,7 @@ fn run_checks(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     check_immutability(conn, report)?;
     check_jobs(conn, report)?;
     check_codes(conn, report)?;
+    check_key_spend(conn, report)?;
     Ok(())
 }
 
@@ -344,6 +345,39 @@ fn check_shapes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
          ORDER BY t.seq",
         report,
         "transfer_shape",
+    )
+}
+
+/// Each key's count per period equals what its jobs counted there, and a
+/// finished job counts no more than its charge (nothing when unpaid).
+fn check_key_spend(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "WITH counted AS (
+             SELECT key_id, day_period AS period, counted_micros FROM key_spend_jobs
+             UNION ALL
+             SELECT key_id, month_period, counted_micros FROM key_spend_jobs)
+         SELECT 'key ' || s.key_id || ' counts ' || s.spent_micros || ' in ' || s.period
+                || ' but its jobs counted ' || coalesce(sum(c.counted_micros), 0)
+         FROM key_spend s
+         LEFT JOIN counted c ON c.key_id = s.key_id AND c.period = s.period
+         GROUP BY s.key_id, s.period
+         HAVING s.spent_micros != coalesce(sum(c.counted_micros), 0)
+         ORDER BY s.key_id, s.period",
+        report,
+        "key_spend_counts",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'job ' || j.id || ' (' || j.status || ') still counts '
+                || k.counted_micros || ' against key ' || k.key_id
+         FROM key_spend_jobs k JOIN jobs j ON j.id = k.job_id
+         WHERE (j.status IN ('failed', 'canceled', 'expired') AND k.counted_micros != 0)
+            OR (j.status = 'succeeded' AND k.counted_micros != coalesce(j.charged_micros, 0))
+            OR (j.status IN ('pending', 'running') AND k.counted_micros != j.estimate_micros)
+         ORDER BY j.id",
+        report,
+        "key_spend_jobs",
     )
 }
 

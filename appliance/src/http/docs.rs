@@ -647,7 +647,10 @@ balance_limit, code_used_up (every use of the code is taken), code_already_redee
 429 rate_limited (data.retry_after seconds, and a Retry-After header),
 plan_limit_reached (your plan's daily cap on this product is used up: data.plan,
 data.product, data.limit, data.used, data.reset_at, the next UTC midnight; a
-Retry-After header in seconds until then);
+Retry-After header in seconds until then), spend_cap_reached (this key's daily or
+monthly spend cap, set by its owner, would be passed: data.period, data.limit and
+data.spent in credits, data.reset_at; a Retry-After header; a job that fails gives
+its share back);
 500 internal, storage_error, schema_too_new (the server's fault; retry later);
 502 upstream_unavailable (retry later);
 503 no_price_catalog, provider_unavailable, storage_unavailable,

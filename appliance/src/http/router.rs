@@ -370,8 +370,13 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
             let quota = state.gate.quota_of_refusal(&err);
             let mut response =
                 dialects::error(dialect_of(&request.path), &err).with_quota(quota.as_ref());
-            if let (Error::PlanLimitReached { .. }, Some(quota)) = (&err, quota) {
-                let wait_ms = quota.reset_at.saturating_sub(state.gate.clock().now());
+            let resets_at = match (&err, &quota) {
+                (Error::PlanLimitReached { .. }, Some(quota)) => Some(quota.reset_at),
+                (Error::SpendCapReached { reset_at, .. }, _) => Some(*reset_at),
+                _ => None,
+            };
+            if let Some(reset_at) = resets_at {
+                let wait_ms = reset_at.saturating_sub(state.gate.clock().now());
                 response.headers.push((
                     "Retry-After",
                     u64::try_from(wait_ms)

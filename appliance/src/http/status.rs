@@ -135,6 +135,7 @@ mod tests {
             ("code_expired", 410),
             ("code_used_up", 409),
             ("code_already_redeemed", 409),
+            ("spend_cap_reached", 429),
         ];
         assert_eq!(ErrorCode::ALL.len(), expected.len(), "a code without a row");
         for code in ErrorCode::ALL {

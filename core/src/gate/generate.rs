@@ -19,6 +19,7 @@ use crate::plans;
 use crate::pricing::{self, Catalog, Estimate, EstimateRequest, RequestedUnits};
 use crate::ratelimit::Quota;
 use crate::request::{normalize, GenerateRequest};
+use crate::spendcaps;
 use crate::store::Tx;
 
 /// The result of a submit.
@@ -111,7 +112,9 @@ impl Gate {
         let deadline = now + self.settings.job_deadline_ms;
         let hold_deadline = deadline + self.settings.hold_grace_ms;
         let account_id = account_id.to_owned();
+        let spending_key = principal.map(|principal| principal.key_id().to_owned());
         self.store.write(move |tx| {
+            let spending_key = spending_key.as_deref();
             if let Some(existing) = jobs::find_by_request(tx, &account_id, &request_id)? {
                 if existing.fingerprint == fingerprint {
                     let account = accounts::get(tx, &account_id)?;
@@ -190,6 +193,12 @@ impl Gate {
                 output_token: random_id(""),
             };
             let job = jobs::insert(tx, &new, now)?;
+            // A capped key counts the hold against its day and month here,
+            // in the hold's transaction: past a cap the whole submit rolls
+            // back.
+            if let Some(key_id) = spending_key {
+                spendcaps::take(tx, key_id, &job.id, micros, now)?;
+            }
             Ok(Submitted {
                 job,
                 replayed: false,
@@ -310,6 +319,7 @@ pub(crate) fn finish_unpaid(
     if let Some(hold_id) = &job.hold_id {
         release_hold(tx, &job.id, hold_id, now)?;
     }
+    spendcaps::give_back(tx, &job.id, 0)?;
     Ok(job)
 }
 

@@ -19,6 +19,7 @@ pub mod media;
 pub mod plans;
 mod pricing;
 pub mod signup;
+pub mod spendcaps;
 pub mod waiting;
 pub mod webhooks;
 pub mod work;

@@ -1375,6 +1375,7 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
         now,
     )?;
     record_kept_files(tx, job_id, &kept.files, now, kept.retention_ms)?;
+    crate::spendcaps::give_back(tx, job_id, charge)?;
     let transfer = succeeded.hold_id.as_ref().map(|_| capture_id.as_str());
     jobs::record_usage(tx, &succeeded, transfer, charge, now)?;
     Ok(JobStatus::Succeeded)

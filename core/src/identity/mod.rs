@@ -96,6 +96,14 @@ pub enum Via {
 }
 
 impl Principal {
+    /// The API key behind this caller: the key itself, or the agent key an
+    /// access token was exchanged for. Its spend caps apply.
+    pub fn key_id(&self) -> &str {
+        match &self.via {
+            Via::Key { key_id, .. } | Via::AccessToken { key_id, .. } => key_id,
+        }
+    }
+
     /// Whether this caller holds `scope` (or [`ADMIN_SCOPE`]).
     pub fn has_scope(&self, scope: &str) -> bool {
         scopes::covers(&self.scopes, scope)
