@@ -473,3 +473,39 @@ CREATE TABLE key_spend_jobs (
     month_period    TEXT NOT NULL,
     counted_micros  INTEGER NOT NULL CHECK (counted_micros >= 0)
 ) STRICT, WITHOUT ROWID;
+
+-- @migration 6: top-ups through payment rails (module `payments`).
+--
+-- A top-up is opened before the rail is called (`open`), carries the
+-- rail's checkout id once it answered, and is credited once, by the grant
+-- `topup_<id>`, when a verified event says it was paid (`credited`), or
+-- marked `failed` when the rail refused to open it. `payment_events` keeps
+-- every verified event id per rail, inserted in the same transaction as
+-- what the event did: a replayed or retried event finds its id and
+-- changes nothing more.
+CREATE TABLE topups (
+    id              TEXT PRIMARY KEY,
+    account_id      TEXT NOT NULL REFERENCES accounts (id),
+    rail            TEXT NOT NULL CHECK (rail IN ('stripe')),
+    credits_micros  INTEGER NOT NULL CHECK (credits_micros > 0),
+    amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency        TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('open', 'credited', 'failed')),
+    external_id     TEXT UNIQUE,
+    checkout_url    TEXT,
+    transfer_id     TEXT UNIQUE REFERENCES transfers (id),
+    created_at      INTEGER NOT NULL,
+    credited_at     INTEGER,
+    CHECK ((status = 'credited') = (transfer_id IS NOT NULL))
+) STRICT;
+CREATE INDEX topups_account ON topups (account_id, created_at);
+
+CREATE TABLE payment_events (
+    rail         TEXT NOT NULL,
+    event_id     TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    outcome      TEXT NOT NULL,
+    topup_id     TEXT REFERENCES topups (id),
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (rail, event_id)
+) STRICT, WITHOUT ROWID;

@@ -47,6 +47,7 @@ pub mod jobs;
 pub mod ledger;
 pub mod media;
 pub mod money;
+pub mod payments;
 pub mod plans;
 pub mod pricing;
 pub mod providers;
@@ -63,6 +64,7 @@ pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use codes::{Code, NewCode, Redemption};
 pub use error::{Error, Result, StorageError};
 pub use gate::codes::Redeemed;
+pub use payments::{EventOutcome, TopUp, TopUpStatus};
 pub use gate::generate::{OutputFile, Submitted};
 pub use gate::media::{
     KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,

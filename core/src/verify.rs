@@ -158,6 +158,7 @@ fn run_checks(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     check_jobs(conn, report)?;
     check_codes(conn, report)?;
     check_key_spend(conn, report)?;
+    check_topups(conn, report)?;
     Ok(())
 }
 
@@ -345,6 +346,23 @@ fn check_shapes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
          ORDER BY t.seq",
         report,
         "transfer_shape",
+    )
+}
+
+/// Each credited top-up is one grant of its credits to its account.
+fn check_topups(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT 'top-up ' || p.id || ' is credited without a grant of '
+                || p.credits_micros || ' to ' || p.account_id
+         FROM topups p
+         LEFT JOIN transfers t ON t.id = p.transfer_id
+         LEFT JOIN ledger_accounts w ON w.id = t.credit_account
+         WHERE p.status = 'credited'
+           AND (t.id IS NULL OR t.kind != 'grant' OR t.amount != p.credits_micros
+                OR w.account_id IS NOT p.account_id)",
+        report,
+        "topups",
     )
 }
 

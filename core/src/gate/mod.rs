@@ -16,6 +16,7 @@ mod external;
 pub mod generate;
 mod identity;
 pub mod media;
+pub mod payments;
 pub mod plans;
 mod pricing;
 pub mod signup;
@@ -124,6 +125,8 @@ pub struct Gate {
     media: Option<Arc<dyn MediaStore>>,
     /// How long kept outputs are served after their job succeeded.
     media_retention_ms: i64,
+    /// Top-ups through Stripe, when configured.
+    stripe: Option<payments::StripeRail>,
 }
 
 /// An external identity provider configured on a gate: how its tokens are
@@ -152,6 +155,7 @@ impl Gate {
             job_events: waiting::JobEvents::default(),
             media: None,
             media_retention_ms: media::MEDIA_RETENTION_MS_DEFAULT,
+            stripe: None,
         })
     }
 

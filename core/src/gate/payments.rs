@@ -1,0 +1,171 @@
+//! Gate operations on top-ups: opening one through a rail (Stripe's
+//! Checkout), and applying a rail's verified event exactly once. The rail
+//! is called outside any transaction, between the write that opens the
+//! top-up and the write that records where it is paid; an event's effect
+//! (the grant, the top-up's status) and its id commit together.
+
+use std::sync::Arc;
+
+use rust_decimal::Decimal;
+
+use crate::error::{Error, Result};
+use crate::gate::Gate;
+use crate::ledger;
+use crate::money;
+use crate::payments::stripe::{self, StripeApi, StripeEvent, StripeSettings};
+use crate::payments::{self, EventOutcome, TopUp, TopUpStatus};
+
+/// Stripe as configured on a gate: its settings and its API.
+#[derive(Debug, Clone)]
+pub(crate) struct StripeRail {
+    settings: StripeSettings,
+    api: Arc<dyn StripeApi>,
+}
+
+/// The feature a refusal names when no rail is configured.
+pub const TOP_UPS_FEATURE: &str = "card top-ups";
+
+impl Gate {
+    /// Turns on top-ups through Stripe with `settings`, calling `api`
+    /// (`stripe::HttpStripe` in production, a stand-in in tests).
+    pub fn with_stripe(mut self, settings: StripeSettings, api: Arc<dyn StripeApi>) -> Gate {
+        self.stripe = Some(StripeRail { settings, api });
+        self
+    }
+
+    /// Whether a top-up rail is configured.
+    pub fn top_ups_configured(&self) -> bool {
+        self.stripe.is_some()
+    }
+
+    /// Opens a top-up of `credits` for `account_id` through Stripe: the
+    /// top-up is stored, then a Checkout Session is created for it; its
+    /// URL is where the payer pays. Nothing is credited until Stripe's
+    /// verified event says it was paid. [`Error::NotConfigured`] without a
+    /// rail; a refused creation marks the top-up failed and answers
+    /// `upstream_unavailable`.
+    pub fn open_topup(&self, account_id: &str, credits: Decimal) -> Result<TopUp> {
+        let rail = self.stripe.as_ref().ok_or_else(|| Error::NotConfigured {
+            feature: TOP_UPS_FEATURE.into(),
+            hint: "the operator has not connected a payment provider; ask them for credits \
+                   or a redemption code"
+                .into(),
+        })?;
+        let credits_micros = money::positive_micros(credits)?;
+        let amount_minor = stripe::amount_minor(credits_micros, rail.settings.minor_per_credit)?;
+        let now = self.clock.now();
+        let (account, currency) = (account_id.to_owned(), rail.settings.currency.clone());
+        let topup = self.store.write(move |tx| {
+            crate::accounts::get(tx, &account)?;
+            payments::open(
+                tx,
+                &account,
+                stripe::RAIL,
+                credits_micros,
+                amount_minor,
+                &currency,
+                now,
+            )
+        })?;
+        let form = stripe::checkout_form(
+            &rail.settings,
+            &topup.id,
+            account_id,
+            &money::to_credits(credits_micros).to_string(),
+            amount_minor,
+        );
+        let id = topup.id.clone();
+        match rail.api.create_checkout_session(&form, &topup.id) {
+            Ok(session) => self.store.write(move |tx| {
+                payments::attach_checkout(tx, &id, &session.id, &session.url)
+            }),
+            Err(err) => {
+                self.store.write(move |tx| payments::mark_failed(tx, &id))?;
+                Err(err)
+            }
+        }
+    }
+
+    /// A top-up of `account_id` by id (another account's is `not_found`).
+    pub fn topup(&self, account_id: &str, topup_id: &str) -> Result<TopUp> {
+        let topup = self.store.read(|conn| payments::get(conn, topup_id))?;
+        if topup.account_id != account_id {
+            return Err(Error::NotFound {
+                what: "top-up",
+                id: topup_id.to_owned(),
+            });
+        }
+        Ok(topup)
+    }
+
+    /// Applies a Stripe webhook: `signature` is its `Stripe-Signature`
+    /// header and `body` its raw body. Unverified: `webhook_unverified`,
+    /// nothing changes. Verified: its id is recorded with its effect in one
+    /// write, so a replay does nothing more; a paid Checkout Session whose
+    /// amount and currency match its top-up credits it once.
+    pub fn apply_stripe_event(&self, signature: &str, body: &[u8]) -> Result<EventOutcome> {
+        let rail = self.stripe.as_ref().ok_or_else(|| Error::NotConfigured {
+            feature: TOP_UPS_FEATURE.into(),
+            hint: "no Stripe webhook secret is configured".into(),
+        })?;
+        let now = self.clock.now();
+        stripe::verify_signature(signature, body, &rail.settings.webhook_secret, now).map_err(
+            |reason| Error::WebhookUnverified {
+                provider: stripe::RAIL.into(),
+                reason,
+            },
+        )?;
+        let parsed = stripe::parse_event(body)?;
+        self.store.write(move |tx| {
+            if !payments::first_sighting(tx, stripe::RAIL, &parsed.id, &parsed.kind, now)? {
+                return Ok(EventOutcome::Duplicate);
+            }
+            let recorded = |reason: &str, topup: Option<&str>| -> Result<EventOutcome> {
+                payments::set_outcome(tx, stripe::RAIL, &parsed.id, reason, topup)?;
+                Ok(EventOutcome::Recorded {
+                    reason: reason.to_owned(),
+                })
+            };
+            let (topup_id, amount_minor, currency) = match &parsed.event {
+                StripeEvent::SessionPaid {
+                    topup_id,
+                    amount_minor,
+                    currency,
+                } => (topup_id, *amount_minor, currency),
+                StripeEvent::Reversal { .. } => {
+                    return recorded("reversal_for_the_operator", None);
+                }
+                StripeEvent::Other { .. } => return recorded("ignored", None),
+            };
+            let topup = match payments::get(tx, topup_id) {
+                Ok(topup) => topup,
+                Err(Error::NotFound { .. }) => return recorded("unknown_topup", None),
+                Err(other) => return Err(other),
+            };
+            if topup.amount_minor != amount_minor || !topup.currency.eq_ignore_ascii_case(currency)
+            {
+                return recorded("amount_mismatch", Some(&topup.id));
+            }
+            if topup.status == TopUpStatus::Credited {
+                return recorded("already_credited", Some(&topup.id));
+            }
+            let transfer_id = format!("topup_{}", topup.id);
+            let memo = format!("top-up {} (stripe)", topup.id);
+            ledger::grant(
+                tx,
+                &transfer_id,
+                &topup.account_id,
+                topup.credits_micros,
+                &memo,
+                now,
+            )?;
+            let credited = payments::mark_credited(tx, &topup.id, &transfer_id, now)?;
+            assert!(credited, "a top-up credited twice");
+            payments::set_outcome(tx, stripe::RAIL, &parsed.id, "credited", Some(&topup.id))?;
+            Ok(EventOutcome::Credited {
+                topup_id: topup.id,
+                transfer_id,
+            })
+        })
+    }
+}
