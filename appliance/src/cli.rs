@@ -184,6 +184,34 @@ struct ServeArgs {
     /// for its owner to bind. Needs --moltbook-verify-url.
     #[arg(long, env = "CREDITGATE_MOLTBOOK_DEFAULT_ACCOUNT")]
     moltbook_default_account: Option<String>,
+    /// Stripe's secret API key (`sk_...`): turns on card top-ups (POST
+    /// /v1/credits/topup). From the environment only, never a flag, so it
+    /// stays out of shell history and `ps`.
+    #[arg(skip = std::env::var("CREDITGATE_STRIPE_SECRET_KEY").ok().filter(|k| !k.is_empty()))]
+    stripe_secret_key: Option<String>,
+    /// The signing secret of the Stripe webhook endpoint
+    /// (`/v1/payments/stripe/webhook`), from the environment only.
+    #[arg(skip = std::env::var("CREDITGATE_STRIPE_WEBHOOK_SECRET").ok().filter(|k| !k.is_empty()))]
+    stripe_webhook_secret: Option<String>,
+    /// Stripe's API base URL.
+    #[arg(
+        long,
+        env = "CREDITGATE_STRIPE_API_BASE",
+        default_value = "https://api.stripe.com"
+    )]
+    stripe_api_base: String,
+    /// The currency top-ups are charged in (ISO 4217).
+    #[arg(long, env = "CREDITGATE_STRIPE_CURRENCY", default_value = "usd")]
+    stripe_currency: String,
+    /// What one credit costs, in the currency's minor unit (1: a cent).
+    #[arg(long, env = "CREDITGATE_STRIPE_MINOR_PER_CREDIT", default_value = "1")]
+    stripe_minor_per_credit: String,
+    /// Where Stripe sends a payer after paying (needed with Stripe).
+    #[arg(long, env = "CREDITGATE_STRIPE_SUCCESS_URL")]
+    stripe_success_url: Option<String>,
+    /// Where Stripe sends a payer who gives up (default: the success URL).
+    #[arg(long, env = "CREDITGATE_STRIPE_CANCEL_URL")]
+    stripe_cancel_url: Option<String>,
     /// Where jobs' outputs are kept (default: `media/` beside the
     /// database).
     #[arg(long, env = "CREDITGATE_MEDIA_DIR")]
@@ -580,6 +608,15 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
                 rate_limit: creditgate::ratelimit::RateLimit {
                     per_sec: args.rate_limit_per_sec,
                     burst: args.rate_limit_burst,
+                },
+                stripe: crate::serve::StripeOptions {
+                    secret_key: args.stripe_secret_key,
+                    webhook_secret: args.stripe_webhook_secret,
+                    api_base: args.stripe_api_base,
+                    currency: args.stripe_currency,
+                    minor_per_credit: args.stripe_minor_per_credit,
+                    success_url: args.stripe_success_url,
+                    cancel_url: args.stripe_cancel_url,
                 },
                 moltbook: crate::serve::MoltbookOptions {
                     verify_url: args.moltbook_verify_url,

@@ -28,6 +28,29 @@ pub fn credits(micros: i64) -> Value {
         .map_or(Value::String(text), Value::Number)
 }
 
+/// A top-up (the rail's checkout id and URL once it answered).
+pub fn topup(topup: &creditgate::TopUp) -> Value {
+    json!({
+        "topup_id": topup.id,
+        "status": topup.status.as_str(),
+        "credits": credits(topup.credits_micros),
+        "amount_minor": topup.amount_minor,
+        "currency": topup.currency,
+        "checkout_url": topup.checkout_url,
+        "created_at": format_rfc3339(topup.created_at),
+        "credited_at": topup.credited_at.map(format_rfc3339),
+    })
+}
+
+/// What a rail's event did, in one word.
+pub fn event_outcome(outcome: &creditgate::EventOutcome) -> String {
+    match outcome {
+        creditgate::EventOutcome::Credited { .. } => "credited".into(),
+        creditgate::EventOutcome::Duplicate => "duplicate".into(),
+        creditgate::EventOutcome::Recorded { reason } => reason.clone(),
+    }
+}
+
 /// A key's spend caps and what it spent.
 pub fn key_spend(spend: &creditgate::KeySpend) -> Value {
     json!({

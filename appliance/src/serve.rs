@@ -76,6 +76,8 @@ pub struct ServeOptions {
     pub rate_limit: creditgate::ratelimit::RateLimit,
     /// "Sign in with Moltbook", as configured (raw; validated on start).
     pub moltbook: MoltbookOptions,
+    /// Card top-ups through Stripe, as configured (raw; validated on start).
+    pub stripe: StripeOptions,
     /// The media store.
     pub media: MediaOptions,
 }
@@ -112,6 +114,46 @@ impl std::fmt::Debug for MoltbookOptions {
             .field("app_key", &self.app_key.as_ref().map(|_| "<redacted>"))
             .field("audience", &self.audience)
             .field("default_account", &self.default_account)
+            .finish()
+    }
+}
+
+/// The Stripe settings of `serve`, as given. Top-ups are on when the
+/// secret key is set (from `CREDITGATE_STRIPE_SECRET_KEY`).
+#[derive(Clone, Default)]
+pub struct StripeOptions {
+    /// The secret API key (environment only).
+    pub secret_key: Option<String>,
+    /// The webhook signing secret (environment only).
+    pub webhook_secret: Option<String>,
+    /// `--stripe-api-base`.
+    pub api_base: String,
+    /// `--stripe-currency`.
+    pub currency: String,
+    /// `--stripe-minor-per-credit`.
+    pub minor_per_credit: String,
+    /// `--stripe-success-url`.
+    pub success_url: Option<String>,
+    /// `--stripe-cancel-url`.
+    pub cancel_url: Option<String>,
+}
+
+impl std::fmt::Debug for StripeOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StripeOptions")
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("api_base", &self.api_base)
+            .field("currency", &self.currency)
+            .field("minor_per_credit", &self.minor_per_credit)
+            .field("success_url", &self.success_url)
+            .field("cancel_url", &self.cancel_url)
             .finish()
     }
 }
@@ -163,6 +205,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         .with_providers(providers)
         .with_settings(settings.clone());
     let gate = with_media(gate, &options)?;
+    let gate = with_stripe(gate, &options.stripe)?;
     let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
     prepare_catalog(&gate, options.catalog.as_deref())?;
     check_default_models(&gate, &options.default_models)?;
@@ -260,6 +303,62 @@ fn with_media(gate: Gate, options: &ServeOptions) -> anyhow::Result<Gate> {
     let days = i64::try_from(options.media.retention_days).unwrap_or(i64::MAX);
     gate.with_media_store(Arc::new(store), days.saturating_mul(86_400_000))
         .map_err(|err| anyhow::anyhow!("--media-retention-days: {err}"))
+}
+
+/// Turns on card top-ups through Stripe when its secret key is set, after
+/// checking the rest of its settings; says so on stderr (never a secret).
+fn with_stripe(gate: Gate, stripe: &StripeOptions) -> anyhow::Result<Gate> {
+    let Some(secret_key) = &stripe.secret_key else {
+        if stripe.webhook_secret.is_some() {
+            anyhow::bail!(
+                "CREDITGATE_STRIPE_WEBHOOK_SECRET is set but CREDITGATE_STRIPE_SECRET_KEY is not"
+            );
+        }
+        return Ok(gate);
+    };
+    let webhook_secret = stripe.webhook_secret.clone().context(
+        "CREDITGATE_STRIPE_SECRET_KEY is set: CREDITGATE_STRIPE_WEBHOOK_SECRET (the webhook \
+         endpoint's signing secret, whsec_...) is needed too",
+    )?;
+    let success_url = stripe.success_url.clone().context(
+        "Stripe top-ups need --stripe-success-url (CREDITGATE_STRIPE_SUCCESS_URL): where Stripe \
+         sends a payer after paying",
+    )?;
+    let minor_per_credit = creditgate::money::parse_credits(&stripe.minor_per_credit)
+        .ok()
+        .filter(|rate| *rate > rust_decimal::Decimal::ZERO)
+        .context("--stripe-minor-per-credit must be a positive number")?;
+    let currency = stripe.currency.to_ascii_lowercase();
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_lowercase()) {
+        anyhow::bail!("--stripe-currency must be a three-letter ISO 4217 code (usd, eur, ...)");
+    }
+    for (flag, url) in [
+        ("--stripe-api-base", Some(&stripe.api_base)),
+        ("--stripe-success-url", Some(&success_url)),
+        ("--stripe-cancel-url", stripe.cancel_url.as_ref()),
+    ] {
+        if url.is_some_and(|url| !url.starts_with("https://") && !url.starts_with("http://")) {
+            anyhow::bail!("{flag} must be an http(s) URL");
+        }
+    }
+    let settings = creditgate::payments::stripe::StripeSettings {
+        api_base: stripe.api_base.clone(),
+        secret_key: creditgate::payments::stripe::Secret::new(secret_key.clone()),
+        webhook_secret: creditgate::payments::stripe::Secret::new(webhook_secret),
+        currency,
+        minor_per_credit,
+        cancel_url: stripe
+            .cancel_url
+            .clone()
+            .unwrap_or_else(|| success_url.clone()),
+        success_url,
+    };
+    eprintln!(
+        "creditgate: card top-ups through Stripe are on ({} per credit in {}; API {})",
+        settings.minor_per_credit, settings.currency, settings.api_base
+    );
+    let api = creditgate::payments::stripe::HttpStripe::new(&settings);
+    Ok(gate.with_stripe(settings, Arc::new(api)))
 }
 
 /// Turns on the Moltbook exchange if a verify URL is configured, after

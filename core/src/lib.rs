@@ -64,7 +64,6 @@ pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use codes::{Code, NewCode, Redemption};
 pub use error::{Error, Result, StorageError};
 pub use gate::codes::Redeemed;
-pub use payments::{EventOutcome, TopUp, TopUpStatus};
 pub use gate::generate::{OutputFile, Submitted};
 pub use gate::media::{
     KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,
@@ -84,6 +83,7 @@ pub use identity::{
 pub use ids::{IdSource, OsIds, SeededIds};
 pub use jobs::{Job, JobFilter, JobStatus};
 pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
+pub use payments::{EventOutcome, TopUp, TopUpStatus};
 pub use plans::{Plan, PlanEdit, PlanUsage};
 pub use ratelimit::Quota;
 pub use spendcaps::{KeySpend, SpendCaps};

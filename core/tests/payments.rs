@@ -130,8 +130,14 @@ fn a_paid_checkout_credits_its_top_up_once_whatever_arrives_again() {
     };
     assert_eq!(field("client_reference_id"), topup.id);
     assert_eq!(field("line_items[0][price_data][unit_amount]"), "25");
-    assert_eq!(field("payment_intent_data[setup_future_usage]"), "off_session");
-    assert!(!form.iter().any(|(_, v)| v.contains("sk_test")), "no key in the form");
+    assert_eq!(
+        field("payment_intent_data[setup_future_usage]"),
+        "off_session"
+    );
+    assert!(
+        !form.iter().any(|(_, v)| v.contains("sk_test")),
+        "no key in the form"
+    );
     assert_eq!(gate.balance(&account).expect("balance").available, 0);
 
     let body = paid_event("evt_1", &topup.id, 25);
@@ -205,7 +211,10 @@ fn concurrent_deliveries_of_one_event_credit_once() {
     assert!(answers
         .iter()
         .all(|a| matches!(a, EventOutcome::Credited { .. } | EventOutcome::Duplicate)));
-    assert_eq!(gate.balance(&account).expect("balance").available, 7_000_000);
+    assert_eq!(
+        gate.balance(&account).expect("balance").available,
+        7_000_000
+    );
     common::assert_verified(&gate);
 }
 
@@ -248,8 +257,8 @@ fn unverified_stale_mismatched_and_unknown_events_move_nothing() {
             reason: "unknown_topup".into()
         }
     );
-    let refund = json!({"id": "evt_refund", "type": "charge.refunded", "data": {"object": {}}})
-        .to_string();
+    let refund =
+        json!({"id": "evt_refund", "type": "charge.refunded", "data": {"object": {}}}).to_string();
     let header = signature(WEBHOOK_SECRET, now, &refund);
     assert_eq!(
         gate.apply_stripe_event(&header, refund.as_bytes())

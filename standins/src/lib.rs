@@ -15,6 +15,7 @@ pub mod fal;
 pub mod kie;
 pub mod openai;
 pub mod replicate;
+pub mod stripe;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -621,6 +621,12 @@ your wallet after it. A code has a number of uses and may be once per
 account or expire: code_invalid (404), code_used_up or code_already_redeemed
 (409), code_expired (410) move nothing.
 
+Buy credits by card, where the operator connected Stripe: POST
+{base_url}/v1/credits/topup with {{"credits": 25}} answers data.checkout_url
+(pay there) and data.topup_id; nothing is credited until Stripe confirms
+the payment. Poll GET {base_url}/v1/credits/topup/<topup_id> until its
+status is credited. Without Stripe the answer is 403 not_configured.
+
 ## Answers
 
 Every /v1 answer is {{"code", "message", "data"}}. code is 0 on success and

@@ -65,6 +65,53 @@ pub fn redeem(call: &Call) -> Handled {
     Ok(ok(render::redeemed(&redeemed)))
 }
 
+/// `POST /v1/credits/topup` `{"credits"}`: opens a top-up through the
+/// operator's payment rail; the payer pays at `checkout_url`.
+pub fn topup(call: &Call) -> Handled {
+    let body = call.request.json_body()?;
+    let object = body.as_object().ok_or_else(|| Error::InvalidRequest {
+        field: "body".into(),
+        message: "must be a JSON object {\"credits\"}".into(),
+    })?;
+    if let Some(unknown) = object.keys().find(|name| *name != "credits") {
+        return Err(Error::InvalidRequest {
+            field: unknown.clone(),
+            message: "is not a known field".into(),
+        });
+    }
+    let credits = Some(&body["credits"])
+        .filter(|credits| credits.is_number())
+        .and_then(|credits| creditgate::money::parse_credits(&credits.to_string()).ok())
+        .ok_or_else(|| Error::InvalidRequest {
+            field: "credits".into(),
+            message: "is required: a positive number of credits".into(),
+        })?;
+    let topup = call
+        .gate()
+        .open_topup(&call.caller()?.account_id, credits)?;
+    Ok(ok(render::topup(&topup)))
+}
+
+/// `GET /v1/credits/topup/{topup_id}`: where the caller's top-up stands.
+pub fn topup_status(call: &Call) -> Handled {
+    let topup = call
+        .gate()
+        .topup(&call.caller()?.account_id, call.param("topup_id"))?;
+    Ok(ok(render::topup(&topup)))
+}
+
+/// `POST /v1/payments/stripe/webhook`: Stripe's signed event, applied once.
+pub fn stripe_webhook(call: &Call) -> Handled {
+    let signature = call.request.header("stripe-signature").unwrap_or("");
+    let outcome = call
+        .gate()
+        .apply_stripe_event(signature, &call.request.body)?;
+    Ok(Response::json(
+        200,
+        &json!({ "received": true, "outcome": render::event_outcome(&outcome) }),
+    ))
+}
+
 /// `POST /v1/credits/estimate`.
 pub fn estimate(call: &Call) -> Handled {
     call.caller()?;

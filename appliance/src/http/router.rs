@@ -80,6 +80,27 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        pattern: "/v1/credits/topup",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: handlers::topup,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/credits/topup/{topup_id}",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: handlers::topup_status,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/payments/stripe/webhook",
+        auth: Auth::Public,
+        dialect: Dialect::Rynjer,
+        handler: handlers::stripe_webhook,
+    },
+    Route {
+        method: "POST",
         pattern: "/v1/credits/estimate",
         auth: Auth::Bearer,
         dialect: Dialect::Rynjer,
@@ -408,11 +429,18 @@ pub fn dialect_of(path: &str) -> Dialect {
 /// Routes whose bodies may be larger than the server's usual bound, with
 /// their own: an upstream's callback carries a whole prediction (with its
 /// logs) that it would otherwise retry forever.
-const LARGER_BODIES: &[(&str, &str, usize)] = &[(
-    "POST",
-    "/v1/providers/{instance}/webhook",
-    creditgate::providers::WEBHOOK_BODY_BYTES_MAX,
-)];
+const LARGER_BODIES: &[(&str, &str, usize)] = &[
+    (
+        "POST",
+        "/v1/providers/{instance}/webhook",
+        creditgate::providers::WEBHOOK_BODY_BYTES_MAX,
+    ),
+    (
+        "POST",
+        "/v1/payments/stripe/webhook",
+        creditgate::providers::WEBHOOK_BODY_BYTES_MAX,
+    ),
+];
 
 /// The bound of its own a request to `method path` has on its body, if
 /// any (the server's usual one applies otherwise), read before routing.

@@ -76,9 +76,9 @@ impl Gate {
         );
         let id = topup.id.clone();
         match rail.api.create_checkout_session(&form, &topup.id) {
-            Ok(session) => self.store.write(move |tx| {
-                payments::attach_checkout(tx, &id, &session.id, &session.url)
-            }),
+            Ok(session) => self
+                .store
+                .write(move |tx| payments::attach_checkout(tx, &id, &session.id, &session.url)),
             Err(err) => {
                 self.store.write(move |tx| payments::mark_failed(tx, &id))?;
                 Err(err)

@@ -45,9 +45,13 @@ impl TopUpStatus {
     }
 
     fn parse(text: &str) -> Option<TopUpStatus> {
-        [TopUpStatus::Open, TopUpStatus::Credited, TopUpStatus::Failed]
-            .into_iter()
-            .find(|status| status.as_str() == text)
+        [
+            TopUpStatus::Open,
+            TopUpStatus::Credited,
+            TopUpStatus::Failed,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == text)
     }
 }
 

@@ -118,8 +118,14 @@ pub fn checkout_form(
         pair("metadata[topup_id]", topup_id.into()),
         pair("metadata[account_id]", account_id.into()),
         pair("line_items[0][quantity]", "1".into()),
-        pair("line_items[0][price_data][currency]", settings.currency.clone()),
-        pair("line_items[0][price_data][unit_amount]", amount_minor.to_string()),
+        pair(
+            "line_items[0][price_data][currency]",
+            settings.currency.clone(),
+        ),
+        pair(
+            "line_items[0][price_data][unit_amount]",
+            amount_minor.to_string(),
+        ),
         pair(
             "line_items[0][price_data][product_data][name]",
             format!("{credits} credits"),
@@ -312,7 +318,9 @@ pub fn interpret_checkout_answer(status: u16, body: &[u8]) -> Result<CheckoutSes
             .chars()
             .take(200)
             .collect::<String>();
-        return Err(unavailable(format!("refused the checkout ({status}): {message}")));
+        return Err(unavailable(format!(
+            "refused the checkout ({status}): {message}"
+        )));
     }
     match (value["id"].as_str(), value["url"].as_str()) {
         (Some(id), Some(url)) if !id.is_empty() && url.starts_with("http") => Ok(CheckoutSession {
@@ -445,7 +453,10 @@ mod tests {
         assert_eq!(amount_minor(2_500_000, Decimal::from(10)).expect("2.5"), 25);
         assert!(amount_minor(1_500_000, cent).is_err(), "1.5 cents");
         assert!(amount_minor(0, cent).is_err());
-        assert!(amount_minor(1_000_000_000_000_000, cent).is_err(), "too much");
+        assert!(
+            amount_minor(1_000_000_000_000_000, cent).is_err(),
+            "too much"
+        );
     }
 
     #[test]
