@@ -4,10 +4,10 @@
 //! `key_spend_jobs`.
 //!
 //! A capped key's submit counts its job's hold against the key's day and
-//! month with [`take`], in the same transaction as the hold, so concurrent
+//! month with `take`, in the same transaction as the hold, so concurrent
 //! submits cannot pass a cap together (the bug of LiteLLM #34732, where
 //! budgets were checked outside the write and bypassed under load); a
-//! refused submit rolls back and counts nothing. [`give_back`] returns a
+//! refused submit rolls back and counts nothing. `give_back` returns a
 //! job's share when it ends unpaid (all of it) or is charged less than it
 //! held (the difference), to the periods it was counted in. Counting
 //! starts when a key is first capped: spend before that is not known here.
