@@ -509,3 +509,45 @@ CREATE TABLE payment_events (
     received_at  INTEGER NOT NULL,
     PRIMARY KEY (rail, event_id)
 ) STRICT, WITHOUT ROWID;
+
+-- @migration 7: outgoing webhooks (module `outbox`).
+--
+-- An operator's endpoint receives the events it subscribes to (`events`,
+-- comma-separated: job.finished, balance.low, topup.credited,
+-- code.redeemed). Its signing secret is not stored: it is derived from
+-- the server's signing key (environment only) and the endpoint's id.
+-- A delivery is inserted in the same transaction as its event (the
+-- outbox), then sent by a worker outside any transaction, retried with
+-- capped exponential backoff until delivered or out of attempts.
+-- `low_balance_marks` remembers which accounts are below an endpoint's
+-- threshold, so a crossing is one event, not one per request.
+CREATE TABLE webhook_endpoints (
+    id                      TEXT PRIMARY KEY,
+    url                     TEXT NOT NULL,
+    events                  TEXT NOT NULL,
+    low_balance_micros      INTEGER CHECK (low_balance_micros IS NULL OR low_balance_micros >= 0),
+    created_at              INTEGER NOT NULL,
+    removed_at              INTEGER
+) STRICT;
+
+CREATE TABLE webhook_deliveries (
+    id               TEXT PRIMARY KEY,
+    endpoint_id      TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    event_type       TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts         INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at  INTEGER NOT NULL,
+    last_status      INTEGER,
+    last_error       TEXT,
+    created_at       INTEGER NOT NULL,
+    delivered_at     INTEGER
+) STRICT;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at)
+    WHERE status = 'pending';
+
+CREATE TABLE low_balance_marks (
+    endpoint_id  TEXT NOT NULL REFERENCES webhook_endpoints (id),
+    account_id   TEXT NOT NULL REFERENCES accounts (id),
+    PRIMARY KEY (endpoint_id, account_id)
+) STRICT, WITHOUT ROWID;

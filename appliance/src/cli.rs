@@ -104,6 +104,9 @@ enum GateCommand {
     /// POST /v1/credits/redeem).
     #[command(subcommand)]
     Codes(CodesCommand),
+    /// Outgoing webhooks: endpoints and their deliveries.
+    #[command(subcommand)]
+    Webhooks(WebhooksCommand),
     /// Check the ledger.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -212,6 +215,11 @@ struct ServeArgs {
     /// Where Stripe sends a payer who gives up (default: the success URL).
     #[arg(long, env = "CREDITGATE_STRIPE_CANCEL_URL")]
     stripe_cancel_url: Option<String>,
+    /// The first retry's delay of a failed webhook delivery, in
+    /// milliseconds (doubling after, at most an hour).
+    #[arg(long, env = "CREDITGATE_WEBHOOK_RETRY_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    webhook_retry_ms: u64,
     /// Where jobs' outputs are kept (default: `media/` beside the
     /// database).
     #[arg(long, env = "CREDITGATE_MEDIA_DIR")]
@@ -445,6 +453,46 @@ struct GrantArgs {
 }
 
 #[derive(Debug, Subcommand)]
+enum WebhooksCommand {
+    /// Add an endpoint for --event (repeat: job.finished, balance.low,
+    /// topup.credited, code.redeemed); its signing secret is printed.
+    Add {
+        /// Where deliveries are POSTed.
+        url: String,
+        /// An event it receives; repeat for several.
+        #[arg(long = "event", required = true)]
+        events: Vec<String>,
+        /// For balance.low: the available credits below which an account's
+        /// fall is reported (once per crossing).
+        #[arg(long)]
+        low_balance: Option<String>,
+    },
+    /// List endpoints.
+    List,
+    /// Print an endpoint's signing secret again.
+    Secret {
+        /// The endpoint id (whe_...).
+        endpoint_id: String,
+    },
+    /// Remove an endpoint; its pending deliveries are dropped.
+    Remove {
+        /// The endpoint id (whe_...).
+        endpoint_id: String,
+    },
+    /// List deliveries, newest first.
+    Deliveries {
+        /// Only those pending, delivered or failed.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Send a delivery again from its first attempt.
+    Replay {
+        /// The delivery id (msg_...).
+        delivery_id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CodesCommand {
     /// Create a code worth --amount credits per redemption; its secret is
     /// printed once.
@@ -609,6 +657,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
                     per_sec: args.rate_limit_per_sec,
                     burst: args.rate_limit_burst,
                 },
+                webhook_signing_key: webhook_signing_key(),
+                webhook_retry: std::time::Duration::from_millis(args.webhook_retry_ms),
                 stripe: crate::serve::StripeOptions {
                     secret_key: args.stripe_secret_key,
                     webhook_secret: args.stripe_webhook_secret,
@@ -658,10 +708,18 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
     } else {
         None
     };
-    let opened = Gate::open(&options, Arc::new(SystemClock)).map(|gate| match registry {
-        Some(registry) => gate.with_providers(registry),
-        None => gate,
-    });
+    let opened = Gate::open(&options, Arc::new(SystemClock))
+        .map(|gate| match registry {
+            Some(registry) => gate.with_providers(registry),
+            None => gate,
+        })
+        .and_then(|gate| match webhook_signing_key() {
+            // The webhook commands show endpoints' secrets, derived from it.
+            Some(key) => {
+                gate.with_webhook_signing_key(creditgate::payments::stripe::Secret::new(key))
+            }
+            None => Ok(gate),
+        });
     let output = match opened {
         Ok(gate) => match execute(&gate, command) {
             Ok(output) => output,
@@ -718,6 +776,11 @@ fn command_only_reads(command: &GateCommand) -> bool {
             },
         )
         | GateCommand::Codes(CodesCommand::List)
+        | GateCommand::Webhooks(
+            WebhooksCommand::List
+            | WebhooksCommand::Secret { .. }
+            | WebhooksCommand::Deliveries { .. },
+        )
         | GateCommand::Prices(PricesCommand::List | PricesCommand::Estimate { .. })
         | GateCommand::Backup { .. } => true,
         GateCommand::Keys(
@@ -728,6 +791,11 @@ fn command_only_reads(command: &GateCommand) -> bool {
         | GateCommand::Plans(PlansCommand::Set { .. } | PlansCommand::Default { .. })
         | GateCommand::Credits(CreditsCommand::Grant(_))
         | GateCommand::Codes(CodesCommand::Create { .. } | CodesCommand::Revoke { .. })
+        | GateCommand::Webhooks(
+            WebhooksCommand::Add { .. }
+            | WebhooksCommand::Remove { .. }
+            | WebhooksCommand::Replay { .. },
+        )
         | GateCommand::Prices(
             PricesCommand::Import { .. }
             | PricesCommand::Activate { .. }
@@ -883,6 +951,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
         }
         GateCommand::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
         GateCommand::Codes(command) => codes(gate, command),
+        GateCommand::Webhooks(command) => webhooks(gate, command),
         GateCommand::Credits(CreditsCommand::Balance { account }) => {
             let balance = gate.balance(&account)?;
             let json = render::account_balance(&account, &balance);
@@ -1083,6 +1152,85 @@ fn grant(gate: &Gate, args: GrantArgs) -> Result<Output, Failure> {
         json["available"]
     );
     Ok(Output::ok(json, text))
+}
+
+/// The outgoing webhooks' signing key, from the environment only.
+fn webhook_signing_key() -> Option<String> {
+    std::env::var("CREDITGATE_WEBHOOK_SIGNING_KEY")
+        .ok()
+        .filter(|key| !key.is_empty())
+}
+
+fn webhooks(gate: &Gate, command: WebhooksCommand) -> Result<Output, Failure> {
+    match command {
+        WebhooksCommand::Add {
+            url,
+            events,
+            low_balance,
+        } => {
+            let low_balance_micros = match low_balance {
+                None => None,
+                Some(text) => {
+                    let credits = parse_credits(&text).map_err(creditgate::Error::from)?;
+                    Some(creditgate::money::to_micros(credits).map_err(creditgate::Error::from)?)
+                }
+            };
+            let (endpoint, secret) =
+                gate.add_webhook_endpoint(&creditgate::outbox::NewEndpoint {
+                    url,
+                    events,
+                    low_balance_micros,
+                })?;
+            let mut json = render::webhook_endpoint(&endpoint);
+            json["secret"] = json!(secret);
+            let text = format!(
+                "added endpoint {} for {} ({}); its signing secret:\n{secret}",
+                endpoint.id,
+                endpoint.url,
+                endpoint.events.join(", ")
+            );
+            Ok(Output::ok(json, text))
+        }
+        WebhooksCommand::List => {
+            let endpoints = gate.webhook_endpoints()?;
+            let text = render::lines_or(
+                endpoints.iter().map(render::webhook_endpoint_line),
+                "no endpoints (add one with `creditgate webhooks add URL --event job.finished`)",
+            );
+            let json = json!({
+                "endpoints": endpoints.iter().map(render::webhook_endpoint).collect::<Vec<_>>()
+            });
+            Ok(Output::ok(json, text))
+        }
+        WebhooksCommand::Secret { endpoint_id } => {
+            let secret = gate.webhook_endpoint_secret(&endpoint_id)?;
+            Ok(Output::ok(
+                json!({ "id": endpoint_id, "secret": secret }),
+                secret,
+            ))
+        }
+        WebhooksCommand::Remove { endpoint_id } => {
+            let endpoint = gate.remove_webhook_endpoint(&endpoint_id)?;
+            let text = format!("removed endpoint {}", endpoint.id);
+            Ok(Output::ok(render::webhook_endpoint(&endpoint), text))
+        }
+        WebhooksCommand::Deliveries { status } => {
+            let deliveries = gate.webhook_deliveries(status.as_deref())?;
+            let text = render::lines_or(
+                deliveries.iter().map(render::webhook_delivery_line),
+                "no deliveries",
+            );
+            let json = json!({
+                "deliveries": deliveries.iter().map(render::webhook_delivery).collect::<Vec<_>>()
+            });
+            Ok(Output::ok(json, text))
+        }
+        WebhooksCommand::Replay { delivery_id } => {
+            let delivery = gate.replay_webhook_delivery(&delivery_id)?;
+            let text = format!("delivery {} will be sent again", delivery.id);
+            Ok(Output::ok(render::webhook_delivery(&delivery), text))
+        }
+    }
 }
 
 fn codes(gate: &Gate, command: CodesCommand) -> Result<Output, Failure> {

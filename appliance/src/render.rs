@@ -28,6 +28,66 @@ pub fn credits(micros: i64) -> Value {
         .map_or(Value::String(text), Value::Number)
 }
 
+/// An outgoing webhook endpoint (never its secret, unless the caller adds
+/// it).
+pub fn webhook_endpoint(endpoint: &creditgate::outbox::Endpoint) -> Value {
+    json!({
+        "id": endpoint.id,
+        "url": endpoint.url,
+        "events": endpoint.events,
+        "low_balance": endpoint.low_balance_micros.map(credits),
+        "created_at": format_rfc3339(endpoint.created_at),
+        "removed_at": endpoint.removed_at.map(format_rfc3339),
+    })
+}
+
+/// An endpoint in one line for people.
+pub fn webhook_endpoint_line(endpoint: &creditgate::outbox::Endpoint) -> String {
+    format!(
+        "{}  {}  {}{}",
+        endpoint.id,
+        endpoint.url,
+        endpoint.events.join(","),
+        if endpoint.removed_at.is_some() {
+            "  (removed)"
+        } else {
+            ""
+        }
+    )
+}
+
+/// A webhook delivery.
+pub fn webhook_delivery(delivery: &creditgate::outbox::Delivery) -> Value {
+    json!({
+        "id": delivery.id,
+        "endpoint_id": delivery.endpoint_id,
+        "event": delivery.event_type,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": format_rfc3339(delivery.next_attempt_at),
+        "last_status": delivery.last_status,
+        "last_error": delivery.last_error,
+        "created_at": format_rfc3339(delivery.created_at),
+        "payload": serde_json::from_str::<Value>(&delivery.payload).unwrap_or(Value::Null),
+    })
+}
+
+/// A delivery in one line for people.
+pub fn webhook_delivery_line(delivery: &creditgate::outbox::Delivery) -> String {
+    format!(
+        "{}  {}  {}  {} attempt(s){}",
+        delivery.id,
+        delivery.event_type,
+        delivery.status,
+        delivery.attempts,
+        delivery
+            .last_error
+            .as_ref()
+            .map(|error| format!("  last: {error}"))
+            .unwrap_or_default()
+    )
+}
+
 /// A top-up (the rail's checkout id and URL once it answered).
 pub fn topup(topup: &creditgate::TopUp) -> Value {
     json!({

@@ -38,6 +38,8 @@ pub const WORKER_IDLE_MS_MAX: i64 = 500;
 pub const WORKERS_MAX: usize = 64;
 /// How often the first worker removes expired media.
 pub const MEDIA_SWEEP_INTERVAL_MS: u64 = 60_000;
+/// How long the webhook thread waits when nothing was due.
+pub const WEBHOOK_IDLE_MS: u64 = 200;
 /// Expired media files one sweep removes, at most.
 pub const MEDIA_SWEEP_BATCH_MAX: usize = 1_000;
 
@@ -78,6 +80,11 @@ pub struct ServeOptions {
     pub moltbook: MoltbookOptions,
     /// Card top-ups through Stripe, as configured (raw; validated on start).
     pub stripe: StripeOptions,
+    /// The outgoing webhooks' signing key (environment only; none: nothing
+    /// is sent).
+    pub webhook_signing_key: Option<String>,
+    /// The first retry's delay of a failed delivery (doubling after).
+    pub webhook_retry: Duration,
     /// The media store.
     pub media: MediaOptions,
 }
@@ -206,6 +213,12 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         .with_settings(settings.clone());
     let gate = with_media(gate, &options)?;
     let gate = with_stripe(gate, &options.stripe)?;
+    let gate = match &options.webhook_signing_key {
+        Some(key) => gate
+            .with_webhook_signing_key(creditgate::payments::stripe::Secret::new(key.clone()))
+            .context("CREDITGATE_WEBHOOK_SIGNING_KEY")?,
+        None => gate,
+    };
     let gate = Arc::new(with_moltbook(gate, &options.moltbook)?);
     prepare_catalog(&gate, options.catalog.as_deref())?;
     check_default_models(&gate, &options.default_models)?;
@@ -229,6 +242,19 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
                 .spawn(move || work(&gate, &stop, i == 0))
         })
         .collect::<std::io::Result<_>>()?;
+
+    let sender = {
+        let (gate, stop) = (gate.clone(), stop.clone());
+        let first_retry_ms = i64::try_from(options.webhook_retry.as_millis()).unwrap_or(i64::MAX);
+        std::thread::Builder::new()
+            .name("webhooks".into())
+            .spawn(move || send_webhooks(&gate, &stop, first_retry_ms))?
+    };
+    if options.webhook_signing_key.is_none() && !gate.webhook_endpoints()?.is_empty() {
+        eprintln!(
+            "creditgate: warning: webhook endpoints are configured but              CREDITGATE_WEBHOOK_SIGNING_KEY is not set: deliveries wait unsent"
+        );
+    }
 
     let state = Arc::new(State {
         gate: gate.clone(),
@@ -278,6 +304,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     for worker in workers {
         let _ = worker.join();
     }
+    let _ = sender.join();
     match lost {
         // Exit non-zero so a supervisor restarts us rather than leave a
         // process that is up but deaf.
@@ -494,6 +521,30 @@ fn first_call_model(gate: &Gate) -> anyhow::Result<String> {
 /// `sweeps_media` also removes expired media once a minute. Never dies: a
 /// failed step, a job fault or a panic is logged (with the job ids) and the
 /// worker goes on; `/healthz` reports workers that keep failing.
+/// The outgoing webhooks' thread: sends due deliveries, then waits a
+/// moment; a receiver that hangs holds this thread only.
+fn send_webhooks(gate: &Gate, stop: &AtomicBool, first_retry_ms: i64) {
+    let sender = creditgate::outbox::HttpWebhookSender::new(Duration::from_secs(10));
+    while !stop.load(Ordering::SeqCst) {
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            gate.run_due_deliveries(&sender, first_retry_ms)
+        }));
+        let pause = match step {
+            Ok(Ok(sent)) if sent > 0 => 0,
+            Ok(Ok(_)) => WEBHOOK_IDLE_MS,
+            Ok(Err(err)) => {
+                eprintln!("creditgate: webhook step failed: {err}");
+                WEBHOOK_IDLE_MS
+            }
+            Err(_) => {
+                eprintln!("creditgate: webhook step panicked; going on");
+                WEBHOOK_IDLE_MS
+            }
+        };
+        std::thread::sleep(Duration::from_millis(pause));
+    }
+}
+
 fn work(gate: &Gate, stop: &AtomicBool, sweeps_media: bool) {
     let mut last_sweep: Option<std::time::Instant> = None;
     while !stop.load(Ordering::SeqCst) {

@@ -47,12 +47,14 @@ pub mod jobs;
 pub mod ledger;
 pub mod media;
 pub mod money;
+pub mod outbox;
 pub mod payments;
 pub mod plans;
 pub mod pricing;
 pub mod providers;
 pub mod ratelimit;
 pub mod request;
+pub mod secret;
 pub mod spendcaps;
 pub mod verify;
 

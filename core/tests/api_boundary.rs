@@ -181,30 +181,33 @@ fn the_http_client_is_behind_its_feature() {
     for path in files {
         let text = std::fs::read_to_string(&path).expect("read");
         if text.contains("ureq::") {
-            // The four clients: Moltbook's verifier, the one the provider
+            // The five clients: Moltbook's verifier, the one the provider
             // adapters share, the media store's downloads (its own agent:
-            // redirects followed, never a credential sent) and Stripe's,
-            // each of which is behind the feature (`#[cfg(feature =
-            // "http")]`, checked below for Stripe's).
+            // redirects followed, never a credential sent), Stripe's and
+            // the outgoing webhooks' sender, each behind the feature
+            // (`#[cfg(feature = "http")]`, checked below for the last two).
             assert!(
                 path.ends_with("identity/moltbook_client.rs")
                     || path.ends_with("providers/http.rs")
                     || path.ends_with("media/fetch.rs")
-                    || path.ends_with("payments/stripe.rs"),
+                    || path.ends_with("payments/stripe.rs")
+                    || path.ends_with("outbox.rs"),
                 "ureq used outside the clients: {}",
                 path.display()
             );
         }
     }
-    let stripe = std::fs::read_to_string(core_src().join("payments/stripe.rs")).expect("read");
-    for (at, _) in stripe.match_indices("ureq::") {
-        let before = &stripe[..at];
-        let item = before.rfind("\n#[cfg(feature = \"http\")]");
-        let unguarded = before.rfind("\n}\n");
-        assert!(
-            item.is_some_and(|item| unguarded.is_none_or(|end| end < item)),
-            "Stripe's ureq use at byte {at} is outside a #[cfg(feature = \"http\")] item"
-        );
+    for file in ["payments/stripe.rs", "outbox.rs"] {
+        let stripe = std::fs::read_to_string(core_src().join(file)).expect("read");
+        for (at, _) in stripe.match_indices("ureq::") {
+            let before = &stripe[..at];
+            let item = before.rfind("\n#[cfg(feature = \"http\")]");
+            let unguarded = before.rfind("\n}\n");
+            assert!(
+                item.is_some_and(|item| unguarded.is_none_or(|end| end < item)),
+                "{file}: a ureq use at byte {at} is outside a #[cfg(feature = \"http\")] item"
+            );
+        }
     }
     let providers = std::fs::read_to_string(core_src().join("providers/mod.rs")).expect("read");
     let at = providers.find("pub mod http;").expect("the shared client");

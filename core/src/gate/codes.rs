@@ -64,6 +64,13 @@ impl Gate {
                 now,
             )?;
             codes::record(tx, &taken, now)?;
+            let data = serde_json::json!({
+                "code_id": redemption.code_id,
+                "account_id": account,
+                "credits": crate::outbox::credits_json(redemption.amount_micros),
+            });
+            crate::outbox::emit(tx, crate::outbox::CODE_REDEEMED, &data, now)?;
+            super::outbox::balance_moved(tx, &account, now)?;
             Ok(Redeemed {
                 redemption: taken.redemption.clone(),
                 balance: ledger::balance(tx, &account)?,

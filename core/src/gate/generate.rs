@@ -199,6 +199,9 @@ impl Gate {
             if let Some(key_id) = spending_key {
                 spendcaps::take(tx, key_id, &job.id, micros, now)?;
             }
+            if job.hold_id.is_some() {
+                super::outbox::balance_moved(tx, &account_id, now)?;
+            }
             Ok(Submitted {
                 job,
                 replayed: false,
@@ -320,6 +323,10 @@ pub(crate) fn finish_unpaid(
         release_hold(tx, &job.id, hold_id, now)?;
     }
     spendcaps::give_back(tx, &job.id, 0)?;
+    super::outbox::job_finished(tx, &job, now)?;
+    if job.hold_id.is_some() {
+        super::outbox::balance_moved(tx, &job.account_id, now)?;
+    }
     Ok(job)
 }
 

@@ -16,6 +16,7 @@ mod external;
 pub mod generate;
 mod identity;
 pub mod media;
+pub mod outbox;
 pub mod payments;
 pub mod plans;
 mod pricing;
@@ -127,6 +128,8 @@ pub struct Gate {
     media_retention_ms: i64,
     /// Top-ups through Stripe, when configured.
     stripe: Option<payments::StripeRail>,
+    /// The key outgoing webhooks are signed with, when configured.
+    webhook_key: Option<crate::secret::Secret>,
 }
 
 /// An external identity provider configured on a gate: how its tokens are
@@ -156,6 +159,7 @@ impl Gate {
             media: None,
             media_retention_ms: media::MEDIA_RETENTION_MS_DEFAULT,
             stripe: None,
+            webhook_key: None,
         })
     }
 

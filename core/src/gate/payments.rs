@@ -162,6 +162,13 @@ impl Gate {
             let credited = payments::mark_credited(tx, &topup.id, &transfer_id, now)?;
             assert!(credited, "a top-up credited twice");
             payments::set_outcome(tx, stripe::RAIL, &parsed.id, "credited", Some(&topup.id))?;
+            let data = serde_json::json!({
+                "topup_id": topup.id,
+                "account_id": topup.account_id,
+                "credits": crate::outbox::credits_json(topup.credits_micros),
+            });
+            crate::outbox::emit(tx, crate::outbox::TOPUP_CREDITED, &data, now)?;
+            super::outbox::balance_moved(tx, &topup.account_id, now)?;
             Ok(EventOutcome::Credited {
                 topup_id: topup.id,
                 transfer_id,

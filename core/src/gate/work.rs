@@ -1376,6 +1376,10 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
     )?;
     record_kept_files(tx, job_id, &kept.files, now, kept.retention_ms)?;
     crate::spendcaps::give_back(tx, job_id, charge)?;
+    super::outbox::job_finished(tx, &succeeded, now)?;
+    if succeeded.hold_id.is_some() {
+        super::outbox::balance_moved(tx, &succeeded.account_id, now)?;
+    }
     let transfer = succeeded.hold_id.as_ref().map(|_| capture_id.as_str());
     jobs::record_usage(tx, &succeeded, transfer, charge, now)?;
     Ok(JobStatus::Succeeded)

@@ -32,27 +32,7 @@ pub const SIGNATURE_HEADER_CHARS_MAX: usize = 1_024;
 /// The largest answer read from Stripe's API.
 pub const API_RESPONSE_BYTES_MAX: u64 = 256 * 1024;
 
-/// A secret from the environment: kept in memory only, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(secret: impl Into<String>) -> Secret {
-        Secret(secret.into())
-    }
-
-    /// The secret itself, for the one place that sends or checks it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
+pub use crate::secret::Secret;
 
 /// How an operator sells credits through Stripe.
 #[derive(Debug, Clone, PartialEq, Eq)]
