@@ -26,9 +26,8 @@ fn spend(sb: &Sandbox, key_id: &str) -> Value {
     sb.ok(&["keys", "caps", key_id])
 }
 
-#[test]
-fn spend_cap_holds_over_http_litellm_34732() {
-    let sb = sandbox();
+/// A key (id and secret) of a new account granted 1,000 credits.
+fn funded_key(sb: &Sandbox) -> (String, String) {
     let account = sb.account("agent");
     sb.ok(&[
         "credits",
@@ -39,10 +38,16 @@ fn spend_cap_holds_over_http_litellm_34732() {
         "1000",
     ]);
     let created = sb.ok(&["keys", "create", "--account", &account, "--scope", "image"]);
-    let (key_id, key) = (
+    (
         created["id"].as_str().expect("id").to_owned(),
         created["key"].as_str().expect("key").to_owned(),
-    );
+    )
+}
+
+#[test]
+fn spend_cap_holds_over_http_litellm_34732() {
+    let sb = sandbox();
+    let (key_id, key) = funded_key(&sb);
     let capped = sb.ok(&["keys", "caps", &key_id, "--daily", "60", "--monthly", "500"]);
     assert_eq!(capped["daily_cap"], json!(60));
     assert_eq!(capped["spent_today"], json!(0));
@@ -98,20 +103,7 @@ fn spend_cap_holds_over_http_litellm_34732() {
 #[test]
 fn a_failed_job_gives_its_share_back() {
     let sb = sandbox();
-    let account = sb.account("agent");
-    sb.ok(&[
-        "credits",
-        "grant",
-        "--account",
-        &account,
-        "--amount",
-        "1000",
-    ]);
-    let created = sb.ok(&["keys", "create", "--account", &account, "--scope", "image"]);
-    let (key_id, key) = (
-        created["id"].as_str().expect("id").to_owned(),
-        created["key"].as_str().expect("key").to_owned(),
-    );
+    let (key_id, key) = funded_key(&sb);
     sb.ok(&["keys", "caps", &key_id, "--daily", "20"]);
     let server = sb.serve(&["--poll-interval-ms", "20"]);
     assert_eq!(generate(&server, &key, "fails", "[fail] a cat").status, 200);

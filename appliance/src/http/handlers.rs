@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::dialects::rynjer::{self, agent_ok, ok};
 use super::docs;
-use super::request::{required_str, Call};
+use super::request::{object_with_members, required_str, Call};
 use super::response::Response;
 use crate::render::{self, JobReader};
 
@@ -50,16 +50,7 @@ pub fn balance(call: &Call) -> Handled {
 /// the caller's wallet.
 pub fn redeem(call: &Call) -> Handled {
     let body = call.request.json_body()?;
-    let object = body.as_object().ok_or_else(|| Error::InvalidRequest {
-        field: "body".into(),
-        message: "must be a JSON object {\"code\"}".into(),
-    })?;
-    if let Some(unknown) = object.keys().find(|name| *name != "code") {
-        return Err(Error::InvalidRequest {
-            field: unknown.clone(),
-            message: "is not a known field".into(),
-        });
-    }
+    object_with_members(&body, &["code"])?;
     let code = required_str(&body, "code")?;
     let redeemed = call.gate().redeem_code(&call.caller()?.account_id, code)?;
     Ok(ok(render::redeemed(&redeemed)))
@@ -69,16 +60,7 @@ pub fn redeem(call: &Call) -> Handled {
 /// operator's payment rail; the payer pays at `checkout_url`.
 pub fn topup(call: &Call) -> Handled {
     let body = call.request.json_body()?;
-    let object = body.as_object().ok_or_else(|| Error::InvalidRequest {
-        field: "body".into(),
-        message: "must be a JSON object {\"credits\"}".into(),
-    })?;
-    if let Some(unknown) = object.keys().find(|name| *name != "credits") {
-        return Err(Error::InvalidRequest {
-            field: unknown.clone(),
-            message: "is not a known field".into(),
-        });
-    }
+    object_with_members(&body, &["credits"])?;
     let credits = Some(&body["credits"])
         .filter(|credits| credits.is_number())
         .and_then(|credits| creditgate::money::parse_credits(&credits.to_string()).ok())

@@ -176,6 +176,25 @@ pub fn required_str<'a>(body: &'a Value, field: &str) -> Result<&'a str, Error> 
     })
 }
 
+/// `body` as a JSON object whose members are all among `members`: an
+/// unknown member is refused by name, never ignored.
+pub fn object_with_members<'a>(
+    body: &'a Value,
+    members: &[&str],
+) -> Result<&'a serde_json::Map<String, Value>, Error> {
+    let object = body.as_object().ok_or_else(|| Error::InvalidRequest {
+        field: "body".to_owned(),
+        message: "must be a JSON object".into(),
+    })?;
+    if let Some(unknown) = object.keys().find(|key| !members.contains(&key.as_str())) {
+        return Err(Error::InvalidRequest {
+            field: unknown.clone(),
+            message: "is not a known field".into(),
+        });
+    }
+    Ok(object)
+}
+
 /// The deepest nesting of arrays and objects in a JSON text (strings
 /// skipped), computed without parsing so hostile input costs one pass.
 fn nesting_depth(bytes: &[u8]) -> usize {

@@ -28,7 +28,7 @@ use serde_json::{json, Map, Value};
 
 use super::shared::{output_bytes, request_id, submit_and_wait, Ended};
 use crate::http::docs;
-use crate::http::request::Call;
+use crate::http::request::{object_with_members, Call};
 use crate::http::response::Response;
 use crate::http::status::{public_message, status_for};
 
@@ -86,15 +86,7 @@ pub fn error(err: &Error) -> Response {
 /// `POST /api/generate`.
 pub fn generate(call: &Call) -> Handled {
     let body = call.request.json_body()?;
-    let object = body
-        .as_object()
-        .ok_or_else(|| invalid("body", "must be a JSON object"))?;
-    if let Some(unknown) = object
-        .keys()
-        .find(|key| !GENERATE_MEMBERS.contains(&key.as_str()))
-    {
-        return Err(invalid(unknown, "is not a known field"));
-    }
+    let object = object_with_members(&body, GENERATE_MEMBERS)?;
     let prompt = text(object, "prompt")?.ok_or_else(|| invalid("prompt", "is required"))?;
     let product = match text(object, "type")? {
         Some(kind @ ("image" | "video")) => kind,
@@ -143,12 +135,7 @@ pub fn status(call: &Call) -> Handled {
 /// `POST /api/chat`: the reply, once the job has it.
 pub fn chat(call: &Call) -> Handled {
     let body = call.request.json_body()?;
-    let object = body
-        .as_object()
-        .ok_or_else(|| invalid("body", "must be a JSON object"))?;
-    if let Some(unknown) = object.keys().find(|key| key.as_str() != "message") {
-        return Err(invalid(unknown, "is not a known field"));
-    }
+    let object = object_with_members(&body, &["message"])?;
     let message = text(object, "message")?.ok_or_else(|| invalid("message", "is required"))?;
     let request = GenerateRequest {
         request_id: Some(request_id(call, MINTED_REQUEST_ID_PREFIX)?),

@@ -22,7 +22,7 @@ use serde_json::{json, Map, Value};
 
 use super::shared::{messages_prompt, request_id, Parts};
 use crate::http::docs;
-use crate::http::request::Call;
+use crate::http::request::{object_with_members, Call};
 use crate::http::response::Response;
 use crate::http::status::{public_message, status_for};
 use crate::render::{self, credits};
@@ -94,10 +94,7 @@ pub fn register(call: &Call) -> Handled {
         true => DEFAULT_AGENT_NAME.to_owned(),
         false => {
             let body = call.request.json_body()?;
-            let object = object_of(&body)?;
-            if let Some(unknown) = object.keys().find(|key| key.as_str() != "name") {
-                return Err(invalid(unknown, "is not a known field"));
-            }
+            let object = object_with_members(&body, &["name"])?;
             let name = text(object, "name")?.unwrap_or(DEFAULT_AGENT_NAME);
             if name.chars().count() > AGENT_NAME_CHARS_MAX {
                 return Err(invalid(
