@@ -17,15 +17,11 @@ use creditgate::{
     Account, Balance, Error, Gate, HistoryPage, Job, Submitted, Transfer, TransferKind,
     VerifyReport,
 };
-use serde_json::{json, Number, Value};
+use serde_json::{json, Value};
 
 /// Micro-credits as an exact JSON number of credits.
 pub fn credits(micros: i64) -> Value {
-    let text = to_credits(micros).to_string();
-    // `Decimal`'s display is always a valid JSON number, and with
-    // serde_json's arbitrary_precision it is kept digit for digit.
-    text.parse::<Number>()
-        .map_or(Value::String(text), Value::Number)
+    creditgate::money::credits_json(micros)
 }
 
 /// An outgoing webhook endpoint (never its secret, unless the caller adds

@@ -83,6 +83,15 @@ pub fn to_credits(micros: i64) -> Decimal {
     Decimal::new(micros, 6).normalize()
 }
 
+/// Micro-credits as a JSON number of credits, digit for digit (serde_json's
+/// arbitrary precision keeps the decimal exact): how every answer and
+/// every webhook renders credits.
+pub fn credits_json(micros: i64) -> serde_json::Value {
+    let text = to_credits(micros).to_string();
+    text.parse::<serde_json::Number>()
+        .map_or(serde_json::Value::String(text), serde_json::Value::Number)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,13 +56,7 @@ pub const ENDPOINT_ID_PREFIX: &str = "whe_";
 /// The prefix of a delivery's id (`webhook-id`).
 pub const DELIVERY_ID_PREFIX: &str = "msg_";
 
-/// Credits as a JSON number, digit for digit (as every answer renders
-/// them; serde_json's arbitrary precision keeps the decimal exact).
-pub fn credits_json(micros: i64) -> Value {
-    let text = crate::money::to_credits(micros).to_string();
-    text.parse::<serde_json::Number>()
-        .map_or(Value::String(text), Value::Number)
-}
+use crate::money::credits_json;
 
 /// An endpoint, as the operator asks for it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -67,7 +67,7 @@ impl Gate {
             let data = serde_json::json!({
                 "code_id": redemption.code_id,
                 "account_id": account,
-                "credits": crate::outbox::credits_json(redemption.amount_micros),
+                "credits": crate::money::credits_json(redemption.amount_micros),
             });
             crate::outbox::emit(tx, crate::outbox::CODE_REDEEMED, &data, now)?;
             super::outbox::balance_moved(tx, &account, now)?;

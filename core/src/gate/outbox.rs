@@ -140,7 +140,7 @@ pub(crate) fn job_finished(
         "request_id": job.request_id,
         "model": job.model,
         "status": job.status.as_str(),
-        "charged": job.charged_micros.map(outbox::credits_json),
+        "charged": job.charged_micros.map(crate::money::credits_json),
         "error": job.error_code,
     });
     outbox::emit(tx, outbox::JOB_FINISHED, &data, now)

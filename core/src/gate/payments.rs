@@ -165,7 +165,7 @@ impl Gate {
             let data = serde_json::json!({
                 "topup_id": topup.id,
                 "account_id": topup.account_id,
-                "credits": crate::outbox::credits_json(topup.credits_micros),
+                "credits": crate::money::credits_json(topup.credits_micros),
             });
             crate::outbox::emit(tx, crate::outbox::TOPUP_CREDITED, &data, now)?;
             super::outbox::balance_moved(tx, &topup.account_id, now)?;
