@@ -551,3 +551,40 @@ CREATE TABLE low_balance_marks (
     account_id   TEXT NOT NULL REFERENCES accounts (id),
     PRIMARY KEY (endpoint_id, account_id)
 ) STRICT, WITHOUT ROWID;
+
+-- @migration 8: x402 top-ups (module `payments`).
+--
+-- `topups` gains the rail `x402`, the status `settling` (the facilitator
+-- was asked to settle and has not answered that it did: the payment may
+-- have moved, so it is settled again, never dropped), the payment payload
+-- kept for that retry (`rail_payload`) and the rail's settlement (the
+-- transaction). SQLite cannot widen a CHECK in place, so the table is
+-- rebuilt; migrations run with foreign keys off and are checked with
+-- `foreign_key_check` before they commit.
+CREATE TABLE topups_v8 (
+    id              TEXT PRIMARY KEY,
+    account_id      TEXT NOT NULL REFERENCES accounts (id),
+    rail            TEXT NOT NULL CHECK (rail IN ('stripe', 'x402')),
+    credits_micros  INTEGER NOT NULL CHECK (credits_micros > 0),
+    amount_minor    INTEGER NOT NULL CHECK (amount_minor > 0),
+    currency        TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('open', 'settling', 'credited', 'failed')),
+    external_id     TEXT UNIQUE,
+    checkout_url    TEXT,
+    transfer_id     TEXT UNIQUE REFERENCES transfers (id),
+    created_at      INTEGER NOT NULL,
+    credited_at     INTEGER,
+    rail_payload    TEXT,
+    settlement      TEXT,
+    CHECK ((status = 'credited') = (transfer_id IS NOT NULL))
+) STRICT;
+INSERT INTO topups_v8 (id, account_id, rail, credits_micros, amount_minor, currency, status,
+                       external_id, checkout_url, transfer_id, created_at, credited_at)
+    SELECT id, account_id, rail, credits_micros, amount_minor, currency, status,
+           external_id, checkout_url, transfer_id, created_at, credited_at
+      FROM topups;
+DROP TABLE topups;
+ALTER TABLE topups_v8 RENAME TO topups;
+CREATE INDEX topups_account ON topups (account_id, created_at);
+CREATE INDEX topups_settling ON topups (created_at) WHERE status = 'settling';
+CREATE INDEX payment_events_topup ON payment_events (topup_id) WHERE topup_id IS NOT NULL;

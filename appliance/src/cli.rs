@@ -104,6 +104,9 @@ enum GateCommand {
     /// POST /v1/credits/redeem).
     #[command(subcommand)]
     Codes(CodesCommand),
+    /// Top-ups paid through the rails (Stripe, x402).
+    #[command(subcommand)]
+    Topups(TopupsCommand),
     /// Outgoing webhooks: endpoints and their deliveries.
     #[command(subcommand)]
     Webhooks(WebhooksCommand),
@@ -215,6 +218,54 @@ struct ServeArgs {
     /// Where Stripe sends a payer who gives up (default: the success URL).
     #[arg(long, env = "CREDITGATE_STRIPE_CANCEL_URL")]
     stripe_cancel_url: Option<String>,
+    /// An x402 facilitator's URL (`/verify` and `/settle` under it): turns
+    /// on x402 top-ups, where an agent pays for credits with a
+    /// `PAYMENT-SIGNATURE` header. Needs --x402-pay-to.
+    #[arg(long, env = "CREDITGATE_X402_FACILITATOR_URL")]
+    x402_facilitator_url: Option<String>,
+    /// A bearer token for the facilitator, from the environment only.
+    #[arg(skip = std::env::var("CREDITGATE_X402_FACILITATOR_TOKEN").ok().filter(|k| !k.is_empty()))]
+    x402_facilitator_token: Option<String>,
+    /// The address that receives x402 payments.
+    #[arg(long, env = "CREDITGATE_X402_PAY_TO")]
+    x402_pay_to: Option<String>,
+    /// The network payments are made on (CAIP-2; eip155:8453 is Base,
+    /// eip155:84532 Base Sepolia).
+    #[arg(long, env = "CREDITGATE_X402_NETWORK", default_value = "eip155:8453")]
+    x402_network: String,
+    /// The asset paid (its contract address; default: USDC on Base).
+    #[arg(
+        long,
+        env = "CREDITGATE_X402_ASSET",
+        default_value = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    )]
+    x402_asset: String,
+    /// The asset's short name, kept on top-ups as their currency.
+    #[arg(long, env = "CREDITGATE_X402_ASSET_NAME", default_value = "usdc")]
+    x402_asset_name: String,
+    /// The asset's EIP-712 domain name and version (the scheme's `extra`).
+    #[arg(
+        long,
+        env = "CREDITGATE_X402_ASSET_DOMAIN",
+        default_value = "USD Coin/2"
+    )]
+    x402_asset_domain: String,
+    /// Atomic units of the asset one credit costs (10000: a cent of USDC).
+    #[arg(long, env = "CREDITGATE_X402_ATOMIC_PER_CREDIT", default_value_t = 10_000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    x402_atomic_per_credit: i64,
+    /// The fewest credits one x402 payment buys (a smaller shortfall is
+    /// offered as this many).
+    #[arg(long, env = "CREDITGATE_X402_MIN_CREDITS", default_value = "1")]
+    x402_min_credits: String,
+    /// The most credits one x402 payment buys.
+    #[arg(long, env = "CREDITGATE_X402_MAX_CREDITS", default_value = "1000")]
+    x402_max_credits: String,
+    /// How long to wait for the facilitator, in seconds (a settlement
+    /// unanswered in that time is settled again later, never lost).
+    #[arg(long, env = "CREDITGATE_X402_TIMEOUT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    x402_timeout_secs: u64,
     /// The first retry's delay of a failed webhook delivery, in
     /// milliseconds (doubling after, at most an hour).
     #[arg(long, env = "CREDITGATE_WEBHOOK_RETRY_MS", default_value_t = 10_000,
@@ -493,6 +544,21 @@ enum WebhooksCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum TopupsCommand {
+    /// List top-ups, newest first: what was paid and credited, what failed,
+    /// what is still settling.
+    List {
+        /// Only this account's.
+        #[arg(long)]
+        account: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50,
+              value_parser = clap::value_parser!(u32).range(1..=creditgate::TOPUPS_LIST_MAX as i64))]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum CodesCommand {
     /// Create a code worth --amount credits per redemption; its secret is
     /// printed once.
@@ -668,6 +734,19 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
                     success_url: args.stripe_success_url,
                     cancel_url: args.stripe_cancel_url,
                 },
+                x402: crate::serve::X402Options {
+                    facilitator_url: args.x402_facilitator_url,
+                    facilitator_token: args.x402_facilitator_token,
+                    pay_to: args.x402_pay_to,
+                    network: args.x402_network,
+                    asset: args.x402_asset,
+                    asset_name: args.x402_asset_name,
+                    asset_domain: args.x402_asset_domain,
+                    atomic_per_credit: args.x402_atomic_per_credit,
+                    min_credits: args.x402_min_credits,
+                    max_credits: args.x402_max_credits,
+                    timeout: std::time::Duration::from_secs(args.x402_timeout_secs),
+                },
                 moltbook: crate::serve::MoltbookOptions {
                     verify_url: args.moltbook_verify_url,
                     app_key: args.moltbook_app_key,
@@ -776,6 +855,7 @@ fn command_only_reads(command: &GateCommand) -> bool {
             },
         )
         | GateCommand::Codes(CodesCommand::List)
+        | GateCommand::Topups(TopupsCommand::List { .. })
         | GateCommand::Webhooks(
             WebhooksCommand::List
             | WebhooksCommand::Secret { .. }
@@ -951,6 +1031,12 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
         }
         GateCommand::Credits(CreditsCommand::Grant(args)) => grant(gate, args),
         GateCommand::Codes(command) => codes(gate, command),
+        GateCommand::Topups(TopupsCommand::List { account, limit }) => {
+            let topups = gate.topups(account.as_deref(), limit as usize)?;
+            let text = render::lines_or(topups.iter().map(render::topup_line), "no top-ups yet");
+            let json = json!({ "topups": topups.iter().map(render::topup).collect::<Vec<_>>() });
+            Ok(Output::ok(json, text))
+        }
         GateCommand::Webhooks(command) => webhooks(gate, command),
         GateCommand::Credits(CreditsCommand::Balance { account }) => {
             let balance = gate.balance(&account)?;

@@ -84,15 +84,34 @@ pub fn webhook_delivery_line(delivery: &creditgate::outbox::Delivery) -> String 
     )
 }
 
+/// A top-up in one line, for the operator's listing.
+pub fn topup_line(topup: &creditgate::TopUp) -> String {
+    format!(
+        "{}  {}  {} {} credits for {} {} ({})  {}",
+        topup.id,
+        topup.account_id,
+        topup.rail,
+        creditgate::money::to_credits(topup.credits_micros),
+        topup.amount_minor,
+        topup.currency,
+        topup.status.as_str(),
+        format_rfc3339(topup.created_at)
+    )
+}
+
 /// A top-up (the rail's checkout id and URL once it answered).
 pub fn topup(topup: &creditgate::TopUp) -> Value {
     json!({
         "topup_id": topup.id,
+        "rail": topup.rail,
         "status": topup.status.as_str(),
         "credits": credits(topup.credits_micros),
         "amount_minor": topup.amount_minor,
         "currency": topup.currency,
         "checkout_url": topup.checkout_url,
+        "transaction": topup.settlement.as_deref()
+            .and_then(|text| serde_json::from_str::<Value>(text).ok())
+            .map(|settlement| settlement["transaction"].clone()),
         "created_at": format_rfc3339(topup.created_at),
         "credited_at": topup.credited_at.map(format_rfc3339),
     })

@@ -80,6 +80,8 @@ pub struct ServeOptions {
     pub moltbook: MoltbookOptions,
     /// Card top-ups through Stripe, as configured (raw; validated on start).
     pub stripe: StripeOptions,
+    /// Top-ups through x402, as configured (raw; validated on start).
+    pub x402: X402Options,
     /// The outgoing webhooks' signing key (environment only; none: nothing
     /// is sent).
     pub webhook_signing_key: Option<String>,
@@ -165,6 +167,50 @@ impl std::fmt::Debug for StripeOptions {
     }
 }
 
+/// The x402 settings of `serve`, as given. x402 top-ups are on when the
+/// facilitator URL is set.
+#[derive(Clone, Default)]
+pub struct X402Options {
+    /// `--x402-facilitator-url`.
+    pub facilitator_url: Option<String>,
+    /// The facilitator's bearer token (environment only).
+    pub facilitator_token: Option<String>,
+    /// `--x402-pay-to`.
+    pub pay_to: Option<String>,
+    /// `--x402-network`.
+    pub network: String,
+    /// `--x402-asset`.
+    pub asset: String,
+    /// `--x402-asset-name`.
+    pub asset_name: String,
+    /// `--x402-asset-domain` (`name/version`).
+    pub asset_domain: String,
+    /// `--x402-atomic-per-credit`.
+    pub atomic_per_credit: i64,
+    /// `--x402-min-credits`.
+    pub min_credits: String,
+    /// `--x402-max-credits`.
+    pub max_credits: String,
+    /// `--x402-timeout-secs`.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for X402Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("X402Options")
+            .field("facilitator_url", &self.facilitator_url)
+            .field(
+                "facilitator_token",
+                &self.facilitator_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("pay_to", &self.pay_to)
+            .field("network", &self.network)
+            .field("asset", &self.asset)
+            .field("atomic_per_credit", &self.atomic_per_credit)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let scenarios = match &options.scenarios {
@@ -213,6 +259,7 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
         .with_settings(settings.clone());
     let gate = with_media(gate, &options)?;
     let gate = with_stripe(gate, &options.stripe)?;
+    let gate = with_x402(gate, &options.x402)?;
     let gate = match &options.webhook_signing_key {
         Some(key) => gate
             .with_webhook_signing_key(creditgate::payments::stripe::Secret::new(key.clone()))
@@ -246,9 +293,11 @@ pub fn run(options: ServeOptions) -> anyhow::Result<()> {
     let sender = {
         let (gate, stop) = (gate.clone(), stop.clone());
         let first_retry_ms = i64::try_from(options.webhook_retry.as_millis()).unwrap_or(i64::MAX);
+        let settle_again_ms =
+            i64::try_from(options.x402.timeout.as_millis().saturating_mul(2)).unwrap_or(i64::MAX);
         std::thread::Builder::new()
             .name("webhooks".into())
-            .spawn(move || send_webhooks(&gate, &stop, first_retry_ms))?
+            .spawn(move || send_webhooks(&gate, &stop, first_retry_ms, settle_again_ms))?
     };
     if options.webhook_signing_key.is_none() && !gate.webhook_endpoints()?.is_empty() {
         eprintln!(
@@ -388,6 +437,59 @@ fn with_stripe(gate: Gate, stripe: &StripeOptions) -> anyhow::Result<Gate> {
     Ok(gate.with_stripe(settings, Arc::new(api)))
 }
 
+/// Turns on x402 top-ups when a facilitator URL is set, after checking
+/// the rest of their settings; says so on stderr (never the token).
+fn with_x402(gate: Gate, x402: &X402Options) -> anyhow::Result<Gate> {
+    use creditgate::payments::x402::{HttpFacilitator, Secret, X402Settings};
+    let Some(facilitator_url) = &x402.facilitator_url else {
+        if x402.pay_to.is_some() {
+            anyhow::bail!(
+                "--x402-pay-to is set but --x402-facilitator-url is not: x402 top-ups need both"
+            );
+        }
+        return Ok(gate);
+    };
+    if !(facilitator_url.starts_with("https://") || facilitator_url.starts_with("http://")) {
+        anyhow::bail!("--x402-facilitator-url must be an http(s) URL");
+    }
+    let pay_to = x402.pay_to.clone().context(
+        "x402 top-ups need --x402-pay-to (CREDITGATE_X402_PAY_TO): the address that receives \
+         payments",
+    )?;
+    let credits = |flag: &str, text: &str| -> anyhow::Result<i64> {
+        creditgate::money::parse_credits(text)
+            .ok()
+            .and_then(|credits| creditgate::money::positive_micros(credits).ok())
+            .with_context(|| format!("{flag} must be a positive number of credits"))
+    };
+    let (name, version) = x402
+        .asset_domain
+        .split_once('/')
+        .context("--x402-asset-domain must be name/version (USD Coin/2)")?;
+    let settings = X402Settings {
+        facilitator_url: facilitator_url.trim_end_matches('/').to_owned(),
+        facilitator_token: x402.facilitator_token.clone().map(Secret::new),
+        network: x402.network.clone(),
+        asset: x402.asset.clone(),
+        asset_name: x402.asset_name.to_ascii_lowercase(),
+        pay_to,
+        atomic_per_credit: x402.atomic_per_credit,
+        min_topup_micros: credits("--x402-min-credits", &x402.min_credits)?,
+        max_topup_micros: credits("--x402-max-credits", &x402.max_credits)?,
+        max_timeout_seconds: 300,
+        extra: serde_json::json!({"name": name, "version": version}),
+    };
+    settings
+        .check()
+        .map_err(|reason| anyhow::anyhow!("x402 settings: {reason}"))?;
+    eprintln!(
+        "creditgate: x402 top-ups on ({} atomic units of {} on {} per credit, facilitator {})",
+        settings.atomic_per_credit, settings.asset_name, settings.network, settings.facilitator_url
+    );
+    let facilitator = HttpFacilitator::new(&settings, x402.timeout);
+    Ok(gate.with_x402(settings, Arc::new(facilitator)))
+}
+
 /// Turns on the Moltbook exchange if a verify URL is configured, after
 /// validating every Moltbook flag and that the default account exists.
 fn with_moltbook(gate: Gate, moltbook: &MoltbookOptions) -> anyhow::Result<Gate> {
@@ -516,17 +618,24 @@ fn first_call_model(gate: &Gate) -> anyhow::Result<String> {
     Ok(chosen.model.clone())
 }
 
-/// One job worker: steps until stopped, sleeping until the next job is due
-/// (bounded, so new submissions are picked up promptly); the one that
-/// `sweeps_media` also removes expired media once a minute. Never dies: a
-/// failed step, a job fault or a panic is logged (with the job ids) and the
-/// worker goes on; `/healthz` reports workers that keep failing.
 /// The outgoing webhooks' thread: sends due deliveries, then waits a
-/// moment; a receiver that hangs holds this thread only.
-fn send_webhooks(gate: &Gate, stop: &AtomicBool, first_retry_ms: i64) {
+/// moment; a receiver that hangs holds this thread only. Once a second it
+/// also settles again x402 payments whose settlement went unanswered for
+/// `settle_again_after_ms` (twice the facilitator timeout: no request is
+/// still waiting on it).
+fn send_webhooks(gate: &Gate, stop: &AtomicBool, first_retry_ms: i64, settle_again_after_ms: i64) {
     let sender = creditgate::outbox::HttpWebhookSender::new(Duration::from_secs(10));
+    let mut last_settle_again = std::time::Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // x402 settlements left unanswered are settled again here: a
+            // facilitator that hangs holds this thread, never a request's.
+            if last_settle_again.elapsed() >= Duration::from_secs(1) {
+                last_settle_again = std::time::Instant::now();
+                if let Err(err) = gate.settle_stuck_x402(settle_again_after_ms) {
+                    eprintln!("creditgate: x402 settle-again step failed: {err}");
+                }
+            }
             gate.run_due_deliveries(&sender, first_retry_ms)
         }));
         let pause = match step {
@@ -545,6 +654,11 @@ fn send_webhooks(gate: &Gate, stop: &AtomicBool, first_retry_ms: i64) {
     }
 }
 
+/// One job worker: steps until stopped, sleeping until the next job is due
+/// (bounded, so new submissions are picked up promptly); the one that
+/// `sweeps_media` also removes expired media once a minute. Never dies: a
+/// failed step, a job fault or a panic is logged (with the job ids) and the
+/// worker goes on; `/healthz` reports workers that keep failing.
 fn work(gate: &Gate, stop: &AtomicBool, sweeps_media: bool) {
     let mut last_sweep: Option<std::time::Instant> = None;
     while !stop.load(Ordering::SeqCst) {

@@ -220,6 +220,12 @@ error_codes! {
     /// The key's spend cap for the day or month would be passed
     /// (`period`, `limit`, `spent`, `reset_at`).
     SpendCapReached = "spend_cap_reached", Limited;
+    /// An x402 payment (`PAYMENT-SIGNATURE`) was refused: malformed, not
+    /// what was offered, or refused by the facilitator (`reason`).
+    PaymentInvalid = "payment_invalid", Invalid;
+    /// Credits must be paid for first: the `PAYMENT-REQUIRED` header says
+    /// how (`credits`).
+    PaymentRequired = "payment_required", Limited;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -611,6 +617,21 @@ pub enum Error {
         /// When the period's count starts again.
         reset_at: crate::clock::UnixMillis,
     },
+    /// An x402 payment was refused; nothing was credited.
+    #[error("the payment was refused: {reason}")]
+    PaymentInvalid {
+        /// Why (never a secret).
+        reason: String,
+    },
+    /// Credits are to be paid for over x402 before this answers.
+    #[error(
+        "pay {} credits with x402: sign the PAYMENT-REQUIRED header's offer and send it as PAYMENT-SIGNATURE",
+        to_credits(*credits_micros)
+    )]
+    PaymentRequired {
+        /// The micro-credits asked for.
+        credits_micros: i64,
+    },
     /// A request body exceeded the shell's limit (raised by shells such as
     /// the HTTP appliance, kept here so every refusal has one table).
     #[error("the request body exceeds {limit_bytes} bytes")]
@@ -776,6 +797,8 @@ impl Error {
             Error::RateLimited { .. } => ErrorCode::RateLimited,
             Error::PlanLimitReached { .. } => ErrorCode::PlanLimitReached,
             Error::SpendCapReached { .. } => ErrorCode::SpendCapReached,
+            Error::PaymentInvalid { .. } => ErrorCode::PaymentInvalid,
+            Error::PaymentRequired { .. } => ErrorCode::PaymentRequired,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
             Error::MalformedRequest => ErrorCode::BadRequest,
@@ -969,6 +992,10 @@ mod tests {
                 cap_micros: 5_000_000,
                 spent_micros: 4_000_000,
                 reset_at: 0,
+            },
+            Error::PaymentInvalid { reason: "r".into() },
+            Error::PaymentRequired {
+                credits_micros: 1_000_000,
             },
             Error::CodeInvalid,
             Error::CodeExpired {

@@ -70,10 +70,12 @@ pub use gate::generate::{OutputFile, Submitted};
 pub use gate::media::{
     KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,
 };
+pub use gate::payments::TOPUPS_LIST_MAX;
 pub use gate::signup::{DefaultModels, Registered, SelfRegistration};
 pub use gate::waiting::{Waited, JOB_WAITERS_MAX, JOB_WAIT_MS_MAX};
 pub use gate::webhooks::WebhookReceipt;
 pub use gate::work::{JobFault, WorkReport, WorkerHealth, BUSY_RETRY_MS, FAILING_STEPS_UNHEALTHY};
+pub use gate::x402::X402Receipt;
 pub use gate::{Gate, GateSettings};
 #[cfg(feature = "http")]
 pub use identity::MoltbookVerifier;

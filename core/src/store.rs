@@ -1042,6 +1042,21 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             supported: SCHEMA_VERSION,
         });
     }
+    if found == SCHEMA_VERSION {
+        return Ok(());
+    }
+    // A migration that rebuilds a table (SQLite cannot change a CHECK in
+    // place) drops the old one: with foreign keys on, that would delete
+    // through every reference. So migrations run with them off, as SQLite's
+    // own procedure for altering tables says, and each checks them with
+    // `foreign_key_check` before it commits.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let migrated = apply_migrations(conn, found);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    migrated
+}
+
+fn apply_migrations(conn: &mut Connection, found: i64) -> Result<()> {
     for (index, sql) in migrations().into_iter().enumerate().skip(found as usize) {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         // Re-read inside the lock: another process may have migrated meanwhile.
@@ -1050,6 +1065,18 @@ fn migrate(conn: &mut Connection) -> Result<()> {
             continue;
         }
         tx.execute_batch(sql)?;
+        let dangling: i64 =
+            tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |row| {
+                row.get(0)
+            })?;
+        if dangling != 0 {
+            return Err(Error::CorruptData {
+                detail: format!(
+                    "migration {} would leave {dangling} references dangling; nothing was changed",
+                    index
+                ),
+            });
+        }
         tx.pragma_update(None, "user_version", index as i64 + 1)?;
         tx.commit()?;
     }
@@ -1128,6 +1155,56 @@ mod tests {
                 "jobs_provider_task"
             ]
         );
+    }
+
+    #[test]
+    fn migration_8_rebuilds_topups_keeping_rows_and_what_references_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v7.db");
+        {
+            let conn = Connection::open(&path).expect("open raw");
+            conn.pragma_update(None, "foreign_keys", true).expect("fk");
+            for sql in &migrations()[..8] {
+                conn.execute_batch(sql).expect("migrations 0 to 7");
+            }
+            conn.pragma_update(None, "user_version", 8)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO accounts (id, name, plan, created_at) VALUES ('acct_1', 'a', 'free', 0);
+                 INSERT INTO topups (id, account_id, rail, credits_micros, amount_minor,
+                                     currency, status, external_id, created_at)
+                 VALUES ('top_1', 'acct_1', 'stripe', 5000000, 5, 'usd', 'open', 'cs_1', 7);
+                 INSERT INTO payment_events (rail, event_id, kind, outcome, topup_id, received_at)
+                 VALUES ('stripe', 'evt_1', 'checkout.session.completed', 'ignored', 'top_1', 8);",
+            )
+            .expect("a stripe top-up and its event");
+        }
+        let store = Store::open(&StoreOptions::new(&path)).expect("migrates");
+        let (kept, rails_allowed, fk): (String, i64, i64) = store
+            .read(|c| {
+                let kept = c.query_row(
+                    "SELECT p.external_id || '/' || e.event_id FROM topups p
+                       JOIN payment_events e ON e.topup_id = p.id WHERE p.id = 'top_1'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let allowed = c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'topups'
+                       AND sql LIKE '%''x402''%' AND sql LIKE '%''settling''%'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let fk = c.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+                Ok((kept, allowed, fk))
+            })
+            .expect("read");
+        assert_eq!(kept, "cs_1/evt_1");
+        assert_eq!(rails_allowed, 1);
+        assert_eq!(fk, 1, "foreign keys are back on after migrating");
+        let writer_fk: i64 = store
+            .write(|tx| Ok(tx.pragma_query_value(None, "foreign_keys", |r| r.get(0))?))
+            .expect("write");
+        assert_eq!(writer_fk, 1, "on the writer too");
     }
 
     #[test]

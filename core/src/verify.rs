@@ -363,6 +363,18 @@ fn check_topups(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
                 OR w.account_id IS NOT p.account_id)",
         report,
         "topups",
+    )?;
+    // ... and was credited because of exactly one verified rail event.
+    each_row(
+        conn,
+        "SELECT 'top-up ' || p.id || ' is credited by ' || count(e.event_id) || ' events'
+         FROM topups p
+         LEFT JOIN payment_events e ON e.topup_id = p.id AND e.outcome = 'credited'
+         WHERE p.status = 'credited'
+         GROUP BY p.id
+         HAVING count(e.event_id) != 1",
+        report,
+        "topups",
     )
 }
 

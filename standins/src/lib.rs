@@ -16,6 +16,7 @@ pub mod kie;
 pub mod openai;
 pub mod replicate;
 pub mod stripe;
+pub mod x402;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

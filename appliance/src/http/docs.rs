@@ -627,6 +627,16 @@ Buy credits by card, where the operator connected Stripe: POST
 the payment. Poll GET {base_url}/v1/credits/topup/<topup_id> until its
 status is credited. Without Stripe the answer is 403 not_configured.
 
+Pay with a crypto wallet, where the operator configured x402 (version 2):
+a 402 insufficient_credits then carries a PAYMENT-REQUIRED header (base64
+JSON; accepts[0] is the offer: scheme exact, network, amount in atomic
+units, asset, payTo). Sign it and send the same request again with
+PAYMENT-SIGNATURE: it is settled, credited and the request runs; the answer
+carries PAYMENT-RESPONSE (the transaction). POST {base_url}/v1/credits/x402
+with {{"credits": 5}} buys credits outright the same way. A payment is
+credited once: sending the same signature again is safe. A 502 while
+settling means the answer was lost: send the same signature again.
+
 ## Answers
 
 Every /v1 answer is {{"code", "message", "data"}}. code is 0 on success and
@@ -637,7 +647,10 @@ invalid_catalog (data.path), capture_exceeds_hold, refund_exceeds_charge,
 wrong_transfer_kind, registration_expired, provider_not_configured;
 401 unauthorized, token_expired, invalid_signature, stale_timestamp, nonce_reused,
 refresh_token_reused, identity_refused (data.reason), webhook_unverified;
-402 insufficient_credits (data.required, data.available, data.suggestion);
+402 insufficient_credits (data.required, data.available, data.suggestion; with x402
+configured, a PAYMENT-REQUIRED header offers the shortfall), payment_required (pay
+with x402 first: the PAYMENT-REQUIRED header), payment_invalid (a PAYMENT-SIGNATURE
+was refused; nothing was credited);
 403 forbidden (data.scope), agent_not_bound (data.agent_id), not_configured;
 400 bad_request (the request line or a header is malformed or not ASCII);
 404 not_found, code_invalid (no such redemption code, or it was revoked);

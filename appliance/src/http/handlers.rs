@@ -59,19 +59,43 @@ pub fn redeem(call: &Call) -> Handled {
 /// `POST /v1/credits/topup` `{"credits"}`: opens a top-up through the
 /// operator's payment rail; the payer pays at `checkout_url`.
 pub fn topup(call: &Call) -> Handled {
+    let credits = credits_of_body(call)?;
+    let topup = call
+        .gate()
+        .open_topup(&call.caller()?.account_id, credits)?;
+    Ok(ok(render::topup(&topup)))
+}
+
+/// `POST /v1/credits/x402` `{"credits"}`: buys credits over x402. Without
+/// a `PAYMENT-SIGNATURE`, answers 402 `payment_required` with the offer in
+/// `PAYMENT-REQUIRED`; with one (paid by the router before this runs), the
+/// credited top-up and the balance, and `PAYMENT-RESPONSE`.
+pub fn x402_topup(call: &Call) -> Handled {
+    let credits = credits_of_body(call)?;
+    let account_id = &call.caller()?.account_id;
+    let Some(receipt) = &call.payment else {
+        let micros = creditgate::money::positive_micros(credits)?;
+        return Err(call.gate().x402_offer(micros)?);
+    };
+    let balance = call.gate().balance(account_id)?;
+    Ok(ok(json!({
+        "topup": render::topup(&receipt.topup),
+        "newly_credited": receipt.newly_credited,
+        "balance": render::balance(&balance),
+    })))
+}
+
+/// The `{"credits"}` body of a top-up: a positive number, nothing else.
+fn credits_of_body(call: &Call) -> Result<rust_decimal::Decimal, Error> {
     let body = call.request.json_body()?;
     object_with_members(&body, &["credits"])?;
-    let credits = Some(&body["credits"])
+    Some(&body["credits"])
         .filter(|credits| credits.is_number())
         .and_then(|credits| creditgate::money::parse_credits(&credits.to_string()).ok())
         .ok_or_else(|| Error::InvalidRequest {
             field: "credits".into(),
             message: "is required: a positive number of credits".into(),
-        })?;
-    let topup = call
-        .gate()
-        .open_topup(&call.caller()?.account_id, credits)?;
-    Ok(ok(render::topup(&topup)))
+        })
 }
 
 /// `GET /v1/credits/topup/{topup_id}`: where the caller's top-up stands.

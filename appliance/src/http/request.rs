@@ -134,6 +134,8 @@ pub struct Call<'a> {
     pub params: Params,
     /// The authenticated caller, on a bearer route.
     pub principal: Option<Principal>,
+    /// The x402 payment the request carried, paid before the handler.
+    pub payment: Option<creditgate::X402Receipt>,
 }
 
 impl Call<'_> {

@@ -94,6 +94,13 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "POST",
+        pattern: "/v1/credits/x402",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: handlers::x402_topup,
+    },
+    Route {
+        method: "POST",
         pattern: "/v1/payments/stripe/webhook",
         auth: Auth::Public,
         dialect: Dialect::Rynjer,
@@ -382,7 +389,24 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// rate limit's.
 pub fn dispatch(state: &State, request: &Request) -> Response {
     let mut admitted = None;
-    match route(state, request, &mut admitted) {
+    let mut paid = None;
+    let mut response = answer(state, request, &mut admitted, &mut paid);
+    if let Some(receipt) = paid {
+        response
+            .headers
+            .push(("PAYMENT-RESPONSE", receipt.payment_response));
+    }
+    response
+}
+
+/// Routes `request` and renders what it answered or refused.
+fn answer(
+    state: &State,
+    request: &Request,
+    admitted: &mut Option<creditgate::Quota>,
+    paid: &mut Option<creditgate::X402Receipt>,
+) -> Response {
+    match route(state, request, admitted, paid) {
         Ok(response) => response.with_quota(admitted.as_ref()),
         Err(err) => {
             if err.is_server_fault() {
@@ -405,6 +429,10 @@ pub fn dispatch(state: &State, request: &Request) -> Response {
                         .div_ceil(1000)
                         .to_string(),
                 ));
+            }
+            let resource = format!("{}{}", state.public_base_url, request.path);
+            if let Some(offer) = state.gate.payment_required_header(&err, &resource) {
+                response.headers.push(("PAYMENT-REQUIRED", offer));
             }
             if matches!(err, Error::MethodNotAllowed { .. }) {
                 response
@@ -479,11 +507,14 @@ fn routed_method(method: &str) -> &str {
 }
 
 /// Routes `request`; `admitted` gets where an authenticated caller stands
-/// against the rate limit once admitted.
+/// against the rate limit once admitted, and `paid` the receipt of the x402
+/// payment (`PAYMENT-SIGNATURE`) it carried, paid before its handler runs,
+/// so a submit refused for want of credits can be retried with a payment.
 fn route(
     state: &State,
     request: &Request,
     admitted: &mut Option<creditgate::Quota>,
+    paid: &mut Option<creditgate::X402Receipt>,
 ) -> Result<Response, Error> {
     let mut path_matched = false;
     let method = routed_method(&request.method);
@@ -500,6 +531,9 @@ fn route(
             Auth::Bearer => {
                 let principal = state.gate.authenticate(request.bearer()?)?;
                 *admitted = state.gate.admit(&principal)?;
+                if let Some(payment) = request.header("payment-signature") {
+                    *paid = Some(state.gate.pay_with_x402(&principal.account_id, payment)?);
+                }
                 Some(principal)
             }
         };
@@ -508,6 +542,7 @@ fn route(
             request,
             params,
             principal,
+            payment: paid.clone(),
         });
     }
     let (method, path) = (request.method.clone(), request.path.clone());

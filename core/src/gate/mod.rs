@@ -25,6 +25,7 @@ pub mod spendcaps;
 pub mod waiting;
 pub mod webhooks;
 pub mod work;
+pub mod x402;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -128,6 +129,7 @@ pub struct Gate {
     media_retention_ms: i64,
     /// Top-ups through Stripe, when configured.
     stripe: Option<payments::StripeRail>,
+    x402: Option<x402::X402Rail>,
     /// The key outgoing webhooks are signed with, when configured.
     webhook_key: Option<crate::secret::Secret>,
 }
@@ -159,6 +161,7 @@ impl Gate {
             media: None,
             media_retention_ms: media::MEDIA_RETENTION_MS_DEFAULT,
             stripe: None,
+            x402: None,
             webhook_key: None,
         })
     }

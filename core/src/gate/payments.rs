@@ -22,6 +22,9 @@ pub(crate) struct StripeRail {
     api: Arc<dyn StripeApi>,
 }
 
+/// Top-ups one listing shows, at most.
+pub const TOPUPS_LIST_MAX: usize = 500;
+
 /// The feature a refusal names when no rail is configured.
 pub const TOP_UPS_FEATURE: &str = "card top-ups";
 
@@ -98,6 +101,16 @@ impl Gate {
         Ok(topup)
     }
 
+    /// Top-ups of `account_id` (every account's with `None`), newest
+    /// first, at most `limit` (bounded by [`TOPUPS_LIST_MAX`]): for the
+    /// operator, to see what was paid, what failed and what is still
+    /// settling.
+    pub fn topups(&self, account_id: Option<&str>, limit: usize) -> Result<Vec<TopUp>> {
+        let limit = limit.clamp(1, TOPUPS_LIST_MAX);
+        self.store
+            .read(|conn| payments::list(conn, account_id, limit))
+    }
+
     /// Applies a Stripe webhook: `signature` is its `Stripe-Signature`
     /// header and `body` its raw body. Unverified: `webhook_unverified`,
     /// nothing changes. Verified: its id is recorded with its effect in one
@@ -149,30 +162,45 @@ impl Gate {
             if topup.status == TopUpStatus::Credited {
                 return recorded("already_credited", Some(&topup.id));
             }
-            let transfer_id = format!("topup_{}", topup.id);
-            let memo = format!("top-up {} (stripe)", topup.id);
-            ledger::grant(
-                tx,
-                &transfer_id,
-                &topup.account_id,
-                topup.credits_micros,
-                &memo,
-                now,
-            )?;
-            let credited = payments::mark_credited(tx, &topup.id, &transfer_id, now)?;
-            assert!(credited, "a top-up credited twice");
-            payments::set_outcome(tx, stripe::RAIL, &parsed.id, "credited", Some(&topup.id))?;
-            let data = serde_json::json!({
-                "topup_id": topup.id,
-                "account_id": topup.account_id,
-                "credits": crate::money::credits_json(topup.credits_micros),
-            });
-            crate::outbox::emit(tx, crate::outbox::TOPUP_CREDITED, &data, now)?;
-            super::outbox::balance_moved(tx, &topup.account_id, now)?;
+            let transfer_id = credit_topup(tx, &topup, &parsed.id, now)?;
             Ok(EventOutcome::Credited {
                 topup_id: topup.id,
                 transfer_id,
             })
         })
     }
+}
+
+/// Credits an uncredited `topup` in `tx` because of the rail's verified
+/// `event_id` (already recorded as first seen): the grant `topup_<id>`,
+/// the top-up marked credited, the event's outcome, the webhook events.
+/// The one place a paid top-up becomes credits, for every rail.
+pub(super) fn credit_topup(
+    tx: &crate::store::Tx<'_>,
+    topup: &TopUp,
+    event_id: &str,
+    now: crate::clock::UnixMillis,
+) -> Result<String> {
+    let transfer_id = format!("topup_{}", topup.id);
+    let memo = format!("top-up {} ({})", topup.id, topup.rail);
+    ledger::grant(
+        tx,
+        &transfer_id,
+        &topup.account_id,
+        topup.credits_micros,
+        &memo,
+        now,
+    )?;
+    let credited = payments::mark_credited(tx, &topup.id, &transfer_id, now)?;
+    assert!(credited, "a top-up credited twice");
+    payments::set_outcome(tx, &topup.rail, event_id, "credited", Some(&topup.id))?;
+    let data = serde_json::json!({
+        "topup_id": topup.id,
+        "account_id": topup.account_id,
+        "rail": topup.rail,
+        "credits": crate::money::credits_json(topup.credits_micros),
+    });
+    crate::outbox::emit(tx, crate::outbox::TOPUP_CREDITED, &data, now)?;
+    super::outbox::balance_moved(tx, &topup.account_id, now)?;
+    Ok(transfer_id)
 }

@@ -11,6 +11,7 @@
 //! credits nothing more. The rails' own protocol is in [`stripe`].
 
 pub mod stripe;
+pub mod x402;
 
 use rusqlite::{params, OptionalExtension};
 
@@ -28,6 +29,9 @@ pub const RAIL_TEXT_CHARS_MAX: usize = 2_048;
 pub enum TopUpStatus {
     /// Opened; not paid (yet).
     Open,
+    /// The rail was asked to settle it and has not said that it did: the
+    /// payment may have moved, so it is settled again, never dropped.
+    Settling,
     /// Paid and credited, once.
     Credited,
     /// The rail refused to open it; nothing can be paid.
@@ -39,6 +43,7 @@ impl TopUpStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             TopUpStatus::Open => "open",
+            TopUpStatus::Settling => "settling",
             TopUpStatus::Credited => "credited",
             TopUpStatus::Failed => "failed",
         }
@@ -47,6 +52,7 @@ impl TopUpStatus {
     fn parse(text: &str) -> Option<TopUpStatus> {
         [
             TopUpStatus::Open,
+            TopUpStatus::Settling,
             TopUpStatus::Credited,
             TopUpStatus::Failed,
         ]
@@ -62,7 +68,7 @@ pub struct TopUp {
     pub id: String,
     /// The account it credits.
     pub account_id: String,
-    /// The rail (`stripe`).
+    /// The rail (`stripe`, `x402`).
     pub rail: String,
     /// Micro-credits it grants once paid.
     pub credits_micros: i64,
@@ -72,7 +78,8 @@ pub struct TopUp {
     pub currency: String,
     /// Where it stands.
     pub status: TopUpStatus,
-    /// The rail's checkout id, once the rail answered.
+    /// The rail's id for it: Stripe's checkout id once Stripe answered; an
+    /// x402 payment's key (network, payer, nonce).
     pub external_id: Option<String>,
     /// Where the payer pays, once the rail answered.
     pub checkout_url: Option<String>,
@@ -80,6 +87,9 @@ pub struct TopUp {
     pub created_at: UnixMillis,
     /// When it was credited.
     pub credited_at: Option<UnixMillis>,
+    /// What the rail said of the settlement (x402: the transaction, as
+    /// JSON), once it did.
+    pub settlement: Option<String>,
 }
 
 /// What a verified rail event did.
@@ -125,6 +135,7 @@ pub(crate) fn open(
         checkout_url: None,
         created_at: now,
         credited_at: None,
+        settlement: None,
     };
     tx.prepare_cached(
         "INSERT INTO topups (id, account_id, rail, credits_micros, amount_minor, currency,
@@ -158,10 +169,13 @@ pub(crate) fn attach_checkout(
     get(tx, topup_id)
 }
 
-/// Marks an open top-up failed: the rail refused to open it.
+/// Marks an uncredited top-up failed: the rail refused to open or settle
+/// it.
 pub(crate) fn mark_failed(tx: &Tx<'_>, topup_id: &str) -> Result<()> {
-    tx.prepare_cached("UPDATE topups SET status = 'failed' WHERE id = ?1 AND status = 'open'")?
-        .execute([topup_id])?;
+    tx.prepare_cached(
+        "UPDATE topups SET status = 'failed' WHERE id = ?1 AND status IN ('open', 'settling')",
+    )?
+    .execute([topup_id])?;
     Ok(())
 }
 
@@ -217,7 +231,8 @@ pub(crate) fn set_outcome(
 }
 
 const TOPUP_COLUMNS: &str = "id, account_id, rail, credits_micros, amount_minor, currency, \
-                             status, external_id, checkout_url, created_at, credited_at";
+                             status, external_id, checkout_url, created_at, credited_at, \
+                             settlement";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TopUp, String)> {
     let status: String = row.get(6)?;
@@ -234,9 +249,17 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TopUp, String)> {
             checkout_url: row.get(8)?,
             created_at: row.get(9)?,
             credited_at: row.get(10)?,
+            settlement: row.get(11)?,
         },
         status,
     ))
+}
+
+fn decoded((mut topup, status): (TopUp, String)) -> Result<TopUp> {
+    topup.status = TopUpStatus::parse(&status).ok_or_else(|| Error::CorruptData {
+        detail: format!("top-up {} has status {status}", topup.id),
+    })?;
+    Ok(topup)
 }
 
 /// A top-up by id, or `not_found`.
@@ -245,12 +268,99 @@ pub(crate) fn get(conn: &ReadOnly<'_>, topup_id: &str) -> Result<TopUp> {
         .prepare_cached(&format!("SELECT {TOPUP_COLUMNS} FROM topups WHERE id = ?1"))?
         .query_row([topup_id], from_row)
         .optional()?;
-    let (mut topup, status) = found.ok_or_else(|| Error::NotFound {
+    decoded(found.ok_or_else(|| Error::NotFound {
         what: "top-up",
         id: topup_id.to_owned(),
+    })?)
+}
+
+/// The top-up a rail knows by `external_id`, if any.
+pub(crate) fn by_external_id(conn: &ReadOnly<'_>, external_id: &str) -> Result<Option<TopUp>> {
+    conn.prepare_cached(&format!(
+        "SELECT {TOPUP_COLUMNS} FROM topups WHERE external_id = ?1"
+    ))?
+    .query_row([external_id], from_row)
+    .optional()?
+    .map(decoded)
+    .transpose()
+}
+
+/// Keeps what a rail needs to settle an open top-up again (its id for the
+/// payment and the payment itself).
+pub(crate) fn attach_payment(
+    tx: &Tx<'_>,
+    topup_id: &str,
+    external_id: &str,
+    payload: &str,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE topups SET external_id = ?2, rail_payload = ?3 WHERE id = ?1 AND status = 'open'",
+    )?
+    .execute(params![topup_id, external_id, payload])?;
+    Ok(())
+}
+
+/// Marks an open top-up as being settled, before the rail is asked.
+pub(crate) fn mark_settling(tx: &Tx<'_>, topup_id: &str) -> Result<()> {
+    tx.prepare_cached("UPDATE topups SET status = 'settling' WHERE id = ?1 AND status = 'open'")?
+        .execute([topup_id])?;
+    Ok(())
+}
+
+/// Records what the rail said of a settlement.
+pub(crate) fn record_settlement(tx: &Tx<'_>, topup_id: &str, settlement: &str) -> Result<()> {
+    tx.prepare_cached("UPDATE topups SET settlement = ?2 WHERE id = ?1")?
+        .execute(params![topup_id, settlement])?;
+    Ok(())
+}
+
+/// Top-ups of `rail` left settling, opened from `not_before` to before
+/// `before`, oldest first, at most `limit`, with their kept payments.
+pub(crate) fn settling(
+    conn: &ReadOnly<'_>,
+    rail: &str,
+    not_before: UnixMillis,
+    before: UnixMillis,
+    limit: usize,
+) -> Result<Vec<(TopUp, String)>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {TOPUP_COLUMNS}, rail_payload FROM topups
+          WHERE status = 'settling' AND created_at < ?2 AND created_at >= ?3 AND rail = ?1
+          ORDER BY created_at LIMIT ?4"
+    ))?;
+    let rows = statement.query_map(params![rail, before, not_before, limit as i64], |row| {
+        Ok((from_row(row)?, row.get::<_, Option<String>>(12)?))
     })?;
-    topup.status = TopUpStatus::parse(&status).ok_or_else(|| Error::CorruptData {
-        detail: format!("top-up {topup_id} has status {status}"),
-    })?;
-    Ok(topup)
+    let mut out = Vec::new();
+    for row in rows {
+        let (topup, payload) = row?;
+        out.push((decoded(topup)?, payload.unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// The top-ups of an account (or every account), newest first, at most
+/// `limit`.
+pub(crate) fn list(
+    conn: &ReadOnly<'_>,
+    account_id: Option<&str>,
+    limit: usize,
+) -> Result<Vec<TopUp>> {
+    // Two statements, so each reads an index (`topups_account`, the key).
+    let mut statement = match account_id {
+        Some(_) => conn.prepare_cached(&format!(
+            "SELECT {TOPUP_COLUMNS} FROM topups WHERE account_id = ?1
+              ORDER BY created_at DESC LIMIT ?2"
+        ))?,
+        None => conn.prepare_cached(&format!(
+            "SELECT {TOPUP_COLUMNS} FROM topups WHERE ?1 IS NULL
+              ORDER BY rowid DESC LIMIT ?2"
+        ))?,
+    };
+    let rows = statement.query_map(params![account_id, limit as i64], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decoded(row?)?);
+    }
+    Ok(out)
 }

@@ -375,7 +375,7 @@ impl StripeApi for HttpStripe {
 
 /// A transport error in words that carry nothing of the request.
 #[cfg(feature = "http")]
-fn kind_of(err: &ureq::Error) -> String {
+pub(super) fn kind_of(err: &ureq::Error) -> String {
     match err {
         ureq::Error::Timeout(which) => format!("timed out ({which:?})"),
         ureq::Error::HostNotFound => "the host was not found".into(),
