@@ -39,7 +39,8 @@ CREATE TABLE ledger_accounts (
 -- Immutable transfers. `seq` orders history; `id` is caller-chosen.
 -- kind: grant (system:grants -> wallet, posted), hold (wallet -> system:revenue,
 -- pending), capture (posts a hold, all or part), release and expire (void a
--- hold), refund (system:revenue -> wallet, posted, reverses a capture).
+-- hold), refund (system:revenue -> wallet, posted, reverses a capture);
+-- migration 9 adds reversal (wallet -> system:grants, posted, takes back a grant).
 -- `amount` of a release/expire is the voided hold amount.
 -- `chain` is SHA-256 over the previous row's chain and this row's fields, so
 -- `ledger verify` detects an update or delete even if the triggers are dropped.
@@ -588,3 +589,100 @@ ALTER TABLE topups_v8 RENAME TO topups;
 CREATE INDEX topups_account ON topups (account_id, created_at);
 CREATE INDEX topups_settling ON topups (created_at) WHERE status = 'settling';
 CREATE INDEX payment_events_topup ON payment_events (topup_id) WHERE topup_id IS NOT NULL;
+
+-- @migration 9: reversals (module `ledger`).
+--
+-- A reversal takes back (part of) a grant: wallet -> system:grants,
+-- posted, `refund_of` naming the grant. A Stripe refund or dispute of a
+-- credited top-up posts one. The reversals of a grant never exceed it. A
+-- reversal takes a wallet below zero only if the wallet is flagged
+-- `allow_negative`; otherwise it takes what is there and the rest is
+-- recorded on the top-up (`unrecovered_micros`) for the operator. The
+-- table is rebuilt to widen its CHECKs, keeping every row, its `seq`, its
+-- chain hash and the AUTOINCREMENT sequence.
+CREATE TABLE transfers_v9 (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    id              TEXT NOT NULL UNIQUE,
+    kind            TEXT NOT NULL
+                    CHECK (kind IN ('grant', 'hold', 'capture', 'release', 'expire', 'refund',
+                                    'reversal')),
+    debit_account   INTEGER NOT NULL REFERENCES ledger_accounts (id),
+    credit_account  INTEGER NOT NULL REFERENCES ledger_accounts (id),
+    amount          INTEGER NOT NULL CHECK (amount > 0),
+    pending_id      TEXT REFERENCES transfers (id),
+    refund_of       TEXT REFERENCES transfers (id),
+    deadline        INTEGER,
+    memo            TEXT NOT NULL DEFAULT '',
+    created_at      INTEGER NOT NULL,
+    chain           BLOB NOT NULL,
+    CHECK (debit_account <> credit_account),
+    CHECK ((kind IN ('capture', 'release', 'expire')) = (pending_id IS NOT NULL)),
+    CHECK ((kind IN ('refund', 'reversal')) = (refund_of IS NOT NULL)),
+    CHECK (deadline IS NULL OR kind = 'hold')
+) STRICT;
+INSERT INTO transfers_v9 (seq, id, kind, debit_account, credit_account, amount, pending_id,
+                          refund_of, deadline, memo, created_at, chain)
+    SELECT seq, id, kind, debit_account, credit_account, amount, pending_id,
+           refund_of, deadline, memo, created_at, chain
+      FROM transfers ORDER BY seq;
+UPDATE sqlite_sequence
+   SET seq = (SELECT seq FROM sqlite_sequence WHERE name = 'transfers')
+ WHERE name = 'transfers_v9';
+DROP TABLE transfers;
+ALTER TABLE transfers_v9 RENAME TO transfers;
+CREATE UNIQUE INDEX transfers_one_resolution_per_hold
+    ON transfers (pending_id) WHERE pending_id IS NOT NULL;
+CREATE INDEX transfers_refund_of ON transfers (refund_of) WHERE refund_of IS NOT NULL;
+CREATE INDEX transfers_debit_account ON transfers (debit_account, seq);
+CREATE INDEX transfers_credit_account ON transfers (credit_account, seq);
+CREATE TRIGGER transfers_are_never_updated BEFORE UPDATE ON transfers
+BEGIN
+    SELECT RAISE(ABORT, 'transfers are immutable');
+END;
+CREATE TRIGGER transfers_are_never_deleted BEFORE DELETE ON transfers
+BEGIN
+    SELECT RAISE(ABORT, 'transfers are immutable');
+END;
+
+ALTER TABLE topups ADD COLUMN reversed_micros INTEGER NOT NULL DEFAULT 0
+    CHECK (reversed_micros >= 0);
+ALTER TABLE topups ADD COLUMN unrecovered_micros INTEGER NOT NULL DEFAULT 0
+    CHECK (unrecovered_micros >= 0);
+-- The payment that paid a Stripe top-up (its payment intent), which
+-- refunds and disputes name.
+ALTER TABLE topups ADD COLUMN payment_ref TEXT;
+CREATE UNIQUE INDEX topups_payment_ref ON topups (payment_ref) WHERE payment_ref IS NOT NULL;
+
+-- @migration 10: saved payment methods and auto top-up (module
+-- `autotopup`).
+--
+-- A payment method is saved when Stripe reports a payment made with
+-- `setup_future_usage=off_session` (the first card top-up): its customer
+-- and method ids, never card data. An account's auto top-up buys
+-- `amount_micros` (or the shortfall, if more) when a hold would fail or a
+-- capture leaves the balance below `threshold_micros`, at most once per
+-- `window_ms`: the window is claimed (`last_charge_at`) in the same write
+-- that stores the charge's top-up (`origin` `auto`), the durable intent a
+-- sender charges with the top-up id as Stripe's `Idempotency-Key`, so a
+-- crash or a retry never charges twice.
+CREATE TABLE payment_methods (
+    account_id  TEXT PRIMARY KEY REFERENCES accounts (id),
+    rail        TEXT NOT NULL CHECK (rail IN ('stripe')),
+    customer    TEXT NOT NULL,
+    method      TEXT NOT NULL,
+    saved_at    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE auto_topups (
+    account_id        TEXT PRIMARY KEY REFERENCES accounts (id),
+    threshold_micros  INTEGER NOT NULL CHECK (threshold_micros >= 0),
+    amount_micros     INTEGER NOT NULL CHECK (amount_micros > 0),
+    window_ms         INTEGER NOT NULL CHECK (window_ms > 0),
+    last_charge_at    INTEGER,
+    updated_at        INTEGER NOT NULL
+) STRICT;
+
+ALTER TABLE topups ADD COLUMN origin TEXT NOT NULL DEFAULT 'payer'
+    CHECK (origin IN ('payer', 'auto', 'saved'));
+CREATE INDEX topups_charges_open ON topups (created_at)
+    WHERE status = 'open' AND origin != 'payer' AND external_id IS NULL;

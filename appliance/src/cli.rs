@@ -421,6 +421,28 @@ enum AccountsCommand {
         /// The plan name (`none`: no caps).
         plan: String,
     },
+    /// Show or set an account's auto top-up: below --threshold credits, or
+    /// when a job lacks credits, buy --amount credits with the card its
+    /// first card top-up saved, at most once per --window-minutes.
+    AutoTopup {
+        /// The account id.
+        id: String,
+        /// Charge when the available balance falls below this many credits.
+        #[arg(long, requires = "amount", allow_hyphen_values = true)]
+        threshold: Option<String>,
+        /// Credits bought per charge.
+        #[arg(long, requires = "threshold", allow_hyphen_values = true)]
+        amount: Option<String>,
+        /// At most one charge per this many minutes.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..=44_640))]
+        window_minutes: u32,
+        /// Turn it off.
+        #[arg(long, conflicts_with_all = ["threshold", "amount"])]
+        off: bool,
+        /// Forget the saved card too.
+        #[arg(long, requires = "off")]
+        forget_card: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -856,6 +878,11 @@ fn command_only_reads(command: &GateCommand) -> bool {
         )
         | GateCommand::Codes(CodesCommand::List)
         | GateCommand::Topups(TopupsCommand::List { .. })
+        | GateCommand::Accounts(AccountsCommand::AutoTopup {
+            threshold: None,
+            off: false,
+            ..
+        })
         | GateCommand::Webhooks(
             WebhooksCommand::List
             | WebhooksCommand::Secret { .. }
@@ -867,7 +894,11 @@ fn command_only_reads(command: &GateCommand) -> bool {
             KeysCommand::Create { .. } | KeysCommand::Revoke { .. } | KeysCommand::Caps { .. },
         )
         | GateCommand::Agents(_)
-        | GateCommand::Accounts(AccountsCommand::Create { .. } | AccountsCommand::SetPlan { .. })
+        | GateCommand::Accounts(
+            AccountsCommand::Create { .. }
+            | AccountsCommand::SetPlan { .. }
+            | AccountsCommand::AutoTopup { .. },
+        )
         | GateCommand::Plans(PlansCommand::Set { .. } | PlansCommand::Default { .. })
         | GateCommand::Credits(CreditsCommand::Grant(_))
         | GateCommand::Codes(CodesCommand::Create { .. } | CodesCommand::Revoke { .. })
@@ -995,6 +1026,30 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 &account.plan,
                 Output::ok(render::account(&account), text),
             )?)
+        }
+        GateCommand::Accounts(AccountsCommand::AutoTopup {
+            id,
+            threshold,
+            amount,
+            window_minutes,
+            off,
+            forget_card,
+        }) => {
+            if off {
+                gate.clear_auto_topup(&id)?;
+                if forget_card {
+                    gate.forget_payment_method(&id)?;
+                }
+            } else if let (Some(threshold), Some(amount)) = (threshold, amount) {
+                let threshold = parse_credits(&threshold).map_err(creditgate::Error::from)?;
+                let amount = parse_credits(&amount).map_err(creditgate::Error::from)?;
+                gate.set_auto_topup(&id, threshold, amount, i64::from(window_minutes) * 60_000)?;
+            }
+            let state = gate.auto_topup_state(&id)?;
+            Ok(Output::ok(
+                render::auto_topup(&state),
+                render::auto_topup_text(&id, &state),
+            ))
         }
         GateCommand::Plans(PlansCommand::List) => {
             let plans = gate.plans()?;

@@ -84,6 +84,43 @@ pub fn webhook_delivery_line(delivery: &creditgate::outbox::Delivery) -> String 
     )
 }
 
+/// An account's saved card and auto top-up (never more of the card than
+/// the rail's ids).
+pub fn auto_topup(state: &creditgate::AutoTopUpState) -> Value {
+    json!({
+        "payment_method": state.method.as_ref().map(|method| json!({
+            "rail": method.rail,
+            "customer": method.customer,
+            "method": method.method,
+            "saved_at": format_rfc3339(method.saved_at),
+        })),
+        "auto_topup": state.auto_topup.as_ref().map(|auto| json!({
+            "threshold": credits(auto.settings.threshold_micros),
+            "amount": credits(auto.settings.amount_micros),
+            "window_minutes": auto.settings.window_ms / 60_000,
+            "last_charge_at": auto.last_charge_at.map(format_rfc3339),
+        })),
+    })
+}
+
+/// An account's saved card and auto top-up, for people.
+pub fn auto_topup_text(account_id: &str, state: &creditgate::AutoTopUpState) -> String {
+    let card = match &state.method {
+        Some(method) => format!("a card is saved ({} {})", method.rail, method.method),
+        None => "no card is saved yet (the account's first card top-up saves one)".to_owned(),
+    };
+    let auto = match &state.auto_topup {
+        Some(auto) => format!(
+            "auto top-up: below {} credits, buy {} credits, at most once per {} minutes",
+            creditgate::money::to_credits(auto.settings.threshold_micros),
+            creditgate::money::to_credits(auto.settings.amount_micros),
+            auto.settings.window_ms / 60_000
+        ),
+        None => "auto top-up is off".to_owned(),
+    };
+    format!("{account_id}: {card}; {auto}")
+}
+
 /// A top-up in one line, for the operator's listing.
 pub fn topup_line(topup: &creditgate::TopUp) -> String {
     format!(
@@ -104,6 +141,7 @@ pub fn topup(topup: &creditgate::TopUp) -> Value {
     json!({
         "topup_id": topup.id,
         "rail": topup.rail,
+        "origin": topup.origin,
         "status": topup.status.as_str(),
         "credits": credits(topup.credits_micros),
         "amount_minor": topup.amount_minor,
@@ -112,6 +150,8 @@ pub fn topup(topup: &creditgate::TopUp) -> Value {
         "transaction": topup.settlement.as_deref()
             .and_then(|text| serde_json::from_str::<Value>(text).ok())
             .map(|settlement| settlement["transaction"].clone()),
+        "reversed": credits(topup.reversed_micros),
+        "unrecovered": credits(topup.unrecovered_micros),
         "created_at": format_rfc3339(topup.created_at),
         "credited_at": topup.credited_at.map(format_rfc3339),
     })
@@ -121,6 +161,11 @@ pub fn topup(topup: &creditgate::TopUp) -> Value {
 pub fn event_outcome(outcome: &creditgate::EventOutcome) -> String {
     match outcome {
         creditgate::EventOutcome::Credited { .. } => "credited".into(),
+        creditgate::EventOutcome::Reversed {
+            unrecovered_micros: 0,
+            ..
+        } => "reversed".into(),
+        creditgate::EventOutcome::Reversed { .. } => "reversed_partially".into(),
         creditgate::EventOutcome::Duplicate => "duplicate".into(),
         creditgate::EventOutcome::Recorded { reason } => reason.clone(),
     }
@@ -288,13 +333,14 @@ pub fn lines_or(lines: impl Iterator<Item = String>, empty: &str) -> String {
 }
 
 /// How a transfer moved an account's credits, for people: `in` (a grant
-/// or refund), `held` (reserved for a job), `out` (a capture: charged),
-/// `released` (a hold voided or expired; the credits are available again).
+/// or refund), `held` (reserved for a job), `out` (a capture: charged; a
+/// reversal: taken back after a refunded or disputed top-up), `released`
+/// (a hold voided or expired; the credits are available again).
 fn direction(kind: TransferKind) -> &'static str {
     match kind {
         TransferKind::Grant | TransferKind::Refund => "in",
         TransferKind::Hold => "held",
-        TransferKind::Capture => "out",
+        TransferKind::Capture | TransferKind::Reversal => "out",
         TransferKind::Release | TransferKind::Expire => "released",
     }
 }

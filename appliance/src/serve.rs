@@ -40,6 +40,11 @@ pub const WORKERS_MAX: usize = 64;
 pub const MEDIA_SWEEP_INTERVAL_MS: u64 = 60_000;
 /// How long the webhook thread waits when nothing was due.
 pub const WEBHOOK_IDLE_MS: u64 = 200;
+/// How long a charge of a saved card waits before the sender asks Stripe
+/// for it: an auto top-up a capture opened is charged a few seconds later,
+/// and one a request is charging itself is left to that request meanwhile
+/// (were both to ask, the one idempotency key makes it one charge).
+pub const CHARGE_AGAIN_AFTER_MS: i64 = 5_000;
 /// Expired media files one sweep removes, at most.
 pub const MEDIA_SWEEP_BATCH_MAX: usize = 1_000;
 
@@ -634,6 +639,11 @@ fn send_webhooks(gate: &Gate, stop: &AtomicBool, first_retry_ms: i64, settle_aga
                 last_settle_again = std::time::Instant::now();
                 if let Err(err) = gate.settle_stuck_x402(settle_again_after_ms) {
                     eprintln!("creditgate: x402 settle-again step failed: {err}");
+                }
+                // Charges of saved cards a crash or a lost answer left
+                // unanswered (and auto top-ups a capture opened).
+                if let Err(err) = gate.run_unanswered_charges(CHARGE_AGAIN_AFTER_MS) {
+                    eprintln!("creditgate: saved-card charge step failed: {err}");
                 }
             }
             gate.run_due_deliveries(&sender, first_retry_ms)

@@ -226,6 +226,10 @@ error_codes! {
     /// Credits must be paid for first: the `PAYMENT-REQUIRED` header says
     /// how (`credits`).
     PaymentRequired = "payment_required", Limited;
+    /// No payment method is saved for charges without the payer present.
+    PaymentMethodNotReady = "payment_method_not_ready", Conflict;
+    /// The rail refused the charge (a declined card): nothing was paid.
+    PaymentDeclined = "payment_declined", Limited;
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -632,6 +636,18 @@ pub enum Error {
         /// The micro-credits asked for.
         credits_micros: i64,
     },
+    /// No payment method is saved for off-session charges.
+    #[error(
+        "no saved off-session payment method is configured: pay one card top-up first \
+         (POST /v1/credits/topup), which saves it"
+    )]
+    PaymentMethodNotReady,
+    /// The rail refused to charge the saved method.
+    #[error("the payment was declined: {reason}")]
+    PaymentDeclined {
+        /// The rail's reason (no card data, no secret).
+        reason: String,
+    },
     /// A request body exceeded the shell's limit (raised by shells such as
     /// the HTTP appliance, kept here so every refusal has one table).
     #[error("the request body exceeds {limit_bytes} bytes")]
@@ -799,6 +815,8 @@ impl Error {
             Error::SpendCapReached { .. } => ErrorCode::SpendCapReached,
             Error::PaymentInvalid { .. } => ErrorCode::PaymentInvalid,
             Error::PaymentRequired { .. } => ErrorCode::PaymentRequired,
+            Error::PaymentMethodNotReady => ErrorCode::PaymentMethodNotReady,
+            Error::PaymentDeclined { .. } => ErrorCode::PaymentDeclined,
             Error::PayloadTooLarge { .. } => ErrorCode::PayloadTooLarge,
             Error::RequestTimeout => ErrorCode::RequestTimeout,
             Error::MalformedRequest => ErrorCode::BadRequest,
@@ -997,6 +1015,8 @@ mod tests {
             Error::PaymentRequired {
                 credits_micros: 1_000_000,
             },
+            Error::PaymentMethodNotReady,
+            Error::PaymentDeclined { reason: "r".into() },
             Error::CodeInvalid,
             Error::CodeExpired {
                 code_id: "code_x".into(),

@@ -70,6 +70,9 @@ pub enum TransferKind {
     Expire,
     /// Reverses (part of) a capture: `system:revenue` -> wallet, posted.
     Refund,
+    /// Takes back (part of) a grant: wallet -> `system:grants`, posted (a
+    /// refunded or disputed top-up).
+    Reversal,
 }
 
 impl TransferKind {
@@ -82,6 +85,7 @@ impl TransferKind {
             TransferKind::Release => "release",
             TransferKind::Expire => "expire",
             TransferKind::Refund => "refund",
+            TransferKind::Reversal => "reversal",
         }
     }
 
@@ -93,6 +97,7 @@ impl TransferKind {
             "release" => TransferKind::Release,
             "expire" => TransferKind::Expire,
             "refund" => TransferKind::Refund,
+            "reversal" => TransferKind::Reversal,
             _ => return None,
         })
     }
@@ -381,6 +386,69 @@ pub(crate) fn refund(
     }
     post(tx, new.debit, new.credit, amount)?;
     insert(tx, &new, now)
+}
+
+/// Takes back up to `amount` of grant `grant_id` from the wallet it
+/// credited; all reversals of one grant never exceed it. A wallet flagged
+/// `allow_negative` gives the whole amount, below zero if need be; any
+/// other gives at most what is available, and `Ok(None)` means nothing was
+/// there. Returns the transfer posted (its amount may be less than asked).
+pub(crate) fn reverse_grant(
+    tx: &Tx<'_>,
+    id: &str,
+    grant_id: &str,
+    amount: i64,
+    memo: &str,
+    now: UnixMillis,
+) -> Result<Option<TransferOutcome>> {
+    validate(id, amount, memo)?;
+    if let Some(existing) = find_transfer(tx, id)? {
+        return Ok(Some(TransferOutcome {
+            transfer: existing,
+            replayed: true,
+        }));
+    }
+    let grant = find_transfer(tx, grant_id)?.ok_or_else(|| Error::NotFound {
+        what: "transfer",
+        id: grant_id.to_owned(),
+    })?;
+    if grant.kind != TransferKind::Grant {
+        return Err(Error::WrongTransferKind {
+            id: grant_id.to_owned(),
+            kind: grant.kind.as_str().to_owned(),
+            operation: "reversal",
+        });
+    }
+    let wallet = row_of_code(tx, &grant.credit_code)?;
+    let reversed: i64 = tx
+        .prepare_cached("SELECT coalesce(sum(amount), 0) FROM transfers WHERE refund_of = ?1")?
+        .query_row([grant_id], |row| row.get(0))?;
+    let (allow_negative, available): (bool, i64) = tx
+        .prepare_cached(
+            "SELECT allow_negative, credits_posted - debits_posted - debits_pending
+               FROM ledger_accounts WHERE id = ?1",
+        )?
+        .query_row([wallet], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let mut taken = amount.min(grant.amount - reversed);
+    if !allow_negative {
+        taken = taken.min(available.max(0));
+    }
+    if taken <= 0 {
+        return Ok(None);
+    }
+    let new = NewTransfer {
+        id,
+        kind: TransferKind::Reversal,
+        debit: wallet,
+        credit: row_of_code(tx, GRANTS_CODE)?,
+        amount: taken,
+        pending_id: None,
+        refund_of: Some(grant_id),
+        deadline: None,
+        memo,
+    };
+    post(tx, new.debit, new.credit, taken)?;
+    insert(tx, &new, now).map(Some)
 }
 
 /// The balance of an account's wallet.

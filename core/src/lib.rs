@@ -38,6 +38,7 @@
 //! ```
 
 pub mod accounts;
+pub mod autotopup;
 pub mod clock;
 pub mod codes;
 pub mod error;
@@ -62,9 +63,11 @@ mod gate;
 mod store;
 
 pub use accounts::{Account, NewAccount};
+pub use autotopup::{AutoTopUp, AutoTopUpSettings, SavedMethod};
 pub use clock::{Clock, ManualClock, SystemClock, UnixMillis};
 pub use codes::{Code, NewCode, Redemption};
 pub use error::{Error, Result, StorageError};
+pub use gate::autotopup::{AutoTopUpOutcome, AutoTopUpState};
 pub use gate::codes::Redeemed;
 pub use gate::generate::{OutputFile, Submitted};
 pub use gate::media::{

@@ -1208,6 +1208,74 @@ mod tests {
     }
 
     #[test]
+    fn migration_9_rebuilds_transfers_keeping_rows_chain_and_sequence() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v8.db");
+        {
+            let conn = Connection::open(&path).expect("open raw");
+            conn.pragma_update(None, "foreign_keys", true).expect("fk");
+            for sql in &migrations()[..9] {
+                conn.execute_batch(sql).expect("migrations 0 to 8");
+            }
+            conn.pragma_update(None, "user_version", 9)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO accounts (id, name, plan, created_at) VALUES ('acct_1', 'a', 'free', 0);
+                 INSERT INTO ledger_accounts (id, code, kind, account_id, created_at)
+                 VALUES (100, 'wallet:acct_1', 'wallet', 'acct_1', 0);
+                 INSERT INTO transfers (seq, id, kind, debit_account, credit_account, amount,
+                                        created_at, chain)
+                 VALUES (3, 'g1', 'grant', (SELECT id FROM ledger_accounts
+                                             WHERE code = 'system:grants'), 100, 5, 1, x'aa'),
+                        (7, 'h1', 'hold', 100, (SELECT id FROM ledger_accounts
+                                                 WHERE code = 'system:revenue'), 2, 2, x'bb');
+                 INSERT INTO open_holds (transfer_id, wallet, amount, deadline)
+                 VALUES ('h1', 100, 2, NULL);
+                 UPDATE sqlite_sequence SET seq = 9 WHERE name = 'transfers';",
+            )
+            .expect("two transfers and an open hold");
+        }
+        let store = Store::open(&StoreOptions::new(&path)).expect("migrates");
+        let (rows, sequence, triggers): (String, i64, i64) = store
+            .read(|c| {
+                let rows = c.query_row(
+                    "SELECT group_concat(seq || ':' || id || ':' || hex(chain), ',')
+                       FROM (SELECT * FROM transfers ORDER BY seq)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let sequence = c.query_row(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'transfers'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let triggers = c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'trigger'
+                       AND tbl_name = 'transfers'",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((rows, sequence, triggers))
+            })
+            .expect("read");
+        assert_eq!(rows, "3:g1:AA,7:h1:BB");
+        assert_eq!(sequence, 9, "the AUTOINCREMENT sequence is kept");
+        assert_eq!(triggers, 2, "transfers stay immutable");
+        let reversal = store.write(|tx| {
+            Ok(tx.execute(
+                "INSERT INTO transfers (id, kind, debit_account, credit_account, amount,
+                                        refund_of, created_at, chain)
+                 VALUES ('r1', 'reversal', 100, (SELECT id FROM ledger_accounts
+                                                  WHERE code = 'system:grants'), 1, 'g1', 3, x'cc')",
+                [],
+            )?)
+        });
+        assert!(reversal.is_ok(), "the new kind is allowed: {reversal:?}");
+        let update = store.write(|tx| Ok(tx.execute("UPDATE transfers SET amount = 9", [])?));
+        assert!(update.is_err(), "still immutable");
+    }
+
+    #[test]
     fn migration_3_ships_the_plans_and_frees_accounts_of_the_old_default() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("v3.db");

@@ -208,9 +208,11 @@ fn check_balances_replay(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Resu
         "WITH replay AS (
             SELECT a.id, a.code, a.debits_posted, a.credits_posted, a.debits_pending, a.credits_pending,
               (SELECT coalesce(sum(amount), 0) FROM transfers
-                 WHERE debit_account = a.id AND kind IN ('grant', 'capture', 'refund')) AS r_dp,
+                 WHERE debit_account = a.id
+                   AND kind IN ('grant', 'capture', 'refund', 'reversal')) AS r_dp,
               (SELECT coalesce(sum(amount), 0) FROM transfers
-                 WHERE credit_account = a.id AND kind IN ('grant', 'capture', 'refund')) AS r_cp,
+                 WHERE credit_account = a.id
+                   AND kind IN ('grant', 'capture', 'refund', 'reversal')) AS r_cp,
               (SELECT coalesce(sum(h.amount), 0) FROM transfers h
                  WHERE h.debit_account = a.id AND h.kind = 'hold'
                    AND NOT EXISTS (SELECT 1 FROM transfers r WHERE r.pending_id = h.id)) AS r_dq,
@@ -321,12 +323,26 @@ fn check_refunds(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
         "SELECT 'refunds of ' || c.id || ' total ' || sum(f.amount) || ', above its '
                 || c.amount || ' (or it is a ' || c.kind || ')'
          FROM transfers f JOIN transfers c ON c.id = f.refund_of
+         WHERE f.kind = 'refund'
          GROUP BY c.id
          HAVING sum(f.amount) > c.amount OR c.kind != 'capture'
              OR sum(f.debit_account != c.credit_account OR f.credit_account != c.debit_account) > 0
          ORDER BY c.seq",
         report,
         "refund_within_charge",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'reversals of ' || g.id || ' total ' || sum(f.amount) || ', above its '
+                || g.amount || ' (or it is a ' || g.kind || ')'
+         FROM transfers f JOIN transfers g ON g.id = f.refund_of
+         WHERE f.kind = 'reversal'
+         GROUP BY g.id
+         HAVING sum(f.amount) > g.amount OR g.kind != 'grant'
+             OR sum(f.debit_account != g.credit_account OR f.credit_account != g.debit_account) > 0
+         ORDER BY g.seq",
+        report,
+        "reversal_within_grant",
     )
 }
 
@@ -341,6 +357,7 @@ fn check_shapes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
          WHERE NOT CASE t.kind
            WHEN 'grant' THEN d.code = 'system:grants' AND c.kind = 'wallet'
            WHEN 'refund' THEN d.code = 'system:revenue' AND c.kind = 'wallet'
+           WHEN 'reversal' THEN d.kind = 'wallet' AND c.code = 'system:grants'
            ELSE d.kind = 'wallet' AND c.code = 'system:revenue'
          END
          ORDER BY t.seq",

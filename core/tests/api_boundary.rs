@@ -181,23 +181,25 @@ fn the_http_client_is_behind_its_feature() {
     for path in files {
         let text = std::fs::read_to_string(&path).expect("read");
         if text.contains("ureq::") {
-            // The five clients: Moltbook's verifier, the one the provider
+            // The six clients: Moltbook's verifier, the one the provider
             // adapters share, the media store's downloads (its own agent:
-            // redirects followed, never a credential sent), Stripe's and
-            // the outgoing webhooks' sender, each behind the feature
-            // (`#[cfg(feature = "http")]`, checked below for the last two).
+            // redirects followed, never a credential sent), Stripe's, the
+            // x402 facilitator's and the outgoing webhooks' sender, each
+            // behind the feature (`#[cfg(feature = "http")]`, checked below
+            // for the last three).
             assert!(
                 path.ends_with("identity/moltbook_client.rs")
                     || path.ends_with("providers/http.rs")
                     || path.ends_with("media/fetch.rs")
                     || path.ends_with("payments/stripe.rs")
+                    || path.ends_with("payments/x402.rs")
                     || path.ends_with("outbox.rs"),
                 "ureq used outside the clients: {}",
                 path.display()
             );
         }
     }
-    for file in ["payments/stripe.rs", "outbox.rs"] {
+    for file in ["payments/stripe.rs", "payments/x402.rs", "outbox.rs"] {
         let stripe = std::fs::read_to_string(core_src().join(file)).expect("read");
         for (at, _) in stripe.match_indices("ureq::") {
             let before = &stripe[..at];

@@ -8,7 +8,9 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
-use creditgate::payments::stripe::{CheckoutSession, Secret, StripeApi, StripeSettings};
+use creditgate::payments::stripe::{
+    ChargeAnswer, CheckoutSession, Secret, StripeApi, StripeSettings,
+};
 use creditgate::{EventOutcome, Gate, TopUpStatus};
 use hmac::{Hmac, Mac};
 use rust_decimal::Decimal;
@@ -41,6 +43,16 @@ impl StripeApi for FakeStripe {
         Ok(CheckoutSession {
             id: format!("cs_test_{idempotency_key}"),
             url: format!("https://checkout.stripe.test/{idempotency_key}"),
+        })
+    }
+
+    fn create_payment_intent(
+        &self,
+        _form: &[(String, String)],
+        _idempotency_key: &str,
+    ) -> creditgate::Result<ChargeAnswer> {
+        Ok(ChargeAnswer::Declined {
+            message: "no saved cards in these tests".into(),
         })
     }
 }
@@ -78,6 +90,7 @@ fn paid_event(event_id: &str, topup_id: &str, amount: i64) -> String {
             "payment_status": "paid",
             "amount_total": amount,
             "currency": "usd",
+            "payment_intent": format!("pi_{topup_id}"),
         }},
     })
     .to_string()
@@ -264,8 +277,9 @@ fn unverified_stale_mismatched_and_unknown_events_move_nothing() {
         gate.apply_stripe_event(&header, refund.as_bytes())
             .expect("refund"),
         EventOutcome::Recorded {
-            reason: "reversal_for_the_operator".into()
-        }
+            reason: "ignored".into()
+        },
+        "a refund naming no payment is recorded and moves nothing"
     );
     assert_eq!(gate.balance(&account).expect("balance").available, 0);
     let header = signature(WEBHOOK_SECRET, now, &body);
@@ -302,5 +316,164 @@ fn a_refused_checkout_fails_its_top_up_and_bad_amounts_are_refused_first() {
         "not_found"
     );
     assert_eq!(api.forms.lock().expect("forms").len(), 1);
+    common::assert_verified(&gate);
+}
+
+/// A `charge.refunded` (total refunded so far) or `charge.dispute.created`
+/// (amount disputed) of the payment of `topup_id`.
+fn taken_back_event(event_id: &str, kind: &str, topup_id: &str, amount: i64) -> String {
+    let object = if kind == "charge.refunded" {
+        json!({"object": "charge", "payment_intent": format!("pi_{topup_id}"),
+               "amount": 100, "amount_refunded": amount})
+    } else {
+        json!({"object": "dispute", "payment_intent": format!("pi_{topup_id}"),
+               "amount": amount, "charge": "ch_1"})
+    };
+    json!({"id": event_id, "type": kind, "data": {"object": object}}).to_string()
+}
+
+/// Pays a 100-credit top-up of `account` for 100 cents.
+fn paid_topup(gate: &Gate, account: &str) -> String {
+    let topup = gate.open_topup(account, Decimal::from(100)).expect("open");
+    let body = paid_event(&format!("evt_paid_{}", topup.id), &topup.id, 100);
+    let header = signature(WEBHOOK_SECRET, now_secs(gate), &body);
+    gate.apply_stripe_event(&header, body.as_bytes())
+        .expect("paid");
+    topup.id
+}
+
+fn deliver(gate: &Gate, body: &str) -> EventOutcome {
+    let header = signature(WEBHOOK_SECRET, now_secs(gate), body);
+    gate.apply_stripe_event(&header, body.as_bytes())
+        .expect("delivered")
+}
+
+#[test]
+fn refunds_reverse_a_top_up_once_and_never_inflate_totals_new_api_4211() {
+    let fx = common::fresh();
+    let account = common::account(&fx.gate, "agent", Decimal::ZERO);
+    let gate = with_stripe(fx.gate, Arc::new(FakeStripe::default()));
+    let topup = paid_topup(&gate, &account);
+    let available = |gate: &Gate| gate.balance(&account).expect("balance").available;
+    assert_eq!(available(&gate), 100_000_000);
+
+    // A partial refund of 30 cents takes back 30 credits.
+    let partial = taken_back_event("evt_r1", "charge.refunded", &topup, 30);
+    assert_eq!(
+        deliver(&gate, &partial),
+        EventOutcome::Reversed {
+            topup_id: topup.clone(),
+            reversed_micros: 30_000_000,
+            unrecovered_micros: 0
+        }
+    );
+    assert_eq!(available(&gate), 70_000_000);
+    // The same event again, and another event with the same total: nothing.
+    assert_eq!(deliver(&gate, &partial), EventOutcome::Duplicate);
+    let same_total = taken_back_event("evt_r1b", "charge.refund.updated", &topup, 30);
+    assert!(matches!(
+        deliver(&gate, &same_total),
+        EventOutcome::Recorded { .. }
+    ));
+    let same_total = taken_back_event("evt_r2", "charge.refunded", &topup, 30);
+    assert_eq!(
+        deliver(&gate, &same_total),
+        EventOutcome::Recorded {
+            reason: "already_reversed".into()
+        }
+    );
+    // The rest refunded: the total is 100, so 70 more, never 100 more.
+    let full = taken_back_event("evt_r3", "charge.refunded", &topup, 100);
+    assert!(matches!(
+        deliver(&gate, &full),
+        EventOutcome::Reversed {
+            reversed_micros: 70_000_000,
+            ..
+        }
+    ));
+    assert_eq!(available(&gate), 0);
+    let stored = gate.topup(&account, &topup).expect("topup");
+    assert_eq!(stored.reversed_micros, 100_000_000);
+    assert_eq!(stored.unrecovered_micros, 0);
+    // A dispute after a full refund takes nothing more.
+    let dispute = taken_back_event("evt_d1", "charge.dispute.created", &topup, 100);
+    assert!(matches!(
+        deliver(&gate, &dispute),
+        EventOutcome::Recorded { .. }
+    ));
+    assert_eq!(available(&gate), 0);
+    common::assert_verified(&gate);
+}
+
+#[test]
+fn a_dispute_takes_what_the_wallet_holds_and_records_the_rest_unless_flagged() {
+    let fx = common::fresh();
+    let spent = common::account(&fx.gate, "spent", Decimal::ZERO);
+    let postpaid = fx
+        .gate
+        .create_account(&creditgate::NewAccount {
+            allow_negative: true,
+            ..creditgate::NewAccount::named("postpaid")
+        })
+        .expect("postpaid")
+        .id;
+    let gate = with_stripe(fx.gate, Arc::new(FakeStripe::default()));
+    let available = |gate: &Gate, account: &str| gate.balance(account).expect("balance").available;
+    for account in [&spent, &postpaid] {
+        paid_topup(&gate, account);
+        // 80 of the 100 credits are spent.
+        let hold = format!("hold-{account}");
+        gate.hold(&hold, account, Decimal::from(80), None, "job")
+            .expect("hold");
+        gate.capture(&format!("cap-{account}"), &hold, Decimal::from(80))
+            .expect("capture");
+    }
+    let topup_of = |account: &str| gate.topups(Some(account), 1).expect("list")[0].id.clone();
+
+    let dispute = taken_back_event(
+        "evt_d_spent",
+        "charge.dispute.created",
+        &topup_of(&spent),
+        100,
+    );
+    assert_eq!(
+        deliver(&gate, &dispute),
+        EventOutcome::Reversed {
+            topup_id: topup_of(&spent),
+            reversed_micros: 20_000_000,
+            unrecovered_micros: 80_000_000
+        }
+    );
+    assert_eq!(available(&gate, &spent), 0, "never below zero unflagged");
+    let stored = gate.topups(Some(&spent), 1).expect("list")[0].clone();
+    assert_eq!(stored.unrecovered_micros, 80_000_000, "not silently");
+
+    let dispute = taken_back_event(
+        "evt_d_post",
+        "charge.dispute.created",
+        &topup_of(&postpaid),
+        100,
+    );
+    assert!(matches!(
+        deliver(&gate, &dispute),
+        EventOutcome::Reversed {
+            reversed_micros: 100_000_000,
+            unrecovered_micros: 0,
+            ..
+        }
+    ));
+    assert_eq!(
+        available(&gate, &postpaid),
+        -80_000_000,
+        "the flag allows it"
+    );
+    // A refund naming a payment we never saw changes nothing.
+    let stranger = taken_back_event("evt_x", "charge.refunded", "top_unknown", 10);
+    assert_eq!(
+        deliver(&gate, &stranger),
+        EventOutcome::Recorded {
+            reason: "unknown_payment".into()
+        }
+    );
     common::assert_verified(&gate);
 }

@@ -55,6 +55,7 @@ impl StripeStandIn {
     pub fn start(secret_key: &str) -> StripeStandIn {
         let secret_key = secret_key.to_owned();
         let sessions: Arc<Mutex<HashMap<String, Value>>> = Arc::default();
+        let intents: Arc<Mutex<HashMap<String, (u16, Value)>>> = Arc::default();
         let base: Arc<Mutex<String>> = Arc::default();
         let base_for_handler = base.clone();
         let server = StandIn::start(4, move |seen: &Seen| {
@@ -64,6 +65,9 @@ impl StripeStandIn {
                     &json!({"error": {"type": "invalid_request_error",
                                       "message": "Invalid API Key provided: sk_****"}}),
                 );
+            }
+            if seen.method == "POST" && seen.url == "/v1/payment_intents" {
+                return payment_intent(&seen.body, seen.header("idempotency-key"), &intents);
             }
             if seen.method != "POST" || seen.url != "/v1/checkout/sessions" {
                 return Reply::json(
@@ -127,6 +131,72 @@ impl StripeStandIn {
     }
 }
 
+/// A method whose off-session charges are declined, as Stripe's test card
+/// `pm_card_chargeDeclined` is.
+pub const DECLINED_METHOD: &str = "pm_card_chargeDeclined";
+
+/// `POST /v1/payment_intents` (confirm, off-session): succeeded, or 402
+/// `card_declined` for [`DECLINED_METHOD`]; the same idempotency key
+/// answers the same intent again (one charge).
+fn payment_intent(
+    body: &[u8],
+    key: Option<&str>,
+    intents: &Mutex<HashMap<String, (u16, Value)>>,
+) -> Reply {
+    let form: HashMap<String, String> = form_pairs(body).into_iter().collect();
+    let mut intents = intents.lock().expect("intents");
+    let count = intents.len();
+    let key = key.map_or_else(|| format!("#{count}"), str::to_owned);
+    let (status, answer) = intents
+        .entry(key)
+        .or_insert_with(|| {
+            let id = format!("pi_test_{count:04}");
+            let field = |name: &str| form.get(name).cloned().unwrap_or_default();
+            if field("payment_method") == DECLINED_METHOD {
+                (
+                    402,
+                    json!({"error": {"type": "card_error", "code": "card_declined",
+                                     "decline_code": "generic_decline",
+                                     "message": "Your card was declined.",
+                                     "payment_intent": {"id": id, "status": "requires_payment_method"}}}),
+                )
+            } else {
+                (
+                    200,
+                    json!({"id": id, "object": "payment_intent", "status": "succeeded",
+                           "amount": field("amount").parse::<i64>().unwrap_or(0),
+                           "amount_received": field("amount").parse::<i64>().unwrap_or(0),
+                           "currency": field("currency"), "customer": field("customer"),
+                           "payment_method": field("payment_method"),
+                           "metadata": {"topup_id": field("metadata[topup_id]")}}),
+                )
+            }
+        })
+        .clone();
+    Reply::json(status, &answer)
+}
+
+/// The `payment_intent.succeeded` event of a checkout's payment made with
+/// `setup_future_usage=off_session`: it saves `method` of `customer`.
+pub fn saved_card_event(
+    event_id: &str,
+    reference: &str,
+    amount: i64,
+    customer: &str,
+    method: &str,
+) -> String {
+    json!({
+        "id": event_id, "object": "event", "type": "payment_intent.succeeded",
+        "data": {"object": {
+            "object": "payment_intent", "id": format!("pi_{reference}"),
+            "amount_received": amount, "currency": "usd", "customer": customer,
+            "payment_method": method, "setup_future_usage": "off_session",
+            "metadata": {"topup_id": reference},
+        }},
+    })
+    .to_string()
+}
+
 /// The `checkout.session.completed` event Stripe sends when a session of
 /// `amount_total` for top-up `reference` is paid.
 pub fn paid_event(event_id: &str, reference: &str, amount_total: i64, currency: &str) -> String {
@@ -135,6 +205,20 @@ pub fn paid_event(event_id: &str, reference: &str, amount_total: i64, currency: 
         "data": {"object": {
             "object": "checkout.session", "client_reference_id": reference,
             "payment_status": "paid", "amount_total": amount_total, "currency": currency,
+            "payment_intent": format!("pi_{reference}"),
+        }},
+    })
+    .to_string()
+}
+
+/// The `charge.refunded` event Stripe sends when `amount_refunded` (the
+/// total so far) of the payment of top-up `reference` was refunded.
+pub fn refunded_event(event_id: &str, reference: &str, amount_refunded: i64) -> String {
+    json!({
+        "id": event_id, "object": "event", "type": "charge.refunded",
+        "data": {"object": {
+            "object": "charge", "payment_intent": format!("pi_{reference}"),
+            "amount_refunded": amount_refunded, "refunded": true,
         }},
     })
     .to_string()

@@ -573,20 +573,27 @@ fn kiwiwhale_errors_and_refusals_are_its_own_and_honest() {
             r#"{"credits": 10}"#,
         ),
         403,
-        "payment_method_not_ready",
+        "not_configured",
         "not_configured",
     );
-    for path in [
-        "/api/v1/agent_setup_payment.php",
+    check(
+        &post_text(&server, "/api/v1/agent_setup_payment.php", &poor, "{}"),
+        403,
+        "not_configured",
+        "not_configured",
+    );
+    let confirmed = post_text(
+        &server,
         "/api/v1/agent_confirm_payment_method.php",
-    ] {
-        check(
-            &post_text(&server, path, &poor, "{}"),
-            403,
-            "not_configured",
-            "not_configured",
-        );
-    }
+        &poor,
+        "{}",
+    );
+    assert_eq!(confirmed.status, 200);
+    assert_eq!(
+        confirmed.json()["ready"],
+        false,
+        "no card can be saved here"
+    );
     check(
         &server.get("/api/v1/credits.php", "nope"),
         401,

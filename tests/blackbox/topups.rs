@@ -5,7 +5,7 @@
 //! between Stripe's delivery and a retry), no secret in any answer or log
 //! line, and `ledger verify` after each.
 
-use creditgate_standins::stripe::{paid_event, signature, StripeStandIn};
+use creditgate_standins::stripe::{paid_event, refunded_event, signature, StripeStandIn};
 use creditgate_tests::{raw_http, HttpResponse, Sandbox, Server};
 use serde_json::json;
 
@@ -213,4 +213,54 @@ fn serve_refuses_a_half_configured_stripe_without_printing_it() {
         "{stderr}"
     );
     assert!(!stderr.contains(SECRET_KEY), "{stderr}");
+}
+
+#[test]
+fn a_refund_takes_the_credits_back_once() {
+    let sb = sandbox();
+    let stand_in = StripeStandIn::start(SECRET_KEY);
+    let (account, key) = account_with_key(&sb);
+    let server = serve_with_stripe(&sb, &stand_in);
+    let opened = server.post("/v1/credits/topup", &key, &json!({"credits": 10}));
+    let topup_id = opened.json()["data"]["topup_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let paid = paid_event("evt_paid_r", &topup_id, 10, "usd");
+    let credited = deliver(
+        &server,
+        &signature(WEBHOOK_SECRET, now_secs(), &paid),
+        &paid,
+    );
+    assert_eq!(credited.json()["outcome"], "credited");
+    // 4 of the 10 cents refunded, then the event again, then the rest.
+    let partial = refunded_event("evt_refund_1", &topup_id, 4);
+    let header = signature(WEBHOOK_SECRET, now_secs(), &partial);
+    assert_eq!(
+        deliver(&server, &header, &partial).json()["outcome"],
+        "reversed"
+    );
+    assert_eq!(
+        deliver(&server, &header, &partial).json()["outcome"],
+        "duplicate"
+    );
+    let balance = |server: &Server| {
+        server.get("/v1/credits/balance", &key).json()["data"]["available"].clone()
+    };
+    assert_eq!(balance(&server), json!(6));
+    let full = refunded_event("evt_refund_2", &topup_id, 10);
+    let header = signature(WEBHOOK_SECRET, now_secs(), &full);
+    assert_eq!(
+        deliver(&server, &header, &full).json()["outcome"],
+        "reversed"
+    );
+    assert_eq!(balance(&server), json!(0));
+    let status = server
+        .get(&format!("/v1/credits/topup/{topup_id}"), &key)
+        .json();
+    assert_eq!(status["data"]["reversed"], json!(10));
+    let history = sb.ok(&["credits", "history", "--account", &account]);
+    assert!(history.to_string().contains("reversal"), "{history}");
+    drop(server);
+    verify(&sb);
 }

@@ -650,7 +650,8 @@ refresh_token_reused, identity_refused (data.reason), webhook_unverified;
 402 insufficient_credits (data.required, data.available, data.suggestion; with x402
 configured, a PAYMENT-REQUIRED header offers the shortfall), payment_required (pay
 with x402 first: the PAYMENT-REQUIRED header), payment_invalid (a PAYMENT-SIGNATURE
-was refused; nothing was credited);
+was refused; nothing was credited), payment_declined (the saved card was declined;
+nothing was charged);
 403 forbidden (data.scope), agent_not_bound (data.agent_id), not_configured;
 400 bad_request (the request line or a header is malformed or not ASCII);
 404 not_found, code_invalid (no such redemption code, or it was revoked);
@@ -660,7 +661,8 @@ code_expired (the redemption code passed its expiry);
 409 idempotency_conflict, invalid_transition, exists_with_different_fields (data.field),
 hold_already_resolved, hold_expired, price_version_conflict, agent_already_bound,
 balance_limit, code_used_up (every use of the code is taken), code_already_redeemed
-(this account redeemed this once-per-account code already);
+(this account redeemed this once-per-account code already), payment_method_not_ready
+(no card is saved for charges without you: pay one card top-up first);
 413 payload_too_large (data.limit_bytes); 414 uri_too_long; 417 expectation_failed;
 431 header_too_large (a header line over 8 KiB or headers over 32 KiB);
 429 rate_limited (data.retry_after seconds, and a Retry-After header),
@@ -737,13 +739,18 @@ OpenAPI 3.1: {base_url}/kiwiwhale/openapi.json
 - `POST /api/v1/generate.php` `{{"model", "prompt"}}` (or the model's own
   prompt member: `text`, `query` or `messages`; `input_image_urls`; its
   options; `request_id` to make it idempotent) -> `{{"status": "queued",
-  "job_id", "auto_topup_applied": false, "auto_topup_message": ""}}`.
+  "job_id", "auto_topup_applied", "auto_topup_message"}}`: applied when the
+  submit lacked credits and bought your owner's auto top-up.
 - `GET /api/v1/jobs.php?job_id=` until `status` is `completed`, then
   `outputs[0].url`; `failed`, `canceled` and `expired` are final too.
 - Errors: `{{"success": false, "error", "message", "code"}}`:
-  `INSUFFICIENT_CREDITS` (402), `Unknown or inactive model` (400). Top-ups
-  are not built: `agent_topup.php` answers 403 `payment_method_not_ready`,
-  the payment-setup endpoints 403 `not_configured`.
+  `INSUFFICIENT_CREDITS` (402), `Unknown or inactive model` (400).
+- Top-ups, where the operator connected Stripe (else 403
+  `not_configured`): `POST /api/v1/agent_setup_payment.php` `{{"credits": 5}}`
+  -> `checkout_url` (your owner pays once; the card is saved);
+  `agent_confirm_payment_method.php` -> `ready`; then
+  `agent_topup.php` `{{"credits": 10}}` charges the saved card (409
+  `payment_method_not_ready` before, 402 `payment_declined`).
 
 ## Sign in with Moltbook
 

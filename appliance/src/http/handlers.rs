@@ -112,6 +112,22 @@ pub fn stripe_webhook(call: &Call) -> Handled {
     let outcome = call
         .gate()
         .apply_stripe_event(signature, &call.request.body)?;
+    if let creditgate::EventOutcome::Reversed {
+        topup_id,
+        unrecovered_micros,
+        ..
+    } = &outcome
+    {
+        if *unrecovered_micros > 0 {
+            // The operator's to recover: said in the log, kept on the top-up.
+            eprintln!(
+                "request_id={} warning: a refund or dispute of top-up {topup_id} could not \
+                 take back {} credits (the wallet did not hold them)",
+                call.request.request_id,
+                creditgate::money::to_credits(*unrecovered_micros)
+            );
+        }
+    }
     Ok(Response::json(
         200,
         &json!({ "received": true, "outcome": render::event_outcome(&outcome) }),

@@ -328,7 +328,7 @@ pub const ROUTES: &[Route] = &[
         pattern: "/api/v1/agent_confirm_payment_method.php",
         auth: Auth::Bearer,
         dialect: Dialect::KiwiWhale,
-        handler: kiwiwhale::payment_setup,
+        handler: kiwiwhale::confirm_payment_method,
     },
     Route {
         method: "GET",

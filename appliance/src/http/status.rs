@@ -30,9 +30,10 @@ fn status_of_kind(kind: ErrorKind) -> u16 {
 /// few exact overrides (a limit with a status of its own, a method).
 pub fn status_for(code: ErrorCode) -> u16 {
     match code {
-        ErrorCode::InsufficientCredits | ErrorCode::PaymentInvalid | ErrorCode::PaymentRequired => {
-            402
-        }
+        ErrorCode::InsufficientCredits
+        | ErrorCode::PaymentInvalid
+        | ErrorCode::PaymentRequired
+        | ErrorCode::PaymentDeclined => 402,
         ErrorCode::MethodNotAllowed => 405,
         ErrorCode::RequestTimeout => 408,
         ErrorCode::PayloadTooLarge => 413,
@@ -140,6 +141,8 @@ mod tests {
             ("spend_cap_reached", 429),
             ("payment_invalid", 402),
             ("payment_required", 402),
+            ("payment_method_not_ready", 409),
+            ("payment_declined", 402),
         ];
         assert_eq!(ErrorCode::ALL.len(), expected.len(), "a code without a row");
         for code in ErrorCode::ALL {

@@ -34,6 +34,10 @@ pub struct Submitted {
     /// product (this job counted), for `X-RateLimit-*` headers; `None` when
     /// its plan does not cap the product.
     pub quota: Option<Quota>,
+    /// The automatic top-up this submit made, when the account lacked
+    /// credits and has auto top-up on: `applied` (credits bought, the job
+    /// accepted). `None` when none was tried.
+    pub auto_topup: Option<crate::gate::autotopup::AutoTopUpOutcome>,
 }
 
 /// What pricing and routing decided for a request, before the write.
@@ -88,7 +92,43 @@ impl Gate {
         self.submit_typed(account_id, principal, normalize(body)?)
     }
 
+    /// Submits once; a refusal for want of credits of an account with auto
+    /// top-up on buys its amount and submits again, once.
     fn submit_typed(
+        &self,
+        account_id: &str,
+        principal: Option<&Principal>,
+        request: GenerateRequest,
+    ) -> Result<Submitted> {
+        let again = self.stripe.is_some().then(|| request.clone());
+        match self.submit_once(account_id, principal, request) {
+            Err(Error::InsufficientCredits {
+                required_micros,
+                available_micros,
+                suggestion,
+            }) => {
+                let short = Error::InsufficientCredits {
+                    required_micros,
+                    available_micros,
+                    suggestion,
+                };
+                let Some(request) = again else {
+                    return Err(short);
+                };
+                match self.auto_topup_for(account_id, required_micros - available_micros) {
+                    Some(outcome) if outcome.applied => {
+                        let mut submitted = self.submit_once(account_id, principal, request)?;
+                        submitted.auto_topup = Some(outcome);
+                        Ok(submitted)
+                    }
+                    _ => Err(short),
+                }
+            }
+            other => other,
+        }
+    }
+
+    fn submit_once(
         &self,
         account_id: &str,
         principal: Option<&Principal>,
@@ -125,6 +165,7 @@ impl Gate {
                         job: existing,
                         replayed: true,
                         quota,
+                        auto_topup: None,
                     });
                 }
                 return Err(Error::IdempotencyConflict { request_id });
@@ -206,6 +247,7 @@ impl Gate {
                 job,
                 replayed: false,
                 quota,
+                auto_topup: None,
             })
         })
     }

@@ -10,6 +10,7 @@
 //! identity exchange, "Sign in with Moltbook") and [`plans`] (plan tiers
 //! and where an account stands against them).
 
+pub mod autotopup;
 pub mod codes;
 mod decide;
 mod external;

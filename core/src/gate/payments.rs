@@ -22,6 +22,18 @@ pub(crate) struct StripeRail {
     api: Arc<dyn StripeApi>,
 }
 
+impl StripeRail {
+    /// Its settings.
+    pub(crate) fn settings(&self) -> &StripeSettings {
+        &self.settings
+    }
+
+    /// Its API.
+    pub(crate) fn api(&self) -> &dyn StripeApi {
+        self.api.as_ref()
+    }
+}
+
 /// Top-ups one listing shows, at most.
 pub const TOPUPS_LIST_MAX: usize = 500;
 
@@ -62,11 +74,14 @@ impl Gate {
             crate::accounts::get(tx, &account)?;
             payments::open(
                 tx,
-                &account,
-                stripe::RAIL,
-                credits_micros,
-                amount_minor,
-                &currency,
+                &payments::NewTopUp {
+                    account_id: &account,
+                    rail: stripe::RAIL,
+                    credits_micros,
+                    amount_minor,
+                    currency: &currency,
+                    origin: "payer",
+                },
                 now,
             )
         })?;
@@ -139,14 +154,69 @@ impl Gate {
                     reason: reason.to_owned(),
                 })
             };
-            let (topup_id, amount_minor, currency) = match &parsed.event {
+            let (topup_id, amount_minor, currency, payment_intent) = match &parsed.event {
                 StripeEvent::SessionPaid {
                     topup_id,
                     amount_minor,
                     currency,
-                } => (topup_id, *amount_minor, currency),
-                StripeEvent::Reversal { .. } => {
-                    return recorded("reversal_for_the_operator", None);
+                    payment_intent,
+                } => (topup_id, *amount_minor, currency, payment_intent),
+                StripeEvent::Reversal {
+                    payment_intent,
+                    amount_minor,
+                    ..
+                } => {
+                    let Some(topup) = payments::by_payment_ref(tx, payment_intent)? else {
+                        return recorded("unknown_payment", None);
+                    };
+                    return reverse_topup(tx, &topup, &parsed.id, *amount_minor, now);
+                }
+                StripeEvent::PaymentSucceeded {
+                    topup_id,
+                    payment_intent,
+                    amount_minor,
+                    currency,
+                    saved,
+                } => {
+                    let topup = match topup_id {
+                        Some(id) => payments::get(tx, id).ok(),
+                        None => payments::by_payment_ref(tx, payment_intent)?,
+                    };
+                    let Some(topup) = topup else {
+                        return recorded("unknown_payment", None);
+                    };
+                    if let Some((customer, method)) = saved {
+                        crate::autotopup::save_method(
+                            tx,
+                            &topup.account_id,
+                            stripe::RAIL,
+                            customer,
+                            method,
+                            now,
+                        )?;
+                    }
+                    let saved_reason = if saved.is_some() {
+                        "method_saved"
+                    } else {
+                        "ignored"
+                    };
+                    // A charge of a saved method whose API answer was lost
+                    // (or still processing) is credited by its event; a
+                    // checkout is credited by the session's own event.
+                    if topup.origin == "payer" || topup.status != TopUpStatus::Open {
+                        return recorded(saved_reason, Some(&topup.id));
+                    }
+                    if topup.amount_minor != *amount_minor
+                        || !topup.currency.eq_ignore_ascii_case(currency)
+                    {
+                        return recorded("amount_mismatch", Some(&topup.id));
+                    }
+                    payments::attach_payment_intent(tx, &topup.id, payment_intent)?;
+                    let transfer_id = credit_topup(tx, &topup, &parsed.id, now)?;
+                    return Ok(EventOutcome::Credited {
+                        topup_id: topup.id,
+                        transfer_id,
+                    });
                 }
                 StripeEvent::Other { .. } => return recorded("ignored", None),
             };
@@ -163,6 +233,9 @@ impl Gate {
                 return recorded("already_credited", Some(&topup.id));
             }
             let transfer_id = credit_topup(tx, &topup, &parsed.id, now)?;
+            if let Some(payment_intent) = payment_intent {
+                payments::set_payment_ref(tx, &topup.id, payment_intent)?;
+            }
             Ok(EventOutcome::Credited {
                 topup_id: topup.id,
                 transfer_id,
@@ -203,4 +276,69 @@ pub(super) fn credit_topup(
     crate::outbox::emit(tx, crate::outbox::TOPUP_CREDITED, &data, now)?;
     super::outbox::balance_moved(tx, &topup.account_id, now)?;
     Ok(transfer_id)
+}
+
+/// Takes back from a credited top-up's wallet what a refund or dispute of
+/// `taken_minor` (of its `amount_minor`, a total so far) is worth, less
+/// what earlier ones took: one reversal of its grant, at most what the
+/// wallet holds unless it is flagged `allow_negative`; the rest is
+/// recorded on the top-up as unrecovered, never dropped silently.
+fn reverse_topup(
+    tx: &crate::store::Tx<'_>,
+    topup: &TopUp,
+    event_id: &str,
+    taken_minor: i64,
+    now: crate::clock::UnixMillis,
+) -> Result<EventOutcome> {
+    let Some(grant_id) = topup_grant(topup) else {
+        payments::set_outcome(tx, &topup.rail, event_id, "not_credited", Some(&topup.id))?;
+        return Ok(EventOutcome::Recorded {
+            reason: "not_credited".into(),
+        });
+    };
+    let worth = i128::from(topup.credits_micros) * i128::from(taken_minor.min(topup.amount_minor))
+        / i128::from(topup.amount_minor);
+    let worth = i64::try_from(worth).unwrap_or(topup.credits_micros);
+    let due = worth - topup.reversed_micros - topup.unrecovered_micros;
+    if due <= 0 {
+        payments::set_outcome(
+            tx,
+            &topup.rail,
+            event_id,
+            "already_reversed",
+            Some(&topup.id),
+        )?;
+        return Ok(EventOutcome::Recorded {
+            reason: "already_reversed".into(),
+        });
+    }
+    let reversal_id = format!(
+        "reversal_{}_{}",
+        topup.id,
+        topup.reversed_micros + topup.unrecovered_micros
+    );
+    let memo = format!("refund or dispute of top-up {} ({})", topup.id, topup.rail);
+    let taken = ledger::reverse_grant(tx, &reversal_id, &grant_id, due, &memo, now)?
+        .map_or(0, |outcome| outcome.transfer.amount);
+    let unrecovered = due - taken;
+    payments::record_reversal(tx, &topup.id, taken, unrecovered)?;
+    let outcome = if unrecovered == 0 {
+        "reversed"
+    } else {
+        "reversed_partially"
+    };
+    payments::set_outcome(tx, &topup.rail, event_id, outcome, Some(&topup.id))?;
+    if taken > 0 {
+        super::outbox::balance_moved(tx, &topup.account_id, now)?;
+    }
+    Ok(EventOutcome::Reversed {
+        topup_id: topup.id.clone(),
+        reversed_micros: taken,
+        unrecovered_micros: unrecovered,
+    })
+}
+
+/// The grant that credited a top-up, once credited.
+fn topup_grant(topup: &TopUp) -> Option<String> {
+    (topup.status == TopUpStatus::Credited).then(|| format!("topup_{}", topup.id))
 }

@@ -551,6 +551,12 @@ impl Gate {
         let now = self.clock.now();
         let first_poll = self.settings.poll_interval_ms_min;
         let retention_ms = self.media_retention_ms;
+        let charges_with = self.stripe.as_ref().map(|rail| {
+            (
+                rail.settings().minor_per_credit,
+                rail.settings().currency.clone(),
+            )
+        });
         // A panic in this write (re-raised here by the store) must not lose
         // the answers either.
         let recorded = catch_unwind(AssertUnwindSafe(|| {
@@ -574,6 +580,7 @@ impl Gate {
                         now,
                         first_poll_ms: first_poll,
                         retention_ms,
+                        charges_with: charges_with.clone(),
                     };
                     let outcome = tx.nested(|tx| {
                         catch_unwind(AssertUnwindSafe(|| apply(tx, &id, decision, &record)))
@@ -1186,6 +1193,9 @@ struct Record {
     first_poll_ms: i64,
     /// How long kept outputs are served.
     retention_ms: i64,
+    /// What an auto top-up charges in (the price of a credit in minor
+    /// units, the currency), when Stripe is configured.
+    charges_with: Option<(rust_decimal::Decimal, String)>,
 }
 
 /// Records one decision for a job still in `record.from`, with its ledger
@@ -1237,6 +1247,7 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
                 usage,
                 charge_micros,
                 retention_ms: record.retention_ms,
+                charges_with: record.charges_with.clone(),
             };
             Ok(match settle_success(tx, job_id, kept, now)? {
                 JobStatus::Succeeded => Applied::Succeeded,
@@ -1319,6 +1330,7 @@ struct Kept {
     usage: Option<Usage>,
     charge_micros: Option<i64>,
     retention_ms: i64,
+    charges_with: Option<(rust_decimal::Decimal, String)>,
 }
 
 /// The success transaction; returns the status the job ended in.
@@ -1379,6 +1391,15 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
     super::outbox::job_finished(tx, &succeeded, now)?;
     if succeeded.hold_id.is_some() {
         super::outbox::balance_moved(tx, &succeeded.account_id, now)?;
+        if let Some((minor_per_credit, currency)) = &kept.charges_with {
+            super::autotopup::after_capture(
+                tx,
+                &succeeded.account_id,
+                Some(*minor_per_credit),
+                currency,
+                now,
+            )?;
+        }
     }
     let transfer = succeeded.hold_id.as_ref().map(|_| capture_id.as_str());
     jobs::record_usage(tx, &succeeded, transfer, charge, now)?;

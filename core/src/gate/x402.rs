@@ -165,11 +165,14 @@ impl Gate {
             crate::accounts::get(tx, &account)?;
             let topup = payments::open(
                 tx,
-                &account,
-                x402::RAIL,
-                payment.micros,
-                payment.atomic,
-                &currency,
+                &payments::NewTopUp {
+                    account_id: &account,
+                    rail: x402::RAIL,
+                    credits_micros: payment.micros,
+                    amount_minor: payment.atomic,
+                    currency: &currency,
+                    origin: "payer",
+                },
                 now,
             )?;
             payments::attach_payment(tx, &topup.id, &payment.key, &payment.payload.to_string())?;

@@ -90,11 +90,30 @@ pub struct TopUp {
     /// What the rail said of the settlement (x402: the transaction, as
     /// JSON), once it did.
     pub settlement: Option<String>,
+    /// Who started it: `payer` (a checkout or an x402 payment), `auto`
+    /// (an auto top-up) or `saved` (a charge of the saved method asked for).
+    pub origin: String,
+    /// Micro-credits taken back from the wallet after a refund or dispute.
+    pub reversed_micros: i64,
+    /// Micro-credits a refund or dispute should have taken back but the
+    /// wallet did not hold (and was not allowed to go below zero for):
+    /// the operator's to recover.
+    pub unrecovered_micros: i64,
 }
 
 /// What a verified rail event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventOutcome {
+    /// A refund or dispute of a credited top-up took credits back.
+    Reversed {
+        /// The top-up.
+        topup_id: String,
+        /// Micro-credits taken back now.
+        reversed_micros: i64,
+        /// Micro-credits the wallet did not hold (not allowed below zero):
+        /// recorded on the top-up for the operator.
+        unrecovered_micros: i64,
+    },
     /// It paid a top-up: its credits were granted now.
     Credited {
         /// The top-up.
@@ -113,16 +132,27 @@ pub enum EventOutcome {
     },
 }
 
+/// The parts of a top-up to open.
+pub(crate) struct NewTopUp<'a> {
+    pub account_id: &'a str,
+    pub rail: &'a str,
+    pub credits_micros: i64,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    /// `payer`, `auto` or `saved`.
+    pub origin: &'a str,
+}
+
 /// Opens a top-up of `credits_micros` for `amount_minor` of `currency`.
-pub(crate) fn open(
-    tx: &Tx<'_>,
-    account_id: &str,
-    rail: &str,
-    credits_micros: i64,
-    amount_minor: i64,
-    currency: &str,
-    now: UnixMillis,
-) -> Result<TopUp> {
+pub(crate) fn open(tx: &Tx<'_>, new: &NewTopUp<'_>, now: UnixMillis) -> Result<TopUp> {
+    let NewTopUp {
+        account_id,
+        rail,
+        credits_micros,
+        amount_minor,
+        currency,
+        origin,
+    } = *new;
     let topup = TopUp {
         id: tx.new_sortable_id(TOPUP_ID_PREFIX, now),
         account_id: account_id.to_owned(),
@@ -136,11 +166,14 @@ pub(crate) fn open(
         created_at: now,
         credited_at: None,
         settlement: None,
+        origin: origin.to_owned(),
+        reversed_micros: 0,
+        unrecovered_micros: 0,
     };
     tx.prepare_cached(
         "INSERT INTO topups (id, account_id, rail, credits_micros, amount_minor, currency,
-                             status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7)",
+                             status, created_at, origin)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'open', ?7, ?8)",
     )?
     .execute(params![
         topup.id,
@@ -150,6 +183,7 @@ pub(crate) fn open(
         topup.amount_minor,
         topup.currency,
         topup.created_at,
+        topup.origin,
     ])?;
     Ok(topup)
 }
@@ -232,7 +266,7 @@ pub(crate) fn set_outcome(
 
 const TOPUP_COLUMNS: &str = "id, account_id, rail, credits_micros, amount_minor, currency, \
                              status, external_id, checkout_url, created_at, credited_at, \
-                             settlement";
+                             settlement, reversed_micros, unrecovered_micros, origin";
 
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TopUp, String)> {
     let status: String = row.get(6)?;
@@ -250,6 +284,9 @@ fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(TopUp, String)> {
             created_at: row.get(9)?,
             credited_at: row.get(10)?,
             settlement: row.get(11)?,
+            reversed_micros: row.get(12)?,
+            unrecovered_micros: row.get(13)?,
+            origin: row.get(14)?,
         },
         status,
     ))
@@ -283,6 +320,75 @@ pub(crate) fn by_external_id(conn: &ReadOnly<'_>, external_id: &str) -> Result<O
     .optional()?
     .map(decoded)
     .transpose()
+}
+
+/// The top-up a payment (Stripe's payment intent) paid, if any.
+pub(crate) fn by_payment_ref(conn: &ReadOnly<'_>, payment_ref: &str) -> Result<Option<TopUp>> {
+    conn.prepare_cached(&format!(
+        "SELECT {TOPUP_COLUMNS} FROM topups WHERE payment_ref = ?1"
+    ))?
+    .query_row([payment_ref], from_row)
+    .optional()?
+    .map(decoded)
+    .transpose()
+}
+
+/// Records the payment that paid a top-up.
+pub(crate) fn set_payment_ref(tx: &Tx<'_>, topup_id: &str, payment_ref: &str) -> Result<()> {
+    tx.prepare_cached("UPDATE topups SET payment_ref = ?2 WHERE id = ?1")?
+        .execute(params![topup_id, payment_ref])?;
+    Ok(())
+}
+
+/// Charges of saved methods (`auto`, `saved`) opened from `not_before` to
+/// before `before` and never answered by the rail (no payment id yet),
+/// oldest first, at most `limit`: to be charged (again, under the same
+/// idempotency key).
+pub(crate) fn unanswered_charges(
+    conn: &ReadOnly<'_>,
+    not_before: UnixMillis,
+    before: UnixMillis,
+    limit: usize,
+) -> Result<Vec<TopUp>> {
+    let mut statement = conn.prepare_cached(&format!(
+        "SELECT {TOPUP_COLUMNS} FROM topups
+          WHERE status = 'open' AND origin != 'payer' AND external_id IS NULL
+            AND created_at < ?2 AND created_at >= ?1
+          ORDER BY created_at LIMIT ?3"
+    ))?;
+    let rows = statement.query_map(params![not_before, before, limit as i64], from_row)?;
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(decoded(row?)?);
+    }
+    Ok(out)
+}
+
+/// Records the rail's payment for a charge (its id is both the top-up's
+/// external id and the payment refunds name).
+pub(crate) fn attach_payment_intent(tx: &Tx<'_>, topup_id: &str, payment: &str) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE topups SET external_id = ?2, payment_ref = ?2 WHERE id = ?1 AND external_id IS NULL",
+    )?
+    .execute(params![topup_id, payment])?;
+    Ok(())
+}
+
+/// Adds what a refund or dispute took back (`reversed`) and could not
+/// (`unrecovered`) to a top-up.
+pub(crate) fn record_reversal(
+    tx: &Tx<'_>,
+    topup_id: &str,
+    reversed: i64,
+    unrecovered: i64,
+) -> Result<()> {
+    tx.prepare_cached(
+        "UPDATE topups SET reversed_micros = reversed_micros + ?2,
+                           unrecovered_micros = unrecovered_micros + ?3
+          WHERE id = ?1 AND status = 'credited'",
+    )?
+    .execute(params![topup_id, reversed, unrecovered])?;
+    Ok(())
 }
 
 /// Keeps what a rail needs to settle an open top-up again (its id for the
@@ -329,7 +435,7 @@ pub(crate) fn settling(
           ORDER BY created_at LIMIT ?4"
     ))?;
     let rows = statement.query_map(params![rail, before, not_before, limit as i64], |row| {
-        Ok((from_row(row)?, row.get::<_, Option<String>>(12)?))
+        Ok((from_row(row)?, row.get::<_, Option<String>>(15)?))
     })?;
     let mut out = Vec::new();
     for row in rows {

@@ -92,6 +92,8 @@ pub fn checkout_form(
     let pair = |k: &str, v: String| (k.to_owned(), v);
     vec![
         pair("mode", "payment".into()),
+        // A customer, so the saved method can be charged later.
+        pair("customer_creation", "always".into()),
         pair("success_url", settings.success_url.clone()),
         pair("cancel_url", settings.cancel_url.clone()),
         pair("client_reference_id", topup_id.into()),
@@ -114,7 +116,102 @@ pub fn checkout_form(
             "payment_intent_data[setup_future_usage]",
             "off_session".into(),
         ),
+        pair("payment_intent_data[metadata][topup_id]", topup_id.into()),
     ]
+}
+
+/// The PaymentIntent form of a charge of a saved method, without the payer
+/// present: confirmed at once, off-session, carrying the top-up id.
+pub fn payment_intent_form(
+    currency: &str,
+    amount_minor: i64,
+    topup_id: &str,
+    customer: &str,
+    method: &str,
+) -> Vec<(String, String)> {
+    let pair = |k: &str, v: String| (k.to_owned(), v);
+    vec![
+        pair("amount", amount_minor.to_string()),
+        pair("currency", currency.to_owned()),
+        pair("customer", customer.to_owned()),
+        pair("payment_method", method.to_owned()),
+        pair("off_session", "true".into()),
+        pair("confirm", "true".into()),
+        pair("metadata[topup_id]", topup_id.to_owned()),
+    ]
+}
+
+/// What Stripe answered to an off-session charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChargeAnswer {
+    /// Paid (`status: succeeded`).
+    Succeeded {
+        /// The PaymentIntent (`pi_...`).
+        payment_intent: String,
+    },
+    /// Not paid yet (`processing`, or the bank wants the customer:
+    /// `requires_action`): Stripe's event will say.
+    Pending {
+        /// The PaymentIntent.
+        payment_intent: String,
+        /// Its status.
+        status: String,
+    },
+    /// Refused (a declined card, a method that needs the customer): nothing
+    /// was paid.
+    Declined {
+        /// Stripe's message, naming no secret.
+        message: String,
+    },
+}
+
+/// Reads Stripe's answer to an off-session PaymentIntent. Pure.
+pub fn interpret_charge_answer(status: u16, body: &[u8]) -> Result<ChargeAnswer> {
+    let unavailable = |detail: String| Error::UpstreamUnavailable {
+        upstream: RAIL,
+        detail,
+    };
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| unavailable(format!("answered {status} with a body that is not JSON")))?;
+    let text = |value: &Value| {
+        value
+            .as_str()
+            .filter(|text| !text.is_empty() && text.len() <= super::RAIL_TEXT_CHARS_MAX)
+            .map(str::to_owned)
+    };
+    if status == 402 || (status == 400 && value["error"]["type"] == "card_error") {
+        let message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("the card was declined")
+            .chars()
+            .take(200)
+            .collect();
+        return Ok(ChargeAnswer::Declined { message });
+    }
+    if !(200..300).contains(&status) {
+        let message = value["error"]["message"]
+            .as_str()
+            .unwrap_or("no message")
+            .chars()
+            .take(200)
+            .collect::<String>();
+        return Err(unavailable(format!(
+            "refused the charge ({status}): {message}"
+        )));
+    }
+    let payment_intent =
+        text(&value["id"]).ok_or_else(|| unavailable("answered a payment without an id".into()))?;
+    match value["status"].as_str() {
+        Some("succeeded") => Ok(ChargeAnswer::Succeeded { payment_intent }),
+        Some("requires_payment_method") | Some("canceled") => Ok(ChargeAnswer::Declined {
+            message: "the saved payment method was refused".into(),
+        }),
+        Some(other) => Ok(ChargeAnswer::Pending {
+            payment_intent,
+            status: other.chars().take(64).collect(),
+        }),
+        None => Err(unavailable("answered a payment without a status".into())),
+    }
 }
 
 /// `application/x-www-form-urlencoded` of `pairs`.
@@ -196,12 +293,36 @@ pub enum StripeEvent {
         amount_minor: i64,
         /// In which currency.
         currency: String,
+        /// The payment intent that paid it (`pi_...`), which later refunds
+        /// and disputes name.
+        payment_intent: Option<String>,
     },
-    /// Money went back or is contested (`charge.refunded`,
-    /// `charge.dispute.created`): for the operator, recorded.
+    /// Money went back or is contested (`charge.refunded`: the total
+    /// refunded so far; `charge.dispute.created`: the amount disputed).
     Reversal {
         /// The event's type.
         kind: String,
+        /// The payment intent whose charge it is.
+        payment_intent: String,
+        /// How much of the payment is taken back, in minor units (a total
+        /// so far, not an increment).
+        amount_minor: i64,
+    },
+    /// A PaymentIntent was paid (`payment_intent.succeeded`): a charge of
+    /// a saved method, or the payment behind a checkout; it may save its
+    /// method for later off-session charges.
+    PaymentSucceeded {
+        /// Our top-up (`metadata.topup_id`), when it names one.
+        topup_id: Option<String>,
+        /// The PaymentIntent.
+        payment_intent: String,
+        /// What it received, in minor units.
+        amount_minor: i64,
+        /// In which currency.
+        currency: String,
+        /// The customer and method to save, when it was set up for
+        /// off-session use (or charged off-session).
+        saved: Option<(String, String)>,
     },
     /// Anything else (a session completed but not paid yet, other types).
     Other {
@@ -249,12 +370,52 @@ pub fn parse_event(body: &[u8]) -> Result<ParsedEvent> {
                 .as_i64()
                 .ok_or_else(|| invalid("has no amount_total"))?,
             currency: text(&object["currency"]).ok_or_else(|| invalid("has no currency"))?,
+            payment_intent: text(&object["payment_intent"]),
         }
-    } else if matches!(
-        kind.as_str(),
-        "charge.refunded" | "charge.dispute.created" | "charge.refund.updated"
-    ) {
-        StripeEvent::Reversal { kind: kind.clone() }
+    } else if kind == "payment_intent.succeeded" {
+        let off_session = object["setup_future_usage"] == "off_session"
+            || object["metadata"]["topup_id"].is_string() && object["customer"].is_string();
+        let saved = match (text(&object["customer"]), text(&object["payment_method"])) {
+            (Some(customer), Some(method)) if off_session => Some((customer, method)),
+            _ => None,
+        };
+        match (
+            text(&object["id"]),
+            object["amount_received"].as_i64(),
+            text(&object["currency"]),
+        ) {
+            (Some(payment_intent), Some(amount_minor), Some(currency)) => {
+                StripeEvent::PaymentSucceeded {
+                    topup_id: text(&object["metadata"]["topup_id"]),
+                    payment_intent,
+                    amount_minor,
+                    currency,
+                    saved,
+                }
+            }
+            _ => StripeEvent::Other { kind: kind.clone() },
+        }
+    } else if matches!(kind.as_str(), "charge.refunded" | "charge.dispute.created") {
+        // A refund's charge carries the total refunded so far; a dispute,
+        // the amount disputed. Either names its payment intent.
+        let amount = if kind == "charge.refunded" {
+            &object["amount_refunded"]
+        } else {
+            &object["amount"]
+        };
+        // One naming no payment or no amount is recorded and moves
+        // nothing (refusing it would only make Stripe retry it for days).
+        match (
+            text(&object["payment_intent"]),
+            amount.as_i64().filter(|amount| *amount > 0),
+        ) {
+            (Some(payment_intent), Some(amount_minor)) => StripeEvent::Reversal {
+                kind: kind.clone(),
+                payment_intent,
+                amount_minor,
+            },
+            _ => StripeEvent::Other { kind: kind.clone() },
+        }
     } else {
         StripeEvent::Other { kind: kind.clone() }
     };
@@ -280,6 +441,16 @@ pub trait StripeApi: Send + Sync + std::fmt::Debug {
         form: &[(String, String)],
         idempotency_key: &str,
     ) -> Result<CheckoutSession>;
+
+    /// Creates and confirms an off-session PaymentIntent from `form`;
+    /// `idempotency_key` makes a retried charge the same charge. An `Err`
+    /// means Stripe could not be asked or answered unusably: the charge
+    /// may have happened, and is asked again under the same key.
+    fn create_payment_intent(
+        &self,
+        form: &[(String, String)],
+        idempotency_key: &str,
+    ) -> Result<ChargeAnswer>;
 }
 
 /// Reads Stripe's answer to a Checkout Session creation. Pure.
@@ -341,19 +512,22 @@ impl HttpStripe {
 }
 
 #[cfg(feature = "http")]
-impl StripeApi for HttpStripe {
-    fn create_checkout_session(
+impl HttpStripe {
+    /// POSTs `form` to `path` with the key and `idempotency_key`; the
+    /// status and body (bounded).
+    fn post_form(
         &self,
+        path: &str,
         form: &[(String, String)],
         idempotency_key: &str,
-    ) -> Result<CheckoutSession> {
+    ) -> Result<(u16, Vec<u8>)> {
         let unavailable = |detail: String| Error::UpstreamUnavailable {
             upstream: RAIL,
             detail,
         };
         let response = self
             .http
-            .post(&format!("{}/v1/checkout/sessions", self.base))
+            .post(&format!("{}{path}", self.base))
             .header(
                 "Authorization",
                 &format!("Bearer {}", self.secret_key.expose()),
@@ -369,6 +543,27 @@ impl StripeApi for HttpStripe {
             .limit(API_RESPONSE_BYTES_MAX)
             .read_to_vec()
             .map_err(|err| unavailable(format!("answer unreadable: {}", kind_of(&err))))?;
+        Ok((status, body))
+    }
+}
+
+#[cfg(feature = "http")]
+impl StripeApi for HttpStripe {
+    fn create_payment_intent(
+        &self,
+        form: &[(String, String)],
+        idempotency_key: &str,
+    ) -> Result<ChargeAnswer> {
+        let (status, body) = self.post_form("/v1/payment_intents", form, idempotency_key)?;
+        interpret_charge_answer(status, &body)
+    }
+
+    fn create_checkout_session(
+        &self,
+        form: &[(String, String)],
+        idempotency_key: &str,
+    ) -> Result<CheckoutSession> {
+        let (status, body) = self.post_form("/v1/checkout/sessions", form, idempotency_key)?;
         interpret_checkout_answer(status, &body)
     }
 }
@@ -448,7 +643,8 @@ mod tests {
             StripeEvent::SessionPaid {
                 topup_id: "top_1".into(),
                 amount_minor: 500,
-                currency: "usd".into()
+                currency: "usd".into(),
+                payment_intent: None,
             }
         );
         let unpaid = br#"{"id":"evt_2","type":"checkout.session.completed","data":{"object":
@@ -457,10 +653,29 @@ mod tests {
             parse_event(unpaid).expect("unpaid").event,
             StripeEvent::Other { .. }
         ));
-        let refund = br#"{"id":"evt_3","type":"charge.refunded","data":{"object":{}}}"#;
-        assert!(matches!(
+        let refund = br#"{"id":"evt_3","type":"charge.refunded","data":{"object":
+            {"payment_intent":"pi_1","amount":500,"amount_refunded":200}}}"#;
+        assert_eq!(
             parse_event(refund).expect("refund").event,
-            StripeEvent::Reversal { .. }
+            StripeEvent::Reversal {
+                kind: "charge.refunded".into(),
+                payment_intent: "pi_1".into(),
+                amount_minor: 200,
+            }
+        );
+        let dispute = br#"{"id":"evt_5","type":"charge.dispute.created","data":{"object":
+            {"payment_intent":"pi_1","amount":500,"charge":"ch_1"}}}"#;
+        assert!(matches!(
+            parse_event(dispute).expect("dispute").event,
+            StripeEvent::Reversal {
+                amount_minor: 500,
+                ..
+            }
+        ));
+        let nameless = br#"{"id":"evt_6","type":"charge.refunded","data":{"object":{}}}"#;
+        assert!(matches!(
+            parse_event(nameless).expect("recorded").event,
+            StripeEvent::Other { .. }
         ));
         for bad in [&b"not json"[..], br#"{"type":"x"}"#, br#"{"id":"evt_4"}"#] {
             assert!(parse_event(bad).is_err());

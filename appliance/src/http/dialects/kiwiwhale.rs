@@ -1,8 +1,10 @@
 //! The KiwiWhale dialect (reference 004), under `/api/v1/*.php`:
 //! `agent_register.php` (self-registration, off unless the operator turns
 //! it on), `credits.php`, `models.php`, `generate.php`, `jobs.php?job_id=`,
-//! and the top-up endpoints, which answer an honest refusal until top-ups
-//! exist. Its OpenAPI document is at `GET /kiwiwhale/openapi.json`. Bearer
+//! and the top-up endpoints over the operator's Stripe (a Checkout that
+//! saves the card, then off-session charges of it; generate's
+//! `auto_topup_applied` says when a submit bought the auto top-up). Its
+//! OpenAPI document is at `GET /kiwiwhale/openapi.json`. Bearer
 //! keys, like every dialect.
 //!
 //! Errors are `{"success": false, "error", "message", "code"}` with the one
@@ -38,9 +40,6 @@ pub const AGENT_NAME_CHARS_MAX: usize = 64;
 /// The reference's word for an unknown model (its whole `error`).
 pub const UNKNOWN_MODEL: &str = "Unknown or inactive model";
 
-/// The feature a top-up's refusal names.
-const TOP_UPS: &str = "top-ups";
-
 /// Inputs some KiwiWhale models take that creditgate cannot carry to a
 /// provider yet: refused by name rather than silently dropped.
 const UNSUPPORTED_INPUTS: &[&str] = &[
@@ -55,13 +54,10 @@ type Handled = Result<Response, Error>;
 /// An error answer in KiwiWhale's shape.
 pub fn error(err: &Error) -> Response {
     let status = status_for(err.error_code());
-    let word = match err {
-        Error::NotConfigured { feature, .. } if feature == TOP_UPS => "payment_method_not_ready",
-        _ => match err.code() {
-            "insufficient_credits" => "INSUFFICIENT_CREDITS",
-            "unknown_model" => UNKNOWN_MODEL,
-            other => other,
-        },
+    let word = match err.code() {
+        "insufficient_credits" => "INSUFFICIENT_CREDITS",
+        "unknown_model" => UNKNOWN_MODEL,
+        other => other,
     };
     let message = match err {
         Error::InsufficientCredits { .. } => format!(
@@ -167,9 +163,13 @@ pub fn generate(call: &Call) -> Handled {
         "job_id": submitted.job.id,
         "request_id": submitted.job.request_id,
         "cost_credits": credits(submitted.job.estimate_micros),
-        // Auto top-up is not built: never applied, and said so plainly.
-        "auto_topup_applied": false,
-        "auto_topup_message": "",
+        // Whether this submit bought the account's auto top-up (it lacked
+        // credits, had a saved card and auto top-up on).
+        "auto_topup_applied": submitted.auto_topup.as_ref().is_some_and(|a| a.applied),
+        "auto_topup_message": submitted
+            .auto_topup
+            .as_ref()
+            .map_or("", |a| a.message.as_str()),
     });
     Ok(Response::json(200, &answer).with_quota(submitted.quota.as_ref()))
 }
@@ -301,27 +301,81 @@ fn vocabulary(status: JobStatus) -> &'static str {
     }
 }
 
-/// `POST /api/v1/agent_topup.php`: top-ups are not built, so no payment
-/// method can be ready: the reference's own refusal
-/// (`payment_method_not_ready`), with `code` `not_configured`.
+/// `POST /api/v1/agent_topup.php` `{"credits"}`: buys credits now with
+/// the account's saved card, without the payer. No card saved:
+/// `payment_method_not_ready`; declined: `payment_declined`; Stripe not
+/// connected: `not_configured`.
 pub fn topup(call: &Call) -> Handled {
-    call.caller()?;
-    Err(Error::NotConfigured {
-        feature: TOP_UPS.into(),
-        hint: "no off-session payment method can be saved on this server yet; ask the \
-               operator to grant credits"
-            .into(),
-    })
+    let account_id = &call.caller()?.account_id;
+    let body = call.request.json_body()?;
+    let asked = credits_member(object_of(&body)?)?;
+    let topup = call.gate().charge_saved_method(account_id, asked)?;
+    let balance = call.gate().balance(account_id)?;
+    Ok(Response::json(
+        200,
+        &json!({
+            "success": true,
+            "status": topup.status.as_str(),
+            "topup_id": topup.id,
+            "credits_added": if topup.status == creditgate::TopUpStatus::Credited {
+                credits(topup.credits_micros)
+            } else {
+                json!(0)
+            },
+            "credits": credits(balance.available),
+        }),
+    ))
 }
 
-/// `POST /api/v1/agent_setup_payment.php` and
-/// `agent_confirm_payment_method.php`: not configured.
+/// `POST /api/v1/agent_setup_payment.php` `{"credits"}` (default 5): opens
+/// a card top-up whose Checkout saves the card for off-session charges;
+/// the owner pays once at `checkout_url`.
 pub fn payment_setup(call: &Call) -> Handled {
-    call.caller()?;
-    Err(Error::NotConfigured {
-        feature: "payment setup".into(),
-        hint: "this server takes no payments yet; ask the operator to grant credits".into(),
-    })
+    let account_id = &call.caller()?.account_id;
+    let body = call.request.json_body().unwrap_or(Value::Null);
+    let asked = match body.as_object() {
+        Some(object) if object.contains_key("credits") => credits_member(object)?,
+        _ => rust_decimal::Decimal::from(SETUP_CREDITS_DEFAULT),
+    };
+    let topup = call.gate().open_topup(account_id, asked)?;
+    Ok(Response::json(
+        200,
+        &json!({
+            "success": true,
+            "checkout_url": topup.checkout_url,
+            "topup_id": topup.id,
+            "message": "Pay once at checkout_url: the card is saved for off-session top-ups.",
+        }),
+    ))
+}
+
+/// `POST /api/v1/agent_confirm_payment_method.php`: whether a card is
+/// saved for off-session charges yet.
+pub fn confirm_payment_method(call: &Call) -> Handled {
+    let account_id = &call.caller()?.account_id;
+    let state = call.gate().auto_topup_state(account_id)?;
+    let ready = state.method.is_some();
+    Ok(Response::json(
+        200,
+        &json!({
+            "success": true,
+            "ready": ready,
+            "message": if ready { "" } else { "No saved off-session payment method is configured." },
+        }),
+    ))
+}
+
+/// The credits a payment setup buys when its body names none.
+const SETUP_CREDITS_DEFAULT: i64 = 5;
+
+/// The positive `credits` member of a body.
+fn credits_member(object: &Map<String, Value>) -> Result<rust_decimal::Decimal, Error> {
+    object
+        .get("credits")
+        .filter(|credits| credits.is_number())
+        .and_then(|credits| creditgate::money::parse_credits(&credits.to_string()).ok())
+        .filter(|credits| *credits > rust_decimal::Decimal::ZERO)
+        .ok_or_else(|| invalid("credits", "is required: a positive number of credits"))
 }
 
 /// The body as a JSON object.
