@@ -686,3 +686,35 @@ ALTER TABLE topups ADD COLUMN origin TEXT NOT NULL DEFAULT 'payer'
     CHECK (origin IN ('payer', 'auto', 'saved'));
 CREATE INDEX topups_charges_open ON topups (created_at)
     WHERE status = 'open' AND origin != 'payer' AND external_id IS NULL;
+
+-- @migration 11: promotional credits that expire (module `ledger`).
+--
+-- A promotional grant is a grant with a bucket: its credits are spent
+-- before paid ones (the soonest-expiring bucket first) and what is left at
+-- `expires_at` is taken back by a `reversal` of the grant (an expiry is a
+-- transfer, never an edit). A hold draws from the buckets first
+-- (`hold_draws`, one row per bucket it took from, deleted with its
+-- resolution); a capture spends the draws first, and what a capture or a
+-- release does not spend returns to the buckets it came from. A bucket's
+-- amount is always available + held + spent + expired.
+CREATE TABLE grant_buckets (
+    grant_id    TEXT PRIMARY KEY REFERENCES transfers (id),
+    wallet      INTEGER NOT NULL REFERENCES ledger_accounts (id),
+    expires_at  INTEGER NOT NULL,
+    amount      INTEGER NOT NULL CHECK (amount > 0),
+    available   INTEGER NOT NULL CHECK (available >= 0),
+    held        INTEGER NOT NULL DEFAULT 0 CHECK (held >= 0),
+    spent       INTEGER NOT NULL DEFAULT 0 CHECK (spent >= 0),
+    expired     INTEGER NOT NULL DEFAULT 0 CHECK (expired >= 0),
+    CHECK (available + held + spent + expired = amount)
+) STRICT, WITHOUT ROWID;
+CREATE INDEX grant_buckets_of_wallet ON grant_buckets (wallet, expires_at)
+    WHERE available > 0 OR held > 0;
+CREATE INDEX grant_buckets_due ON grant_buckets (expires_at) WHERE available > 0;
+
+CREATE TABLE hold_draws (
+    hold_id   TEXT NOT NULL REFERENCES transfers (id),
+    grant_id  TEXT NOT NULL REFERENCES grant_buckets (grant_id),
+    amount    INTEGER NOT NULL CHECK (amount > 0),
+    PRIMARY KEY (hold_id, grant_id)
+) STRICT, WITHOUT ROWID;

@@ -523,6 +523,10 @@ struct GrantArgs {
     /// A transfer id, to make the grant safe to retry (random if omitted).
     #[arg(long)]
     id: Option<String>,
+    /// Make them promotional credits: spent before paid ones, and what is
+    /// left after this many days is taken back.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=3_650))]
+    expires_in_days: Option<u32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1095,11 +1099,22 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
         GateCommand::Webhooks(command) => webhooks(gate, command),
         GateCommand::Credits(CreditsCommand::Balance { account }) => {
             let balance = gate.balance(&account)?;
-            let json = render::account_balance(&account, &balance);
-            let text = format!(
+            let mut json = render::account_balance(&account, &balance);
+            let buckets = gate.promotional_credits(&account)?;
+            render::add_buckets(&mut json, &balance, &buckets);
+            let mut text = format!(
                 "available {}  pending {}  posted {}",
                 json["available"], json["pending"], json["posted"]
             );
+            if !buckets.is_empty() {
+                text.push_str(&format!(
+                    "  (paid {}, promotional {}; {} expire at {})",
+                    json["paid"],
+                    json["promotional"],
+                    json["expiring"][0]["credits"],
+                    json["expiring"][0]["expires_at"].as_str().unwrap_or("")
+                ));
+            }
             Ok(Output::ok(json, text))
         }
         GateCommand::Credits(CreditsCommand::History {
@@ -1275,9 +1290,20 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
 fn grant(gate: &Gate, args: GrantArgs) -> Result<Output, Failure> {
     let amount = parse_credits(&args.amount).map_err(creditgate::Error::from)?;
     let id = args.id.unwrap_or_else(|| random_id("grant_"));
-    let outcome = gate.grant(&id, &args.account, amount, &args.memo)?;
+    let outcome = match args.expires_in_days {
+        Some(days) => {
+            let expires_at = gate.clock().now() + i64::from(days) * creditgate::plans::DAY_MS;
+            gate.grant_promotional(&id, &args.account, amount, expires_at, &args.memo)?
+        }
+        None => gate.grant(&id, &args.account, amount, &args.memo)?,
+    };
     let balance = gate.balance(&args.account)?;
     let mut json = render::account_balance(&args.account, &balance);
+    render::add_buckets(
+        &mut json,
+        &balance,
+        &gate.promotional_credits(&args.account)?,
+    );
     json["id"] = json!(outcome.transfer.id);
     json["amount"] = render::credits(outcome.transfer.amount);
     json["replayed"] = json!(outcome.replayed);

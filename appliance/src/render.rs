@@ -297,6 +297,22 @@ pub fn balance(balance: &Balance) -> Value {
     })
 }
 
+/// Adds a balance's buckets to its view: `paid` and `promotional`
+/// available credits, and `expiring`: what of each promotional grant is
+/// left (available or held) and when it is taken back.
+pub fn add_buckets(view: &mut Value, balance: &Balance, buckets: &[creditgate::PromoBucket]) {
+    let promotional: i64 = buckets.iter().map(|bucket| bucket.available).sum();
+    view["paid"] = credits(balance.available - promotional);
+    view["promotional"] = credits(promotional);
+    view["expiring"] = json!(buckets
+        .iter()
+        .map(|bucket| json!({
+            "credits": credits(bucket.available + bucket.held),
+            "expires_at": format_rfc3339(bucket.expires_at),
+        }))
+        .collect::<Vec<_>>());
+}
+
 /// An account's balance, as the CLI shows it.
 pub fn account_balance(account_id: &str, balance: &Balance) -> Value {
     let mut view = self::balance(balance);

@@ -679,6 +679,11 @@ fn work(gate: &Gate, stop: &AtomicBool, sweeps_media: bool) {
             if let Err(err) = gate.sweep_media(MEDIA_SWEEP_BATCH_MAX) {
                 eprintln!("creditgate: media sweep: {err}");
             }
+            // Promotional credits past their expiry (a hold takes back its
+            // own wallet's anyway; this keeps every balance honest).
+            if let Err(err) = gate.expire_promotional_credits() {
+                eprintln!("creditgate: promotional expiry sweep: {err}");
+            }
         }
         // The core catches panics of a step itself; this is the last guard.
         let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

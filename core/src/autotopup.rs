@@ -4,7 +4,7 @@
 //!
 //! A saved method is a rail's customer and method ids, never card data. An
 //! auto top-up's window is claimed by one conditional update
-//! ([`claim_window`]), in the same write that stores the charge's top-up:
+//! (`claim_window`), in the same write that stores the charge's top-up:
 //! concurrent submits and captures claim it once per window.
 
 use rusqlite::{params, OptionalExtension};

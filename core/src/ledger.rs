@@ -1,6 +1,7 @@
 //! The double-entry credit ledger, after TigerBeetle's accounts and
-//! transfers. This module alone writes `ledger_accounts`, `transfers` and
-//! `open_holds`; everything else asks it.
+//! transfers. This module alone writes `ledger_accounts`, `transfers`,
+//! `open_holds`, and the promotional credits' `grant_buckets` and
+//! `hold_draws`; everything else asks it.
 //!
 //! Invariants it keeps (and `verify` checks from the outside):
 //! - every movement is an immutable transfer between two ledger accounts, and
@@ -251,6 +252,9 @@ pub(crate) fn hold(
     if deadline.is_some_and(|deadline| deadline <= now) {
         return Err(Error::invalid("deadline", "must be in the future"));
     }
+    // Promotional credits past their expiry are taken back first, so a
+    // hold never spends them, whenever the sweep last ran.
+    expire_buckets_of(tx, wallet, now)?;
     debit_if_covered(tx, RESERVE_SQL, wallet, amount)?;
     let changed = tx
         .prepare_cached(
@@ -263,6 +267,7 @@ pub(crate) fn hold(
         "INSERT INTO open_holds (transfer_id, wallet, amount, deadline) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![id, wallet, amount, deadline])?;
+    draw_from_buckets(tx, wallet, id, amount)?;
     Ok(outcome)
 }
 
@@ -304,6 +309,7 @@ pub(crate) fn capture(
         });
     }
     resolve_pending(tx, &hold, hold_id)?;
+    settle_draws(tx, hold_id, amount)?;
     post(tx, hold.debit, hold.credit, amount)?;
     insert(tx, &new, now)
 }
@@ -412,7 +418,11 @@ pub(crate) fn reverse_grant(
         what: "transfer",
         id: grant_id.to_owned(),
     })?;
-    if grant.kind != TransferKind::Grant {
+    let promotional: bool = tx
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM grant_buckets WHERE grant_id = ?1)")?
+        .query_row([grant_id], |row| row.get(0))?;
+    // A promotional grant is taken back only by its expiry.
+    if grant.kind != TransferKind::Grant || promotional {
         return Err(Error::WrongTransferKind {
             id: grant_id.to_owned(),
             kind: grant.kind.as_str().to_owned(),
@@ -431,7 +441,9 @@ pub(crate) fn reverse_grant(
         .query_row([wallet], |row| Ok((row.get(0)?, row.get(1)?)))?;
     let mut taken = amount.min(grant.amount - reversed);
     if !allow_negative {
-        taken = taken.min(available.max(0));
+        // Only paid credits: promotional ones are not what was refunded.
+        let paid = available - promotional_available(tx, wallet)?;
+        taken = taken.min(paid.max(0));
     }
     if taken <= 0 {
         return Ok(None);
@@ -449,6 +461,226 @@ pub(crate) fn reverse_grant(
     };
     post(tx, new.debit, new.credit, taken)?;
     insert(tx, &new, now).map(Some)
+}
+
+/// Grants `amount` of promotional credits to an account's wallet, to be
+/// spent before paid ones and taken back at `expires_at`: a grant and its
+/// bucket. A replay with another expiry is
+/// [`Error::ExistsWithDifferentFields`].
+pub(crate) fn grant_expiring(
+    tx: &Tx<'_>,
+    id: &str,
+    account_id: &str,
+    amount: i64,
+    expires_at: UnixMillis,
+    memo: &str,
+    now: UnixMillis,
+) -> Result<TransferOutcome> {
+    if expires_at <= now {
+        return Err(Error::invalid("expires_at", "must be in the future"));
+    }
+    let outcome = grant(tx, id, account_id, amount, memo, now)?;
+    if outcome.replayed {
+        let kept: Option<UnixMillis> = tx
+            .prepare_cached("SELECT expires_at FROM grant_buckets WHERE grant_id = ?1")?
+            .query_row([id], |row| row.get(0))
+            .optional()?;
+        if kept != Some(expires_at) {
+            return Err(Error::ExistsWithDifferentFields {
+                id: id.to_owned(),
+                field: "expires_at",
+            });
+        }
+        return Ok(outcome);
+    }
+    tx.prepare_cached(
+        "INSERT INTO grant_buckets (grant_id, wallet, expires_at, amount, available)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?
+    .execute(params![id, wallet_row(tx, account_id)?, expires_at, amount])?;
+    Ok(outcome)
+}
+
+/// A wallet's promotional credits not held or spent.
+fn promotional_available(tx: &Tx<'_>, wallet: LedgerRow) -> Result<i64> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT coalesce(sum(available), 0) FROM grant_buckets
+              WHERE wallet = ?1 AND (available > 0 OR held > 0)",
+        )?
+        .query_row([wallet], |row| row.get(0))?)
+}
+
+/// Takes back what is left of a bucket by a reversal of its grant.
+fn expire_bucket(
+    tx: &Tx<'_>,
+    grant_id: &str,
+    wallet: LedgerRow,
+    left: i64,
+    expired_before: i64,
+    now: UnixMillis,
+) -> Result<()> {
+    let id = format!("expiry:{grant_id}:{expired_before}");
+    let new = NewTransfer {
+        id: &id,
+        kind: TransferKind::Reversal,
+        debit: wallet,
+        credit: row_of_code(tx, GRANTS_CODE)?,
+        amount: left,
+        pending_id: None,
+        refund_of: Some(grant_id),
+        deadline: None,
+        memo: "promotional credits expired",
+    };
+    post(tx, new.debit, new.credit, left)?;
+    insert(tx, &new, now)?;
+    let changed = tx
+        .prepare_cached(
+            "UPDATE grant_buckets SET available = available - ?2, expired = expired + ?2
+              WHERE grant_id = ?1 AND available = ?2",
+        )?
+        .execute(params![grant_id, left])?;
+    assert_eq!(changed, 1, "a bucket expires what it has left");
+    Ok(())
+}
+
+/// Takes back the expired buckets of one wallet.
+fn expire_buckets_of(tx: &Tx<'_>, wallet: LedgerRow, now: UnixMillis) -> Result<()> {
+    let due: Vec<(String, i64, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT grant_id, available, expired FROM grant_buckets
+              WHERE wallet = ?1 AND (available > 0 OR held > 0) AND expires_at <= ?2
+                AND available > 0",
+        )?;
+        let rows = stmt.query_map(params![wallet, now], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (grant_id, left, expired) in due {
+        expire_bucket(tx, &grant_id, wallet, left, expired, now)?;
+    }
+    Ok(())
+}
+
+/// Takes back up to [`EXPIRE_BATCH_MAX`] expired buckets of any wallet;
+/// returns how many.
+pub(crate) fn expire_grants_due(tx: &Tx<'_>, now: UnixMillis) -> Result<usize> {
+    let due: Vec<(String, LedgerRow, i64, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT grant_id, wallet, available, expired FROM grant_buckets
+              WHERE available > 0 AND expires_at <= ?1
+              ORDER BY expires_at, grant_id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now, EXPIRE_BATCH_MAX as i64], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+        })?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (grant_id, wallet, left, expired) in &due {
+        expire_bucket(tx, grant_id, *wallet, *left, *expired, now)?;
+    }
+    Ok(due.len())
+}
+
+/// Draws a new hold of `amount` from the wallet's buckets, soonest
+/// expiring first; what they do not cover is paid credits.
+fn draw_from_buckets(tx: &Tx<'_>, wallet: LedgerRow, hold_id: &str, amount: i64) -> Result<()> {
+    let buckets: Vec<(String, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT grant_id, available FROM grant_buckets
+              WHERE wallet = ?1 AND (available > 0 OR held > 0) AND available > 0
+              ORDER BY expires_at, grant_id",
+        )?;
+        let rows = stmt.query_map([wallet], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut need = amount;
+    for (grant_id, available) in buckets {
+        if need == 0 {
+            break;
+        }
+        let take = need.min(available);
+        need -= take;
+        tx.prepare_cached(
+            "UPDATE grant_buckets SET available = available - ?2, held = held + ?2
+              WHERE grant_id = ?1",
+        )?
+        .execute(params![grant_id, take])?;
+        tx.prepare_cached(
+            "INSERT INTO hold_draws (hold_id, grant_id, amount) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![hold_id, grant_id, take])?;
+    }
+    Ok(())
+}
+
+/// Resolves a hold's draws: `spent` micro-credits of them are spent
+/// (soonest-expiring bucket first), the rest returns to the buckets they
+/// came from.
+fn settle_draws(tx: &Tx<'_>, hold_id: &str, spent: i64) -> Result<()> {
+    let draws: Vec<(String, i64)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT d.grant_id, d.amount FROM hold_draws d
+               JOIN grant_buckets b ON b.grant_id = d.grant_id
+              WHERE d.hold_id = ?1
+              ORDER BY b.expires_at, b.grant_id",
+        )?;
+        let rows = stmt.query_map([hold_id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    if draws.is_empty() {
+        return Ok(());
+    }
+    let mut to_spend = spent;
+    for (grant_id, drawn) in draws {
+        let spend = to_spend.min(drawn);
+        to_spend -= spend;
+        tx.prepare_cached(
+            "UPDATE grant_buckets SET held = held - ?2, spent = spent + ?3,
+                    available = available + ?2 - ?3
+              WHERE grant_id = ?1",
+        )?
+        .execute(params![grant_id, drawn, spend])?;
+    }
+    tx.prepare_cached("DELETE FROM hold_draws WHERE hold_id = ?1")?
+        .execute([hold_id])?;
+    Ok(())
+}
+
+/// A wallet's promotional credits not yet spent or expired, by bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromoBucket {
+    /// The grant that made it.
+    pub grant_id: String,
+    /// When what is left of it is taken back.
+    pub expires_at: UnixMillis,
+    /// Micro-credits it granted.
+    pub amount: i64,
+    /// Micro-credits available now.
+    pub available: i64,
+    /// Micro-credits held by open holds.
+    pub held: i64,
+}
+
+/// The live promotional buckets of an account, soonest expiring first.
+pub(crate) fn promo_buckets(conn: &ReadOnly<'_>, account_id: &str) -> Result<Vec<PromoBucket>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT b.grant_id, b.expires_at, b.amount, b.available, b.held
+           FROM grant_buckets b JOIN ledger_accounts a ON a.id = b.wallet
+          WHERE a.account_id = ?1 AND (b.available > 0 OR b.held > 0)
+          ORDER BY b.expires_at, b.grant_id",
+    )?;
+    let rows = stmt.query_map([account_id], |row| {
+        Ok(PromoBucket {
+            grant_id: row.get(0)?,
+            expires_at: row.get(1)?,
+            amount: row.get(2)?,
+            available: row.get(3)?,
+            held: row.get(4)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The balance of an account's wallet.
@@ -767,6 +999,7 @@ fn void(
     }
     ensure_open(tx, hold_id)?;
     resolve_pending(tx, &hold, hold_id)?;
+    settle_draws(tx, hold_id, 0)?;
     insert(tx, &new, now)
 }
 

@@ -89,7 +89,7 @@ pub use identity::{
 };
 pub use ids::{IdSource, OsIds, SeededIds};
 pub use jobs::{Job, JobFilter, JobStatus};
-pub use ledger::{Balance, HistoryPage, Transfer, TransferKind, TransferOutcome};
+pub use ledger::{Balance, HistoryPage, PromoBucket, Transfer, TransferKind, TransferOutcome};
 pub use payments::{EventOutcome, TopUp, TopUpStatus};
 pub use plans::{Plan, PlanEdit, PlanUsage};
 pub use ratelimit::Quota;

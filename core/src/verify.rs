@@ -159,6 +159,7 @@ fn run_checks(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
     check_codes(conn, report)?;
     check_key_spend(conn, report)?;
     check_topups(conn, report)?;
+    check_promotional(conn, report)?;
     Ok(())
 }
 
@@ -363,6 +364,52 @@ fn check_shapes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
          ORDER BY t.seq",
         report,
         "transfer_shape",
+    )
+}
+
+/// Promotional buckets: each is a grant of its amount to its wallet; what
+/// it holds equals its open holds' draws (and only open holds draw); what
+/// expired equals the reversals of its grant; a hold draws at most its
+/// amount; an unflagged wallet holds at least its buckets' available.
+fn check_promotional(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
+    each_row(
+        conn,
+        "SELECT 'bucket ' || b.grant_id || ' is not a grant of ' || b.amount || ' to its wallet'
+         FROM grant_buckets b LEFT JOIN transfers g ON g.id = b.grant_id
+         WHERE g.id IS NULL OR g.kind != 'grant' OR g.amount != b.amount
+            OR g.credit_account != b.wallet
+         ORDER BY b.grant_id",
+        report,
+        "promotional",
+    )?;
+    each_row(
+        conn,
+        "SELECT 'bucket ' || b.grant_id || ' holds ' || b.held || ' but its draws total '
+                || coalesce((SELECT sum(d.amount) FROM hold_draws d WHERE d.grant_id = b.grant_id), 0)
+         FROM grant_buckets b
+         WHERE b.held != coalesce((SELECT sum(d.amount) FROM hold_draws d
+                                    WHERE d.grant_id = b.grant_id), 0)
+         UNION ALL
+         SELECT 'bucket ' || b.grant_id || ' expired ' || b.expired || ' but reversals of it total '
+                || coalesce((SELECT sum(r.amount) FROM transfers r
+                              WHERE r.refund_of = b.grant_id AND r.kind = 'reversal'), 0)
+         FROM grant_buckets b
+         WHERE b.expired != coalesce((SELECT sum(r.amount) FROM transfers r
+                                       WHERE r.refund_of = b.grant_id AND r.kind = 'reversal'), 0)
+         UNION ALL
+         SELECT 'hold ' || d.hold_id || ' draws ' || sum(d.amount) || ' (or is not open)'
+         FROM hold_draws d LEFT JOIN open_holds o ON o.transfer_id = d.hold_id
+         GROUP BY d.hold_id
+         HAVING max(o.transfer_id IS NULL) = 1 OR sum(d.amount) > max(o.amount)
+         UNION ALL
+         SELECT a.code || ' has ' || (a.credits_posted - a.debits_posted - a.debits_pending)
+                || ' available but ' || sum(b.available) || ' promotional'
+         FROM grant_buckets b JOIN ledger_accounts a ON a.id = b.wallet
+         WHERE a.allow_negative = 0
+         GROUP BY a.id
+         HAVING sum(b.available) > max(a.credits_posted - a.debits_posted - a.debits_pending)",
+        report,
+        "promotional",
     )
 }
 

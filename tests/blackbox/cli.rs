@@ -60,6 +60,48 @@ fn accounts_grants_and_balances_round_trip_as_json() {
 }
 
 #[test]
+fn promotional_credits_show_in_balances_and_are_spent_first() {
+    let sb = sandbox();
+    let id = text_at(&sb.ok(&["accounts", "create", "--name", "Promo"]), "/id");
+    sb.ok(&grant(&id, "10", &[]));
+    let granted = sb.ok(&grant(
+        &id,
+        "20",
+        &["--expires-in-days", "30", "--memo", "launch"],
+    ));
+    assert_eq!(granted["promotional"].to_string(), "20");
+    assert_eq!(granted["paid"].to_string(), "10");
+    let balance = sb.ok(&["credits", "balance", "--account", &id]);
+    assert_eq!(balance["expiring"][0]["credits"].to_string(), "20");
+    assert!(balance["expiring"][0]["expires_at"].as_str().is_some());
+    // Over HTTP too; a job's hold draws the promotional credits first.
+    let key = text_at(
+        &sb.ok(&["keys", "create", "--account", &id, "--scope", "image"]),
+        "/key",
+    );
+    let server = sb.serve(&[]);
+    let submitted = server.post(
+        "/v1/generate",
+        &key,
+        &json!({"request_id": "p1", "model": "z-image", "prompt": "a cat"}),
+    );
+    assert_eq!(submitted.status, 200, "{}", submitted.json());
+    let balance = server.get("/v1/credits/balance", &key).json()["data"].clone();
+    assert_eq!(balance["paid"].to_string(), "10", "{balance}");
+    assert_eq!(balance["promotional"].to_string(), "0", "{balance}");
+    assert_eq!(
+        balance["expiring"][0]["credits"].to_string(),
+        "20",
+        "held, not gone"
+    );
+    let bad = sb.run(&grant(&id, "1", &["--expires-in-days", "0"]));
+    assert_eq!(bad.code, 2, "{bad:?}");
+    drop(server);
+    let verify = sb.run(&["ledger", "verify"]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+}
+
+#[test]
 fn a_grant_with_an_id_is_safe_to_retry() {
     let sb = sandbox();
     let id = sb.account("retry");

@@ -40,8 +40,11 @@ pub fn cancel(call: &Call) -> Handled {
 
 /// `GET /v1/credits/balance`.
 pub fn balance(call: &Call) -> Handled {
-    let balance = call.gate().balance(&call.caller()?.account_id)?;
+    let account_id = &call.caller()?.account_id;
+    let balance = call.gate().balance(account_id)?;
+    let promotional = call.gate().promotional_credits(account_id)?;
     let mut data = render::balance(&balance);
+    render::add_buckets(&mut data, &balance, &promotional);
     data["currency"] = json!("credits");
     Ok(ok(data))
 }

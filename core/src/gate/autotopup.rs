@@ -195,7 +195,7 @@ impl Gate {
 
     /// Asks Stripe again for charges of saved methods that a crash or a
     /// lost answer left unanswered for longer than `after_ms` (within
-    /// [`CHARGE_AGAIN_FOR_MS`]), under their original idempotency keys.
+    /// `CHARGE_AGAIN_FOR_MS`), under their original idempotency keys.
     /// Returns how many it credited.
     pub fn run_unanswered_charges(&self, after_ms: i64) -> Result<usize> {
         let Some(rail) = self.stripe.as_ref() else {

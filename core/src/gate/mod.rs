@@ -339,6 +339,51 @@ impl Gate {
             .write(move |tx| ledger::grant(tx, &id, &account, micros, &memo, now))
     }
 
+    /// Grants `amount` promotional credits to an account's wallet: spent
+    /// before paid credits (the soonest-expiring first), and what is left
+    /// at `expires_at` is taken back by a transfer. Idempotent on
+    /// `transfer_id`.
+    pub fn grant_promotional(
+        &self,
+        transfer_id: &str,
+        account_id: &str,
+        amount: Decimal,
+        expires_at: UnixMillis,
+        memo: &str,
+    ) -> Result<TransferOutcome> {
+        let micros = money::positive_micros(amount)?;
+        let now = self.clock.now();
+        let (id, account, memo) = owned3(transfer_id, account_id, memo);
+        self.store.write(move |tx| {
+            let outcome =
+                ledger::grant_expiring(tx, &id, &account, micros, expires_at, &memo, now)?;
+            if !outcome.replayed {
+                outbox::balance_moved(tx, &account, now)?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    /// Takes back promotional credits past their expiry (one batch of at
+    /// most [`ledger::EXPIRE_BATCH_MAX`]); returns how many buckets
+    /// expired. A hold also takes back its own wallet's first, so this
+    /// sweep only keeps balances honest between holds.
+    pub fn expire_promotional_credits(&self) -> Result<usize> {
+        let now = self.clock.now();
+        self.store
+            .write(move |tx| ledger::expire_grants_due(tx, now))
+    }
+
+    /// An account's promotional credits not yet spent or expired, soonest
+    /// expiring first (the paid credits are the balance's available less
+    /// their available).
+    pub fn promotional_credits(&self, account_id: &str) -> Result<Vec<ledger::PromoBucket>> {
+        self.store.read(|conn| {
+            accounts::get(conn, account_id)?;
+            ledger::promo_buckets(conn, account_id)
+        })
+    }
+
     /// Reserves `amount` credits of an account's wallet until captured,
     /// released, or expired at `deadline`. Idempotent on `transfer_id`.
     pub fn hold(
