@@ -340,7 +340,9 @@ enum KeysCommand {
         /// The account the key spends from.
         #[arg(long)]
         account: String,
-        /// A scope: a product (image, video, music, chat, ...) or admin.
+        /// A scope: a product (image, video, music, chat, ...), admin (the
+        /// account's owner), or operator (the /v1/admin/* API of the whole
+        /// box; only this command grants it).
         /// Repeat for several. Default: every product of the active
         /// catalog (never admin).
         #[arg(long = "scope")]

@@ -535,6 +535,10 @@ pub fn kept_file(file: &MediaRow) -> Value {
 pub fn submitted(submitted: &Submitted) -> Value {
     let mut view = job(&submitted.job, JobReader::Owner);
     view["replayed"] = json!(submitted.replayed);
+    // Only when the account lacked credits and an auto top-up bought them.
+    if let Some(auto) = &submitted.auto_topup {
+        view["auto_topup"] = json!({ "applied": auto.applied, "message": auto.message });
+    }
     view
 }
 

@@ -9,6 +9,7 @@
 //! `dialects::rynjer` → `status` → `request`, `response` (and the crate's
 //! `render`); the appliance's tidy test checks the order.
 
+pub mod admin;
 pub mod dialects;
 pub mod docs;
 pub mod handlers;

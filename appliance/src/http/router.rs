@@ -10,6 +10,7 @@
 
 use creditgate::Error;
 
+use super::admin::{self};
 use super::dialects::{self, agentname, kiwiwhale, openai, Dialect};
 use super::handlers::{self, Handled};
 use super::request::{Call, Params, Request, State};
@@ -98,6 +99,90 @@ pub const ROUTES: &[Route] = &[
         auth: Auth::Bearer,
         dialect: Dialect::Rynjer,
         handler: handlers::x402_topup,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/admin/grants",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::grant,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/admin/topups",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::topups,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/admin/codes",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::codes,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/admin/codes",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::create_code,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/admin/codes/{code_id}/revoke",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::revoke_code,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/admin/accounts/{account_id}/auto_topup",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::auto_topup,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/admin/accounts/{account_id}/auto_topup",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::set_auto_topup,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/admin/keys/{key_id}/caps",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::key_caps,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/admin/keys/{key_id}/caps",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::set_key_caps,
+    },
+    Route {
+        method: "GET",
+        pattern: "/v1/admin/webhooks",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::webhooks,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/admin/webhooks",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::add_webhook,
+    },
+    Route {
+        method: "POST",
+        pattern: "/v1/admin/webhooks/{endpoint_id}/remove",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: admin::remove_webhook,
     },
     Route {
         method: "POST",

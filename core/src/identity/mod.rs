@@ -49,7 +49,7 @@ pub use keys::{ApiKeyInfo, CreatedAgentKey};
 pub use moltbook_client::MoltbookConfig;
 #[cfg(feature = "http")]
 pub use moltbook_client::MoltbookVerifier;
-pub use scopes::ADMIN_SCOPE;
+pub use scopes::{ADMIN_SCOPE, OPERATOR_SCOPE};
 pub use signing::{verify_signed_request, SignedFields};
 pub use tokens::{AccessGrant, TokenGrant};
 

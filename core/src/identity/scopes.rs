@@ -1,6 +1,9 @@
 //! Scopes: what a credential may do. A scope is data, a string of
 //! `[a-z0-9_-]{1,32}` (products such as `image`, `video`, `music`, `chat`),
-//! plus [`ADMIN_SCOPE`] for owner operations, which implies every other.
+//! plus [`ADMIN_SCOPE`] for owner operations, which implies every other
+//! but [`OPERATOR_SCOPE`]: the operator's, for the whole box (the admin
+//! HTTP API), which no account's admin key implies and only the CLI
+//! grants.
 //! Owns their validation, their one stored form (sorted, deduplicated,
 //! space-separated) and the covering rule; owns no table.
 
@@ -8,6 +11,9 @@ use crate::error::{Error, Result};
 
 /// The scope of owner operations; it implies every other scope.
 pub const ADMIN_SCOPE: &str = "admin";
+/// The scope of the operator's HTTP API (`/v1/admin/*`): every account's
+/// money in, codes and webhooks. Only itself covers it.
+pub const OPERATOR_SCOPE: &str = "operator";
 /// The longest scope name.
 pub const SCOPE_CHARS_MAX: usize = 32;
 /// Scopes on one credential, at most.
@@ -52,9 +58,11 @@ pub fn normalize(field: &str, scopes: &[String]) -> Result<Vec<String>> {
 }
 
 /// Whether `granted` allows `scope`: it names it, or it holds
-/// [`ADMIN_SCOPE`].
+/// [`ADMIN_SCOPE`] and `scope` is not [`OPERATOR_SCOPE`].
 pub fn covers(granted: &[String], scope: &str) -> bool {
-    granted.iter().any(|g| g == scope || g == ADMIN_SCOPE)
+    granted
+        .iter()
+        .any(|g| g == scope || (g == ADMIN_SCOPE && scope != OPERATOR_SCOPE))
 }
 
 /// The first of `wanted` that `granted` does not cover, if any.
@@ -71,7 +79,11 @@ pub fn first_uncovered<'a>(granted: &[String], wanted: &'a [String]) -> Option<&
 pub fn product_scopes<'a>(products: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut scopes: Vec<String> = products
         .into_iter()
-        .filter(|product| *product != ADMIN_SCOPE && validate_scope("product", product).is_ok())
+        .filter(|product| {
+            *product != ADMIN_SCOPE
+                && *product != OPERATOR_SCOPE
+                && validate_scope("product", product).is_ok()
+        })
         .map(str::to_owned)
         .collect();
     scopes.sort();
@@ -141,6 +153,12 @@ mod tests {
         assert!(covers(&owned(&["image"]), "image"));
         assert!(!covers(&owned(&["image"]), "video"));
         assert!(covers(&owned(&["admin"]), "video"));
+        assert!(
+            !covers(&owned(&["admin"]), OPERATOR_SCOPE),
+            "an account's admin is not the operator"
+        );
+        assert!(covers(&owned(&["operator"]), OPERATOR_SCOPE));
+        assert!(!covers(&owned(&["operator"]), "video"));
         assert_eq!(
             first_uncovered(&owned(&["image"]), &owned(&["image", "video"])),
             Some("video")

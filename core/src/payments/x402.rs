@@ -32,8 +32,10 @@ pub const RAIL: &str = "x402";
 pub const X402_VERSION: u64 = 2;
 /// The one scheme offered.
 pub const SCHEME: &str = "exact";
-/// The longest `PAYMENT-SIGNATURE` header read (base64 of a JSON payload).
-pub const PAYMENT_HEADER_CHARS_MAX: usize = 16 * 1024;
+/// The longest `PAYMENT-SIGNATURE` header read (base64 of a JSON payload;
+/// an `exact` EVM payment is under 2 KiB, and the appliance refuses any
+/// header line over 8 KiB before this).
+pub const PAYMENT_HEADER_CHARS_MAX: usize = 8_000;
 /// The largest answer read from a facilitator.
 pub const FACILITATOR_RESPONSE_BYTES_MAX: u64 = 64 * 1024;
 /// The longest string taken from a payload or a facilitator's answer

@@ -353,6 +353,9 @@ pub fn payment_setup(call: &Call) -> Handled {
 /// saved for off-session charges yet.
 pub fn confirm_payment_method(call: &Call) -> Handled {
     let account_id = &call.caller()?.account_id;
+    if !call.request.body.is_empty() {
+        object_of(&call.request.json_body()?)?;
+    }
     let state = call.gate().auto_topup_state(account_id)?;
     let ready = state.method.is_some();
     Ok(Response::json(
