@@ -218,6 +218,15 @@ struct ServeArgs {
     /// Where Stripe sends a payer who gives up (default: the success URL).
     #[arg(long, env = "CREDITGATE_STRIPE_CANCEL_URL")]
     stripe_cancel_url: Option<String>,
+    /// A credit pack sold at its own price, `name=credits:price_minor`
+    /// (`starter=100:900`: 100 credits for 9.00); repeat, or comma-separate
+    /// in the variable.
+    #[arg(
+        long = "stripe-pack",
+        env = "CREDITGATE_STRIPE_PACKS",
+        value_delimiter = ','
+    )]
+    stripe_packs: Vec<String>,
     /// An x402 facilitator's URL (`/verify` and `/settle` under it): turns
     /// on x402 top-ups, where an agent pays for credits with a
     /// `PAYMENT-SIGNATURE` header. Needs --x402-pay-to.
@@ -422,6 +431,16 @@ enum AccountsCommand {
         id: String,
         /// The plan name (`none`: no caps).
         plan: String,
+    },
+    /// Let an account's wallet go below zero (postpaid: holds may
+    /// overdraw, and a refund or dispute of a top-up may take it below
+    /// zero), or not (--deny; refused while it is below zero).
+    AllowNegative {
+        /// The account id.
+        id: String,
+        /// Make it prepaid again.
+        #[arg(long)]
+        deny: bool,
     },
     /// Show or set an account's auto top-up: below --threshold credits, or
     /// when a job lacks credits, buy --amount credits with the card its
@@ -761,6 +780,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> anyhow::Result<ExitCode>
                     minor_per_credit: args.stripe_minor_per_credit,
                     success_url: args.stripe_success_url,
                     cancel_url: args.stripe_cancel_url,
+                    packs: args.stripe_packs,
                 },
                 x402: crate::serve::X402Options {
                     facilitator_url: args.x402_facilitator_url,
@@ -903,6 +923,7 @@ fn command_only_reads(command: &GateCommand) -> bool {
         | GateCommand::Accounts(
             AccountsCommand::Create { .. }
             | AccountsCommand::SetPlan { .. }
+            | AccountsCommand::AllowNegative { .. }
             | AccountsCommand::AutoTopup { .. },
         )
         | GateCommand::Plans(PlansCommand::Set { .. } | PlansCommand::Default { .. })
@@ -1032,6 +1053,18 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 &account.plan,
                 Output::ok(render::account(&account), text),
             )?)
+        }
+        GateCommand::Accounts(AccountsCommand::AllowNegative { id, deny }) => {
+            gate.set_allow_negative(&id, !deny)?;
+            let text = if deny {
+                format!("{id}'s wallet may not go below zero")
+            } else {
+                format!("{id}'s wallet may go below zero (postpaid)")
+            };
+            Ok(Output::ok(
+                json!({"account_id": id, "allow_negative": !deny}),
+                text,
+            ))
         }
         GateCommand::Accounts(AccountsCommand::AutoTopup {
             id,

@@ -150,6 +150,8 @@ pub struct StripeOptions {
     pub success_url: Option<String>,
     /// `--stripe-cancel-url`.
     pub cancel_url: Option<String>,
+    /// `--stripe-pack`, as given.
+    pub packs: Vec<String>,
 }
 
 impl std::fmt::Debug for StripeOptions {
@@ -168,6 +170,7 @@ impl std::fmt::Debug for StripeOptions {
             .field("minor_per_credit", &self.minor_per_credit)
             .field("success_url", &self.success_url)
             .field("cancel_url", &self.cancel_url)
+            .field("packs", &self.packs)
             .finish()
     }
 }
@@ -422,7 +425,23 @@ fn with_stripe(gate: Gate, stripe: &StripeOptions) -> anyhow::Result<Gate> {
             anyhow::bail!("{flag} must be an http(s) URL");
         }
     }
+    let mut packs: Vec<creditgate::payments::stripe::CreditPack> = Vec::new();
+    for text in stripe.packs.iter().filter(|text| !text.trim().is_empty()) {
+        let pack = creditgate::payments::stripe::CreditPack::parse(text.trim())
+            .map_err(|reason| anyhow::anyhow!("--stripe-pack: {reason}"))?;
+        if packs.iter().any(|known| known.name == pack.name) {
+            anyhow::bail!("--stripe-pack: {} is named twice", pack.name);
+        }
+        packs.push(pack);
+    }
+    if packs.len() > creditgate::payments::stripe::PACKS_MAX {
+        anyhow::bail!(
+            "--stripe-pack: at most {} packs",
+            creditgate::payments::stripe::PACKS_MAX
+        );
+    }
     let settings = creditgate::payments::stripe::StripeSettings {
+        packs,
         api_base: stripe.api_base.clone(),
         secret_key: creditgate::payments::stripe::Secret::new(secret_key.clone()),
         webhook_secret: creditgate::payments::stripe::Secret::new(webhook_secret),

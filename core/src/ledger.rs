@@ -177,6 +177,31 @@ pub(crate) fn create_wallet(
     Ok(())
 }
 
+/// Sets whether an account's wallet may go below zero (postpaid; and so
+/// whether a refund or dispute of a top-up may take it below zero). A
+/// wallet below zero cannot be made prepaid until it is not.
+pub(crate) fn set_allow_negative(tx: &Tx<'_>, account_id: &str, allow: bool) -> Result<()> {
+    let wallet = wallet_row(tx, account_id)?;
+    let available: i64 = tx
+        .prepare_cached(
+            "SELECT credits_posted - debits_posted - debits_pending FROM ledger_accounts
+              WHERE id = ?1",
+        )?
+        .query_row([wallet], |row| row.get(0))?;
+    if !allow && available < 0 {
+        return Err(Error::invalid(
+            "allow_negative",
+            format!(
+                "the wallet is {} credits below zero: grant credits first",
+                crate::money::to_credits(-available)
+            ),
+        ));
+    }
+    tx.prepare_cached("UPDATE ledger_accounts SET allow_negative = ?2 WHERE id = ?1")?
+        .execute(params![wallet, allow])?;
+    Ok(())
+}
+
 /// A transfer about to be written.
 struct NewTransfer<'a> {
     id: &'a str,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use creditgate::payments::stripe::{
-    ChargeAnswer, CheckoutSession, Secret, StripeApi, StripeSettings,
+    ChargeAnswer, CheckoutSession, CreditPack, Secret, StripeApi, StripeSettings,
 };
 use creditgate::{Error, EventOutcome, Gate, TopUpStatus};
 use hmac::{Hmac, Mac};
@@ -113,6 +113,7 @@ fn settings() -> StripeSettings {
         minor_per_credit: Decimal::ONE,
         success_url: "https://gate.test/done".into(),
         cancel_url: "https://gate.test/cancel".into(),
+        packs: vec![CreditPack::parse("starter=100:900").expect("pack")],
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use creditgate::payments::stripe::{
-    ChargeAnswer, CheckoutSession, Secret, StripeApi, StripeSettings,
+    ChargeAnswer, CheckoutSession, CreditPack, Secret, StripeApi, StripeSettings,
 };
 use creditgate::{EventOutcome, Gate, TopUpStatus};
 use hmac::{Hmac, Mac};
@@ -66,6 +66,7 @@ fn settings() -> StripeSettings {
         minor_per_credit: Decimal::ONE,
         success_url: "https://gate.test/done".into(),
         cancel_url: "https://gate.test/cancel".into(),
+        packs: vec![CreditPack::parse("starter=100:900").expect("pack")],
     }
 }
 
@@ -476,4 +477,78 @@ fn a_dispute_takes_what_the_wallet_holds_and_records_the_rest_unless_flagged() {
         }
     );
     common::assert_verified(&gate);
+}
+
+#[test]
+fn a_pack_is_sold_at_its_own_price_and_an_unknown_one_is_refused() {
+    let fx = common::fresh();
+    let account = common::account(&fx.gate, "agent", Decimal::ZERO);
+    let api = Arc::new(FakeStripe::default());
+    let gate = with_stripe(fx.gate, api.clone());
+    let topup = gate.open_topup_pack(&account, "starter").expect("pack");
+    assert_eq!(
+        (topup.credits_micros, topup.amount_minor),
+        (100_000_000, 900)
+    );
+    let form = api.forms.lock().expect("forms")[0].clone();
+    assert!(form.iter().any(
+        |(k, v)| k == "line_items[0][price_data][product_data][name]"
+            && v.starts_with("starter: 100")
+    ));
+    match gate.open_topup_pack(&account, "mega") {
+        Err(creditgate::Error::InvalidRequest { field, message }) => {
+            assert_eq!(field, "pack");
+            assert!(message.contains("starter"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let body = paid_event("evt_pack", &topup.id, 900);
+    let header = signature(WEBHOOK_SECRET, now_secs(&gate), &body);
+    assert!(matches!(
+        gate.apply_stripe_event(&header, body.as_bytes())
+            .expect("paid"),
+        EventOutcome::Credited { .. }
+    ));
+    assert_eq!(
+        gate.balance(&account).expect("balance").available,
+        100_000_000
+    );
+    assert!(creditgate::payments::stripe::CreditPack::parse("Bad Name=1:1").is_err());
+    assert!(creditgate::payments::stripe::CreditPack::parse("x=0:1").is_err());
+    assert!(creditgate::payments::stripe::CreditPack::parse("x=1:0").is_err());
+    common::assert_verified(&gate);
+}
+
+#[test]
+fn the_negative_flag_is_explicit_and_never_dropped_while_below_zero() {
+    let fx = common::fresh();
+    let account = common::account(&fx.gate, "agent", Decimal::ZERO);
+    assert_eq!(
+        common::code(fx.gate.hold("h0", &account, Decimal::from(5), None, "job")),
+        "insufficient_credits"
+    );
+    fx.gate
+        .set_allow_negative(&account, true)
+        .expect("postpaid");
+    fx.gate
+        .hold("h1", &account, Decimal::from(5), None, "job")
+        .expect("overdraws");
+    assert_eq!(
+        fx.gate.balance(&account).expect("balance").available,
+        -5_000_000
+    );
+    assert_eq!(
+        common::code(fx.gate.set_allow_negative(&account, false)),
+        "invalid_request",
+        "not while below zero"
+    );
+    fx.gate.release("r1", "h1").expect("release");
+    fx.gate
+        .set_allow_negative(&account, false)
+        .expect("prepaid again");
+    assert_eq!(
+        common::code(fx.gate.hold("h2", &account, Decimal::from(5), None, "job")),
+        "insufficient_credits"
+    );
+    common::assert_verified(&fx.gate);
 }

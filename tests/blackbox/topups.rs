@@ -31,6 +31,10 @@ fn stripe_env(stand_in: &StripeStandIn) -> Vec<(&'static str, String)> {
             "CREDITGATE_STRIPE_SUCCESS_URL",
             "https://agents.example/paid".to_owned(),
         ),
+        (
+            "CREDITGATE_STRIPE_PACKS",
+            "starter=100:900,pro=1000:7900".to_owned(),
+        ),
     ]
 }
 
@@ -262,5 +266,46 @@ fn a_refund_takes_the_credits_back_once() {
     let history = sb.ok(&["credits", "history", "--account", &account]);
     assert!(history.to_string().contains("reversal"), "{history}");
     drop(server);
+    verify(&sb);
+}
+
+#[test]
+fn packs_are_listed_and_sold_at_their_price() {
+    let sb = sandbox();
+    let stand_in = StripeStandIn::start(SECRET_KEY);
+    let (_, key) = account_with_key(&sb);
+    let server = serve_with_stripe(&sb, &stand_in);
+    let prices = server.get("/v1/credits/topup", &key);
+    assert_eq!(prices.status, 200, "{}", prices.json());
+    assert_eq!(prices.json()["data"]["packs"][1]["name"], "pro");
+    assert_eq!(prices.json()["data"]["packs"][1]["amount_minor"], 7900);
+    assert_eq!(prices.json()["data"]["minor_per_credit"], json!(1));
+    let opened = server.post("/v1/credits/topup", &key, &json!({"pack": "pro"}));
+    assert_eq!(opened.status, 200, "{}", opened.json());
+    assert_eq!(opened.json()["data"]["amount_minor"], 7900);
+    assert_eq!(opened.json()["data"]["credits"], json!(1000));
+    for body in [
+        json!({"pack": "nope"}),
+        json!({"pack": "pro", "credits": 5}),
+        json!({"pack": 3}),
+    ] {
+        let refused = server.post("/v1/credits/topup", &key, &body);
+        assert_eq!(refused.status, 400, "{body}: {}", refused.json());
+    }
+    drop(server);
+    let bad = sb
+        .command(&["serve", "--listen", "127.0.0.1:0"])
+        .env("CREDITGATE_STRIPE_SECRET_KEY", SECRET_KEY)
+        .env("CREDITGATE_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env(
+            "CREDITGATE_STRIPE_SUCCESS_URL",
+            "https://agents.example/paid",
+        )
+        .env("CREDITGATE_STRIPE_PACKS", "starter=lots:900")
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("--stripe-pack"), "{stderr}");
     verify(&sb);
 }

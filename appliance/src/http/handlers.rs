@@ -62,11 +62,45 @@ pub fn redeem(call: &Call) -> Handled {
 /// `POST /v1/credits/topup` `{"credits"}`: opens a top-up through the
 /// operator's payment rail; the payer pays at `checkout_url`.
 pub fn topup(call: &Call) -> Handled {
-    let credits = credits_of_body(call)?;
-    let topup = call
-        .gate()
-        .open_topup(&call.caller()?.account_id, credits)?;
+    let account_id = &call.caller()?.account_id;
+    let body = call.request.json_body()?;
+    let object = object_with_members(&body, &["credits", "pack"])?;
+    let topup = match (object.get("credits"), object.get("pack")) {
+        (None, Some(pack)) => {
+            let pack = pack.as_str().ok_or_else(|| Error::InvalidRequest {
+                field: "pack".into(),
+                message: "must be a pack's name".into(),
+            })?;
+            call.gate().open_topup_pack(account_id, pack)?
+        }
+        (Some(_), Some(_)) => {
+            return Err(Error::InvalidRequest {
+                field: "pack".into(),
+                message: "give credits or a pack, not both".into(),
+            })
+        }
+        _ => call.gate().open_topup(account_id, credits_of_body(call)?)?,
+    };
     Ok(ok(render::topup(&topup)))
+}
+
+/// `GET /v1/credits/topup`: what credits cost by card: the currency, the
+/// price of one credit in minor units, and the operator's packs.
+pub fn topup_prices(call: &Call) -> Handled {
+    call.caller()?;
+    let settings = call.gate().topup_prices()?;
+    Ok(ok(json!({
+        "currency": settings.currency,
+        // A number with at most 6 decimals, rendered exactly like credits.
+        "minor_per_credit": render::credits(
+            creditgate::money::to_micros(settings.minor_per_credit).unwrap_or(0)
+        ),
+        "packs": settings.packs.iter().map(|pack| json!({
+            "name": pack.name,
+            "credits": render::credits(pack.credits_micros),
+            "amount_minor": pack.amount_minor,
+        })).collect::<Vec<_>>(),
+    })))
 }
 
 /// `POST /v1/credits/x402` `{"credits"}`: buys credits over x402. Without

@@ -94,6 +94,13 @@ pub const ROUTES: &[Route] = &[
         handler: handlers::topup_status,
     },
     Route {
+        method: "GET",
+        pattern: "/v1/credits/topup",
+        auth: Auth::Bearer,
+        dialect: Dialect::Rynjer,
+        handler: handlers::topup_prices,
+    },
+    Route {
         method: "POST",
         pattern: "/v1/credits/x402",
         auth: Auth::Bearer,

@@ -339,6 +339,16 @@ impl Gate {
             .write(move |tx| ledger::grant(tx, &id, &account, micros, &memo, now))
     }
 
+    /// Sets whether `account_id`'s wallet may go below zero: a postpaid
+    /// account, whose holds may overdraw and which a refund or dispute of
+    /// a top-up may take below zero (otherwise what the wallet lacks is
+    /// recorded as unrecovered). Refused for a wallet below zero.
+    pub fn set_allow_negative(&self, account_id: &str, allow: bool) -> Result<()> {
+        let account = account_id.to_owned();
+        self.store
+            .write(move |tx| ledger::set_allow_negative(tx, &account, allow))
+    }
+
     /// Grants `amount` promotional credits to an account's wallet: spent
     /// before paid credits (the soonest-expiring first), and what is left
     /// at `expires_at` is taken back by a transfer. Idempotent on

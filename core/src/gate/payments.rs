@@ -60,14 +60,69 @@ impl Gate {
     /// rail; a refused creation marks the top-up failed and answers
     /// `upstream_unavailable`.
     pub fn open_topup(&self, account_id: &str, credits: Decimal) -> Result<TopUp> {
-        let rail = self.stripe.as_ref().ok_or_else(|| Error::NotConfigured {
+        let rail = self.checkout_rail()?;
+        let credits_micros = money::positive_micros(credits)?;
+        let amount_minor = stripe::amount_minor(credits_micros, rail.settings.minor_per_credit)?;
+        self.open_checkout(rail, account_id, credits_micros, amount_minor, None)
+    }
+
+    /// [`Gate::open_topup`] of one of the operator's credit packs, at its
+    /// own price; an unknown pack is `invalid_request` naming the packs.
+    pub fn open_topup_pack(&self, account_id: &str, pack: &str) -> Result<TopUp> {
+        let rail = self.checkout_rail()?;
+        let found = rail
+            .settings
+            .packs
+            .iter()
+            .find(|candidate| candidate.name == pack)
+            .ok_or_else(|| {
+                let names: Vec<&str> = rail
+                    .settings
+                    .packs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect();
+                Error::invalid(
+                    "pack",
+                    if names.is_empty() {
+                        "this server sells no packs; ask for an amount of credits".to_owned()
+                    } else {
+                        format!("is not one of {}", names.join(", "))
+                    },
+                )
+            })?;
+        self.open_checkout(
+            rail,
+            account_id,
+            found.credits_micros,
+            found.amount_minor,
+            Some(&found.name),
+        )
+    }
+
+    /// What top-ups cost: the currency, the price of a credit in minor
+    /// units, and the packs. `not_configured` without Stripe.
+    pub fn topup_prices(&self) -> Result<&StripeSettings> {
+        Ok(&self.checkout_rail()?.settings)
+    }
+
+    fn checkout_rail(&self) -> Result<&StripeRail> {
+        self.stripe.as_ref().ok_or_else(|| Error::NotConfigured {
             feature: TOP_UPS_FEATURE.into(),
             hint: "the operator has not connected a payment provider; ask them for credits \
                    or a redemption code"
                 .into(),
-        })?;
-        let credits_micros = money::positive_micros(credits)?;
-        let amount_minor = stripe::amount_minor(credits_micros, rail.settings.minor_per_credit)?;
+        })
+    }
+
+    fn open_checkout(
+        &self,
+        rail: &StripeRail,
+        account_id: &str,
+        credits_micros: i64,
+        amount_minor: i64,
+        pack: Option<&str>,
+    ) -> Result<TopUp> {
         let now = self.clock.now();
         let (account, currency) = (account_id.to_owned(), rail.settings.currency.clone());
         let topup = self.store.write(move |tx| {
@@ -85,13 +140,12 @@ impl Gate {
                 now,
             )
         })?;
-        let form = stripe::checkout_form(
-            &rail.settings,
-            &topup.id,
-            account_id,
-            &money::to_credits(credits_micros).to_string(),
-            amount_minor,
-        );
+        let label = match pack {
+            Some(pack) => format!("{pack}: {}", money::to_credits(credits_micros)),
+            None => money::to_credits(credits_micros).to_string(),
+        };
+        let form =
+            stripe::checkout_form(&rail.settings, &topup.id, account_id, &label, amount_minor);
         let id = topup.id.clone();
         match rail.api.create_checkout_session(&form, &topup.id) {
             Ok(session) => self

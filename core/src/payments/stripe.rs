@@ -51,6 +51,60 @@ pub struct StripeSettings {
     pub success_url: String,
     /// Where Stripe sends the payer who gives up.
     pub cancel_url: String,
+    /// Credit packs the operator sells at a price of their own (a
+    /// discount), besides any amount at `minor_per_credit`.
+    pub packs: Vec<CreditPack>,
+}
+
+/// The most packs an operator may offer.
+pub const PACKS_MAX: usize = 32;
+
+/// A credit pack: so many credits for a fixed price.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreditPack {
+    /// Its name, `[a-z0-9_-]{1,32}` (`starter`).
+    pub name: String,
+    /// The micro-credits it grants.
+    pub credits_micros: i64,
+    /// Its price in the currency's minor unit.
+    pub amount_minor: i64,
+}
+
+impl CreditPack {
+    /// Reads `name=credits:price_minor` (`starter=100:900`: 100 credits for
+    /// 9.00); the error says what is wrong.
+    pub fn parse(text: &str) -> std::result::Result<CreditPack, String> {
+        let usage =
+            || format!("{text:?} is not name=credits:price_in_minor_units (starter=100:900)");
+        let (name, rest) = text.split_once('=').ok_or_else(usage)?;
+        let (credits, price) = rest.split_once(':').ok_or_else(usage)?;
+        let well_named = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !well_named {
+            return Err(format!(
+                "pack name {name:?} must be 1 to 32 of a-z, 0-9, _ and -"
+            ));
+        }
+        let credits_micros = crate::money::parse_credits(credits)
+            .ok()
+            .and_then(|credits| crate::money::positive_micros(credits).ok())
+            .ok_or_else(|| {
+                format!("pack {name}: {credits:?} is not a positive number of credits")
+            })?;
+        let amount_minor = price
+            .parse::<i64>()
+            .ok()
+            .filter(|amount| (1..=AMOUNT_MINOR_MAX).contains(amount))
+            .ok_or_else(|| format!("pack {name}: {price:?} is not a price in minor units"))?;
+        Ok(CreditPack {
+            name: name.to_owned(),
+            credits_micros,
+            amount_minor,
+        })
+    }
 }
 
 /// The price of `credits_micros` in minor units: refused unless it is a
@@ -165,6 +219,17 @@ pub enum ChargeAnswer {
     },
 }
 
+/// Stripe's error message in an error answer, bounded (it names what
+/// Stripe refused, never our key), or `otherwise`.
+fn error_message(value: &Value, otherwise: &str) -> String {
+    value["error"]["message"]
+        .as_str()
+        .unwrap_or(otherwise)
+        .chars()
+        .take(200)
+        .collect()
+}
+
 /// Reads Stripe's answer to an off-session PaymentIntent. Pure.
 pub fn interpret_charge_answer(status: u16, body: &[u8]) -> Result<ChargeAnswer> {
     let unavailable = |detail: String| Error::UpstreamUnavailable {
@@ -180,23 +245,14 @@ pub fn interpret_charge_answer(status: u16, body: &[u8]) -> Result<ChargeAnswer>
             .map(str::to_owned)
     };
     if status == 402 || (status == 400 && value["error"]["type"] == "card_error") {
-        let message = value["error"]["message"]
-            .as_str()
-            .unwrap_or("the card was declined")
-            .chars()
-            .take(200)
-            .collect();
-        return Ok(ChargeAnswer::Declined { message });
+        return Ok(ChargeAnswer::Declined {
+            message: error_message(&value, "the card was declined"),
+        });
     }
     if !(200..300).contains(&status) {
-        let message = value["error"]["message"]
-            .as_str()
-            .unwrap_or("no message")
-            .chars()
-            .take(200)
-            .collect::<String>();
         return Err(unavailable(format!(
-            "refused the charge ({status}): {message}"
+            "refused the charge ({status}): {}",
+            error_message(&value, "no message")
         )));
     }
     let payment_intent =
@@ -462,15 +518,9 @@ pub fn interpret_checkout_answer(status: u16, body: &[u8]) -> Result<CheckoutSes
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| unavailable(format!("answered {status} with a body that is not JSON")))?;
     if !(200..300).contains(&status) {
-        // Stripe's error message names what it refused, never our key.
-        let message = value["error"]["message"]
-            .as_str()
-            .unwrap_or("no message")
-            .chars()
-            .take(200)
-            .collect::<String>();
         return Err(unavailable(format!(
-            "refused the checkout ({status}): {message}"
+            "refused the checkout ({status}): {}",
+            error_message(&value, "no message")
         )));
     }
     match (value["id"].as_str(), value["url"].as_str()) {
@@ -495,14 +545,7 @@ pub struct HttpStripe {
 impl HttpStripe {
     /// A client for `settings`' API base and key, with short timeouts.
     pub fn new(settings: &StripeSettings) -> HttpStripe {
-        let http = ureq::Agent::config_builder()
-            .timeout_global(Some(std::time::Duration::from_secs(20)))
-            .timeout_connect(Some(std::time::Duration::from_secs(5)))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .user_agent(concat!("creditgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let http = rail_agent(std::time::Duration::from_secs(20));
         HttpStripe {
             base: settings.api_base.trim_end_matches('/').to_owned(),
             secret_key: settings.secret_key.clone(),
@@ -566,6 +609,21 @@ impl StripeApi for HttpStripe {
         let (status, body) = self.post_form("/v1/checkout/sessions", form, idempotency_key)?;
         interpret_checkout_answer(status, &body)
     }
+}
+
+/// The HTTP client of a payment rail: `timeout` per call, 5 s to connect,
+/// no redirects (a rail's API never redirects; a redirect would carry our
+/// credential elsewhere), statuses read rather than raised.
+#[cfg(feature = "http")]
+pub(super) fn rail_agent(timeout: std::time::Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(std::time::Duration::from_secs(5)))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .user_agent(concat!("creditgate/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
 }
 
 /// A transport error in words that carry nothing of the request.

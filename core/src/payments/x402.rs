@@ -415,14 +415,7 @@ pub struct HttpFacilitator {
 impl HttpFacilitator {
     /// A client for `settings`' facilitator, with `timeout` per call.
     pub fn new(settings: &X402Settings, timeout: std::time::Duration) -> HttpFacilitator {
-        let http = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .timeout_connect(Some(std::time::Duration::from_secs(5)))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .user_agent(concat!("creditgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+        let http = super::stripe::rail_agent(timeout);
         HttpFacilitator {
             base: settings.facilitator_url.trim_end_matches('/').to_owned(),
             token: settings.facilitator_token.clone(),
