@@ -278,8 +278,9 @@ pub(crate) fn hold(
         return Err(Error::invalid("deadline", "must be in the future"));
     }
     // Promotional credits past their expiry are taken back first, so a
-    // hold never spends them, whenever the sweep last ran.
-    expire_buckets_of(tx, wallet, now)?;
+    // hold never spends them, whenever the sweep last ran; the live ones
+    // are what it draws from (one read of the wallet's buckets).
+    let live = expire_buckets_of(tx, wallet, now)?;
     debit_if_covered(tx, RESERVE_SQL, wallet, amount)?;
     let changed = tx
         .prepare_cached(
@@ -292,7 +293,7 @@ pub(crate) fn hold(
         "INSERT INTO open_holds (transfer_id, wallet, amount, deadline) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![id, wallet, amount, deadline])?;
-    draw_from_buckets(tx, wallet, id, amount)?;
+    draw_from_buckets(tx, live, id, amount)?;
     Ok(outcome)
 }
 
@@ -569,23 +570,33 @@ fn expire_bucket(
     Ok(())
 }
 
-/// Takes back the expired buckets of one wallet.
-fn expire_buckets_of(tx: &Tx<'_>, wallet: LedgerRow, now: UnixMillis) -> Result<()> {
-    let due: Vec<(String, i64, i64)> = {
+/// Takes back the expired buckets of one wallet; returns its live ones
+/// (grant id, available), soonest expiring first.
+fn expire_buckets_of(
+    tx: &Tx<'_>,
+    wallet: LedgerRow,
+    now: UnixMillis,
+) -> Result<Vec<(String, i64)>> {
+    let buckets: Vec<(String, i64, i64, UnixMillis)> = {
         let mut stmt = tx.prepare_cached(
-            "SELECT grant_id, available, expired FROM grant_buckets
-              WHERE wallet = ?1 AND (available > 0 OR held > 0) AND expires_at <= ?2
-                AND available > 0",
+            "SELECT grant_id, available, expired, expires_at FROM grant_buckets
+              WHERE wallet = ?1 AND (available > 0 OR held > 0) AND available > 0
+              ORDER BY expires_at, grant_id",
         )?;
-        let rows = stmt.query_map(params![wallet, now], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        let rows = stmt.query_map([wallet], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    for (grant_id, left, expired) in due {
-        expire_bucket(tx, &grant_id, wallet, left, expired, now)?;
+    let mut live = Vec::with_capacity(buckets.len());
+    for (grant_id, left, expired, expires_at) in buckets {
+        if expires_at <= now {
+            expire_bucket(tx, &grant_id, wallet, left, expired, now)?;
+        } else {
+            live.push((grant_id, left));
+        }
     }
-    Ok(())
+    Ok(live)
 }
 
 /// Takes back up to [`EXPIRE_BATCH_MAX`] expired buckets of any wallet;
@@ -608,18 +619,15 @@ pub(crate) fn expire_grants_due(tx: &Tx<'_>, now: UnixMillis) -> Result<usize> {
     Ok(due.len())
 }
 
-/// Draws a new hold of `amount` from the wallet's buckets, soonest
-/// expiring first; what they do not cover is paid credits.
-fn draw_from_buckets(tx: &Tx<'_>, wallet: LedgerRow, hold_id: &str, amount: i64) -> Result<()> {
-    let buckets: Vec<(String, i64)> = {
-        let mut stmt = tx.prepare_cached(
-            "SELECT grant_id, available FROM grant_buckets
-              WHERE wallet = ?1 AND (available > 0 OR held > 0) AND available > 0
-              ORDER BY expires_at, grant_id",
-        )?;
-        let rows = stmt.query_map([wallet], |row| Ok((row.get(0)?, row.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
+/// Draws a new hold of `amount` from a wallet's `live` buckets (soonest
+/// expiring first); what they do not cover is paid credits.
+fn draw_from_buckets(
+    tx: &Tx<'_>,
+    live: Vec<(String, i64)>,
+    hold_id: &str,
+    amount: i64,
+) -> Result<()> {
+    let buckets = live;
     let mut need = amount;
     for (grant_id, available) in buckets {
         if need == 0 {
