@@ -434,6 +434,42 @@ fn every_error_path_is_a_json_4xx_and_moves_no_money() {
     stop_and_verify(&sb, server);
 }
 
+/// The access-log lines of `path` in `log`.
+fn access_lines(log: &str, path: &str) -> usize {
+    log.lines()
+        .filter(|line| line.contains(&format!(" GET {path} 200 ")))
+        .count()
+}
+
+#[test]
+fn the_access_log_is_written_soon_and_in_full_at_shutdown() {
+    let sb = sandbox();
+    let (server, key) = start(&sb);
+    for _ in 0..50 {
+        assert_eq!(server.get("/v1/models/list", &key).status, 200);
+    }
+    // Buffered, yet written within moments without any more requests.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while access_lines(&server.stderr(), "/v1/models/list") < 50 {
+        assert!(Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The last request's line is written at shutdown, however soon.
+    assert_eq!(server.get("/v1/credits/balance", &key).status, 200);
+    let log = server.stderr_handle();
+    let status = server.signal_and_wait("TERM", Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = log.lock().map(|s| s.clone()).unwrap_or_default();
+        if access_lines(&text, "/v1/credits/balance") == 1 && text.contains("creditgate: stopped") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn the_served_docs_name_this_instance() {
     let sb = sandbox();

@@ -453,6 +453,12 @@ impl Server {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// A handle on what the server writes to stderr, still readable after
+    /// the server is stopped (its collector reads the pipe to its end).
+    pub fn stderr_handle(&self) -> std::sync::Arc<std::sync::Mutex<String>> {
+        self.stderr.clone()
+    }
+
     /// Sends SIGKILL and waits.
     pub fn kill(mut self) {
         let _ = self.child.kill();

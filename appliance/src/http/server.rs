@@ -91,6 +91,8 @@ impl RunningServer {
         for thread in self.threads {
             let _ = thread.join();
         }
+        // What the last requests logged, after every handler is done.
+        crate::logging::flush_access_log();
     }
 }
 
@@ -149,6 +151,20 @@ pub fn start(
                 })
         })
         .collect::<std::io::Result<Vec<_>>>()?;
+    let mut threads = threads;
+    if config.access_log {
+        let stop = stop.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(crate::logging::ACCESS_LOG_FLUSH);
+                        crate::logging::flush_access_log();
+                    }
+                })?,
+        );
+    }
     Ok(RunningServer {
         server,
         stop,
@@ -276,7 +292,7 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
     let (code, bytes) = (response.status, response.body_len());
     send(wire, response, &id);
     if config.access_log {
-        eprintln!(
+        crate::logging::access_line(format_args!(
             "{} {} {} {} {} {}B {}ms",
             format_rfc3339(SystemClock.now()),
             id,
@@ -285,7 +301,7 @@ fn serve_one(state: &State, config: &ServerConfig, mut wire: tiny_http::Request)
             code,
             bytes,
             started.elapsed().as_millis()
-        );
+        ));
     }
 }
 
