@@ -332,7 +332,11 @@ pub fn topup(call: &Call) -> Handled {
 /// the owner pays once at `checkout_url`.
 pub fn payment_setup(call: &Call) -> Handled {
     let account_id = &call.caller()?.account_id;
-    let body = call.request.json_body().unwrap_or(Value::Null);
+    let body = if call.request.body.is_empty() {
+        Value::Null
+    } else {
+        call.request.json_body()?
+    };
     let asked = match body.as_object() {
         Some(object) if object.contains_key("credits") => credits_member(object)?,
         _ => rust_decimal::Decimal::from(SETUP_CREDITS_DEFAULT),
