@@ -502,7 +502,9 @@ pub(crate) fn grant_expiring(
     memo: &str,
     now: UnixMillis,
 ) -> Result<TransferOutcome> {
-    if expires_at <= now {
+    // A replay answers the first grant whenever it comes (its expiry may
+    // have passed since); only a new grant must expire in the future.
+    if expires_at <= now && find_transfer(tx, id)?.is_none() {
         return Err(Error::invalid("expires_at", "must be in the future"));
     }
     let outcome = grant(tx, id, account_id, amount, memo, now)?;

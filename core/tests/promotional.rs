@@ -206,3 +206,19 @@ fn verify_catches_a_tampered_bucket() {
         report.violations
     );
 }
+
+#[test]
+fn a_promotional_grant_replayed_after_its_expiry_answers_the_first() {
+    // Found by the ledger's property test: the replay was refused as an
+    // expiry in the past, though it moves nothing.
+    let fx = common::fresh();
+    let account = funded(&fx);
+    let expires_at = fx.clock.now() + DAY_MS;
+    fx.clock.advance(Duration::from_millis(2 * DAY_MS as u64));
+    let again = fx
+        .gate
+        .grant_promotional("soon", &account, Decimal::from(5), expires_at, "promo")
+        .expect("a replay is not an error");
+    assert!(again.replayed);
+    common::assert_verified(&fx.gate);
+}
