@@ -319,32 +319,31 @@ fn check_resolutions(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<(
 }
 
 fn check_refunds(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
-    each_row(
-        conn,
-        "SELECT 'refunds of ' || c.id || ' total ' || sum(f.amount) || ', above its '
-                || c.amount || ' (or it is a ' || c.kind || ')'
-         FROM transfers f JOIN transfers c ON c.id = f.refund_of
-         WHERE f.kind = 'refund'
-         GROUP BY c.id
-         HAVING sum(f.amount) > c.amount OR c.kind != 'capture'
-             OR sum(f.debit_account != c.credit_account OR f.credit_account != c.debit_account) > 0
-         ORDER BY c.seq",
-        report,
-        "refund_within_charge",
-    )?;
-    each_row(
-        conn,
-        "SELECT 'reversals of ' || g.id || ' total ' || sum(f.amount) || ', above its '
-                || g.amount || ' (or it is a ' || g.kind || ')'
-         FROM transfers f JOIN transfers g ON g.id = f.refund_of
-         WHERE f.kind = 'reversal'
-         GROUP BY g.id
-         HAVING sum(f.amount) > g.amount OR g.kind != 'grant'
-             OR sum(f.debit_account != g.credit_account OR f.credit_account != g.debit_account) > 0
-         ORDER BY g.seq",
-        report,
-        "reversal_within_grant",
-    )
+    // A refund gives back (part of) a capture; a reversal takes back (part
+    // of) a grant. Either way: within what it gives back, of the right
+    // kind, between the same two ledger accounts in the other direction.
+    for (kind, of_kind, noun, check) in [
+        ("refund", "capture", "refunds", "refund_within_charge"),
+        ("reversal", "grant", "reversals", "reversal_within_grant"),
+    ] {
+        each_row(
+            conn,
+            &format!(
+                "SELECT '{noun} of ' || c.id || ' total ' || sum(f.amount) || ', above its '
+                        || c.amount || ' (or it is a ' || c.kind || ')'
+                 FROM transfers f JOIN transfers c ON c.id = f.refund_of
+                 WHERE f.kind = '{kind}'
+                 GROUP BY c.id
+                 HAVING sum(f.amount) > c.amount OR c.kind != '{of_kind}'
+                     OR sum(f.debit_account != c.credit_account
+                            OR f.credit_account != c.debit_account) > 0
+                 ORDER BY c.seq"
+            ),
+            report,
+            check,
+        )?;
+    }
+    Ok(())
 }
 
 fn check_shapes(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
@@ -425,6 +424,22 @@ fn check_topups(conn: &ReadOnly<'_>, report: &mut VerifyReport) -> Result<()> {
          WHERE p.status = 'credited'
            AND (t.id IS NULL OR t.kind != 'grant' OR t.amount != p.credits_micros
                 OR w.account_id IS NOT p.account_id)",
+        report,
+        "topups",
+    )?;
+    // What a top-up records as taken back is what the reversals of its
+    // grant took.
+    each_row(
+        conn,
+        "SELECT 'top-up ' || p.id || ' records ' || p.reversed_micros
+                || ' reversed but its grant''s reversals total '
+                || coalesce((SELECT sum(r.amount) FROM transfers r
+                              WHERE r.refund_of = p.transfer_id AND r.kind = 'reversal'), 0)
+         FROM topups p
+         WHERE p.status = 'credited'
+           AND p.reversed_micros != coalesce((SELECT sum(r.amount) FROM transfers r
+                                               WHERE r.refund_of = p.transfer_id
+                                                 AND r.kind = 'reversal'), 0)",
         report,
         "topups",
     )?;

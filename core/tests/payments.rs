@@ -404,6 +404,17 @@ fn refunds_reverse_a_top_up_once_and_never_inflate_totals_new_api_4211() {
     ));
     assert_eq!(available(&gate), 0);
     common::assert_verified(&gate);
+    // What the top-up records as reversed is checked against the ledger.
+    rusqlite::Connection::open(&fx.path)
+        .expect("raw")
+        .execute("UPDATE topups SET reversed_micros = 1", [])
+        .expect("tamper");
+    let report = gate.verify_ledger().expect("verify");
+    assert!(
+        report.violations.iter().any(|v| v.check == "topups"),
+        "{:#?}",
+        report.violations
+    );
 }
 
 #[test]
