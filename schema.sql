@@ -718,3 +718,11 @@ CREATE TABLE hold_draws (
     amount    INTEGER NOT NULL CHECK (amount > 0),
     PRIMARY KEY (hold_id, grant_id)
 ) STRICT, WITHOUT ROWID;
+
+-- @migration 12: running jobs are polled from a schedule in memory (module
+-- `gate::schedule`), rebuilt from their stored `next_run_at` on start, so
+-- a poll answering "still running" writes nothing. The due index keeps
+-- pending jobs only: their claim stays durable (a submission is marked
+-- before it is sent). Running jobs are found through `jobs_deadline`.
+DROP INDEX jobs_due;
+CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status = 'pending';

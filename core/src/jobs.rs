@@ -226,20 +226,24 @@ macro_rules! job_columns {
 // the status index for all of them and scanned every live job per step.
 // Their plans are checked by a test (no scan, no sort).
 
-/// Due live jobs, oldest first.
-const DUE_SQL: &str = "SELECT id, status = 'pending' AND submit_started_at IS NOT NULL
+/// Due pending jobs, oldest first (running ones are polled from the
+/// schedule in memory, `gate::schedule`).
+const DUE_SQL: &str = "SELECT id, submit_started_at IS NOT NULL
      FROM jobs INDEXED BY jobs_due
-     WHERE status IN ('pending', 'running') AND next_run_at <= ?1 AND deadline > ?1
+     WHERE status = 'pending' AND next_run_at <= ?1 AND deadline > ?1
        AND (lease_until IS NULL OR lease_until <= ?1)
      ORDER BY next_run_at, rowid LIMIT ?2";
+/// Running jobs and their next poll, as stored (to rebuild the schedule).
+const RUNNING_SQL: &str = "SELECT id, next_run_at FROM jobs INDEXED BY jobs_deadline
+     WHERE status IN ('pending', 'running') AND status = 'running'";
 /// Live jobs past their deadline, oldest deadline first (ids only: each is
 /// then read alone, so one row that does not decode fails alone).
 const OVERDUE_SQL: &str = "SELECT id FROM jobs INDEXED BY jobs_deadline
      WHERE status IN ('pending', 'running') AND deadline <= ?1
      ORDER BY deadline, rowid LIMIT ?2";
-/// The earliest next run of a live job.
+/// The earliest next run of a pending job.
 const NEXT_RUN_SQL: &str = "SELECT next_run_at FROM jobs INDEXED BY jobs_due
-     WHERE status IN ('pending', 'running') ORDER BY next_run_at LIMIT 1";
+     WHERE status = 'pending' ORDER BY next_run_at LIMIT 1";
 /// The earliest deadline of a live job.
 const NEXT_DEADLINE_SQL: &str = "SELECT deadline FROM jobs INDEXED BY jobs_deadline
      WHERE status IN ('pending', 'running') ORDER BY deadline LIMIT 1";
@@ -300,7 +304,9 @@ const TRANSITION_SQL: &str = concat!(
         pending_outputs = CASE WHEN ?12 THEN NULL ELSE coalesce(?15, pending_outputs) END,
         lease_until = NULL,
         updated_at = ?11,
-        finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END
+        finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END,
+        polls = polls + ?16,
+        poll_errors = poll_errors + ?17
      WHERE id = ?1 AND status = ?2
      RETURNING ",
     job_columns!()
@@ -485,6 +491,10 @@ pub(crate) struct Change {
     pub(crate) provider_state: Option<String>,
     pub(crate) usage: Option<String>,
     pub(crate) pending_outputs: Option<String>,
+    /// Polls made since the job's last write (kept in memory meanwhile).
+    pub(crate) add_polls: i64,
+    /// Transient poll errors made since the job's last write.
+    pub(crate) add_poll_errors: i64,
 }
 
 /// Moves a job from `from` to `to`, refusing any edge the state machine
@@ -540,6 +550,8 @@ pub(crate) fn transition(
                 change.provider_state,
                 change.usage,
                 change.pending_outputs,
+                change.add_polls,
+                change.add_poll_errors,
             ],
             from_row,
         )
@@ -616,9 +628,10 @@ pub(crate) struct Claimed {
     pub(crate) undecodable: Vec<(String, Error)>,
 }
 
-/// Leases up to `limit` live jobs that are due and not past their deadline
-/// until `lease_until`; a pending job is marked as possibly submitted
+/// Leases up to `limit` pending jobs that are due and not past their
+/// deadline until `lease_until`, each marked as possibly submitted
 /// (`submit_started_at`) and its attempt counted before any provider call.
+/// (Running jobs are taken from the poll schedule in memory instead.)
 /// A row that does not decode is leased too (so it is not claimed again at
 /// once) and returned apart; it does not stop the others.
 pub(crate) fn claim_due(
@@ -649,6 +662,14 @@ pub(crate) fn claim_due(
         }
     }
     Ok(claimed)
+}
+
+/// Every running job's id and stored next poll (one scan of the live
+/// jobs' index), to rebuild the poll schedule from.
+pub(crate) fn running(conn: &ReadOnly<'_>) -> Result<Vec<(String, UnixMillis)>> {
+    let mut stmt = conn.prepare_cached(RUNNING_SQL)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
 /// The ids of live jobs whose deadline has passed, oldest deadline first.
@@ -706,9 +727,9 @@ pub(crate) fn unclaim(
     guarded(tx, job_id, changed, JobStatus::Pending)
 }
 
-/// The earliest time a live job needs a worker (its next run or its
-/// deadline), if any. Two index seeks: the partial indexes hold live jobs
-/// only, ordered by exactly these times.
+/// The earliest time a stored job needs a worker (a pending job's next
+/// run, a live job's deadline, an upstream cancel), if any: three index
+/// seeks. Running jobs' polls are due by the schedule in memory instead.
 pub(crate) fn next_due(conn: &ReadOnly<'_>) -> Result<Option<UnixMillis>> {
     let first = |sql: &str| -> Result<Option<UnixMillis>> {
         Ok(conn
@@ -933,6 +954,7 @@ mod tests {
             OVERDUE_SQL,
             NEXT_RUN_SQL,
             NEXT_DEADLINE_SQL,
+            RUNNING_SQL,
             LIST_ACCOUNT_SQL,
             LIST_ALL_SQL,
         ] {
@@ -947,7 +969,10 @@ mod tests {
                 })
                 .expect("plan");
             let plan = plan.join("; ");
-            assert!(plan.contains("USING INDEX"), "{sql}\n{plan}");
+            assert!(
+                plan.contains("USING INDEX") || plan.contains("USING COVERING INDEX"),
+                "{sql}\n{plan}"
+            );
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
         }
     }

@@ -74,6 +74,7 @@ pub use gate::media::{
     KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,
 };
 pub use gate::payments::TOPUPS_LIST_MAX;
+pub use gate::schedule::RUNNING_JOBS_MAX;
 pub use gate::signup::{DefaultModels, Registered, SelfRegistration};
 pub use gate::waiting::{Waited, JOB_WAITERS_MAX, JOB_WAIT_MS_MAX};
 pub use gate::webhooks::WebhookReceipt;

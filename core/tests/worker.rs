@@ -90,7 +90,7 @@ impl Fixture {
             .store_for_tests()
             .write(|tx| {
                 Ok(tx.execute_batch(
-                    "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status IN ('pending', 'running')",
+                    "CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status = 'pending'",
                 )?)
             })
             .expect("restore the index");

@@ -305,12 +305,28 @@ impl Gate {
 
     /// A job by id (operators; no account check).
     pub fn job(&self, job_id: &str) -> Result<Job> {
-        self.store.read(|conn| jobs::get(conn, job_id))
+        let job = self.store.read(|conn| jobs::get(conn, job_id))?;
+        Ok(self.with_unwritten_polls(job))
     }
 
     /// Jobs, newest first.
     pub fn jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        self.store.read(|conn| jobs::list(conn, filter))
+        let jobs = self.store.read(|conn| jobs::list(conn, filter))?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| self.with_unwritten_polls(job))
+            .collect())
+    }
+
+    /// A running job as its poll counters are, counting the polls the
+    /// schedule holds that are not written yet.
+    fn with_unwritten_polls(&self, mut job: Job) -> Job {
+        if job.status == JobStatus::Running {
+            let unwritten = self.schedule.unwritten(&job.id);
+            job.polls += unwritten.polls;
+            job.poll_errors += unwritten.poll_errors;
+        }
+        job
     }
 
     /// Cancels an account's live job and releases its hold, in one

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod payments;
 pub mod plans;
 mod pricing;
+pub mod schedule;
 pub mod signup;
 pub mod spendcaps;
 pub mod waiting;
@@ -117,6 +118,8 @@ pub struct Gate {
     identity_providers: Vec<IdentityProvider>,
     /// Submission answers the worker could not record yet.
     unrecorded: work::Unrecorded,
+    /// When each running job is polled next.
+    schedule: schedule::PollSchedule,
     /// Calls in flight per provider instance.
     slots: work::ProviderSlots,
     /// How the worker steps have been going.
@@ -146,8 +149,12 @@ struct IdentityProvider {
 impl Gate {
     /// Opens (creating and migrating if needed) the database of `options`.
     pub fn open(options: &StoreOptions, clock: Arc<dyn Clock>) -> Result<Gate> {
+        let store = Store::open(options)?;
+        let schedule = schedule::PollSchedule::default();
+        schedule.rebuild(store.read(crate::jobs::running)?);
         Ok(Gate {
-            store: Store::open(options)?,
+            store,
+            schedule,
             clock,
             catalogs: RwLock::new(HashMap::new()),
             providers: ProviderRegistry::fixture(Scenarios::shipped()),

@@ -51,7 +51,7 @@ impl Gate {
             .verify_webhook(headers, body, now)
             .map_err(unverified)?;
         let instance = instance.to_owned();
-        self.store.write(move |tx| {
+        let receipt = self.store.write(move |tx| {
             let job = jobs::find_by_provider_task(tx, &instance, &event.task_id)?;
             let job_id = job.map(|job| job.id);
             let applied =
@@ -62,6 +62,11 @@ impl Gate {
                 }
             }
             Ok(WebhookReceipt { job_id, applied })
-        })
+        })?;
+        if let (Some(job_id), true) = (&receipt.job_id, receipt.applied) {
+            // A running job is polled from the schedule in memory.
+            self.schedule.make_due(job_id, now);
+        }
+        Ok(receipt)
     }
 }

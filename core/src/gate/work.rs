@@ -51,6 +51,7 @@ use crate::gate::decide::{
     Step, Timing,
 };
 use crate::gate::generate::{finish_unpaid, release_hold, seed_of};
+use crate::gate::schedule::{Unwritten, RUNNING_JOBS_MAX};
 use crate::gate::Gate;
 use crate::jobs::{self, Change, Job, JobStatus, Output, Reschedule};
 use crate::ledger;
@@ -347,6 +348,47 @@ struct Called {
     fault: Option<JobFault>,
 }
 
+/// The running jobs a step took from the schedule, read.
+#[derive(Default)]
+struct Polled {
+    jobs: Vec<Job>,
+    /// Each one's polls not yet written.
+    unwritten: HashMap<String, Unwritten>,
+    /// Rows that do not decode (they left the schedule), to fail.
+    undecodable: Vec<(String, Error)>,
+}
+
+/// When a running job's answer is only remembered, not written (it is
+/// still running, or it could not be asked now): its next poll and the
+/// polls it adds; `None` when the answer must be recorded.
+fn unwritten_answer(decision: &Decision, now: UnixMillis) -> Option<(UnixMillis, Unwritten)> {
+    match decision {
+        Decision::Retry {
+            delay_ms,
+            add_polls,
+            add_poll_errors,
+            message: None,
+            not_sent: _,
+        } => Some((
+            now.saturating_add(*delay_ms),
+            Unwritten {
+                polls: *add_polls,
+                poll_errors: *add_poll_errors,
+            },
+        )),
+        Decision::Defer { delay_ms } => Some((
+            now.saturating_add((*delay_ms).max(BUSY_RETRY_MS)),
+            Unwritten::default(),
+        )),
+        _ => None,
+    }
+}
+
+/// The earlier of two optional times.
+fn earliest(a: Option<UnixMillis>, b: Option<UnixMillis>) -> Option<UnixMillis> {
+    a.into_iter().chain(b).min()
+}
+
 /// What the first write of a step found.
 struct Claim {
     expired: usize,
@@ -364,7 +406,9 @@ impl Gate {
     /// claimed by a process that died are resumed at once. Returns how many
     /// leases were dropped.
     pub fn recover(&self) -> Result<usize> {
-        self.store.write(jobs::release_leases)
+        let released = self.store.write(jobs::release_leases)?;
+        self.schedule.rebuild(self.store.read(jobs::running)?);
+        Ok(released)
     }
 
     /// How the worker steps have been going: ok unless the last
@@ -421,7 +465,86 @@ impl Gate {
             ))),
         };
         self.step_health.record(&outcome);
+        // A running job this step took and did not put back (an error or a
+        // panic on the way) is polled again shortly; for the others this
+        // does nothing.
+        let retry_at = self.clock.now().saturating_add(RECORD_RETRY_MS);
+        for id in lock(&claimed_ids).iter() {
+            self.schedule.put_back(id, retry_at, Unwritten::default());
+        }
         outcome
+    }
+
+    /// Reads the running jobs taken from the schedule. A job no longer
+    /// running (it ended meanwhile) or past its deadline (the claim's
+    /// expiry ends it) leaves the schedule; a row that does not decode is
+    /// returned apart, to be failed.
+    fn read_polled(&self, polled: Vec<(String, Unwritten)>, now: UnixMillis) -> Result<Polled> {
+        if polled.is_empty() {
+            return Ok(Polled::default());
+        }
+        let read = self.store.read(|conn| {
+            let mut found = Vec::with_capacity(polled.len());
+            for (id, more) in &polled {
+                found.push((id.clone(), *more, jobs::get(conn, id)));
+            }
+            Ok(found)
+        });
+        let found = match read {
+            Ok(found) => found,
+            Err(err) => {
+                for (id, _) in &polled {
+                    self.schedule
+                        .put_back(id, now + RECORD_RETRY_MS, Unwritten::default());
+                }
+                return Err(err);
+            }
+        };
+        let mut out = Polled::default();
+        for (id, more, job) in found {
+            match job {
+                Ok(mut job) if job.status == JobStatus::Running && job.deadline > now => {
+                    // The polls made since its last write count for the backoff.
+                    job.polls += more.polls;
+                    job.poll_errors += more.poll_errors;
+                    out.unwritten.insert(id, more);
+                    out.jobs.push(job);
+                }
+                Ok(_) | Err(Error::NotFound { .. }) => self.schedule.remove(&id),
+                Err(err @ Error::CorruptData { .. }) => {
+                    self.schedule.remove(&id);
+                    out.undecodable.push((id, err));
+                }
+                Err(other) => {
+                    self.schedule
+                        .put_back(&id, now + RECORD_RETRY_MS, Unwritten::default());
+                    if out.undecodable.is_empty() && out.jobs.is_empty() {
+                        return Err(other);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fails running jobs whose rows do not decode (in one write), for a
+    /// step that has nothing else to record.
+    fn fail_undecodable_running(
+        &self,
+        undecodable: Vec<(String, Error)>,
+        now: UnixMillis,
+        report: &mut WorkReport,
+    ) -> Result<()> {
+        let faults = self.store.write(move |tx| {
+            undecodable
+                .iter()
+                .map(|(job_id, err)| fail_undecodable(tx, job_id, err, now))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        self.job_events.notify();
+        report.failed += faults.len();
+        report.faults.extend(faults);
+        Ok(())
     }
 
     fn step(&self, limit: usize, claimed_ids: &Mutex<Vec<String>>) -> Result<WorkReport> {
@@ -429,6 +552,14 @@ impl Gate {
         let now = self.clock.now();
         let remembered = self.unrecorded.job_ids();
         let lease_until = now.saturating_add(self.lease_ms());
+        // Running jobs due, from the schedule in memory (no write): at most
+        // half the step while pending jobs may be waiting, more below if
+        // they are not. No pending job starts while the schedule is full.
+        let mut polled = self.schedule.take_due(now, limit.div_ceil(2));
+        lock(claimed_ids).extend(polled.iter().map(|(id, _)| id.clone()));
+        let pending_limit = limit
+            .saturating_sub(polled.len())
+            .min(RUNNING_JOBS_MAX.saturating_sub(self.schedule.len()));
         let claim = self.store.write(move |tx| {
             let Expiry {
                 expired,
@@ -439,7 +570,7 @@ impl Gate {
             // somehow did not release them.
             ledger::expire_due(tx, now)?;
             jobs::prune_deliveries(tx, now)?;
-            let claimed = jobs::claim_due(tx, now, lease_until, limit)?;
+            let claimed = jobs::claim_due(tx, now, lease_until, pending_limit)?;
             for (job_id, err) in claimed.undecodable {
                 faults.push(fail_undecodable(tx, &job_id, &err, now)?);
             }
@@ -499,12 +630,29 @@ impl Gate {
                 let _ = self.cancel_upstream(&job);
             }
         }
-        if claim.claimed.is_empty() && claim.cancels.is_empty() {
+        let room = limit.saturating_sub(polled.len() + claim.claimed.len());
+        if claim.claimed.len() < pending_limit && room > 0 {
+            let more = self.schedule.take_due(now, room);
+            lock(claimed_ids).extend(more.iter().map(|(id, _)| id.clone()));
+            polled.extend(more);
+        }
+        let Polled {
+            jobs: running,
+            unwritten,
+            undecodable,
+        } = self.read_polled(polled, now)?;
+        if claim.claimed.is_empty() && claim.cancels.is_empty() && running.is_empty() {
+            if !undecodable.is_empty() {
+                self.fail_undecodable_running(undecodable, now, &mut report)?;
+            }
+            report.next_due = earliest(report.next_due, self.schedule.next_due());
             return Ok(report);
         }
         lock(claimed_ids).extend(claim.claimed.iter().map(|job| job.id.clone()));
-        let (called, cancels_done) =
-            self.call_all(&claim.claimed, &claim.possibly_sent, &claim.cancels);
+        let mut claimed = claim.claimed;
+        claimed.extend(running);
+        let (called, cancels_done) = self.call_all(&claimed, &claim.possibly_sent, &claim.cancels);
+        let called_at = self.clock.now();
         let mut decisions = Vec::with_capacity(called.len());
         for called in called {
             match called.kind {
@@ -522,6 +670,13 @@ impl Gate {
                 report.retried += 1;
             }
             report.faults.extend(called.fault);
+            if called.from == JobStatus::Running {
+                if let Some((due, more)) = unwritten_answer(&called.decision, called_at) {
+                    // Still running: remembered, not written.
+                    self.schedule.put_back(&called.job_id, due, more);
+                    continue;
+                }
+            }
             decisions.push((
                 called.job_id,
                 called.from,
@@ -548,7 +703,14 @@ impl Gate {
                 _ => None,
             })
             .collect();
-        let now = self.clock.now();
+        let now = called_at;
+        if decisions.is_empty() && cancels_done.is_empty() && undecodable.is_empty() {
+            // Every poll answered "still running": nothing to write.
+            let stored = self.store.read(jobs::next_due)?;
+            report.next_due = earliest(stored, self.schedule.next_due());
+            return Ok(report);
+        }
+        let running_ids: HashSet<String> = unwritten.keys().cloned().collect();
         let first_poll = self.settings.poll_interval_ms_min;
         let retention_ms = self.media_retention_ms;
         let charges_with = self.stripe.as_ref().map(|rail| {
@@ -563,6 +725,10 @@ impl Gate {
             self.store.write(move |tx| {
                 for job_id in &cancels_done {
                     jobs::finish_upstream_cancel(tx, job_id)?;
+                }
+                let mut undecodable_faults = Vec::with_capacity(undecodable.len());
+                for (job_id, err) in &undecodable {
+                    undecodable_faults.push(fail_undecodable(tx, job_id, err, now)?);
                 }
                 let mut applied = Vec::with_capacity(decisions.len());
                 for (id, from, possibly_sent, decision) in decisions {
@@ -581,6 +747,7 @@ impl Gate {
                         first_poll_ms: first_poll,
                         retention_ms,
                         charges_with: charges_with.clone(),
+                        unwritten: unwritten.get(&id).copied().unwrap_or_default(),
                     };
                     let outcome = tx.nested(|tx| {
                         catch_unwind(AssertUnwindSafe(|| apply(tx, &id, decision, &record)))
@@ -627,7 +794,7 @@ impl Gate {
                     };
                     applied.push((id, outcome));
                 }
-                Ok((applied, jobs::next_due(tx)?))
+                Ok((applied, undecodable_faults, jobs::next_due(tx)?))
             })
         }))
         .unwrap_or_else(|panic| {
@@ -636,13 +803,17 @@ impl Gate {
                 panic_text(panic.as_ref())
             )))
         });
-        let (applied, next_due) = match recorded {
+        let (applied, undecodable_faults, next_due) = match recorded {
             Ok(recorded) => {
                 // Callers waiting for these jobs re-read them.
                 self.job_events.notify();
                 recorded
             }
             Err(err) => {
+                for id in &running_ids {
+                    self.schedule
+                        .put_back(id, now + RECORD_RETRY_MS, Unwritten::default());
+                }
                 for (id, answer) in answers {
                     self.unrecorded.keep(id, answer);
                 }
@@ -655,9 +826,23 @@ impl Gate {
             .filter(|(_, outcome)| *outcome == Applied::Succeeded)
             .map(|(id, _)| id.clone())
             .collect();
-        report.next_due = next_due;
+        report.failed += undecodable_faults.len();
+        report.faults.extend(undecodable_faults);
         let mut answers: HashMap<String, Decision> = answers.into_iter().collect();
         for (job_id, outcome) in applied {
+            let was_running = running_ids.contains(&job_id);
+            match &outcome {
+                Applied::Running(due) => self.schedule.insert(&job_id, *due),
+                Applied::Rescheduled(due) if was_running => self.schedule.insert(&job_id, *due),
+                Applied::Left(_) if was_running => {
+                    self.schedule
+                        .put_back(&job_id, now + RECORD_RETRY_MS, Unwritten::default())
+                }
+                Applied::Rescheduled(_) | Applied::Deferred | Applied::Left(_) => {}
+                Applied::Succeeded | Applied::Failed | Applied::Expired | Applied::Superseded => {
+                    self.schedule.remove(&job_id)
+                }
+            }
             match outcome {
                 Applied::Succeeded => report.succeeded += 1,
                 Applied::Failed => report.failed += 1,
@@ -665,7 +850,7 @@ impl Gate {
                 // Its accepted task's upstream cancel, if any, was queued in
                 // the record write.
                 Applied::Superseded => report.superseded += 1,
-                Applied::Running | Applied::Rescheduled | Applied::Deferred => {}
+                Applied::Running(_) | Applied::Rescheduled(_) | Applied::Deferred => {}
                 Applied::Left(detail) => {
                     report.left += 1;
                     if let Some(answer) = answers.remove(&job_id) {
@@ -680,6 +865,7 @@ impl Gate {
         }
         // After the answers left for later are remembered: their files stay.
         self.remove_unremembered(&kept_files, |job_id| !succeeded.contains(job_id));
+        report.next_due = earliest(next_due, self.schedule.next_due());
         Ok(report)
     }
 
@@ -1172,8 +1358,10 @@ fn expire_overdue(tx: &Tx<'_>, now: UnixMillis) -> Result<Expiry> {
 /// How a decision ended up recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Applied {
-    Running,
-    Rescheduled,
+    /// Now running, first polled at this time.
+    Running(UnixMillis),
+    /// Still live, next looked at at this time.
+    Rescheduled(UnixMillis),
     Deferred,
     Succeeded,
     Failed,
@@ -1196,6 +1384,8 @@ struct Record {
     /// What an auto top-up charges in (the price of a credit in minor
     /// units, the currency), when Stripe is configured.
     charges_with: Option<(rust_decimal::Decimal, String)>,
+    /// Polls of a running job not written yet, written with this answer.
+    unwritten: Unwritten,
 }
 
 /// Records one decision for a job still in `record.from`, with its ledger
@@ -1203,9 +1393,10 @@ struct Record {
 fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Result<Applied> {
     let now = record.now;
     let to_running = |task_id: String, change: Change| {
+        let first_poll = change.next_run_at.unwrap_or(now + record.first_poll_ms);
         let change = Change {
             provider_task_id: Some(task_id),
-            next_run_at: change.next_run_at.or(Some(now + record.first_poll_ms)),
+            next_run_at: Some(first_poll),
             ..change
         };
         jobs::transition(
@@ -1216,15 +1407,16 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
             change,
             now,
         )
+        .map(|_| first_poll)
     };
+    let unwritten = record.unwritten;
     match decision {
         Decision::Running { task_id, state } => {
             let change = Change {
                 provider_state: state,
                 ..Change::default()
             };
-            to_running(task_id, change)?;
-            Ok(Applied::Running)
+            Ok(Applied::Running(to_running(task_id, change)?))
         }
         Decision::Succeed { .. } => Err(Error::internal(
             "a success reached recording before its outputs were kept",
@@ -1248,6 +1440,7 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
                 charge_micros,
                 retention_ms: record.retention_ms,
                 charges_with: record.charges_with.clone(),
+                unwritten,
             };
             Ok(match settle_success(tx, job_id, kept, now)? {
                 JobStatus::Succeeded => Applied::Succeeded,
@@ -1267,23 +1460,25 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
                     next_run_at: Some(now + delay_ms),
                     ..Change::default()
                 };
-                to_running(task_id, change)?;
-                return Ok(Applied::Running);
+                return Ok(Applied::Running(to_running(task_id, change)?));
             }
             let plan = Reschedule {
                 next_run_at: now + delay_ms,
-                add_poll_errors: 1,
+                add_polls: unwritten.polls,
+                add_poll_errors: 1 + unwritten.poll_errors,
                 error_message: Some(message),
                 pending_outputs: Some(pending_outputs),
                 ..Reschedule::default()
             };
             jobs::reschedule(tx, job_id, JobStatus::Running, &plan, now)?;
-            Ok(Applied::Rescheduled)
+            Ok(Applied::Rescheduled(plan.next_run_at))
         }
         Decision::Fail { code, message } => {
             let change = Change {
                 error_code: Some(code),
                 error_message: Some(message),
+                add_polls: unwritten.polls,
+                add_poll_errors: unwritten.poll_errors,
                 ..Change::default()
             };
             finish_unpaid(tx, job_id, record.from, JobStatus::Failed, change, now)?;
@@ -1298,14 +1493,14 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
         } => {
             let plan = Reschedule {
                 next_run_at: now + delay_ms,
-                add_polls,
-                add_poll_errors,
+                add_polls: add_polls + unwritten.polls,
+                add_poll_errors: add_poll_errors + unwritten.poll_errors,
                 error_message: message,
                 not_sent: not_sent && record.from == JobStatus::Pending,
                 ..Reschedule::default()
             };
             jobs::reschedule(tx, job_id, record.from, &plan, now)?;
-            Ok(Applied::Rescheduled)
+            Ok(Applied::Rescheduled(plan.next_run_at))
         }
         Decision::Defer { delay_ms } => {
             match record.from {
@@ -1331,6 +1526,7 @@ struct Kept {
     charge_micros: Option<i64>,
     retention_ms: i64,
     charges_with: Option<(rust_decimal::Decimal, String)>,
+    unwritten: Unwritten,
 }
 
 /// The success transaction; returns the status the job ended in.
@@ -1351,6 +1547,8 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
                 let change = Change {
                     error_code: Some("expired".into()),
                     error_message: Some("the result arrived after the job's hold expired".into()),
+                    add_polls: kept.unwritten.polls,
+                    add_poll_errors: kept.unwritten.poll_errors,
                     ..Change::default()
                 };
                 finish_unpaid(
@@ -1376,6 +1574,8 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
         seed: kept.seed,
         charged_micros: Some(charge),
         usage,
+        add_polls: kept.unwritten.polls,
+        add_poll_errors: kept.unwritten.poll_errors,
         ..Change::default()
     };
     let succeeded = jobs::transition(
