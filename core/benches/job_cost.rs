@@ -35,6 +35,8 @@ use serde_json::json;
 const JOBS: usize = 4_000;
 /// Rounds of "advance the clock past the next poll, run the worker".
 const POLL_ROUNDS_MAX: usize = 10;
+/// Interleaved rounds; each phase's median is reported.
+const ROUNDS: usize = 3;
 /// Jobs one worker step takes (the appliance's `WORKER_BATCH_MAX`).
 const WORKER_BATCH: usize = 32;
 
@@ -48,6 +50,21 @@ struct Phases {
 impl Phases {
     fn whole(&self) -> f64 {
         self.submit + self.hand_over + self.finish
+    }
+
+    /// Each phase's median over `rounds`.
+    fn median<'a>(rounds: impl Iterator<Item = &'a Phases>) -> Phases {
+        let rounds: Vec<&Phases> = rounds.collect();
+        let of = |pick: fn(&Phases) -> f64| {
+            let mut values: Vec<f64> = rounds.iter().map(|p| pick(p)).collect();
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        Phases {
+            submit: of(|p| p.submit),
+            hand_over: of(|p| p.hand_over),
+            finish: of(|p| p.finish),
+        }
     }
 }
 
@@ -356,12 +373,32 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let one_by_one = reference(dir.path(), 1);
-    let grouped = reference(dir.path(), WORKER_BATCH);
-    let (gate_one, polls_one) = gate_phases(dir.path(), 1);
-    let (gate_grouped, polls_grouped) = gate_phases(dir.path(), WORKER_BATCH);
-    println!("writer cost per job, {JOBS} jobs, synchronous=NORMAL, no HTTP");
+    // Interleaved rounds (so a noisy neighbour hits every measurement
+    // alike), each phase's median reported.
+    let mut rounds = Vec::with_capacity(ROUNDS);
+    let (mut polls_one, mut polls_grouped) = (0.0, 0.0);
+    for round in 0..ROUNDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one_by_one = reference(dir.path(), 1);
+        let grouped = reference(dir.path(), WORKER_BATCH);
+        let (gate_one, polls) = gate_phases(dir.path(), 1);
+        polls_one = polls;
+        let (gate_grouped, polls) = gate_phases(dir.path(), WORKER_BATCH);
+        polls_grouped = polls;
+        eprintln!(
+            "round {round}: whole life {:.1}/{:.1} us, grouped {:.1}/{:.1} us",
+            gate_one.whole(),
+            one_by_one.whole(),
+            gate_grouped.whole(),
+            grouped.whole()
+        );
+        rounds.push([one_by_one, grouped, gate_one, gate_grouped]);
+    }
+    let median = |which: usize| Phases::median(rounds.iter().map(|r| &r[which]));
+    let (one_by_one, grouped, gate_one, gate_grouped) = (median(0), median(1), median(2), median(3));
+    println!(
+        "writer cost per job, {JOBS} jobs, synchronous=NORMAL, no HTTP, median of {ROUNDS} rounds"
+    );
     print_mode(
         "mode 1: one submit per transaction (one thread)",
         &gate_one,

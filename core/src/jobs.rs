@@ -290,8 +290,9 @@ const INSERT_SQL: &str = concat!(
     job_columns!()
 );
 /// A status change, guarded by the status the caller saw.
-const TRANSITION_SQL: &str = concat!(
-    "UPDATE jobs SET status = ?3,
+macro_rules! transition_update {
+    () => {
+        "UPDATE jobs SET status = ?3,
         provider_task_id = coalesce(?4, provider_task_id),
         outputs = coalesce(?5, outputs),
         seed = coalesce(?6, seed),
@@ -307,21 +308,22 @@ const TRANSITION_SQL: &str = concat!(
         finished_at = CASE WHEN ?12 THEN ?11 ELSE NULL END,
         polls = polls + ?16,
         poll_errors = poll_errors + ?17
-     WHERE id = ?1 AND status = ?2
-     RETURNING ",
-    job_columns!()
-);
+     WHERE id = ?1 AND status = ?2"
+    };
+}
+/// A status change returning the changed row.
+const TRANSITION_SQL: &str = concat!(transition_update!(), " RETURNING ", job_columns!());
+/// A status change whose caller needs nothing back: no row is copied out
+/// (`RETURNING` stores each row in a temporary table first).
+const TRANSITION_QUIET_SQL: &str = transition_update!();
 /// Bookkeeping without a status change, guarded by the status.
-const RESCHEDULE_SQL: &str = concat!(
+const RESCHEDULE_SQL: &str =
     "UPDATE jobs SET next_run_at = ?3, polls = polls + ?4, poll_errors = poll_errors + ?5,
         error_message = coalesce(?6, error_message), lease_until = NULL, updated_at = ?7,
         provider_state = coalesce(?8, provider_state),
         pending_outputs = coalesce(?9, pending_outputs),
         submit_started_at = CASE WHEN ?10 THEN NULL ELSE submit_started_at END
-     WHERE id = ?1 AND status = ?2
-     RETURNING ",
-    job_columns!()
-);
+     WHERE id = ?1 AND status = ?2";
 /// A worker's lease on a due job; a pending job's attempt is counted and
 /// marked as possibly submitted.
 const LEASE_SQL: &str = concat!(
@@ -335,14 +337,10 @@ const LEASE_SQL: &str = concat!(
 );
 
 /// Gives back a claimed pending job without a submission (see [`unclaim`]).
-const UNCLAIM_SQL: &str = concat!(
-    "UPDATE jobs SET lease_until = NULL, next_run_at = ?2, updated_at = ?3,
+const UNCLAIM_SQL: &str = "UPDATE jobs SET lease_until = NULL, next_run_at = ?2, updated_at = ?3,
         submit_attempts = max(submit_attempts - 1, 0),
         submit_started_at = CASE WHEN ?4 THEN submit_started_at ELSE NULL END
-     WHERE id = ?1 AND status = 'pending'
-     RETURNING ",
-    job_columns!()
-);
+     WHERE id = ?1 AND status = 'pending'";
 
 fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
     let status: String = row.get(15)?;
@@ -507,6 +505,56 @@ pub(crate) fn transition(
     change: Change,
     now: UnixMillis,
 ) -> Result<Job> {
+    let changed = transition_with(
+        tx,
+        job_id,
+        from,
+        to,
+        change,
+        now,
+        TRANSITION_SQL,
+        |stmt, p| stmt.query_row(p, from_row).optional(),
+    )?;
+    guarded(tx, job_id, changed, to)
+}
+
+/// [`transition`] for a caller that needs nothing back.
+pub(crate) fn transition_quiet(
+    tx: &Tx<'_>,
+    job_id: &str,
+    from: JobStatus,
+    to: JobStatus,
+    change: Change,
+    now: UnixMillis,
+) -> Result<()> {
+    let changed = transition_with(
+        tx,
+        job_id,
+        from,
+        to,
+        change,
+        now,
+        TRANSITION_QUIET_SQL,
+        |stmt, p| Ok((stmt.execute(p)? == 1).then_some(())),
+    )?;
+    guarded(tx, job_id, changed, to)
+}
+
+/// Checks and runs a status change with `run` (the changed row, if any).
+#[allow(clippy::too_many_arguments)]
+fn transition_with<T>(
+    tx: &Tx<'_>,
+    job_id: &str,
+    from: JobStatus,
+    to: JobStatus,
+    change: Change,
+    now: UnixMillis,
+    sql: &str,
+    run: impl FnOnce(
+        &mut rusqlite::CachedStatement<'_>,
+        &[&dyn rusqlite::ToSql],
+    ) -> rusqlite::Result<Option<T>>,
+) -> Result<Option<T>> {
     if !from.can_become(to) {
         return Err(Error::InvalidTransition {
             job_id: job_id.to_owned(),
@@ -531,37 +579,34 @@ pub(crate) fn transition(
     let message = change
         .error_message
         .map(|m| m.chars().take(ERROR_MESSAGE_CHARS_MAX).collect::<String>());
-    let changed = tx
-        .prepare_cached(TRANSITION_SQL)?
-        .query_row(
-            params![
-                job_id,
-                from.as_str(),
-                to.as_str(),
-                change.provider_task_id,
-                outputs,
-                change.seed,
-                change.error_code,
-                message,
-                change.charged_micros,
-                change.next_run_at,
-                now,
-                to.is_terminal(),
-                change.provider_state,
-                change.usage,
-                change.pending_outputs,
-                change.add_polls,
-                change.add_poll_errors,
-            ],
-            from_row,
-        )
-        .optional()?;
-    guarded(tx, job_id, changed, to)
+    let mut stmt = tx.prepare_cached(sql)?;
+    Ok(run(
+        &mut stmt,
+        params![
+            job_id,
+            from.as_str(),
+            to.as_str(),
+            change.provider_task_id,
+            outputs,
+            change.seed,
+            change.error_code,
+            message,
+            change.charged_micros,
+            change.next_run_at,
+            now,
+            to.is_terminal(),
+            change.provider_state,
+            change.usage,
+            change.pending_outputs,
+            change.add_polls,
+            change.add_poll_errors,
+        ],
+    )?)
 }
 
 /// The outcome of an update guarded by the job's status: the changed row,
 /// or [`Error::InvalidTransition`] naming the status the job has instead.
-fn guarded(tx: &Tx<'_>, job_id: &str, changed: Option<Job>, to: JobStatus) -> Result<Job> {
+fn guarded<T>(tx: &Tx<'_>, job_id: &str, changed: Option<T>, to: JobStatus) -> Result<T> {
     match changed {
         Some(job) => Ok(job),
         None => Err(Error::InvalidTransition {
@@ -594,27 +639,21 @@ pub(crate) fn reschedule(
     status: JobStatus,
     plan: &Reschedule,
     now: UnixMillis,
-) -> Result<Job> {
+) -> Result<()> {
     assert!(!status.is_terminal(), "only live jobs are rescheduled");
-    let changed = tx
-        .prepare_cached(RESCHEDULE_SQL)?
-        .query_row(
-            params![
-                job_id,
-                status.as_str(),
-                plan.next_run_at,
-                plan.add_polls,
-                plan.add_poll_errors,
-                plan.error_message,
-                now,
-                plan.provider_state,
-                plan.pending_outputs,
-                plan.not_sent
-            ],
-            from_row,
-        )
-        .optional()?;
-    guarded(tx, job_id, changed, status)
+    let changed = tx.prepare_cached(RESCHEDULE_SQL)?.execute(params![
+        job_id,
+        status.as_str(),
+        plan.next_run_at,
+        plan.add_polls,
+        plan.add_poll_errors,
+        plan.error_message,
+        now,
+        plan.provider_state,
+        plan.pending_outputs,
+        plan.not_sent
+    ])?;
+    guarded(tx, job_id, (changed == 1).then_some(()), status)
 }
 
 /// What a claim found: the jobs leased, and the ids of due jobs whose row
@@ -719,12 +758,14 @@ pub(crate) fn unclaim(
     next_run_at: UnixMillis,
     possibly_sent: bool,
     now: UnixMillis,
-) -> Result<Job> {
-    let changed = tx
-        .prepare_cached(UNCLAIM_SQL)?
-        .query_row(params![job_id, next_run_at, now, possibly_sent], from_row)
-        .optional()?;
-    guarded(tx, job_id, changed, JobStatus::Pending)
+) -> Result<()> {
+    let changed = tx.prepare_cached(UNCLAIM_SQL)?.execute(params![
+        job_id,
+        next_run_at,
+        now,
+        possibly_sent
+    ])?;
+    guarded(tx, job_id, (changed == 1).then_some(()), JobStatus::Pending)
 }
 
 /// The earliest time a stored job needs a worker (a pending job's next

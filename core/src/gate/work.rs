@@ -1399,7 +1399,7 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
             next_run_at: Some(first_poll),
             ..change
         };
-        jobs::transition(
+        jobs::transition_quiet(
             tx,
             job_id,
             JobStatus::Pending,
@@ -1407,7 +1407,7 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
             change,
             now,
         )
-        .map(|_| first_poll)
+        .map(|()| first_poll)
     };
     let unwritten = record.unwritten;
     match decision {
@@ -1578,7 +1578,7 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
         add_poll_errors: kept.unwritten.poll_errors,
         ..Change::default()
     };
-    let succeeded = jobs::transition(
+    jobs::transition_quiet(
         tx,
         job_id,
         JobStatus::Running,
@@ -1586,6 +1586,14 @@ fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Res
         change,
         now,
     )?;
+    // What the bookkeeping below reads of the job (ids, account, model,
+    // status, charge), as just written: not read back.
+    let succeeded = Job {
+        status: JobStatus::Succeeded,
+        charged_micros: Some(charge),
+        finished_at: Some(now),
+        ..job
+    };
     record_kept_files(tx, job_id, &kept.files, now, kept.retention_ms)?;
     crate::spendcaps::give_back(tx, job_id, charge)?;
     super::outbox::job_finished(tx, &succeeded, now)?;
