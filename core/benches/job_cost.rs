@@ -395,7 +395,8 @@ fn main() {
         rounds.push([one_by_one, grouped, gate_one, gate_grouped]);
     }
     let median = |which: usize| Phases::median(rounds.iter().map(|r| &r[which]));
-    let (one_by_one, grouped, gate_one, gate_grouped) = (median(0), median(1), median(2), median(3));
+    let (one_by_one, grouped, gate_one, gate_grouped) =
+        (median(0), median(1), median(2), median(3));
     println!(
         "writer cost per job, {JOBS} jobs, synchronous=NORMAL, no HTTP, median of {ROUNDS} rounds"
     );

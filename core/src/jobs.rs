@@ -279,16 +279,14 @@ const FIND_BY_REQUEST_SQL: &str = concat!(
     job_columns!(),
     " FROM jobs WHERE account_id = ?1 AND request_id = ?2"
 );
-/// A new pending job.
-const INSERT_SQL: &str = concat!(
+/// A new pending job (every column not named takes its default: see
+/// [`NewJob::stored`], which a test compares with the row read back).
+const INSERT_SQL: &str =
     "INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product, model,
         price_version, estimate_micros, estimate, hold_id, usage_event_id, provider,
         upstream_model, status, next_run_at, deadline, output_token, created_at, updated_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, 'pending', ?15, ?16,
-        ?17, ?15, ?15)
-     RETURNING ",
-    job_columns!()
-);
+        ?17, ?15, ?15)";
 /// A status change, guarded by the status the caller saw.
 macro_rules! transition_update {
     () => {
@@ -396,36 +394,74 @@ fn from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
 }
 
 /// Records a new pending job, due for submission now.
-pub(crate) fn insert(tx: &Tx<'_>, new: &NewJob, now: UnixMillis) -> Result<Job> {
-    let job = tx.prepare_cached(INSERT_SQL)?.query_row(
-        params![
-            new.id,
-            new.account_id,
-            new.request_id,
-            new.fingerprint,
-            new.request,
-            new.product,
-            new.model,
-            new.price_version,
-            new.estimate_micros,
-            new.estimate,
-            new.hold_id,
-            new.usage_event_id,
-            new.provider,
-            new.upstream_model,
-            now,
-            new.deadline,
-            new.output_token,
-        ],
-        from_row,
-    )?;
-    // Pair assertion: the job reads back as it was written.
-    assert_eq!(
-        (job.status, job.estimate_micros, &job.hold_id),
-        (JobStatus::Pending, new.estimate_micros, &new.hold_id),
-        "a new job reads back as written"
-    );
-    Ok(job)
+pub(crate) fn insert(tx: &Tx<'_>, new: NewJob, now: UnixMillis) -> Result<Job> {
+    let inserted = tx.prepare_cached(INSERT_SQL)?.execute(params![
+        new.id,
+        new.account_id,
+        new.request_id,
+        new.fingerprint,
+        new.request,
+        new.product,
+        new.model,
+        new.price_version,
+        new.estimate_micros,
+        new.estimate,
+        new.hold_id,
+        new.usage_event_id,
+        new.provider,
+        new.upstream_model,
+        now,
+        new.deadline,
+        new.output_token,
+    ])?;
+    assert_eq!(inserted, 1, "an insert writes one job");
+    // Not read back: the row is exactly what `stored` says (a test reads
+    // one back and compares).
+    Ok(new.stored(now))
+}
+
+impl NewJob {
+    /// The row [`insert`] writes at `now`: these fields, every other
+    /// column at its default.
+    fn stored(self, now: UnixMillis) -> Job {
+        Job {
+            id: self.id,
+            account_id: self.account_id,
+            request_id: self.request_id,
+            fingerprint: self.fingerprint,
+            request: self.request,
+            product: self.product,
+            model: self.model,
+            price_version: self.price_version,
+            estimate_micros: self.estimate_micros,
+            estimate: self.estimate,
+            hold_id: self.hold_id,
+            usage_event_id: self.usage_event_id,
+            provider: self.provider,
+            upstream_model: self.upstream_model,
+            provider_task_id: None,
+            status: JobStatus::Pending,
+            submit_attempts: 0,
+            submit_started_at: None,
+            polls: 0,
+            poll_errors: 0,
+            next_run_at: now,
+            lease_until: None,
+            deadline: self.deadline,
+            output_token: self.output_token,
+            outputs: Vec::new(),
+            seed: None,
+            error_code: None,
+            error_message: None,
+            charged_micros: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            provider_state: None,
+            usage: None,
+            pending_outputs: None,
+        }
+    }
 }
 
 /// A job by id.
@@ -1016,6 +1052,31 @@ mod tests {
             );
             assert!(!plan.contains("TEMP B-TREE"), "{sql}\n{plan}");
         }
+    }
+
+    #[test]
+    fn a_new_job_is_exactly_the_row_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = std::sync::Arc::new(crate::ManualClock::new(1_790_000_000_000));
+        let gate = crate::Gate::open(
+            &crate::store::StoreOptions::new(dir.path().join("insert.db")),
+            clock,
+        )
+        .expect("open");
+        gate.import_catalog(include_str!("../../fixtures/catalogs/rynjer.json"))
+            .expect("catalog");
+        let account = gate
+            .create_account(&crate::NewAccount::named("a"))
+            .expect("account")
+            .id;
+        gate.grant("seed", &account, 100.into(), "").expect("grant");
+        let body = serde_json::json!({"request_id": "r", "model": "z-image", "prompt": "x"});
+        let answered = gate.submit(&account, &body).expect("submit").job;
+        let stored = gate
+            .store_for_tests()
+            .read(|conn| get(conn, &answered.id))
+            .expect("read back");
+        assert_eq!(answered, stored);
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl Gate {
                 // randomness, never the gate's IdSource.
                 output_token: random_id(""),
             };
-            let job = jobs::insert(tx, &new, now)?;
+            let job = jobs::insert(tx, new, now)?;
             // A capped key counts the hold against its day and month here,
             // in the hold's transaction: past a cap the whole submit rolls
             // back.
