@@ -49,9 +49,12 @@ fn main() {
     let only_creditgate = std::env::var("LOAD_BENCH_ONLY").as_deref() == Ok("creditgate");
     let dir = tempfile::tempdir().expect("tempdir");
     let bin = env!("CARGO_BIN_EXE_creditgate");
+    if std::env::var("LOAD_BENCH_SWEEP").as_deref() == Ok("threads") {
+        return sweep_threads(bin, dir.path());
+    }
     if only_creditgate {
         let (db, key) = prepare_db(bin, &dir.path().join("empty.db"), 0);
-        let server = start_creditgate(bin, &db);
+        let server = start_creditgate(bin, &db, HTTP_THREADS);
         let m = measure("creditgate", &server, Some(&key));
         println!(
             "{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, non-2xx {}, peak RSS {:.1} MB",
@@ -64,7 +67,7 @@ fn main() {
     let (seeded_db, seeded_key) = prepare_db(bin, &dir.path().join("seeded.db"), SEEDED_JOBS);
 
     // One sample answer, to size the baseline's body alike.
-    let probe = start_creditgate(bin, &empty_db);
+    let probe = start_creditgate(bin, &empty_db, HTTP_THREADS);
     let sample = post_generate(&probe.addr, &key, "probe-0");
     let body_len = sample.len();
     drop(probe);
@@ -74,11 +77,11 @@ fn main() {
         measure("baseline", &server, None)
     };
     let empty = {
-        let server = start_creditgate(bin, &empty_db);
+        let server = start_creditgate(bin, &empty_db, HTTP_THREADS);
         measure("creditgate", &server, Some(&key))
     };
     let seeded = {
-        let server = start_creditgate(bin, &seeded_db);
+        let server = start_creditgate(bin, &seeded_db, HTTP_THREADS);
         measure("creditgate, 1M jobs", &server, Some(&seeded_key))
     };
 
@@ -250,7 +253,40 @@ fn wait_listening(child: &mut Child) -> String {
     }
 }
 
-fn start_creditgate(bin: &str, db: &std::path::Path) -> Running {
+/// `LOAD_BENCH_SWEEP=threads`: the baseline once, then creditgate on a
+/// fresh database with each handler thread count of `SWEEP_THREADS`, each
+/// as a ratio to that baseline (issue 16: what the thread count does).
+fn sweep_threads(bin: &str, dir: &std::path::Path) {
+    const SWEEP_THREADS: [usize; 5] = [2, 4, 8, 16, 32];
+    let (probe_db, probe_key) = prepare_db(bin, &dir.join("probe.db"), 0);
+    let probe = start_creditgate(bin, &probe_db, HTTP_THREADS);
+    let body_len = post_generate(&probe.addr, &probe_key, "probe-0").len();
+    drop(probe);
+    let baseline = measure("baseline", &start_baseline(body_len), None);
+    println!(
+        "baseline ({HTTP_THREADS} threads): {:.0} req/s, p99 {:.2} ms",
+        baseline.rate, baseline.p99_ms
+    );
+    println!(
+        "{:>8} {:>10} {:>9} {:>9} {:>8} {:>11} {:>9}",
+        "threads", "req/s", "p50 ms", "p99 ms", "non-2xx", "rate ratio", "p99 ratio"
+    );
+    for threads in SWEEP_THREADS {
+        let (db, key) = prepare_db(bin, &dir.join(format!("sweep-{threads}.db")), 0);
+        let m = measure("creditgate", &start_creditgate(bin, &db, threads), Some(&key));
+        println!(
+            "{threads:>8} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>10.3}x {:>8.2}x",
+            m.rate,
+            m.p50_ms,
+            m.p99_ms,
+            m.failures,
+            m.rate / baseline.rate,
+            m.p99_ms / baseline.p99_ms
+        );
+    }
+}
+
+fn start_creditgate(bin: &str, db: &std::path::Path, http_threads: usize) -> Running {
     let mut child = Command::new(bin)
         .arg("--db")
         .arg(db)
@@ -259,7 +295,7 @@ fn start_creditgate(bin: &str, db: &std::path::Path) -> Running {
             "--listen",
             "127.0.0.1:0",
             "--http-threads",
-            &HTTP_THREADS.to_string(),
+            &http_threads.to_string(),
             "--workers",
             "2",
             // Every client shares one key; the benchmark measures the
