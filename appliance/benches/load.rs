@@ -12,7 +12,7 @@
 //!
 //! For each it prints requests/s, p50 and p99 latency, non-2xx count, and
 //! the server's idle and peak RSS, then the ratios to the baseline.
-//! Targets (not asserted): throughput >= 0.40x baseline, p99 <= 5x
+//! Targets (not asserted): throughput >= 0.20x baseline (issue 16; issue 7 asked 0.40x), p99 <= 5x
 //! baseline, with 1M jobs <= 20% slower, idle RSS <= 20 MB, loaded <= 100 MB.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -99,7 +99,7 @@ fn main() {
     }
     println!();
     println!(
-        "throughput ratio (creditgate / baseline):      {:.2}  (target >= 0.40)",
+        "throughput ratio (creditgate / baseline):      {:.2}  (target >= 0.20)",
         empty.rate / baseline.rate
     );
     println!(
