@@ -273,7 +273,11 @@ fn sweep_threads(bin: &str, dir: &std::path::Path) {
     );
     for threads in SWEEP_THREADS {
         let (db, key) = prepare_db(bin, &dir.join(format!("sweep-{threads}.db")), 0);
-        let m = measure("creditgate", &start_creditgate(bin, &db, threads), Some(&key));
+        let m = measure(
+            "creditgate",
+            &start_creditgate(bin, &db, threads),
+            Some(&key),
+        );
         println!(
             "{threads:>8} {:>10.0} {:>9.2} {:>9.2} {:>8} {:>10.3}x {:>8.2}x",
             m.rate,

@@ -40,7 +40,63 @@ const ROUNDS: usize = 3;
 /// Jobs one worker step takes (the appliance's `WORKER_BATCH_MAX`).
 const WORKER_BATCH: usize = 32;
 
-/// Micro-seconds per job of each phase of the reference.
+/// What a phase is measured in: micro-seconds of wall time, or pages
+/// appended to the write-ahead log (exact: the same count in every run).
+trait Meter {
+    /// A phase starts.
+    fn start(&mut self);
+    /// The phase that started last ended after `jobs` jobs: its cost per job.
+    fn per_job(&mut self, jobs: usize) -> f64;
+}
+
+/// Wall time.
+struct Timer(Instant);
+
+impl Meter for Timer {
+    fn start(&mut self) {
+        self.0 = Instant::now();
+    }
+
+    fn per_job(&mut self, jobs: usize) -> f64 {
+        self.0.elapsed().as_secs_f64() * 1e6 / jobs as f64
+    }
+}
+
+/// WAL frames (one per page written) of the database at a path: each
+/// phase starts with the log checkpointed and truncated, and is small
+/// enough that no automatic checkpoint runs inside it.
+struct WalPages(std::path::PathBuf);
+
+impl WalPages {
+    fn frames(&self) -> u64 {
+        let mut wal = self.0.as_os_str().to_owned();
+        wal.push("-wal");
+        let bytes = std::fs::metadata(wal).map_or(0, |m| m.len());
+        // A 32-byte header, then a 24-byte header and a 4 KiB page a frame.
+        bytes.saturating_sub(32) / (24 + 4096)
+    }
+}
+
+impl Meter for WalPages {
+    fn start(&mut self) {
+        let conn = rusqlite::Connection::open(&self.0).expect("open for a checkpoint");
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
+            .expect("checkpoint");
+        assert_eq!(busy, 0, "the log was checkpointed and truncated");
+        assert_eq!(self.frames(), 0);
+    }
+
+    fn per_job(&mut self, jobs: usize) -> f64 {
+        self.frames() as f64 / jobs as f64
+    }
+}
+
+/// Jobs of the page count (few enough that a phase never reaches the
+/// automatic checkpoint's 8,192 pages).
+const PAGE_JOBS: usize = 256;
+
+/// Cost per job of each phase.
 struct Phases {
     submit: f64,
     hand_over: f64,
@@ -81,7 +137,7 @@ fn estimate_json() -> String {
 
 /// Bare rusqlite doing a job's irreducible writes, submits `group` per
 /// transaction, worker phases `WORKER_BATCH` per transaction.
-fn reference(dir: &std::path::Path, group: usize) -> Phases {
+fn reference(dir: &std::path::Path, group: usize, jobs: usize, meter: &mut dyn Meter) -> Phases {
     let conn = rusqlite::Connection::open(dir.join(format!("reference-{group}.db"))).expect("open");
     // The gate's pragmas (core/src/store.rs), fsync off as for the gate.
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
@@ -119,9 +175,9 @@ fn reference(dir: &std::path::Path, group: usize) -> Phases {
     let amount: i64 = 20_000_000;
     let in_batches = |size: usize, mut each: Box<dyn FnMut(usize) + '_>| {
         let mut i = 0;
-        while i < JOBS {
+        while i < jobs {
             conn.execute_batch("BEGIN IMMEDIATE").expect("begin");
-            for k in i..(i + size).min(JOBS) {
+            for k in i..(i + size).min(jobs) {
                 each(k);
             }
             conn.execute_batch("COMMIT").expect("commit");
@@ -129,7 +185,7 @@ fn reference(dir: &std::path::Path, group: usize) -> Phases {
         }
     };
 
-    let started = Instant::now();
+    meter.start();
     in_batches(
         group,
         Box::new(|i| {
@@ -165,9 +221,9 @@ fn reference(dir: &std::path::Path, group: usize) -> Phases {
             assert_eq!(debited, 1);
         }),
     );
-    let submit = micros_per_job(started);
+    let submit = meter.per_job(jobs);
 
-    let started = Instant::now();
+    meter.start();
     in_batches(
         WORKER_BATCH,
         Box::new(|i| {
@@ -180,11 +236,11 @@ fn reference(dir: &std::path::Path, group: usize) -> Phases {
                 .expect("running");
         }),
     );
-    let hand_over = micros_per_job(started);
+    let hand_over = meter.per_job(jobs);
 
     let outputs =
         r#"[{"url":"http://127.0.0.1:8080/v1/files/job/token/0/output.png","mime":"image/png"}]"#;
-    let started = Instant::now();
+    meter.start();
     in_batches(
         WORKER_BATCH,
         Box::new(|i| {
@@ -226,16 +282,12 @@ fn reference(dir: &std::path::Path, group: usize) -> Phases {
             .expect("usage");
         }),
     );
-    let finish = micros_per_job(started);
+    let finish = meter.per_job(jobs);
     Phases {
         submit,
         hand_over,
         finish,
     }
-}
-
-fn micros_per_job(started: Instant) -> f64 {
-    started.elapsed().as_secs_f64() * 1e6 / JOBS as f64
 }
 
 /// How many jobs have succeeded.
@@ -287,12 +339,17 @@ fn submit_body(i: usize) -> serde_json::Value {
 
 /// The gate's phases: submits from `threads` threads at once (1: one
 /// write each; 32: group-committed by the writer), then the worker.
-fn gate_phases(dir: &std::path::Path, threads: usize) -> (Phases, f64) {
+fn gate_phases(
+    dir: &std::path::Path,
+    threads: usize,
+    jobs: usize,
+    meter: &mut dyn Meter,
+) -> (Phases, f64) {
     let (gate, clock, account) = fresh_gate(dir, &format!("gate-{threads}.db"));
     let gate = Arc::new(gate);
-    let started = Instant::now();
+    meter.start();
     if threads == 1 {
-        for i in 0..JOBS {
+        for i in 0..jobs {
             gate.submit(&account, &submit_body(i)).expect("submit");
         }
     } else {
@@ -300,7 +357,7 @@ fn gate_phases(dir: &std::path::Path, threads: usize) -> (Phases, f64) {
             .map(|t| {
                 let (gate, account) = (gate.clone(), account.clone());
                 std::thread::spawn(move || {
-                    for i in (t..JOBS).step_by(threads) {
+                    for i in (t..jobs).step_by(threads) {
                         gate.submit(&account, &submit_body(i)).expect("submit");
                     }
                 })
@@ -310,23 +367,23 @@ fn gate_phases(dir: &std::path::Path, threads: usize) -> (Phases, f64) {
             handle.join().expect("submitter");
         }
     }
-    let submit = micros_per_job(started);
+    let submit = meter.per_job(jobs);
 
-    let started = Instant::now();
-    assert_eq!(drain(&gate), JOBS, "every job handed to the provider");
-    let hand_over = micros_per_job(started);
+    meter.start();
+    assert_eq!(drain(&gate), jobs, "every job handed to the provider");
+    let hand_over = meter.per_job(jobs);
 
-    let started = Instant::now();
+    meter.start();
     let mut polls = 0;
     for _ in 0..POLL_ROUNDS_MAX {
         clock.advance(Duration::from_secs(15));
         polls += drain(&gate);
-        if succeeded(&gate) == JOBS {
+        if succeeded(&gate) == jobs {
             break;
         }
     }
-    let finish = micros_per_job(started);
-    assert_eq!(succeeded(&gate), JOBS, "every job succeeded");
+    let finish = meter.per_job(jobs);
+    assert_eq!(succeeded(&gate), jobs, "every job succeeded");
     let report = gate.verify_ledger().expect("verify");
     assert!(report.is_ok(), "ledger verifies: {report:?}");
     (
@@ -335,7 +392,7 @@ fn gate_phases(dir: &std::path::Path, threads: usize) -> (Phases, f64) {
             hand_over,
             finish,
         },
-        polls as f64 / JOBS as f64,
+        polls as f64 / jobs as f64,
     )
 }
 
@@ -379,11 +436,12 @@ fn main() {
     let (mut polls_one, mut polls_grouped) = (0.0, 0.0);
     for round in 0..ROUNDS {
         let dir = tempfile::tempdir().expect("tempdir");
-        let one_by_one = reference(dir.path(), 1);
-        let grouped = reference(dir.path(), WORKER_BATCH);
-        let (gate_one, polls) = gate_phases(dir.path(), 1);
+        let timer = &mut Timer(Instant::now());
+        let one_by_one = reference(dir.path(), 1, JOBS, timer);
+        let grouped = reference(dir.path(), WORKER_BATCH, JOBS, timer);
+        let (gate_one, polls) = gate_phases(dir.path(), 1, JOBS, timer);
         polls_one = polls;
-        let (gate_grouped, polls) = gate_phases(dir.path(), WORKER_BATCH);
+        let (gate_grouped, polls) = gate_phases(dir.path(), WORKER_BATCH, JOBS, timer);
         polls_grouped = polls;
         eprintln!(
             "round {round}: whole life {:.1}/{:.1} us, grouped {:.1}/{:.1} us",
@@ -414,4 +472,33 @@ fn main() {
         polls_grouped,
         3.0,
     );
+    print_pages();
+}
+
+/// The same phases counted in pages written to the log, one submit per
+/// transaction: exact, so a change of one page shows in every run.
+fn print_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let theirs = reference(
+        dir.path(),
+        1,
+        PAGE_JOBS,
+        &mut WalPages(dir.path().join("reference-1.db")),
+    );
+    let (ours, _) = gate_phases(
+        dir.path(),
+        1,
+        PAGE_JOBS,
+        &mut WalPages(dir.path().join("gate-1.db")),
+    );
+    println!("pages written to the log per job ({PAGE_JOBS} jobs, one submit per transaction)");
+    println!("  {:<44} {:>9} {:>11}", "phase", "gate", "reference");
+    for (name, ours, theirs) in [
+        ("submit", ours.submit, theirs.submit),
+        ("hand over", ours.hand_over, theirs.hand_over),
+        ("polls to the end", ours.finish, theirs.finish),
+        ("whole life", ours.whole(), theirs.whole()),
+    ] {
+        println!("  {name:<44} {ours:>9.2} {theirs:>11.2}");
+    }
 }
