@@ -726,3 +726,98 @@ CREATE TABLE hold_draws (
 -- before it is sent). Running jobs are found through `jobs_deadline`.
 DROP INDEX jobs_due;
 CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status = 'pending';
+
+-- @migration 13: fewer B-trees per job (issue 16). Three unique indexes
+-- guarded what the ids' derivation already guarantees, and every new job
+-- and every charge paid a page for each:
+-- - `jobs.hold_id` is always `hold:<job id>` (now a CHECK), unique because
+--   the job id is;
+-- - `jobs.usage_event_id` names the job's usage event, whose own primary
+--   key and one-event-per-job (`usage_events.job_id` UNIQUE) remain;
+-- - `usage_events.transfer_id` is its job's capture, `capture:<job id>`
+--   (now a CHECK), unique because `job_id` is.
+-- (The transfers' AUTOINCREMENT stays: `ledger verify` reads its sequence
+-- to see transfers deleted from the end of the chain.)
+-- Both tables are rebuilt keeping every row. On a large database this
+-- copies every job once, at the first start after the upgrade.
+CREATE TABLE jobs_v13 (
+    id                 TEXT PRIMARY KEY,
+    account_id         TEXT NOT NULL REFERENCES accounts (id),
+    request_id         TEXT NOT NULL,
+    fingerprint        TEXT NOT NULL,
+    request            TEXT NOT NULL,
+    product            TEXT NOT NULL,
+    model              TEXT NOT NULL,
+    price_version      TEXT NOT NULL REFERENCES price_versions (version),
+    estimate_micros    INTEGER NOT NULL CHECK (estimate_micros >= 0),
+    estimate           TEXT NOT NULL,
+    hold_id            TEXT REFERENCES transfers (id)
+                       CHECK (hold_id IS NULL OR hold_id = 'hold:' || id),
+    usage_event_id     TEXT NOT NULL,
+    provider           TEXT NOT NULL,
+    upstream_model     TEXT NOT NULL,
+    provider_task_id   TEXT,
+    status             TEXT NOT NULL
+                       CHECK (status IN ('pending', 'running', 'succeeded', 'failed', 'canceled', 'expired')),
+    submit_attempts    INTEGER NOT NULL DEFAULT 0,
+    submit_started_at  INTEGER,
+    polls              INTEGER NOT NULL DEFAULT 0,
+    poll_errors        INTEGER NOT NULL DEFAULT 0,
+    next_run_at        INTEGER NOT NULL,
+    lease_until        INTEGER,
+    deadline           INTEGER NOT NULL,
+    output_token       TEXT NOT NULL,
+    outputs            TEXT,
+    seed               INTEGER,
+    error_code         TEXT,
+    error_message      TEXT,
+    charged_micros     INTEGER,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    finished_at        INTEGER,
+    provider_state     TEXT,
+    usage              TEXT,
+    pending_outputs    TEXT,
+    UNIQUE (account_id, request_id),
+    CHECK ((hold_id IS NULL) = (estimate_micros = 0)),
+    CHECK ((status IN ('succeeded', 'failed', 'canceled', 'expired')) = (finished_at IS NOT NULL)),
+    CHECK ((status = 'succeeded') = (charged_micros IS NOT NULL))
+) STRICT;
+INSERT INTO jobs_v13 (id, account_id, request_id, fingerprint, request, product, model,
+        price_version, estimate_micros, estimate, hold_id, usage_event_id, provider,
+        upstream_model, provider_task_id, status, submit_attempts, submit_started_at, polls,
+        poll_errors, next_run_at, lease_until, deadline, output_token, outputs, seed,
+        error_code, error_message, charged_micros, created_at, updated_at, finished_at,
+        provider_state, usage, pending_outputs)
+    SELECT id, account_id, request_id, fingerprint, request, product, model,
+        price_version, estimate_micros, estimate, hold_id, usage_event_id, provider,
+        upstream_model, provider_task_id, status, submit_attempts, submit_started_at, polls,
+        poll_errors, next_run_at, lease_until, deadline, output_token, outputs, seed,
+        error_code, error_message, charged_micros, created_at, updated_at, finished_at,
+        provider_state, usage, pending_outputs
+      FROM jobs ORDER BY rowid;
+DROP TABLE jobs;
+ALTER TABLE jobs_v13 RENAME TO jobs;
+CREATE INDEX jobs_due ON jobs (next_run_at) WHERE status = 'pending';
+CREATE INDEX jobs_deadline ON jobs (deadline) WHERE status IN ('pending', 'running');
+CREATE INDEX jobs_account_created ON jobs (account_id, created_at);
+CREATE INDEX jobs_created ON jobs (created_at);
+CREATE INDEX jobs_provider_task ON jobs (provider, provider_task_id)
+    WHERE provider_task_id IS NOT NULL;
+
+CREATE TABLE usage_events_v13 (
+    id           TEXT PRIMARY KEY,
+    job_id       TEXT NOT NULL UNIQUE REFERENCES jobs (id),
+    account_id   TEXT NOT NULL REFERENCES accounts (id),
+    transfer_id  TEXT REFERENCES transfers (id)
+                 CHECK (transfer_id IS NULL OR transfer_id = 'capture:' || job_id),
+    amount       INTEGER NOT NULL CHECK (amount >= 0),
+    model        TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    CHECK ((transfer_id IS NULL) = (amount = 0))
+) STRICT;
+INSERT INTO usage_events_v13 (id, job_id, account_id, transfer_id, amount, model, created_at)
+    SELECT id, job_id, account_id, transfer_id, amount, model, created_at
+      FROM usage_events ORDER BY rowid;
+DROP TABLE usage_events;
+ALTER TABLE usage_events_v13 RENAME TO usage_events;

@@ -1276,6 +1276,112 @@ mod tests {
     }
 
     #[test]
+    fn migration_13_drops_the_derived_unique_indexes_keeping_every_job_and_charge() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v12.db");
+        let autoindexes = |conn: &Connection, table: &str| -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1
+                   AND name LIKE 'sqlite_autoindex%'",
+                [table],
+                |r| r.get(0),
+            )
+            .expect("count")
+        };
+        {
+            let conn = Connection::open(&path).expect("open raw");
+            conn.pragma_update(None, "foreign_keys", true).expect("fk");
+            for sql in &migrations()[..13] {
+                conn.execute_batch(sql).expect("migrations 0 to 12");
+            }
+            conn.pragma_update(None, "user_version", 13)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO accounts (id, name, plan, created_at) VALUES ('acct_1', 'a', 'free', 0);
+                 INSERT INTO ledger_accounts (id, code, kind, account_id, created_at)
+                 VALUES (100, 'wallet:acct_1', 'wallet', 'acct_1', 0);
+                 INSERT INTO price_versions (version, catalog, digest, imported_at)
+                 VALUES ('v1', '{}', 'd', 0);
+                 INSERT INTO transfers (seq, id, kind, debit_account, credit_account, amount,
+                                        created_at, chain)
+                 VALUES (1, 'hold:job_1', 'hold', 100, (SELECT id FROM ledger_accounts
+                                                         WHERE code = 'system:revenue'), 2, 1, x'aa');
+                 INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product,
+                                   model, price_version, estimate_micros, estimate, hold_id,
+                                   usage_event_id, provider, upstream_model, status,
+                                   next_run_at, deadline, output_token, created_at, updated_at,
+                                   charged_micros, finished_at)
+                 VALUES ('job_1', 'acct_1', 'r1', 'f', '{}', 'image', 'm', 'v1', 2, '{}',
+                         'hold:job_1', 'use_1', 'fixture', 'm', 'pending', 1, 9, 't1', 1, 1,
+                         NULL, NULL),
+                        ('job_2', 'acct_1', 'r2', 'f', '{}', 'image', 'm', 'v1', 0, '{}',
+                         NULL, 'use_2', 'fixture', 'm', 'succeeded', 1, 9, 't2', 1, 2, 0, 2);
+                 INSERT INTO usage_events (id, job_id, account_id, transfer_id, amount, model,
+                                           created_at)
+                 VALUES ('use_2', 'job_2', 'acct_1', NULL, 0, 'm', 2);",
+            )
+            .expect("a held job and a free charged one");
+            assert_eq!(autoindexes(&conn, "jobs"), 4);
+            assert_eq!(autoindexes(&conn, "usage_events"), 3);
+        }
+        let store = Store::open(&StoreOptions::new(&path)).expect("migrates");
+        let (jobs, usage): (String, String) = store
+            .read(|c| {
+                let jobs = c.query_row(
+                    "SELECT group_concat(id || ':' || coalesce(hold_id, '-') || ':'
+                                         || usage_event_id || ':' || status, ',')
+                       FROM (SELECT * FROM jobs ORDER BY id)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let usage = c.query_row(
+                    "SELECT group_concat(id || ':' || job_id || ':' || amount, ',')
+                       FROM usage_events",
+                    [],
+                    |r| r.get(0),
+                )?;
+                Ok((jobs, usage))
+            })
+            .expect("read");
+        assert_eq!(
+            jobs,
+            "job_1:hold:job_1:use_1:pending,job_2:-:use_2:succeeded"
+        );
+        assert_eq!(usage, "use_2:job_2:0");
+        let raw = Connection::open(&path).expect("raw");
+        assert_eq!(
+            autoindexes(&raw, "jobs"),
+            2,
+            "the id and (account, request_id) stay unique"
+        );
+        assert_eq!(autoindexes(&raw, "usage_events"), 2, "the id and the job");
+        // What the dropped indexes guarded is now a CHECK on the derivation.
+        let foreign_hold = store.write(|tx| {
+            Ok(tx.execute(
+                "INSERT INTO transfers (id, kind, debit_account, credit_account, amount,
+                                        created_at, chain)
+                 VALUES ('hold:other', 'hold', 100, (SELECT id FROM ledger_accounts
+                                                      WHERE code = 'system:revenue'), 2, 3, x'bb');
+                 ",
+                [],
+            )?)
+        });
+        assert!(foreign_hold.is_ok(), "{foreign_hold:?}");
+        let reused = store.write(|tx| {
+            Ok(tx.execute(
+                "INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product,
+                                   model, price_version, estimate_micros, estimate, hold_id,
+                                   usage_event_id, provider, upstream_model, status,
+                                   next_run_at, deadline, output_token, created_at, updated_at)
+                 VALUES ('job_3', 'acct_1', 'r3', 'f', '{}', 'image', 'm', 'v1', 2, '{}',
+                         'hold:other', 'use_3', 'fixture', 'm', 'pending', 1, 9, 't3', 3, 3)",
+                [],
+            )?)
+        });
+        assert!(reused.is_err(), "a job's hold is its own: {reused:?}");
+    }
+
+    #[test]
     fn migration_3_ships_the_plans_and_frees_accounts_of_the_old_default() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("v3.db");
