@@ -6,10 +6,13 @@
 //! manual clock. What an answer means is decided by the pure functions of
 //! [`super::decide`]; this module makes the calls and records the answers.
 //!
-//! - **Claim** (one write): expire overdue jobs, lease due ones for longer
-//!   than any call can take ([`Gate::lease_ms`], derived from the providers'
-//!   timeouts, so a slow upstream is never mistaken for a crashed worker),
-//!   and take due upstream cancels.
+//! - **Claim** (one write): expire overdue jobs, lease due pending ones for
+//!   longer than any call can take ([`Gate::lease_ms`], derived from the
+//!   providers' timeouts, so a slow upstream is never mistaken for a crashed
+//!   worker), and take due upstream cancels. Due running jobs are taken from
+//!   the poll schedule in memory ([`super::schedule`]) and read, not
+//!   written: an answer that changes nothing stored ("still running") goes
+//!   back to the schedule without a write.
 //! - **Call** (no transaction open): each job's call runs on its own thread,
 //!   at most [`Provider::concurrency`](crate::providers::Provider) at once
 //!   per provider instance across every worker; a job over its provider's
@@ -402,7 +405,8 @@ struct Claim {
 }
 
 impl Gate {
-    /// Drops every worker lease: call once when starting workers, so jobs
+    /// Drops every worker lease and rebuilds the poll schedule of running
+    /// jobs from their rows: call once when starting workers, so jobs
     /// claimed by a process that died are resumed at once. Returns how many
     /// leases were dropped.
     pub fn recover(&self) -> Result<usize> {
