@@ -1057,19 +1057,7 @@ mod tests {
     #[test]
     fn a_new_job_is_exactly_the_row_read_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let clock = std::sync::Arc::new(crate::ManualClock::new(1_790_000_000_000));
-        let gate = crate::Gate::open(
-            &crate::store::StoreOptions::new(dir.path().join("insert.db")),
-            clock,
-        )
-        .expect("open");
-        gate.import_catalog(include_str!("../../fixtures/catalogs/rynjer.json"))
-            .expect("catalog");
-        let account = gate
-            .create_account(&crate::NewAccount::named("a"))
-            .expect("account")
-            .id;
-        gate.grant("seed", &account, 100.into(), "").expect("grant");
+        let (gate, _, account) = crate::gate::test_support::funded_gate(dir.path(), "insert.db");
         let body = serde_json::json!({"request_id": "r", "model": "z-image", "prompt": "x"});
         let answered = gate.submit(&account, &body).expect("submit").job;
         let stored = gate

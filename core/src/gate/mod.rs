@@ -502,6 +502,33 @@ fn owned3(a: &str, b: &str, c: &str) -> (String, String, String) {
     (a.to_owned(), b.to_owned(), c.to_owned())
 }
 
+/// What the crate's own tests start from.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use crate::{Gate, ManualClock, NewAccount, StoreOptions};
+
+    /// A gate over a fresh database named `name` in `dir`, with the Rynjer
+    /// catalog and an account holding 100 credits: the gate, its clock and
+    /// the account id.
+    pub(crate) fn funded_gate(
+        dir: &std::path::Path,
+        name: &str,
+    ) -> (Gate, Arc<ManualClock>, String) {
+        let clock = Arc::new(ManualClock::new(1_790_000_000_000));
+        let gate = Gate::open(&StoreOptions::new(dir.join(name)), clock.clone()).expect("open");
+        gate.import_catalog(include_str!("../../../fixtures/catalogs/rynjer.json"))
+            .expect("catalog");
+        let account = gate
+            .create_account(&NewAccount::named("a"))
+            .expect("account")
+            .id;
+        gate.grant("seed", &account, 100.into(), "").expect("grant");
+        (gate, clock, account)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1695,19 +1695,7 @@ mod tests {
     #[test]
     fn with_too_many_unrecorded_answers_a_pending_job_is_given_back_unsubmitted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let clock = std::sync::Arc::new(crate::ManualClock::new(1_790_000_000_000));
-        let gate = Gate::open(
-            &crate::StoreOptions::new(dir.path().join("cap.db")),
-            clock.clone(),
-        )
-        .expect("open");
-        gate.import_catalog(include_str!("../../../fixtures/catalogs/rynjer.json"))
-            .expect("catalog");
-        let account = gate
-            .create_account(&crate::NewAccount::named("a"))
-            .expect("account")
-            .id;
-        gate.grant("seed", &account, 100.into(), "").expect("grant");
+        let (gate, clock, account) = crate::gate::test_support::funded_gate(dir.path(), "cap.db");
         for i in 0..UNRECORDED_ANSWERS_MAX {
             gate.unrecorded.keep(
                 format!("job_elsewhere_{i}"),
