@@ -505,6 +505,7 @@ impl Gate {
             }
         };
         let mut out = Polled::default();
+        let mut failed = None;
         for (id, more, job) in found {
             match job {
                 Ok(mut job) if job.status == JobStatus::Running && job.deadline > now => {
@@ -519,16 +520,19 @@ impl Gate {
                     self.schedule.remove(&id);
                     out.undecodable.push((id, err));
                 }
+                // Storage trouble: polled again shortly.
                 Err(other) => {
                     self.schedule
                         .put_back(&id, now + RECORD_RETRY_MS, Unwritten::default());
-                    if out.undecodable.is_empty() && out.jobs.is_empty() {
-                        return Err(other);
-                    }
+                    failed.get_or_insert(other);
                 }
             }
         }
-        Ok(out)
+        // The step fails (and says why) only if nothing could be read.
+        match failed {
+            Some(err) if out.jobs.is_empty() && out.undecodable.is_empty() => Err(err),
+            _ => Ok(out),
+        }
     }
 
     /// Fails running jobs whose rows do not decode (in one write), for a
@@ -1691,6 +1695,34 @@ impl JobContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_pending_job_starts_while_the_poll_schedule_is_full() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gate, clock, account) = crate::gate::test_support::funded_gate(dir.path(), "full.db");
+        let far = crate::clock::Clock::now(clock.as_ref()) + 3_600_000;
+        gate.schedule.rebuild(
+            (0..RUNNING_JOBS_MAX)
+                .map(|i| (format!("job_elsewhere_{i}"), far))
+                .collect(),
+        );
+        let body = serde_json::json!({"request_id": "r", "model": "z-image", "prompt": "x"});
+        let job = gate.submit(&account, &body).expect("submit").job;
+
+        let report = gate.run_due_work(8).expect("step");
+        assert_eq!(report.submitted, 0, "not handed to the provider");
+        let after = gate.job(&job.id).expect("job");
+        assert_eq!(
+            (after.status, after.submit_attempts, after.lease_until),
+            (JobStatus::Pending, 0, None),
+            "not even claimed"
+        );
+
+        gate.schedule.remove("job_elsewhere_0");
+        let report = gate.run_due_work(8).expect("step");
+        assert_eq!(report.submitted, 1, "room for one");
+        assert_eq!(gate.job(&job.id).expect("job").status, JobStatus::Running);
+    }
 
     #[test]
     fn with_too_many_unrecorded_answers_a_pending_job_is_given_back_unsubmitted() {
