@@ -507,7 +507,10 @@ fn owned3(a: &str, b: &str, c: &str) -> (String, String, String) {
 pub(crate) mod test_support {
     use std::sync::Arc;
 
-    use crate::{Gate, ManualClock, NewAccount, StoreOptions};
+    use super::Gate;
+    use crate::accounts::NewAccount;
+    use crate::clock::ManualClock;
+    use crate::store::StoreOptions;
 
     /// A gate over a fresh database named `name` in `dir`, with the Rynjer
     /// catalog and an account holding 100 credits: the gate, its clock and
