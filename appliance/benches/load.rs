@@ -86,7 +86,7 @@ fn main() {
     };
 
     println!();
-    println!("load benchmark: {CLIENTS} clients, {HTTP_THREADS} handler threads, {:?} or {REQUESTS_MAX} requests each, loopback", MEASURE_TIME);
+    println!("load benchmark: {CLIENTS} clients, {HTTP_THREADS} handler threads, {:?} or {REQUESTS_MAX} requests each, loopback, rate limiting off (--rate-limit-per-sec 0: one key for every client)", MEASURE_TIME);
     println!(
         "{:<22} {:>10} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}",
         "server", "req/s", "p50 ms", "p99 ms", "max ms", "non-2xx", "idle RSS", "peak RSS"
@@ -264,7 +264,7 @@ fn sweep_threads(bin: &str, dir: &std::path::Path) {
     drop(probe);
     let baseline = measure("baseline", &start_baseline(body_len), None);
     println!(
-        "baseline ({HTTP_THREADS} threads): {:.0} req/s, p99 {:.2} ms",
+        "baseline ({HTTP_THREADS} threads): {:.0} req/s, p99 {:.2} ms; creditgate with rate limiting off",
         baseline.rate, baseline.p99_ms
     );
     println!(
