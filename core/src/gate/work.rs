@@ -661,6 +661,12 @@ impl Gate {
         claimed.extend(running);
         let (called, cancels_done) = self.call_all(&claimed, &claim.possibly_sent, &claim.cancels);
         let called_at = self.clock.now();
+        // The rows as claimed: a success's bookkeeping reads their fixed
+        // fields (account, hold, estimate) instead of reading the row again.
+        let mut claimed: HashMap<String, Job> = claimed
+            .into_iter()
+            .map(|job| (job.id.clone(), job))
+            .collect();
         let mut decisions = Vec::with_capacity(called.len());
         for called in called {
             match called.kind {
@@ -756,9 +762,10 @@ impl Gate {
                         retention_ms,
                         charges_with: charges_with.clone(),
                         unwritten: unwritten.get(&id).copied().unwrap_or_default(),
+                        claimed: claimed.remove(&id),
                     };
                     let outcome = tx.nested(|tx| {
-                        catch_unwind(AssertUnwindSafe(|| apply(tx, &id, decision, &record)))
+                        catch_unwind(AssertUnwindSafe(|| apply(tx, &id, decision, record)))
                             .unwrap_or_else(|panic| {
                                 Err(Error::internal(format!(
                                     "recording the answer panicked: {}",
@@ -1394,11 +1401,13 @@ struct Record {
     charges_with: Option<(rust_decimal::Decimal, String)>,
     /// Polls of a running job not written yet, written with this answer.
     unwritten: Unwritten,
+    /// The job as claimed (its fixed fields: account, hold, estimate).
+    claimed: Option<Job>,
 }
 
 /// Records one decision for a job still in `record.from`, with its ledger
 /// effect.
-fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Result<Applied> {
+fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: Record) -> Result<Applied> {
     let now = record.now;
     let to_running = |task_id: String, change: Change| {
         let first_poll = change.next_run_at.unwrap_or(now + record.first_poll_ms);
@@ -1450,10 +1459,12 @@ fn apply(tx: &Tx<'_>, job_id: &str, decision: Decision, record: &Record) -> Resu
                 charges_with: record.charges_with.clone(),
                 unwritten,
             };
-            Ok(match settle_success(tx, job_id, kept, now)? {
-                JobStatus::Succeeded => Applied::Succeeded,
-                _ => Applied::Expired,
-            })
+            Ok(
+                match settle_success(tx, job_id, kept, record.claimed, now)? {
+                    JobStatus::Succeeded => Applied::Succeeded,
+                    _ => Applied::Expired,
+                },
+            )
         }
         Decision::Collect {
             task_id,
@@ -1538,8 +1549,19 @@ struct Kept {
 }
 
 /// The success transaction; returns the status the job ended in.
-fn settle_success(tx: &Tx<'_>, job_id: &str, kept: Kept, now: UnixMillis) -> Result<JobStatus> {
-    let job = jobs::get(tx, job_id)?;
+fn settle_success(
+    tx: &Tx<'_>,
+    job_id: &str,
+    kept: Kept,
+    claimed: Option<Job>,
+    now: UnixMillis,
+) -> Result<JobStatus> {
+    // Only fields fixed at submission are read (the status change below is
+    // guarded by the status), so the claimed copy serves.
+    let job = match claimed {
+        Some(job) => job,
+        None => jobs::get(tx, job_id)?,
+    };
     let capture_id = format!("capture:{job_id}");
     // Never above the hold; the rest of the hold returns to the wallet. A
     // held success costs at least one micro-credit: a capture moves money.
