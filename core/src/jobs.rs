@@ -541,17 +541,9 @@ pub(crate) fn transition(
     change: Change,
     now: UnixMillis,
 ) -> Result<Job> {
-    let changed = transition_with(
-        tx,
-        job_id,
-        from,
-        to,
-        change,
-        now,
-        TRANSITION_SQL,
-        |stmt, p| stmt.query_row(p, from_row).optional(),
-    )?;
-    guarded(tx, job_id, changed, to)
+    let changed = run_transition(tx, job_id, from, to, change, now, true)?;
+    // RETURNING gives the row whenever one changed.
+    Ok(guarded(tx, job_id, changed, to)?.expect("the changed row"))
 }
 
 /// [`transition`] for a caller that needs nothing back.
@@ -563,34 +555,21 @@ pub(crate) fn transition_quiet(
     change: Change,
     now: UnixMillis,
 ) -> Result<()> {
-    let changed = transition_with(
-        tx,
-        job_id,
-        from,
-        to,
-        change,
-        now,
-        TRANSITION_QUIET_SQL,
-        |stmt, p| Ok((stmt.execute(p)? == 1).then_some(())),
-    )?;
-    guarded(tx, job_id, changed, to)
+    let changed = run_transition(tx, job_id, from, to, change, now, false)?;
+    guarded(tx, job_id, changed, to).map(drop)
 }
 
-/// Checks and runs a status change with `run` (the changed row, if any).
-#[allow(clippy::too_many_arguments)]
-fn transition_with<T>(
+/// Checks and runs a status change: `None` if no row changed (the job is
+/// no longer in `from`), else the changed row when `returning` asks for it.
+fn run_transition(
     tx: &Tx<'_>,
     job_id: &str,
     from: JobStatus,
     to: JobStatus,
     change: Change,
     now: UnixMillis,
-    sql: &str,
-    run: impl FnOnce(
-        &mut rusqlite::CachedStatement<'_>,
-        &[&dyn rusqlite::ToSql],
-    ) -> rusqlite::Result<Option<T>>,
-) -> Result<Option<T>> {
+    returning: bool,
+) -> Result<Option<Option<Job>>> {
     if !from.can_become(to) {
         return Err(Error::InvalidTransition {
             job_id: job_id.to_owned(),
@@ -615,29 +594,34 @@ fn transition_with<T>(
     let message = change
         .error_message
         .map(|m| m.chars().take(ERROR_MESSAGE_CHARS_MAX).collect::<String>());
-    let mut stmt = tx.prepare_cached(sql)?;
-    Ok(run(
-        &mut stmt,
-        params![
-            job_id,
-            from.as_str(),
-            to.as_str(),
-            change.provider_task_id,
-            outputs,
-            change.seed,
-            change.error_code,
-            message,
-            change.charged_micros,
-            change.next_run_at,
-            now,
-            to.is_terminal(),
-            change.provider_state,
-            change.usage,
-            change.pending_outputs,
-            change.add_polls,
-            change.add_poll_errors,
-        ],
-    )?)
+    let params = params![
+        job_id,
+        from.as_str(),
+        to.as_str(),
+        change.provider_task_id,
+        outputs,
+        change.seed,
+        change.error_code,
+        message,
+        change.charged_micros,
+        change.next_run_at,
+        now,
+        to.is_terminal(),
+        change.provider_state,
+        change.usage,
+        change.pending_outputs,
+        change.add_polls,
+        change.add_poll_errors,
+    ];
+    Ok(if returning {
+        tx.prepare_cached(TRANSITION_SQL)?
+            .query_row(params, from_row)
+            .optional()?
+            .map(Some)
+    } else {
+        let changed = tx.prepare_cached(TRANSITION_QUIET_SQL)?.execute(params)?;
+        (changed == 1).then_some(None)
+    })
 }
 
 /// The outcome of an update guarded by the job's status: the changed row,

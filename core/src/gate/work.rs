@@ -535,26 +535,6 @@ impl Gate {
         }
     }
 
-    /// Fails running jobs whose rows do not decode (in one write), for a
-    /// step that has nothing else to record.
-    fn fail_undecodable_running(
-        &self,
-        undecodable: Vec<(String, Error)>,
-        now: UnixMillis,
-        report: &mut WorkReport,
-    ) -> Result<()> {
-        let faults = self.store.write(move |tx| {
-            undecodable
-                .iter()
-                .map(|(job_id, err)| fail_undecodable(tx, job_id, err, now))
-                .collect::<Result<Vec<_>>>()
-        })?;
-        self.job_events.notify();
-        report.failed += faults.len();
-        report.faults.extend(faults);
-        Ok(())
-    }
-
     fn step(&self, limit: usize, claimed_ids: &Mutex<Vec<String>>) -> Result<WorkReport> {
         let mut report = WorkReport::default();
         let now = self.clock.now();
@@ -649,10 +629,12 @@ impl Gate {
             unwritten,
             undecodable,
         } = self.read_polled(polled, now)?;
-        if claim.claimed.is_empty() && claim.cancels.is_empty() && running.is_empty() {
-            if !undecodable.is_empty() {
-                self.fail_undecodable_running(undecodable, now, &mut report)?;
-            }
+        // (Rows that do not decode are failed in the record write below.)
+        if claim.claimed.is_empty()
+            && claim.cancels.is_empty()
+            && running.is_empty()
+            && undecodable.is_empty()
+        {
             report.next_due = earliest(report.next_due, self.schedule.next_due());
             return Ok(report);
         }
