@@ -821,3 +821,47 @@ INSERT INTO usage_events_v13 (id, job_id, account_id, transfer_id, amount, model
       FROM usage_events ORDER BY rowid;
 DROP TABLE usage_events;
 ALTER TABLE usage_events_v13 RENAME TO usage_events;
+
+-- @migration 14: CHECKs that build no temporary table (issue 16). SQLite
+-- compiles `x IN (a, b, c, ...)` with more than two values into a
+-- temporary B-tree, built afresh each time the constraint is checked: on
+-- every transfer written and every job inserted or moved to another
+-- status, about a dozen per job, ~10% of a job's writer time. The same
+-- constraints written as `x = a OR x = b OR ...` compile to comparisons.
+-- Nothing stored changes, so the constraint text is edited in place, by
+-- SQLite's documented procedure for changes that do not touch the stored
+-- rows (`writable_schema`; RESET reloads the schema), and the schema
+-- cookie is bumped by creating and dropping a table, which also refuses
+-- the migration if any old text is left.
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema
+   SET sql = replace(replace(sql,
+       'CHECK (kind IN (''grant'', ''hold'', ''capture'', ''release'', ''expire'', ''refund'',
+                                    ''reversal''))',
+       'CHECK (kind = ''grant'' OR kind = ''hold'' OR kind = ''capture''
+                           OR kind = ''release'' OR kind = ''expire'' OR kind = ''refund''
+                           OR kind = ''reversal'')'),
+       'CHECK ((kind IN (''capture'', ''release'', ''expire'')) = (pending_id IS NOT NULL))',
+       'CHECK ((kind = ''capture'' OR kind = ''release'' OR kind = ''expire'')
+           = (pending_id IS NOT NULL))')
+ WHERE type = 'table' AND name = 'transfers';
+UPDATE sqlite_schema
+   SET sql = replace(replace(sql,
+       'CHECK (status IN (''pending'', ''running'', ''succeeded'', ''failed'', ''canceled'', ''expired''))',
+       'CHECK (status = ''pending'' OR status = ''running'' OR status = ''succeeded''
+                              OR status = ''failed'' OR status = ''canceled'' OR status = ''expired'')'),
+       'CHECK ((status IN (''succeeded'', ''failed'', ''canceled'', ''expired'')) = (finished_at IS NOT NULL))',
+       'CHECK ((status = ''succeeded'' OR status = ''failed'' OR status = ''canceled''
+            OR status = ''expired'') = (finished_at IS NOT NULL))')
+ WHERE type = 'table' AND name = 'jobs';
+PRAGMA writable_schema = RESET;
+CREATE TABLE migration_14 (edited INTEGER NOT NULL CHECK (edited = 1));
+INSERT INTO migration_14
+    SELECT count(*) = 2 FROM sqlite_schema
+     WHERE type = 'table' AND name IN ('jobs', 'transfers')
+       AND sql NOT LIKE '%kind IN (''grant''%'
+       AND sql NOT LIKE '%kind IN (''capture''%'
+       AND sql NOT LIKE '%status IN (''pending''%'
+       AND sql NOT LIKE '%status IN (''succeeded''%'
+       AND sql LIKE '% OR %';
+DROP TABLE migration_14;

@@ -430,6 +430,12 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
+    // `JOB_COST_ONLY=pages`: the exact page counts alone (256 jobs each),
+    // also the run to count instructions in under callgrind (BENCHMARKS.md).
+    if std::env::var("JOB_COST_ONLY").as_deref() == Ok("pages") {
+        print_pages();
+        return;
+    }
     // Interleaved rounds (so a noisy neighbour hits every measurement
     // alike), each phase's median reported.
     let mut rounds = Vec::with_capacity(ROUNDS);

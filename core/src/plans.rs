@@ -126,7 +126,16 @@ pub(crate) fn take(
 ) -> Result<Option<PlanUsage>> {
     let limit = cap(tx, plan, product)?;
     let day = day_of(now);
-    let used = used_on(tx, account_id, product, day)?;
+    // Counted first, in one statement: a refusal below rolls the count
+    // back with the submit's transaction.
+    let counted: i64 = tx
+        .prepare_cached(
+            "INSERT INTO plan_usage (account_id, product, day, used) VALUES (?1, ?2, ?3, 1)
+             ON CONFLICT (account_id, product, day) DO UPDATE SET used = used + 1
+             RETURNING used",
+        )?
+        .query_row(params![account_id, product, day], |row| row.get(0))?;
+    let used = u64::try_from(counted - 1).map_err(|_| Error::corrupt("a negative plan count"))?;
     let reset_at = next_midnight(now);
     if let Some(limit) = limit.filter(|limit| used >= *limit) {
         return Err(Error::PlanLimitReached {
@@ -143,13 +152,6 @@ pub(crate) fn take(
         )?
         .execute(params![account_id, product, day])?;
     }
-    let changed = tx
-        .prepare_cached(
-            "INSERT INTO plan_usage (account_id, product, day, used) VALUES (?1, ?2, ?3, 1)
-             ON CONFLICT (account_id, product, day) DO UPDATE SET used = used + 1",
-        )?
-        .execute(params![account_id, product, day])?;
-    assert_eq!(changed, 1, "one count row per account, product and day");
     Ok(limit.map(|limit| PlanUsage {
         limit,
         used: used + 1,

@@ -1381,6 +1381,104 @@ mod tests {
         assert!(reused.is_err(), "a job's hold is its own: {reused:?}");
     }
 
+    /// The `OpenEphemeral` opcodes a statement compiles to: each builds a
+    /// temporary B-tree every time the statement runs.
+    fn temporary_btrees(conn: &Connection, sql: &str) -> usize {
+        let mut stmt = conn.prepare(&format!("EXPLAIN {sql}")).expect("explain");
+        let nulls = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let ops = stmt
+            .query_map(rusqlite::params_from_iter(nulls), |row| {
+                row.get::<_, String>(1)
+            })
+            .expect("opcodes")
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .expect("opcodes");
+        ops.iter().filter(|op| *op == "OpenEphemeral").count()
+    }
+
+    /// What every job's life writes: no CHECK builds a temporary B-tree.
+    const JOB_LIFE_WRITES: [&str; 3] = [
+        "INSERT INTO transfers (id, kind, debit_account, credit_account, amount, pending_id,
+                                refund_of, deadline, created_at, chain)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO jobs DEFAULT VALUES",
+        "UPDATE jobs SET status = ?2, finished_at = ?3 WHERE id = ?1",
+    ];
+
+    #[test]
+    fn migration_14_rewrites_the_checks_of_a_job_s_writes_without_temporary_btrees() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("v14.db");
+        {
+            let conn = Connection::open(&path).expect("open raw");
+            for sql in &migrations()[..14] {
+                conn.execute_batch(sql).expect("migrations 0 to 13");
+            }
+            conn.pragma_update(None, "user_version", 14)
+                .expect("version");
+            for sql in JOB_LIFE_WRITES {
+                assert!(temporary_btrees(&conn, sql) > 0, "before: {sql}");
+            }
+            conn.execute_batch(
+                "INSERT INTO accounts (id, name, plan, created_at) VALUES ('acct_1', 'a', 'free', 0);
+                 INSERT INTO ledger_accounts (id, code, kind, account_id, created_at)
+                 VALUES (100, 'wallet:acct_1', 'wallet', 'acct_1', 0);
+                 INSERT INTO price_versions (version, catalog, digest, imported_at)
+                 VALUES ('v1', '{}', 'd', 0);
+                 INSERT INTO transfers (seq, id, kind, debit_account, credit_account, amount,
+                                        created_at, chain)
+                 VALUES (1, 'hold:job_1', 'hold', 100, (SELECT id FROM ledger_accounts
+                                                         WHERE code = 'system:revenue'), 2, 1, x'aa');
+                 INSERT INTO jobs (id, account_id, request_id, fingerprint, request, product,
+                                   model, price_version, estimate_micros, estimate, hold_id,
+                                   usage_event_id, provider, upstream_model, status,
+                                   next_run_at, deadline, output_token, created_at, updated_at)
+                 VALUES ('job_1', 'acct_1', 'r1', 'f', '{}', 'image', 'm', 'v1', 2, '{}',
+                         'hold:job_1', 'use_1', 'fixture', 'm', 'pending', 1, 9, 't1', 1, 1);",
+            )
+            .expect("a held job");
+        }
+        let store = Store::open(&StoreOptions::new(&path)).expect("migrates");
+        let raw = Connection::open(&path).expect("raw");
+        for sql in JOB_LIFE_WRITES {
+            assert_eq!(temporary_btrees(&raw, sql), 0, "after: {sql}");
+        }
+        let check: String = raw
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .expect("integrity_check");
+        assert_eq!(check, "ok", "the kept rows meet the rewritten CHECKs");
+        // The rewritten constraints refuse what the old ones did.
+        let refused = [
+            "INSERT INTO transfers (id, kind, debit_account, credit_account, amount, created_at,
+                                    chain)
+             VALUES ('t2', 'gift', 100, 1, 2, 3, x'bb')",
+            "INSERT INTO transfers (id, kind, debit_account, credit_account, amount, created_at,
+                                    chain)
+             VALUES ('t3', 'capture', 100, 1, 2, 3, x'bb')",
+            "UPDATE jobs SET status = 'lost' WHERE id = 'job_1'",
+            "UPDATE jobs SET status = 'failed' WHERE id = 'job_1'",
+        ];
+        for sql in refused {
+            let result = store.write(|tx| Ok(tx.execute(sql, [])?));
+            assert!(result.is_err(), "still refused: {sql}");
+        }
+        let failed = store.write(|tx| {
+            Ok(tx.execute(
+                "UPDATE jobs SET status = 'failed', finished_at = 5 WHERE id = 'job_1'",
+                [],
+            )?)
+        });
+        assert_eq!(failed.expect("a finished job"), 1);
+        let leftover: i64 = raw
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'migration_14'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("count");
+        assert_eq!(leftover, 0);
+    }
+
     #[test]
     fn migration_3_ships_the_plans_and_frees_accounts_of_the_old_default() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -105,6 +105,36 @@ fn grant_hold_capture_release_move_exactly_what_they_say() {
     assert_verified(&fx.gate);
 }
 
+/// Every kind of transfer returns exactly the row a later read finds:
+/// the written transfer is built from what was inserted, not read back.
+#[test]
+fn every_new_transfer_is_exactly_the_row_read_back() {
+    let fx = fresh();
+    let acct = account(&fx.gate, "100");
+    let outcomes = [
+        fx.gate
+            .grant("g", &acct, credits("5"), "top")
+            .expect("grant"),
+        fx.gate
+            .hold("h1", &acct, credits("30"), Some(START + 60_000), "job 1")
+            .expect("hold"),
+        fx.gate.capture("c1", "h1", credits("7")).expect("capture"),
+        fx.gate
+            .refund("f1", "c1", credits("2"), "bad")
+            .expect("refund"),
+        fx.gate
+            .hold("h2", &acct, credits("3"), None, "")
+            .expect("hold 2"),
+        fx.gate.release("r2", "h2").expect("release"),
+    ];
+    for outcome in outcomes {
+        assert!(!outcome.replayed);
+        let read = fx.gate.transfer(&outcome.transfer.id).expect("read back");
+        assert_eq!(outcome.transfer, read);
+    }
+    assert_verified(&fx.gate);
+}
+
 #[test]
 fn refusals_change_nothing() {
     let fx = fresh();

@@ -188,7 +188,7 @@ impl Gate {
             let hold_id = (micros > 0).then(|| format!("hold:{job_id}"));
             if let Some(hold_id) = &hold_id {
                 let memo = format!("{} {}", prepared.estimate.model, request_id);
-                let held = ledger::hold(
+                let held = ledger::hold_minted(
                     tx,
                     hold_id,
                     &account_id,
