@@ -865,3 +865,21 @@ INSERT INTO migration_14
        AND sql NOT LIKE '%status IN (''succeeded''%'
        AND sql LIKE '% OR %';
 DROP TABLE migration_14;
+
+-- @migration 15: the owner's console (module `identity::sessions`). A
+-- session opened by signing in with an operator key: its secret is kept
+-- only as SHA-256; it ends at sign-out (`ended_at`), after a while idle
+-- (`last_seen_at`), at `expires_at`, or when its key is revoked.
+CREATE TABLE console_sessions (
+    id            TEXT PRIMARY KEY,
+    secret_hash   BLOB NOT NULL UNIQUE CHECK (length(secret_hash) = 32),
+    key_id        TEXT NOT NULL REFERENCES api_keys (id),
+    created_at    INTEGER NOT NULL,
+    last_seen_at  INTEGER NOT NULL,
+    expires_at    INTEGER NOT NULL,
+    ended_at      INTEGER,
+    CHECK (expires_at > created_at)
+) STRICT;
+CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+-- The console pages accounts in creation order.
+CREATE INDEX accounts_created ON accounts (created_at, id);

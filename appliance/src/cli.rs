@@ -1287,6 +1287,7 @@ fn execute(gate: &Gate, command: GateCommand) -> Result<Output, Failure> {
                 account_id: account,
                 status,
                 limit,
+                ..JobFilter::default()
             })?;
             let text = render::lines_or(
                 jobs.iter().map(|j| {

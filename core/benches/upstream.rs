@@ -211,6 +211,7 @@ fn main() {
                 account_id: Some(account.clone()),
                 status: Some(creditgate::JobStatus::Pending),
                 limit: 1,
+                ..creditgate::JobFilter::default()
             })
             .expect("list")
             .len()
@@ -219,6 +220,7 @@ fn main() {
                     account_id: Some(account.clone()),
                     status: Some(creditgate::JobStatus::Running),
                     limit: 1,
+                    ..creditgate::JobFilter::default()
                 })
                 .expect("list")
                 .len();
@@ -248,6 +250,7 @@ fn main() {
             account_id: Some(account.clone()),
             status: Some(status),
             limit: creditgate::jobs::JOBS_LIST_MAX,
+            ..creditgate::JobFilter::default()
         })
         .expect("list")
         .len()

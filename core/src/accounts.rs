@@ -130,6 +130,20 @@ pub(crate) fn list(conn: &ReadOnly<'_>) -> Result<Vec<Account>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// Accounts in creation order after the account `after` (a page's cursor:
+/// the last id of the page before), at most `limit` (capped at
+/// [`ACCOUNTS_LIST_MAX`]), through the `accounts_created` index.
+pub(crate) fn page(conn: &ReadOnly<'_>, after: Option<&str>, limit: usize) -> Result<Vec<Account>> {
+    let limit = limit.clamp(1, ACCOUNTS_LIST_MAX) as i64;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, name, plan, created_at FROM accounts INDEXED BY accounts_created
+          WHERE ?1 IS NULL OR (created_at, id) > (SELECT created_at, id FROM accounts WHERE id = ?1)
+          ORDER BY created_at, id LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![after, limit], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Account> {
     Ok(Account {
         id: row.get(0)?,

@@ -169,6 +169,8 @@ error_codes! {
     RegistrationExpired = "registration_expired", Invalid;
     /// The agent is not bound to an account yet (`agent_id`).
     AgentNotBound = "agent_not_bound", Forbidden;
+    /// A console form without its session's CSRF token.
+    CsrfTokenInvalid = "csrf_token_invalid", Forbidden;
     /// The agent is bound differently already.
     AgentAlreadyBound = "agent_already_bound", Conflict;
     /// An identity provider refused the token (`provider`, `reason`).
@@ -434,6 +436,11 @@ pub enum Error {
         /// The scope that was needed (or asked for) and is not granted.
         scope: String,
     },
+    /// A console form was posted without its session's CSRF token (or with
+    /// another's): it did not come from a page of this session, so
+    /// nothing was changed.
+    #[error("the form's CSRF token is missing or not this session's: nothing was changed")]
+    CsrfTokenInvalid,
     /// A signed request's signature is malformed or does not verify over
     /// this method, path and body with the agent's public key.
     #[error("the signature does not verify")]
@@ -790,6 +797,7 @@ impl Error {
             Error::Unauthorized { .. } => ErrorCode::Unauthorized,
             Error::TokenExpired => ErrorCode::TokenExpired,
             Error::Forbidden { .. } => ErrorCode::Forbidden,
+            Error::CsrfTokenInvalid => ErrorCode::CsrfTokenInvalid,
             Error::NotConfigured { .. } => ErrorCode::NotConfigured,
             Error::InvalidSignature => ErrorCode::InvalidSignature,
             Error::WebhookUnverified { .. } => ErrorCode::WebhookUnverified,
@@ -1057,6 +1065,7 @@ mod tests {
             Error::AgentNotBound {
                 agent_id: "a".into(),
             },
+            Error::CsrfTokenInvalid,
             Error::AgentAlreadyBound {
                 agent_id: "a".into(),
                 field: "account_id",

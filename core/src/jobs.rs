@@ -50,6 +50,16 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// Every status, in the order of a job's life.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Canceled,
+        JobStatus::Expired,
+    ];
+
     /// The status's name in the database and on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -255,7 +265,8 @@ const LIST_ACCOUNT_SQL: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs INDEXED BY jobs_account_created
-     WHERE account_id = ?1 AND (?2 IS NULL OR status = ?2)
+     WHERE account_id = ?1 AND (?2 IS NULL OR status = ?2) AND (?4 IS NULL OR model = ?4)
+       AND (?5 IS NULL OR (created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id = ?5))
      ORDER BY created_at DESC, rowid DESC LIMIT ?3"
 );
 /// All jobs, newest first.
@@ -263,7 +274,8 @@ const LIST_ALL_SQL: &str = concat!(
     "SELECT ",
     job_columns!(),
     " FROM jobs INDEXED BY jobs_created
-     WHERE ?1 IS NULL AND (?2 IS NULL OR status = ?2)
+     WHERE ?1 IS NULL AND (?2 IS NULL OR status = ?2) AND (?4 IS NULL OR model = ?4)
+       AND (?5 IS NULL OR (created_at, rowid) < (SELECT created_at, rowid FROM jobs WHERE id = ?5))
      ORDER BY created_at DESC, rowid DESC LIMIT ?3"
 );
 
@@ -494,6 +506,11 @@ pub struct JobFilter {
     pub account_id: Option<String>,
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
+    /// Only jobs of this model.
+    pub model: Option<String>,
+    /// Only jobs created before this one (a page's cursor: the last job
+    /// id of the page before); an unknown id lists nothing.
+    pub before: Option<String>,
     /// At most this many (capped at [`JOBS_LIST_MAX`]).
     pub limit: usize,
 }
@@ -508,8 +525,47 @@ pub(crate) fn list(conn: &ReadOnly<'_>, filter: &JobFilter) -> Result<Vec<Job>> 
         Some(_) => LIST_ACCOUNT_SQL,
         None => LIST_ALL_SQL,
     })?;
-    let rows = stmt.query_map(params![filter.account_id, status, limit], from_row)?;
+    let rows = stmt.query_map(
+        params![
+            filter.account_id,
+            status,
+            limit,
+            filter.model,
+            filter.before
+        ],
+        from_row,
+    )?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How many of the newest jobs created at or after `since` (at most
+/// `newest`, walked through `jobs_created`) are in each status, and how
+/// many were looked at: a bounded count, whatever the table's size.
+pub(crate) fn recent_status_counts(
+    conn: &ReadOnly<'_>,
+    since: UnixMillis,
+    newest: usize,
+) -> Result<(Vec<(JobStatus, u64)>, u64)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT status, count(*) FROM (
+             SELECT status FROM jobs INDEXED BY jobs_created
+              WHERE created_at >= ?1 ORDER BY created_at DESC LIMIT ?2)
+          GROUP BY status ORDER BY status",
+    )?;
+    let rows = stmt.query_map(params![since, newest as i64], |row| {
+        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+    })?;
+    let mut counts = Vec::new();
+    let mut seen = 0;
+    for row in rows {
+        let (status, count) = row?;
+        let status = JobStatus::parse(&status)
+            .ok_or_else(|| Error::corrupt(format!("a job status {status:?}")))?;
+        let count = u64::try_from(count).unwrap_or(0);
+        seen += count;
+        counts.push((status, count));
+    }
+    Ok((counts, seen))
 }
 
 /// What a status change records beside the status.

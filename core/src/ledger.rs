@@ -846,25 +846,50 @@ pub(crate) fn history(
         "{TRANSFER_SELECT} WHERE t.seq < ?2 AND (t.debit_account = ?1 OR t.credit_account = ?1)
          ORDER BY t.seq DESC LIMIT ?3"
     ))?;
-    let mut transfers = stmt
+    let transfers = stmt
         .query_map(params![wallet, before, limit as i64 + 1], transfer_from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(page_of(transfers, limit))
+}
+
+/// A page of `limit` from `transfers` (read one beyond `limit`, to know
+/// whether more follow).
+fn page_of(mut transfers: Vec<Transfer>, limit: usize) -> HistoryPage {
     let next_cursor = if transfers.len() > limit {
         transfers.truncate(limit);
         transfers.last().map(|last| encode_cursor(last.seq))
     } else {
         None
     };
-    Ok(HistoryPage {
+    HistoryPage {
         transfers,
         next_cursor,
-    })
+    }
 }
 
 /// A transfer by id.
 pub(crate) fn find_transfer(conn: &ReadOnly<'_>, id: &str) -> Result<Option<Transfer>> {
     let mut stmt = conn.prepare_cached(&format!("{TRANSFER_SELECT} WHERE t.id = ?1"))?;
     Ok(stmt.query_row([id], transfer_from_row).optional()?)
+}
+
+/// Every transfer, newest first, `limit` (at most [`HISTORY_PAGE_MAX`]) at
+/// a time, continuing after `cursor` (a [`HistoryPage::next_cursor`]): the
+/// whole ledger's history, walked by its sequence.
+pub(crate) fn recent(
+    conn: &ReadOnly<'_>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<HistoryPage> {
+    let limit = limit.clamp(1, HISTORY_PAGE_MAX);
+    let before = cursor.map(decode_cursor).transpose()?.unwrap_or(i64::MAX);
+    let mut stmt = conn.prepare_cached(&format!(
+        "{TRANSFER_SELECT} WHERE t.seq < ?1 ORDER BY t.seq DESC LIMIT ?2"
+    ))?;
+    let transfers = stmt
+        .query_map(params![before, limit as i64 + 1], transfer_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(page_of(transfers, limit))
 }
 
 // Cursors are opaque to callers: a version letter and the position, in hex.

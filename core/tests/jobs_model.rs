@@ -135,6 +135,7 @@ fn run(seed: u64, ops: Vec<Op>) -> Result<(), TestCaseError> {
                     account_id: Some(account.clone()),
                     status: None,
                     limit: 500,
+                    ..JobFilter::default()
                 })
                 .expect("jobs");
             let charged: i64 = jobs.iter().filter_map(|j| j.charged_micros).sum();

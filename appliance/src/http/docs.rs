@@ -652,7 +652,8 @@ configured, a PAYMENT-REQUIRED header offers the shortfall), payment_required (p
 with x402 first: the PAYMENT-REQUIRED header), payment_invalid (a PAYMENT-SIGNATURE
 was refused; nothing was credited), payment_declined (the saved card was declined;
 nothing was charged);
-403 forbidden (data.scope), agent_not_bound (data.agent_id), not_configured;
+403 forbidden (data.scope), agent_not_bound (data.agent_id), not_configured,
+csrf_token_invalid (a console form without its session's token);
 400 bad_request (the request line or a header is malformed or not ASCII);
 404 not_found, code_invalid (no such redemption code, or it was revoked);
 405 method_not_allowed; 408 request_timeout;

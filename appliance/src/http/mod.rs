@@ -10,6 +10,7 @@
 //! `render`); the appliance's tidy test checks the order.
 
 pub mod admin;
+pub mod console;
 pub mod dialects;
 pub mod docs;
 pub mod handlers;

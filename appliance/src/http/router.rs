@@ -11,6 +11,7 @@
 use creditgate::Error;
 
 use super::admin::{self};
+use super::console;
 use super::dialects::{self, agentname, kiwiwhale, openai, Dialect};
 use super::handlers::{self, Handled};
 use super::request::{Call, Params, Request, State};
@@ -480,6 +481,11 @@ fn percent_decode(segment: &str) -> Option<String> {
 /// cap, the rate limit), the handler's (a plan cap on generate), else the
 /// rate limit's.
 pub fn dispatch(state: &State, request: &Request) -> Response {
+    // The console's HTML pages (and `/`) are not API routes: their own
+    // session, forms and error pages.
+    if let Some(response) = console::dispatch(state, request) {
+        return response;
+    }
     let mut admitted = None;
     let mut paid = None;
     let mut response = answer(state, request, &mut admitted, &mut paid);

@@ -116,6 +116,7 @@ mod tests {
             ("refresh_token_reused", 401),
             ("registration_expired", 400),
             ("agent_not_bound", 403),
+            ("csrf_token_invalid", 403),
             ("agent_already_bound", 409),
             ("identity_refused", 401),
             ("upstream_unavailable", 502),

@@ -7,11 +7,13 @@
 //! and estimates), [`generate`] (submit, read, cancel jobs), [`work`]
 //! (the worker step), [`media`] (kept outputs: serving, the retention
 //! sweep), `identity` (keys, agents, tokens), `external` (the external
-//! identity exchange, "Sign in with Moltbook") and [`plans`] (plan tiers
-//! and where an account stands against them).
+//! identity exchange, "Sign in with Moltbook"), [`plans`] (plan tiers
+//! and where an account stands against them) and [`console`] (the owner's
+//! console: sessions and the views its pages read).
 
 pub mod autotopup;
 pub mod codes;
+pub mod console;
 mod decide;
 mod external;
 pub mod generate;
@@ -113,6 +115,8 @@ pub struct Gate {
     limiter: RateLimiter,
     /// Self-registrations per client address.
     signup_limiter: signup::SignupLimiter,
+    /// Failed console sign-ins per client address.
+    sign_ins: crate::identity::sessions::SignInThrottle,
     /// External identity providers whose exchange is on, at most one per
     /// provider name; none by default.
     identity_providers: Vec<IdentityProvider>,
@@ -161,6 +165,7 @@ impl Gate {
             settings: GateSettings::default(),
             limiter: RateLimiter::new(GateSettings::default().rate_limit),
             signup_limiter: signup::SignupLimiter::default(),
+            sign_ins: crate::identity::sessions::SignInThrottle::default(),
             identity_providers: Vec::new(),
             unrecorded: work::Unrecorded::default(),
             slots: work::ProviderSlots::default(),

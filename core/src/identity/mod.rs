@@ -8,13 +8,15 @@
 //! `agents` and `agent_nonces` (`agents.rs`); `token_families`,
 //! `access_tokens` and `refresh_tokens` (`tokens.rs`);
 //! `external_identities` (`external.rs`, with the `IdentityVerifier`
-//! trait). `moltbook_client.rs` holds Moltbook's protocol and, with the
+//! trait); `console_sessions` (`sessions.rs`, the owner's console, with
+//! the throttle on failed sign-ins). `moltbook_client.rs` holds Moltbook's protocol and, with the
 //! cargo feature `http`, the core's one network client, the
 //! Moltbook verifier. `jcs.rs`, `signing.rs` and `scopes.rs` are pure and
 //! own no table.
 //!
 //! Invariants:
-//! - no secret (API key, access token, refresh token, registration code) is
+//! - no secret (API key, access token, refresh token, registration code,
+//!   console session) is
 //!   ever stored, logged or put in an error: only its SHA-256, looked up by
 //!   an index and then compared in constant time (`constant_time_eq`, the
 //!   crate's one, with `subtle`); an external identity token and the
@@ -32,6 +34,7 @@ pub mod jcs;
 pub mod keys;
 pub mod moltbook_client;
 pub mod scopes;
+pub mod sessions;
 pub mod signing;
 pub mod tokens;
 

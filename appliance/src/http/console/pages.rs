@@ -1,0 +1,713 @@
+//! The console's pages: each reads or changes through one or two `Gate`
+//! calls and renders with `html`. A page answers [`Answer`]: a page to
+//! show, or where to go after a change (303, so a reload never posts
+//! twice). Every list is bounded and pages with a cursor; every change is
+//! a POST whose CSRF token `console` has already checked.
+
+use creditgate::clock::format_rfc3339;
+use creditgate::identity::sessions::ConsoleSession;
+use creditgate::{Error, Gate, Job, JobFilter, JobStatus, NewAccount, Transfer};
+use serde_json::Value;
+
+use super::html::{page, Html, Section};
+use crate::render;
+
+/// Accounts, jobs or transfers on one page.
+pub const PAGE_ROWS: usize = 50;
+/// Fields of a form or query string read, at most.
+pub const FORM_FIELDS_MAX: usize = 64;
+
+/// What a page answers.
+#[derive(Debug)]
+pub enum Answer {
+    /// A page: its status and HTML.
+    Page(u16, String),
+    /// Go there (303 See Other).
+    Redirect(String),
+}
+
+/// A form body or a query string, decoded (`+` is a space, `%XX` a byte),
+/// at most [`FORM_FIELDS_MAX`] fields.
+#[derive(Debug, Default, Clone)]
+pub struct Form {
+    fields: Vec<(String, String)>,
+}
+
+impl Form {
+    /// Decodes `application/x-www-form-urlencoded` text; `bad_request` for
+    /// too many fields or bytes that are not UTF-8 once decoded.
+    pub fn parse(text: &[u8]) -> Result<Form, Error> {
+        let mut fields = Vec::new();
+        for pair in text.split(|b| *b == b'&').filter(|pair| !pair.is_empty()) {
+            if fields.len() == FORM_FIELDS_MAX {
+                return Err(invalid("form", format!("at most {FORM_FIELDS_MAX} fields")));
+            }
+            let (name, value) = match pair.iter().position(|b| *b == b'=') {
+                Some(at) => (&pair[..at], &pair[at + 1..]),
+                None => (pair, &b""[..]),
+            };
+            fields.push((decode(name)?, decode(value)?));
+        }
+        Ok(Form { fields })
+    }
+
+    /// The first value of `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    /// The first value of `name`, trimmed, or `None` when absent or blank.
+    pub fn filled(&self, name: &str) -> Option<&str> {
+        self.get(name).map(str::trim).filter(|v| !v.is_empty())
+    }
+}
+
+/// An `invalid_request` naming `field`.
+pub fn invalid(field: &str, message: impl Into<String>) -> Error {
+    Error::InvalidRequest {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn decode(bytes: &[u8]) -> Result<String, Error> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(byte) => {
+                        out.push(byte);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            byte => out.push(byte),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| invalid("form", "fields must be UTF-8 text"))
+}
+
+/// What every page of a signed-in operator is given.
+pub struct Ctx<'a> {
+    /// The facade.
+    pub gate: &'a Gate,
+    /// The operator's session.
+    pub session: &'a ConsoleSession,
+    /// The query string, decoded.
+    pub query: &'a Form,
+    /// The posted form, decoded (empty for a GET).
+    pub form: &'a Form,
+}
+
+impl Ctx<'_> {
+    fn show(&self, title: &str, section: Section, body: &Html) -> Result<Answer, Error> {
+        Ok(Answer::Page(
+            200,
+            page(title, section, Some(&self.session.csrf_token), body),
+        ))
+    }
+
+    fn csrf(&self) -> &str {
+        &self.session.csrf_token
+    }
+}
+
+fn when(at: i64) -> String {
+    format_rfc3339(at)
+}
+
+fn credits(micros: i64) -> String {
+    render::credits(micros).to_string()
+}
+
+/// `GET /console`: the last day's jobs by status.
+pub fn overview(ctx: &Ctx) -> Result<Answer, Error> {
+    let overview = ctx.gate.console_overview()?;
+    let mut body = Html::new();
+    body.element("h2", "Jobs of the last 24 hours");
+    if overview.jobs_by_status.is_empty() {
+        body.element("p", "No jobs in the last 24 hours.");
+    } else {
+        body.raw("<table><caption>Jobs by status</caption>")
+            .head_row(&["status", "jobs"])
+            .raw("<tbody>");
+        for (status, count) in &overview.jobs_by_status {
+            body.raw("<tr><td>")
+                .link(
+                    &format!("/console/jobs?status={}", status.as_str()),
+                    status.as_str(),
+                )
+                .raw("</td>")
+                .element("td", &count.to_string())
+                .raw("</tr>");
+        }
+        body.raw("</tbody></table>");
+        if overview.jobs_capped {
+            body.element(
+                "p",
+                &format!(
+                    "Counted over the newest {} jobs of the day.",
+                    overview.jobs_counted
+                ),
+            );
+        }
+    }
+    ctx.show("Overview", Section::Overview, &body)
+}
+
+/// `GET /console/accounts`: accounts in creation order, and a form to
+/// create one.
+pub fn accounts(ctx: &Ctx) -> Result<Answer, Error> {
+    let after = ctx.query.filled("after");
+    let accounts = ctx.gate.accounts_page(after, PAGE_ROWS + 1)?;
+    let mut body = Html::new();
+    body.element("h2", "Create an account")
+        .post_form("/console/accounts", ctx.csrf())
+        .input("text", "name", "Name", "", true)
+        .submit("Create account");
+    body.element("h2", "Accounts");
+    body.raw("<table>")
+        .head_row(&["account", "name", "plan", "created"])
+        .raw("<tbody>");
+    for account in accounts.iter().take(PAGE_ROWS) {
+        body.raw("<tr><td>")
+            .link(&format!("/console/accounts/{}", account.id), &account.id)
+            .raw("</td>")
+            .element("td", &account.name)
+            .element("td", &account.plan)
+            .element("td", &when(account.created_at))
+            .raw("</tr>");
+    }
+    body.raw("</tbody></table>");
+    if accounts.len() > PAGE_ROWS {
+        let last = &accounts[PAGE_ROWS - 1].id;
+        body.raw("<p>")
+            .link(&format!("/console/accounts?after={last}"), "Next page")
+            .raw("</p>");
+    }
+    ctx.show("Accounts", Section::Accounts, &body)
+}
+
+/// `POST /console/accounts`: creates an account and shows it.
+pub fn create_account(ctx: &Ctx) -> Result<Answer, Error> {
+    let name = ctx
+        .form
+        .filled("name")
+        .ok_or_else(|| invalid("name", "is required"))?;
+    let account = ctx.gate.create_account(&NewAccount::named(name))?;
+    Ok(Answer::Redirect(format!(
+        "/console/accounts/{}",
+        account.id
+    )))
+}
+
+/// `GET /console/accounts/{id}`: its balance, a grant form, its keys and
+/// its latest transfers.
+pub fn account(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    let account = ctx.gate.account(id)?;
+    let balance = ctx.gate.balance(id)?;
+    let keys = ctx.gate.list_api_keys(id)?;
+    let history = ctx
+        .gate
+        .history(id, ctx.query.filled("history"), PAGE_ROWS)?;
+    let base = format!("/console/accounts/{id}");
+    let mut body = Html::new();
+    if let Some(granted) = ctx.query.filled("granted") {
+        body.notice(&format!("Granted: transfer {granted}."), false);
+    }
+    if let Some(revoked) = ctx.query.filled("revoked") {
+        body.notice(&format!("Key {revoked} is revoked."), false);
+    }
+    body.raw("<dl><dt>Name</dt><dd>")
+        .text(&account.name)
+        .raw("</dd><dt>Plan</dt><dd>")
+        .text(&account.plan)
+        .raw("</dd><dt>Created</dt><dd>")
+        .text(&when(account.created_at))
+        .raw("</dd></dl>");
+    body.raw("<table><caption>Balance (credits)</caption>")
+        .head_row(&["available", "pending", "posted"])
+        .raw("<tbody>")
+        .row(&[
+            &credits(balance.available),
+            &credits(balance.pending),
+            &credits(balance.posted),
+        ])
+        .raw("</tbody></table>");
+
+    body.element("h2", "Grant credits")
+        .post_form(&format!("{base}/grants"), ctx.csrf())
+        // Minted with the page: posting this form twice grants once.
+        .hidden("grant_id", &creditgate::ids::random_id("console-grant-"))
+        .input("text", "credits", "Credits", "", true)
+        .input("text", "memo", "Memo", "", false)
+        .submit("Grant");
+
+    body.element("h2", "API keys");
+    body.raw("<table>")
+        .head_row(&[
+            "key",
+            "name",
+            "scopes",
+            "created",
+            "expires",
+            "last used",
+            "",
+        ])
+        .raw("<tbody>");
+    for key in &keys {
+        body.raw("<tr>")
+            .element("td", &key.id)
+            .element("td", &key.name)
+            .element("td", &key.scopes.join(" "))
+            .element("td", &when(key.created_at))
+            .element(
+                "td",
+                &key.expires_at.map(when).unwrap_or_else(|| "never".into()),
+            )
+            .element(
+                "td",
+                &key.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+            )
+            .raw("<td>");
+        match key.revoked_at {
+            Some(at) => {
+                body.text(&format!("revoked {}", when(at)));
+            }
+            None => {
+                body.post_form(&format!("{base}/keys/{}/revoke", key.id), ctx.csrf())
+                    .raw("<button type=\"submit\"")
+                    .attr("aria-label", &format!("Revoke key {}", key.id))
+                    .raw(">Revoke</button></form>");
+            }
+        }
+        body.raw("</td></tr>");
+    }
+    body.raw("</tbody></table>");
+    body.element("h3", "Create a key")
+        .post_form(&format!("{base}/keys"), ctx.csrf())
+        .input("text", "name", "Name", "console", true)
+        .input(
+            "text",
+            "scopes",
+            "Scopes (space-separated: image video chat admin ...)",
+            &ctx.gate.product_scopes()?.join(" "),
+            true,
+        )
+        .input(
+            "number",
+            "expires_in_days",
+            "Expires in days (blank: never)",
+            "",
+            false,
+        )
+        .submit("Create key");
+
+    body.element("h2", "Transfers");
+    transfer_table(&mut body, &history.transfers);
+    if let Some(next) = &history.next_cursor {
+        body.raw("<p>")
+            .link(&format!("{base}?history={next}"), "Older transfers")
+            .raw("</p>");
+    }
+    ctx.show(
+        &format!("Account {}", account.name),
+        Section::Accounts,
+        &body,
+    )
+}
+
+/// `POST /console/accounts/{id}/grants`: grants credits, once per grant id.
+pub fn grant(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    let grant_id = ctx
+        .form
+        .filled("grant_id")
+        .ok_or_else(|| invalid("grant_id", "is required"))?;
+    let amount = ctx
+        .form
+        .filled("credits")
+        .ok_or_else(|| invalid("credits", "is required"))?;
+    let amount = creditgate::money::parse_credits(amount).map_err(|_| {
+        invalid(
+            "credits",
+            "must be a number of credits (at most 6 decimals)",
+        )
+    })?;
+    let memo = ctx.form.get("memo").unwrap_or("").trim();
+    let outcome = ctx.gate.grant(grant_id, id, amount, memo)?;
+    Ok(Answer::Redirect(format!(
+        "/console/accounts/{id}?granted={}",
+        outcome.transfer.id
+    )))
+}
+
+/// `POST /console/accounts/{id}/keys`: creates a key and shows its secret,
+/// once (a page, never a redirect: the secret must not be in a URL).
+pub fn create_key(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    let name = ctx.form.filled("name").unwrap_or("console");
+    let scopes: Vec<String> = ctx
+        .form
+        .get("scopes")
+        .unwrap_or("")
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let expires_in_days = match ctx.form.filled("expires_in_days") {
+        None => None,
+        Some(days) => Some(
+            days.parse::<u32>()
+                .map_err(|_| invalid("expires_in_days", "must be a whole number of days"))?,
+        ),
+    };
+    let (info, secret) = ctx
+        .gate
+        .create_api_key(id, name, &scopes, expires_in_days)?;
+    let mut body = Html::new();
+    body.notice("Copy the key now: it is shown only once.", false)
+        .raw("<p><label for=\"new-key\">Key ")
+        .text(&info.id)
+        .raw("</label></p><p><output id=\"new-key\" class=\"secret\">")
+        .text(&secret)
+        .raw("</output></p><p>Scopes: ")
+        .text(&info.scopes.join(" "))
+        .raw("</p><p>")
+        .link(&format!("/console/accounts/{id}"), "Back to the account")
+        .raw("</p>");
+    ctx.show("Key created", Section::Accounts, &body)
+}
+
+/// `POST /console/accounts/{id}/keys/{key}/revoke`.
+pub fn revoke_key(ctx: &Ctx, id: &str, key_id: &str) -> Result<Answer, Error> {
+    ctx.gate.revoke_account_api_key(id, key_id)?;
+    Ok(Answer::Redirect(format!(
+        "/console/accounts/{id}?revoked={key_id}"
+    )))
+}
+
+/// `GET /console/jobs`: jobs newest first, filtered by account, status and
+/// model, a page at a time.
+pub fn jobs(ctx: &Ctx) -> Result<Answer, Error> {
+    let status = match ctx.query.filled("status") {
+        None => None,
+        Some(name) => {
+            Some(JobStatus::parse(name).ok_or_else(|| invalid("status", "is not a job status"))?)
+        }
+    };
+    let filter = JobFilter {
+        account_id: ctx.query.filled("account").map(str::to_owned),
+        status,
+        model: ctx.query.filled("model").map(str::to_owned),
+        before: ctx.query.filled("before").map(str::to_owned),
+        limit: PAGE_ROWS + 1,
+    };
+    let jobs = ctx.gate.jobs(&filter)?;
+    let mut body = Html::new();
+    let mut statuses = vec![(String::new(), "any".to_owned())];
+    statuses.extend(
+        JobStatus::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), s.as_str().to_owned())),
+    );
+    body.get_form("/console/jobs")
+        .input(
+            "text",
+            "account",
+            "Account",
+            filter.account_id.as_deref().unwrap_or(""),
+            false,
+        )
+        .select(
+            "status",
+            "Status",
+            &statuses,
+            status.map_or("", JobStatus::as_str),
+        )
+        .input(
+            "text",
+            "model",
+            "Model",
+            filter.model.as_deref().unwrap_or(""),
+            false,
+        )
+        .submit("Filter");
+    body.raw("<table>")
+        .head_row(&[
+            "job", "status", "model", "account", "estimate", "charged", "created",
+        ])
+        .raw("<tbody>");
+    for job in jobs.iter().take(PAGE_ROWS) {
+        body.raw("<tr><td>")
+            .link(&format!("/console/jobs/{}", job.id), &job.id)
+            .raw("</td>")
+            .element("td", job.status.as_str())
+            .element("td", &job.model)
+            .element("td", &job.account_id)
+            .element("td", &credits(job.estimate_micros))
+            .element("td", &job.charged_micros.map(credits).unwrap_or_default())
+            .element("td", &when(job.created_at))
+            .raw("</tr>");
+    }
+    body.raw("</tbody></table>");
+    if jobs.len() > PAGE_ROWS {
+        let mut next = format!("/console/jobs?before={}", jobs[PAGE_ROWS - 1].id);
+        for (name, value) in [
+            ("account", filter.account_id.as_deref()),
+            ("status", status.map(JobStatus::as_str)),
+            ("model", filter.model.as_deref()),
+        ] {
+            if let Some(value) = value {
+                next.push_str(&format!("&{name}={}", encode(value)));
+            }
+        }
+        body.raw("<p>").link(&next, "Older jobs").raw("</p>");
+    }
+    ctx.show("Jobs", Section::Jobs, &body)
+}
+
+/// `GET /console/jobs/{id}`: a job's request, estimate, timeline, ledger
+/// transfers and outputs.
+pub fn job(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    let job = ctx.gate.job(id)?;
+    let mut body = Html::new();
+    body.raw("<dl><dt>Status</dt><dd id=\"job-status\">")
+        .text(job.status.as_str())
+        .raw("</dd><dt>Account</dt><dd>")
+        .link(
+            &format!("/console/accounts/{}", job.account_id),
+            &job.account_id,
+        )
+        .raw("</dd><dt>Request id</dt><dd>")
+        .text(&job.request_id)
+        .raw("</dd><dt>Model</dt><dd>")
+        .text(&format!(
+            "{} ({}), {} on {}",
+            job.model, job.product, job.upstream_model, job.provider
+        ))
+        .raw("</dd><dt>Price version</dt><dd>")
+        .text(&job.price_version)
+        .raw("</dd>");
+    if let Some(code) = &job.error_code {
+        body.raw("<dt>Error</dt><dd>").text(&format!(
+            "{code}: {}",
+            job.error_message.as_deref().unwrap_or("")
+        ));
+        body.raw("</dd>");
+    }
+    body.raw("</dl>");
+    timeline(&mut body, &job);
+    body.element("h2", "Estimate")
+        .raw("<p>")
+        .text(&format!("{} credits", credits(job.estimate_micros)))
+        .raw("</p><pre>")
+        .text(&pretty(&job.estimate))
+        .raw("</pre>");
+    body.element("h2", "Ledger transfers");
+    let transfers: Vec<Transfer> = ledger_ids(&job)
+        .iter()
+        .filter_map(|id| ctx.gate.transfer(id).ok())
+        .collect();
+    if transfers.is_empty() {
+        body.element("p", "None: this job held nothing.");
+    } else {
+        transfer_table(&mut body, &transfers);
+    }
+    body.element("h2", "Outputs");
+    if job.outputs.is_empty() {
+        body.element("p", "None yet.");
+    }
+    for (index, output) in job.outputs.iter().enumerate() {
+        let label = format!("Output {} ({})", index + 1, output.mime);
+        body.raw("<figure>");
+        if output.mime.starts_with("image/") {
+            body.raw("<img")
+                .attr("src", &output.url)
+                .attr("alt", &label)
+                .raw(">");
+        } else if output.mime.starts_with("video/") {
+            body.raw("<video controls")
+                .attr("src", &output.url)
+                .attr("aria-label", &label)
+                .raw("></video>");
+        } else if output.mime.starts_with("audio/") {
+            body.raw("<audio controls")
+                .attr("src", &output.url)
+                .attr("aria-label", &label)
+                .raw("></audio>");
+        }
+        body.raw("<figcaption>")
+            .link(&output.url, &label)
+            .raw("</figcaption></figure>");
+    }
+    body.element("h2", "Request")
+        .raw("<pre>")
+        .text(&pretty(&job.request))
+        .raw("</pre>");
+    ctx.show(&format!("Job {}", job.id), Section::Jobs, &body)
+}
+
+/// The ids the ledger gives a job's transfers: its hold, and whichever of
+/// capture, release or expiry resolved it.
+fn ledger_ids(job: &Job) -> Vec<String> {
+    let Some(hold) = &job.hold_id else {
+        return Vec::new();
+    };
+    vec![
+        hold.clone(),
+        format!("capture:{}", job.id),
+        format!("release:{}", job.id),
+        format!("expire:{hold}"),
+    ]
+}
+
+fn timeline(body: &mut Html, job: &Job) {
+    body.raw("<table><caption>Timeline</caption>")
+        .head_row(&["when", "what"])
+        .raw("<tbody>")
+        .row(&[&when(job.created_at), "accepted: the estimate held"]);
+    if let Some(at) = job.submit_started_at {
+        body.row(&[
+            &when(at),
+            &format!(
+                "sent to {} ({} attempt(s))",
+                job.provider, job.submit_attempts
+            ),
+        ]);
+    }
+    if job.polls > 0 {
+        body.row(&[
+            "",
+            &format!("polled {} time(s), {} error(s)", job.polls, job.poll_errors),
+        ]);
+    }
+    match job.finished_at {
+        Some(at) => body.row(&[&when(at), &format!("finished: {}", job.status.as_str())]),
+        None => body.row(&[
+            &when(job.updated_at),
+            &format!("now {}", job.status.as_str()),
+        ]),
+    };
+    body.raw("</tbody></table>");
+}
+
+fn transfer_table(body: &mut Html, transfers: &[Transfer]) {
+    body.raw("<table>")
+        .head_row(&["transfer", "kind", "from", "to", "credits", "memo", "when"])
+        .raw("<tbody>");
+    for t in transfers {
+        body.row(&[
+            &t.id,
+            t.kind.as_str(),
+            &t.debit_code,
+            &t.credit_code,
+            &credits(t.amount),
+            &t.memo,
+            &when(t.created_at),
+        ]);
+    }
+    body.raw("</tbody></table>");
+}
+
+/// `GET /console/ledger`: every transfer, newest first, and `ledger
+/// verify` on demand.
+pub fn ledger(ctx: &Ctx) -> Result<Answer, Error> {
+    let page = ctx
+        .gate
+        .ledger_page(ctx.query.filled("before"), PAGE_ROWS)?;
+    let mut body = Html::new();
+    body.element("h2", "Verify")
+        .element(
+            "p",
+            "Replays every transfer: balances, the hash chain, holds and their resolutions.",
+        )
+        .post_form("/console/ledger/verify", ctx.csrf())
+        .submit("Verify the ledger");
+    body.element("h2", "Transfers");
+    transfer_table(&mut body, &page.transfers);
+    if let Some(next) = &page.next_cursor {
+        body.raw("<p>")
+            .link(&format!("/console/ledger?before={next}"), "Older transfers")
+            .raw("</p>");
+    }
+    ctx.show("Ledger", Section::Ledger, &body)
+}
+
+/// `POST /console/ledger/verify`: the verification's result.
+pub fn verify(ctx: &Ctx) -> Result<Answer, Error> {
+    let report = ctx.gate.verify_ledger()?;
+    let mut body = Html::new();
+    if report.violations.is_empty() {
+        body.notice(
+            &format!(
+                "The ledger verifies: {} transfers, {} ledger accounts, {} open holds.",
+                report.transfers, report.accounts, report.open_holds
+            ),
+            false,
+        );
+    } else {
+        body.notice(
+            &format!(
+                "The ledger does NOT verify: {} violation(s).",
+                report.violations.len() + report.violations_omitted
+            ),
+            true,
+        );
+        body.raw("<ul>");
+        for violation in &report.violations {
+            body.element("li", &format!("{}: {}", violation.check, violation.detail));
+        }
+        body.raw("</ul>");
+    }
+    body.raw("<p>")
+        .link("/console/ledger", "Back to the ledger")
+        .raw("</p>");
+    ctx.show("Ledger verification", Section::Ledger, &body)
+}
+
+/// JSON text, indented (as stored if it does not parse).
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<Value>(json)
+        .ok()
+        .and_then(|value| serde_json::to_string_pretty(&value).ok())
+        .unwrap_or_else(|| json.to_owned())
+}
+
+/// A query-string value, percent-encoded.
+fn encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_decode_plus_and_percent_and_refuse_what_is_not_text() {
+        let form = Form::parse(b"name=a+b%20c&memo=%3Cscript%3E&empty=&bad=%zz").expect("form");
+        assert_eq!(form.get("name"), Some("a b c"));
+        assert_eq!(form.get("memo"), Some("<script>"));
+        assert_eq!(form.filled("empty"), None);
+        assert_eq!(form.get("bad"), Some("%zz"));
+        assert!(Form::parse(b"x=%ff%fe").is_err());
+        let many = vec!["a=1"; FORM_FIELDS_MAX + 1].join("&");
+        assert!(Form::parse(many.as_bytes()).is_err());
+        assert_eq!(encode("a b&c"), "a%20b%26c");
+    }
+}

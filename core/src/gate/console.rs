@@ -1,0 +1,110 @@
+//! The owner's console: signing in and out, the session a request
+//! carries, and the bounded views its pages read. The pages themselves
+//! (HTML) are the appliance's; every change they make goes through the
+//! same `Gate` operations as the CLI and the APIs.
+
+use crate::accounts::{self, Account};
+use crate::error::{Error, Result};
+use crate::identity::scopes::OPERATOR_SCOPE;
+use crate::identity::sessions::{self, ConsoleSession, SignedIn};
+use crate::identity::Via;
+use crate::jobs::{self, JobStatus};
+use crate::ledger::{self, HistoryPage};
+
+/// The newest jobs the overview counts by status, at most: a bounded read
+/// whatever the table's size.
+pub const OVERVIEW_JOBS_MAX: usize = 10_000;
+/// The overview counts the jobs of this last stretch of time.
+pub const OVERVIEW_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// What the console's overview shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overview {
+    /// Jobs created in the last [`OVERVIEW_WINDOW_MS`] by status (of the
+    /// newest [`OVERVIEW_JOBS_MAX`] at most), in status order.
+    pub jobs_by_status: Vec<(JobStatus, u64)>,
+    /// How many jobs those counts cover.
+    pub jobs_counted: u64,
+    /// Whether there were more jobs in the window than were counted.
+    pub jobs_capped: bool,
+}
+
+use super::Gate;
+
+impl Gate {
+    /// Signs in to the console with an API key holding the `operator`
+    /// scope, from `address` (the connection's peer). Refused with
+    /// [`Error::RateLimited`] after too many failures from the address,
+    /// [`Error::Unauthorized`] for a credential that is not a live API key
+    /// and [`Error::Forbidden`] for a key without the operator scope; each
+    /// refusal counts as a failure.
+    pub fn console_sign_in(&self, key: &str, address: &str) -> Result<SignedIn> {
+        let now = self.clock.now();
+        self.sign_ins.check(address, now)?;
+        let principal = match self.authenticate(key) {
+            Ok(principal) if matches!(principal.via, Via::Key { .. }) => principal,
+            Ok(_) => {
+                self.sign_ins.failed(address, now);
+                return Err(Error::Unauthorized {
+                    reason: "sign in with an API key, not a token",
+                });
+            }
+            Err(err) => {
+                self.sign_ins.failed(address, now);
+                return Err(err);
+            }
+        };
+        if let Err(err) = principal.require_scope(OPERATOR_SCOPE) {
+            self.sign_ins.failed(address, now);
+            return Err(err);
+        }
+        let (key_id, account_id) = (principal.key_id().to_owned(), principal.account_id);
+        self.store
+            .write(move |tx| sessions::open(tx, &key_id, &account_id, now))
+    }
+
+    /// The live console session of `secret` (a session cookie), moving its
+    /// idle clock; [`Error::Unauthorized`] when there is none.
+    pub fn console_session(&self, secret: &str) -> Result<ConsoleSession> {
+        let now = self.clock.now();
+        let found = self.store.read(|conn| sessions::find(conn, secret, now))?;
+        if found.touch {
+            let id = found.session.id.clone();
+            self.store.write(move |tx| sessions::touch(tx, &id, now))?;
+        }
+        Ok(found.session)
+    }
+
+    /// The console's overview: the last day's jobs by status (bounded).
+    pub fn console_overview(&self) -> Result<Overview> {
+        let since = self.clock.now() - OVERVIEW_WINDOW_MS;
+        let (jobs_by_status, jobs_counted) = self
+            .store
+            .read(|conn| jobs::recent_status_counts(conn, since, OVERVIEW_JOBS_MAX))?;
+        Ok(Overview {
+            jobs_by_status,
+            jobs_counted,
+            jobs_capped: jobs_counted >= OVERVIEW_JOBS_MAX as u64,
+        })
+    }
+
+    /// Accounts in creation order after the account `after` (a page's
+    /// cursor), at most `limit`.
+    pub fn accounts_page(&self, after: Option<&str>, limit: usize) -> Result<Vec<Account>> {
+        self.store.read(|conn| accounts::page(conn, after, limit))
+    }
+
+    /// Every transfer of the ledger, newest first, a page at a time.
+    pub fn ledger_page(&self, cursor: Option<&str>, limit: usize) -> Result<HistoryPage> {
+        self.store.read(|conn| ledger::recent(conn, cursor, limit))
+    }
+
+    /// Ends the console session of `secret` (signing out). Idempotent.
+    pub fn console_sign_out(&self, secret: &str) -> Result<()> {
+        let now = self.clock.now();
+        let secret = secret.to_owned();
+        self.store
+            .write(move |tx| sessions::end(tx, &secret, now))
+            .map(|_| ())
+    }
+}
