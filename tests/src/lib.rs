@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+pub mod webdriver;
+
 /// A temporary directory holding one database, deleted on drop.
 pub struct Sandbox {
     dir: tempfile::TempDir,
@@ -345,6 +347,11 @@ fn parse_response(bytes: &[u8]) -> HttpResponse {
         headers,
         body,
     }
+}
+
+/// A chunked HTTP body, joined.
+pub fn dechunk_body(bytes: &[u8]) -> Vec<u8> {
+    dechunk(bytes)
 }
 
 fn dechunk(mut bytes: &[u8]) -> Vec<u8> {
