@@ -881,5 +881,8 @@ CREATE TABLE console_sessions (
     CHECK (expires_at > created_at)
 ) STRICT;
 CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
--- The console pages accounts in creation order.
+-- The console pages accounts in creation order, and lists agents waiting
+-- to be bound and the latest bound.
 CREATE INDEX accounts_created ON accounts (created_at, id);
+CREATE INDEX agents_unbound ON agents (registration_expires_at) WHERE account_id IS NULL;
+CREATE INDEX agents_bound ON agents (bound_at) WHERE bound_at IS NOT NULL;

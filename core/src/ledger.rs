@@ -892,6 +892,65 @@ pub(crate) fn recent(
     Ok(page_of(transfers, limit))
 }
 
+/// Credits moved per UTC day since `since`, by kind (grants, captures,
+/// refunds) and by the product of the job a capture or refund was for
+/// (`""` for grants and for transfers of no job), read over the newest
+/// `newest` transfers at most; and whether that bound cut the window short.
+pub(crate) fn daily_totals(
+    conn: &ReadOnly<'_>,
+    since: UnixMillis,
+    newest: usize,
+) -> Result<(Vec<DailyTotal>, bool)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT day, kind, product, sum(amount) FROM (
+             SELECT t.created_at / 86400000 AS day, t.kind AS kind,
+                    coalesce(CASE t.kind
+                        WHEN 'capture' THEN
+                            (SELECT product FROM jobs WHERE id = substr(t.pending_id, 6))
+                        WHEN 'refund' THEN
+                            (SELECT product FROM jobs WHERE id = substr(t.refund_of, 9))
+                    END, '') AS product,
+                    t.amount AS amount
+               FROM (SELECT created_at, kind, pending_id, refund_of, amount
+                       FROM transfers ORDER BY seq DESC LIMIT ?2) t
+              WHERE t.created_at >= ?1
+                AND (t.kind = 'grant' OR t.kind = 'capture' OR t.kind = 'refund'))
+          GROUP BY day, kind, product ORDER BY day, kind, product",
+    )?;
+    let rows = stmt.query_map(params![since, newest as i64], |row| {
+        let kind: String = row.get(1)?;
+        Ok(DailyTotal {
+            day: row.get(0)?,
+            kind: TransferKind::parse(&kind).unwrap_or(TransferKind::Grant),
+            product: row.get(2)?,
+            micros: row.get(3)?,
+        })
+    })?;
+    let totals = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let (read, oldest): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT count(*), min(created_at) FROM (
+                 SELECT created_at FROM transfers ORDER BY seq DESC LIMIT ?1)",
+        )?
+        .query_row([newest as i64], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let capped = read as usize >= newest && oldest.is_some_and(|oldest| oldest >= since);
+    Ok((totals, capped))
+}
+
+/// Credits of one kind moved on one UTC day for one product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DailyTotal {
+    /// Whole days since the Unix epoch (UTC).
+    pub day: i64,
+    /// Grant, capture (spent) or refund.
+    pub kind: TransferKind,
+    /// The product of the job it was for; empty for grants and transfers
+    /// of no job.
+    pub product: String,
+    /// Micro-credits.
+    pub micros: i64,
+}
+
 // Cursors are opaque to callers: a version letter and the position, in hex.
 fn encode_cursor(seq: i64) -> String {
     hex::encode(format!("h1:{seq}"))

@@ -69,6 +69,7 @@ pub use codes::{Code, NewCode, Redemption};
 pub use error::{Error, Result, StorageError};
 pub use gate::autotopup::{AutoTopUpOutcome, AutoTopUpState};
 pub use gate::codes::Redeemed;
+pub use gate::console::{Overview, OVERVIEW_DAYS, OVERVIEW_TRANSFERS_MAX};
 pub use gate::generate::{OutputFile, Submitted};
 pub use gate::media::{
     KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,

@@ -1,17 +1,64 @@
 //! The owner's console driven by a real headless Chromium over WebDriver
 //! (Debian's `chromium` and `chromium-driver`, which `.ci/run` installs):
 //! an operator signs in, creates an account, grants it credits and makes
-//! a key; an agent submits a job over the API with that key; the operator
-//! watches it finish on the jobs page, opens its ledger transfers,
-//! verifies the ledger and signs out. Every page is checked for a title,
+//! a key; binds a registered agent's code to that account; an agent
+//! submits a job over the API with the key; the operator watches it finish
+//! on the jobs page, opens its ledger transfers, verifies the ledger,
+//! imports a price catalog file and activates it, and signs out. Every page is checked for a title,
 //! landmarks and labelled inputs, and a screenshot of each is written to
 //! `$CARGO_TARGET_TMPDIR/console-screenshots/`.
 
 use std::time::Duration;
 
 use creditgate_tests::webdriver::{self, Browser};
-use creditgate_tests::Sandbox;
-use serde_json::json;
+use creditgate_tests::{Sandbox, Server};
+use ed25519_dalek::{Signer, SigningKey};
+use serde_json::{json, Value};
+
+/// Registers an ed25519 agent over the API (a signed request, as
+/// reference 001 says); its id and the registration code it shows its
+/// owner.
+fn register_agent(server: &Server) -> (String, String) {
+    let key = SigningKey::from_bytes(&[7; 32]);
+    let public = key
+        .verifying_key()
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let mut body = json!({
+        "public_key": public, "agent_name": "console-agent", "agent_version": "1.0",
+        "timestamp": timestamp, "nonce": format!("n-{timestamp}"),
+    });
+    let path = "/api/v1/agents/register";
+    let message = format!(
+        "POST {path}\n{}",
+        serde_json::to_string(&body).expect("json")
+    );
+    let signature: String = key
+        .sign(message.as_bytes())
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    body["signature"] = json!(signature);
+    let answer = server.request("POST", path, None, Some(&body.to_string()));
+    let data: Value = answer.json()["data"].clone();
+    (
+        data["agent_id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{data}"))
+            .to_owned(),
+        data["registration_code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{data}"))
+            .to_owned(),
+    )
+}
 
 /// The accessibility basics of the page shown: a title, `main` and `nav`
 /// landmarks, a label for every visible input and a caption or heading
@@ -141,6 +188,34 @@ fn an_operator_runs_the_box_from_the_console_in_a_real_browser() {
     assert!(secret.starts_with("cg_live_"), "{secret}");
     console.checked("key-created");
 
+    // An agent registers; its owner binds its code to the account.
+    let (agent, code) = register_agent(&server);
+    console.go("/console/agents");
+    assert!(
+        browser.page_text().contains("console-agent"),
+        "waiting to be bound"
+    );
+    console.checked("agents");
+    console.fill("#f-code", &code);
+    console.fill("#f-account", &account);
+    console.fill("#f-scopes", "image");
+    console.press("form[action='/console/agents'] button");
+    let bound = browser.page_text();
+    assert!(
+        bound.contains(&format!("Agent {agent} is bound")),
+        "{bound}"
+    );
+    assert_eq!(
+        browser.script(&format!(
+            "return [...document.querySelectorAll('main tbody tr')]
+                 .some(r => r.cells[0].textContent === '{agent}'
+                            && r.cells[2].textContent === '{account}');"
+        )),
+        json!(true),
+        "bound to the account: {bound}"
+    );
+    console.checked("agent-bound");
+
     // An agent spends with that key over the API.
     let submitted = server.post(
         "/v1/generate",
@@ -190,6 +265,64 @@ fn an_operator_runs_the_box_from_the_console_in_a_real_browser() {
     let verified = browser.page_text();
     assert!(verified.contains("The ledger verifies"), "{verified}");
     console.checked("ledger-verified");
+
+    // The overview: today's jobs by status, and today's credits granted
+    // and spent on images in the chart's table.
+    console.go("/console");
+    let today = browser.script(
+        "const table = [...document.querySelectorAll('table')]
+             .find(t => t.caption && t.caption.textContent.startsWith('Credits per day'));
+         const head = [...table.tHead.rows[0].cells].map(c => c.textContent);
+         const row = [...table.tBodies[0].rows[0].cells].map(c => c.textContent);
+         return Object.fromEntries(head.map((h, i) => [h, row[i]]));",
+    );
+    assert_eq!(today["granted"], "25", "{today}");
+    assert_eq!(today["spent: image"], "20", "{today}");
+    assert_eq!(
+        browser.count("main svg rect"),
+        2,
+        "a granted bar and a spent bar"
+    );
+    console.checked("overview-after");
+
+    // A new price version: imported from a file, compared, activated.
+    let mut catalog: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/catalogs/rynjer.json"
+        ))
+        .expect("the shipped catalog"),
+    )
+    .expect("JSON");
+    catalog["price_version"] = json!("2026-12-console");
+    catalog["models"][0]["base_price"] = json!(33);
+    let file = sb.write("console-catalog.json", &catalog.to_string());
+    console.go("/console/prices");
+    console.checked("prices");
+    let upload = browser.find("#f-catalog");
+    browser.type_into(&upload, file.to_str().expect("path"));
+    console.press("form[action='/console/prices'] button");
+    assert_eq!(
+        browser.title(),
+        "Price version 2026-12-console · creditgate console"
+    );
+    assert_eq!(
+        browser.text(&browser.find("#version-state")),
+        "imported, not active"
+    );
+    let diff = browser.page_text();
+    assert!(
+        diff.contains("changed"),
+        "one model's price changed: {diff}"
+    );
+    console.checked("price-version");
+    console.press("form[action$='/activate'] button");
+    assert_eq!(browser.text(&browser.find("#version-state")), "active");
+    let versions = sb.ok(&["prices", "list"]);
+    assert!(
+        versions.to_string().contains("2026-12-console"),
+        "{versions}"
+    );
 
     // Signing out ends the session.
     console.press("header form button");

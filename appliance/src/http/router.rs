@@ -566,6 +566,8 @@ const LARGER_BODIES: &[(&str, &str, usize)] = &[
         "/v1/payments/stripe/webhook",
         creditgate::providers::WEBHOOK_BODY_BYTES_MAX,
     ),
+    // The console's catalog import: a whole catalog file.
+    ("POST", "/console/prices", console::CONSOLE_UPLOAD_BYTES_MAX),
 ];
 
 /// The bound of its own a request to `method path` has on its body, if

@@ -5,11 +5,13 @@
 
 use crate::accounts::{self, Account};
 use crate::error::{Error, Result};
+use crate::identity::agents::{self, Agent};
+use crate::identity::keys;
 use crate::identity::scopes::OPERATOR_SCOPE;
 use crate::identity::sessions::{self, ConsoleSession, SignedIn};
 use crate::identity::Via;
 use crate::jobs::{self, JobStatus};
-use crate::ledger::{self, HistoryPage};
+use crate::ledger::{self, DailyTotal, HistoryPage};
 
 /// The newest jobs the overview counts by status, at most: a bounded read
 /// whatever the table's size.
@@ -17,9 +19,22 @@ pub const OVERVIEW_JOBS_MAX: usize = 10_000;
 /// The overview counts the jobs of this last stretch of time.
 pub const OVERVIEW_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 
+/// The overview's money chart covers this many days, today included.
+pub const OVERVIEW_DAYS: i64 = 30;
+/// The newest transfers the money chart reads, at most.
+pub const OVERVIEW_TRANSFERS_MAX: usize = 20_000;
+
 /// What the console's overview shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overview {
+    /// Credits granted, spent and refunded per UTC day of the last
+    /// [`OVERVIEW_DAYS`], by product (of the newest
+    /// [`OVERVIEW_TRANSFERS_MAX`] transfers at most).
+    pub daily: Vec<DailyTotal>,
+    /// Whether there were more transfers in the window than were read.
+    pub daily_capped: bool,
+    /// The first day the chart covers (whole days since the epoch).
+    pub first_day: i64,
     /// Jobs created in the last [`OVERVIEW_WINDOW_MS`] by status (of the
     /// newest [`OVERVIEW_JOBS_MAX`] at most), in status order.
     pub jobs_by_status: Vec<(JobStatus, u64)>,
@@ -77,11 +92,23 @@ impl Gate {
 
     /// The console's overview: the last day's jobs by status (bounded).
     pub fn console_overview(&self) -> Result<Overview> {
-        let since = self.clock.now() - OVERVIEW_WINDOW_MS;
+        let now = self.clock.now();
+        let since = now - OVERVIEW_WINDOW_MS;
         let (jobs_by_status, jobs_counted) = self
             .store
             .read(|conn| jobs::recent_status_counts(conn, since, OVERVIEW_JOBS_MAX))?;
+        let first_day = now.div_euclid(crate::plans::DAY_MS) - (OVERVIEW_DAYS - 1);
+        let (daily, daily_capped) = self.store.read(|conn| {
+            ledger::daily_totals(
+                conn,
+                first_day * crate::plans::DAY_MS,
+                OVERVIEW_TRANSFERS_MAX,
+            )
+        })?;
         Ok(Overview {
+            daily,
+            daily_capped,
+            first_day,
             jobs_by_status,
             jobs_counted,
             jobs_capped: jobs_counted >= OVERVIEW_JOBS_MAX as u64,
@@ -97,6 +124,32 @@ impl Gate {
     /// Every transfer of the ledger, newest first, a page at a time.
     pub fn ledger_page(&self, cursor: Option<&str>, limit: usize) -> Result<HistoryPage> {
         self.store.read(|conn| ledger::recent(conn, cursor, limit))
+    }
+
+    /// Agents waiting to be bound (their code unexpired), newest first, and
+    /// the latest bound, at most `limit` of each.
+    pub fn agents_overview(&self, limit: usize) -> Result<(Vec<Agent>, Vec<Agent>)> {
+        let now = self.clock.now();
+        self.store.read(|conn| {
+            Ok((
+                agents::pending(conn, now, limit)?,
+                agents::bound(conn, limit)?,
+            ))
+        })
+    }
+
+    /// Revokes every key an agent created (and with them its tokens); how
+    /// many. An unknown agent is `not_found`.
+    pub fn revoke_agent_keys(&self, agent_id: &str) -> Result<usize> {
+        let now = self.clock.now();
+        let agent_id = agent_id.to_owned();
+        self.store.write(move |tx| {
+            agents::get(tx, &agent_id)?.ok_or_else(|| Error::NotFound {
+                what: "agent",
+                id: agent_id.clone(),
+            })?;
+            keys::revoke_agent_keys(tx, &agent_id, now)
+        })
     }
 
     /// Ends the console session of `secret` (signing out). Idempotent.

@@ -163,6 +163,29 @@ pub(crate) fn get(conn: &ReadOnly<'_>, agent_id: &str) -> Result<Option<Agent>> 
 /// An agent's public key, to verify its signed requests; an unknown agent,
 /// or an external one (no key), is [`Error::Unauthorized`] (its request
 /// cannot be authenticated).
+/// Agents waiting to be bound whose code has not expired, newest first,
+/// at most `limit` (through `agents_unbound`).
+pub(crate) fn pending(conn: &ReadOnly<'_>, now: UnixMillis, limit: usize) -> Result<Vec<Agent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents INDEXED BY agents_unbound
+          WHERE account_id IS NULL AND registration_expires_at > ?1
+          ORDER BY registration_expires_at DESC LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![now, limit as i64], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Bound agents, the most recently bound first, at most `limit` (through
+/// `agents_bound`).
+pub(crate) fn bound(conn: &ReadOnly<'_>, limit: usize) -> Result<Vec<Agent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents INDEXED BY agents_bound
+          WHERE bound_at IS NOT NULL ORDER BY bound_at DESC LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map(params![limit as i64], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub(crate) fn verifying_key(conn: &ReadOnly<'_>, agent_id: &str) -> Result<VerifyingKey> {
     let bytes: Option<Option<Vec<u8>>> = conn
         .prepare_cached("SELECT public_key FROM agents WHERE id = ?1")?

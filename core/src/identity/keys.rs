@@ -360,6 +360,16 @@ pub(crate) fn touch(tx: &Tx<'_>, key_id: &str, now: UnixMillis) -> Result<()> {
 
 /// Revokes a key `owner` may see, at `now`; idempotent (a revoked key keeps
 /// its first `revoked_at`). Effective on the very next authentication.
+/// Revokes every unrevoked key `agent_id` created (its access tokens die
+/// with them: a token is only as good as its key); how many.
+pub(crate) fn revoke_agent_keys(tx: &Tx<'_>, agent_id: &str, now: UnixMillis) -> Result<usize> {
+    Ok(tx
+        .prepare_cached(
+            "UPDATE api_keys SET revoked_at = ?2 WHERE agent_id = ?1 AND revoked_at IS NULL",
+        )?
+        .execute(params![agent_id, now])?)
+}
+
 pub(crate) fn revoke(
     tx: &Tx<'_>,
     owner: Owner<'_>,

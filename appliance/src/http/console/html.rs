@@ -22,15 +22,21 @@ pub enum Section {
     Jobs,
     /// `/console/ledger`.
     Ledger,
+    /// `/console/agents`.
+    Agents,
+    /// `/console/prices`.
+    Prices,
     /// Signing in: no navigation.
     SignIn,
 }
 
-const SECTIONS: [(Section, &str, &str); 4] = [
+const SECTIONS: [(Section, &str, &str); 6] = [
     (Section::Overview, "/console", "Overview"),
     (Section::Accounts, "/console/accounts", "Accounts"),
+    (Section::Agents, "/console/agents", "Agents"),
     (Section::Jobs, "/console/jobs", "Jobs"),
     (Section::Ledger, "/console/ledger", "Ledger"),
+    (Section::Prices, "/console/prices", "Prices"),
 ];
 
 impl Html {

@@ -21,7 +21,7 @@ use creditgate::identity::sessions::{csrf_matches, SESSION_ABSOLUTE_SECS};
 use creditgate::{Error, Gate};
 
 use self::html::{page, Html, Section};
-use self::pages::{invalid, Answer, Ctx, Form};
+use self::pages::{decode_segment, invalid, Answer, Ctx, Form};
 use super::request::{Request, State};
 use super::response::Response;
 use super::status::{public_message, status_for};
@@ -139,23 +139,51 @@ fn route(ctx: &Ctx, method: &str, path: &str) -> Option<Result<Answer, Error>> {
         }
         ("GET", ["console", "jobs"]) => pages::jobs(ctx),
         ("GET", ["console", "jobs", id]) => pages::job(ctx, id),
+        ("GET", ["console", "agents"]) => pages::agents(ctx),
+        ("POST", ["console", "agents"]) => pages::bind_agent(ctx),
+        ("POST", ["console", "agents", id, "revoke-keys"]) => pages::revoke_agent_keys(ctx, id),
+        ("GET", ["console", "prices"]) => pages::prices(ctx),
+        ("POST", ["console", "prices"]) => pages::import_prices(ctx),
+        ("GET", ["console", "prices", version]) => {
+            decode_segment(version).and_then(|version| pages::price_version(ctx, &version))
+        }
+        ("POST", ["console", "prices", version, "activate"]) => {
+            decode_segment(version).and_then(|version| pages::activate_prices(ctx, &version))
+        }
+        ("POST", ["console", "prices", version, "retire"]) => {
+            decode_segment(version).and_then(|version| pages::retire_prices(ctx, &version))
+        }
         ("GET", ["console", "ledger"]) => pages::ledger(ctx),
         ("POST", ["console", "ledger", "verify"]) => pages::verify(ctx),
         _ => return None,
     })
 }
 
-/// The form of a POST: `application/x-www-form-urlencoded` only.
+/// The largest console form: a catalog file with its multipart framing.
+pub const CONSOLE_UPLOAD_BYTES_MAX: usize =
+    creditgate::pricing::catalog::CATALOG_BYTES_MAX + 64 * 1024;
+
+/// The form of a POST: `application/x-www-form-urlencoded`, or
+/// `multipart/form-data` (a file upload).
 fn posted_form(request: &Request) -> Result<Form, Error> {
     let content_type = request.header("content-type").unwrap_or("");
-    let media_type = content_type.split(';').next().unwrap_or("").trim();
-    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(invalid(
-            "content-type",
-            "a console form is application/x-www-form-urlencoded",
-        ));
+    let mut params = content_type.split(';').map(str::trim);
+    let media_type = params.next().unwrap_or("");
+    if media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Form::parse(&request.body);
     }
-    Form::parse(&request.body)
+    if media_type.eq_ignore_ascii_case("multipart/form-data") {
+        let boundary = params
+            .find_map(|param| param.strip_prefix("boundary="))
+            .map(|b| b.trim_matches('"'))
+            .filter(|b| !b.is_empty() && b.len() <= 70)
+            .ok_or_else(|| invalid("content-type", "a multipart form names its boundary"))?;
+        return Form::parse_multipart(&request.body, boundary);
+    }
+    Err(invalid(
+        "content-type",
+        "a console form is application/x-www-form-urlencoded or multipart/form-data",
+    ))
 }
 
 /// The value of cookie `name`, if the request carries it.

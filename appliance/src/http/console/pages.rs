@@ -51,6 +51,50 @@ impl Form {
         Ok(Form { fields })
     }
 
+    /// Decodes a `multipart/form-data` body with `boundary`: each part's
+    /// `name` and its content as text (a file's too: the console uploads
+    /// only JSON), at most [`FORM_FIELDS_MAX`] parts.
+    pub fn parse_multipart(body: &[u8], boundary: &str) -> Result<Form, Error> {
+        let bad = || invalid("form", "a malformed multipart form");
+        let delimiter = format!("--{boundary}");
+        let mut fields = Vec::new();
+        let mut rest = body;
+        let first = find(rest, delimiter.as_bytes()).ok_or_else(bad)?;
+        rest = &rest[first + delimiter.len()..];
+        loop {
+            if rest.starts_with(b"--") {
+                break;
+            }
+            rest = rest.strip_prefix(b"\r\n").ok_or_else(bad)?;
+            let head_end = find(rest, b"\r\n\r\n").ok_or_else(bad)?;
+            let head = std::str::from_utf8(&rest[..head_end]).map_err(|_| bad())?;
+            rest = &rest[head_end + 4..];
+            let end = find(rest, format!("\r\n{delimiter}").as_bytes()).ok_or_else(bad)?;
+            let content = &rest[..end];
+            rest = &rest[end + 2 + delimiter.len()..];
+            let name = head
+                .lines()
+                .find(|line| {
+                    line.to_ascii_lowercase()
+                        .starts_with("content-disposition:")
+                })
+                .and_then(|line| {
+                    line.split(';')
+                        .map(str::trim)
+                        .find_map(|param| param.strip_prefix("name="))
+                })
+                .map(|name| name.trim_matches('"').to_owned())
+                .ok_or_else(bad)?;
+            if fields.len() == FORM_FIELDS_MAX {
+                return Err(invalid("form", format!("at most {FORM_FIELDS_MAX} fields")));
+            }
+            let text = String::from_utf8(content.to_vec())
+                .map_err(|_| invalid(&name, "must be UTF-8 text"))?;
+            fields.push((name, text));
+        }
+        Ok(Form { fields })
+    }
+
     /// The first value of `name`, if any.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.fields
@@ -63,6 +107,18 @@ impl Form {
     pub fn filled(&self, name: &str) -> Option<&str> {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
     }
+}
+
+/// Where `needle` first occurs in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
+}
+
+/// A path segment, percent-decoded.
+pub fn decode_segment(segment: &str) -> Result<String, Error> {
+    decode(segment.replace('+', "%2B").as_bytes())
 }
 
 /// An `invalid_request` naming `field`.
@@ -161,7 +217,168 @@ pub fn overview(ctx: &Ctx) -> Result<Answer, Error> {
             );
         }
     }
+    money_chart(&mut body, &overview);
     ctx.show("Overview", Section::Overview, &body)
+}
+
+/// Colours of the chart's series: grants, refunds, then spending by
+/// product in turn.
+const GRANT_COLOUR: &str = "#2b7bb9";
+const REFUND_COLOUR: &str = "#b95c2b";
+const PRODUCT_COLOURS: [&str; 6] = [
+    "#2e8b57", "#8e44ad", "#c0392b", "#d4a017", "#16a085", "#555555",
+];
+
+/// The last 30 days' credits granted, spent (by product) and refunded: an
+/// inline SVG bar chart and, beside it, the same numbers as a table.
+fn money_chart(body: &mut Html, overview: &creditgate::Overview) {
+    use creditgate::TransferKind;
+    let days = creditgate::OVERVIEW_DAYS;
+    let mut products: Vec<&str> = overview
+        .daily
+        .iter()
+        .filter(|t| t.kind == TransferKind::Capture)
+        .map(|t| t.product.as_str())
+        .collect();
+    products.sort_unstable();
+    products.dedup();
+    let total = |day: i64, kind: TransferKind, product: Option<&str>| -> i64 {
+        overview
+            .daily
+            .iter()
+            .filter(|t| t.day == day && t.kind == kind && product.is_none_or(|p| p == t.product))
+            .map(|t| t.micros)
+            .sum()
+    };
+    let day_list: Vec<i64> = (0..days).map(|d| overview.first_day + d).collect();
+    let peak = day_list
+        .iter()
+        .flat_map(|&day| {
+            [
+                total(day, TransferKind::Grant, None),
+                total(day, TransferKind::Capture, None),
+                total(day, TransferKind::Refund, None),
+            ]
+        })
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let (width, height, column) = (30 * 24 + 40, 220_i64, 24_i64);
+    let bar = |micros: i64| micros * (height - 20) / peak;
+    let date = |day: i64| format_rfc3339(day * creditgate::plans::DAY_MS)[..10].to_owned();
+
+    body.element("h2", "Credits of the last 30 days");
+    body.raw("<figure><svg xmlns=\"http://www.w3.org/2000/svg\" role=\"img\" aria-labelledby=\"money-title\"")
+        .attr("viewBox", &format!("0 0 {width} {}", height + 20))
+        .attr("width", &width.to_string())
+        .attr("height", &(height + 20).to_string())
+        .raw("><title id=\"money-title\">Credits granted, spent by product and refunded per day; the table below has the numbers</title>");
+    for (index, &day) in day_list.iter().enumerate() {
+        let x0 = 30 + index as i64 * column;
+        let mut rect = |x: i64, y: i64, h: i64, colour: &str, label: String| {
+            if h <= 0 {
+                return;
+            }
+            body.raw("<rect")
+                .attr("x", &x.to_string())
+                .attr("y", &y.to_string())
+                .attr("width", "6")
+                .attr("height", &h.to_string())
+                .attr("fill", colour)
+                .raw("><title>")
+                .text(&label)
+                .raw("</title></rect>");
+        };
+        let granted = total(day, TransferKind::Grant, None);
+        rect(
+            x0,
+            height - bar(granted),
+            bar(granted),
+            GRANT_COLOUR,
+            format!("{} granted {}", date(day), credits(granted)),
+        );
+        let mut top = height;
+        for (p, product) in products.iter().enumerate() {
+            let spent = total(day, TransferKind::Capture, Some(product));
+            let h = bar(spent);
+            top -= h;
+            rect(
+                x0 + 7,
+                top,
+                h,
+                PRODUCT_COLOURS[p % PRODUCT_COLOURS.len()],
+                format!("{} spent on {} {}", date(day), product, credits(spent)),
+            );
+        }
+        let refunded = total(day, TransferKind::Refund, None);
+        rect(
+            x0 + 14,
+            height - bar(refunded),
+            bar(refunded),
+            REFUND_COLOUR,
+            format!("{} refunded {}", date(day), credits(refunded)),
+        );
+        if index % 7 == 0 {
+            body.raw("<text font-size=\"10\"")
+                .attr("x", &x0.to_string())
+                .attr("y", &(height + 14).to_string())
+                .raw(">")
+                .text(&date(day)[5..])
+                .raw("</text>");
+        }
+    }
+    body.raw("<line x1=\"28\" x2=\"28\" y1=\"0\"")
+        .attr("y2", &height.to_string())
+        .raw(" stroke=\"#888\"/></svg><figcaption>Granted (")
+        .raw("<span class=\"swatch-grant\">blue</span>), spent by product (");
+    for (p, product) in products.iter().enumerate() {
+        if p > 0 {
+            body.raw(", ");
+        }
+        let name = if product.is_empty() {
+            "no job"
+        } else {
+            product
+        };
+        body.text(&format!(
+            "{name}: {}",
+            PRODUCT_COLOURS[p % PRODUCT_COLOURS.len()]
+        ));
+    }
+    body.raw("), refunded (<span class=\"swatch-refund\">orange</span>).</figcaption></figure>");
+
+    let mut head = vec!["day".to_owned(), "granted".to_owned()];
+    head.extend(
+        products
+            .iter()
+            .map(|p| format!("spent: {}", if p.is_empty() { "no job" } else { p })),
+    );
+    head.push("refunded".to_owned());
+    let head: Vec<&str> = head.iter().map(String::as_str).collect();
+    body.raw("<table><caption>Credits per day (the chart's numbers)</caption>")
+        .head_row(&head)
+        .raw("<tbody>");
+    for &day in day_list.iter().rev() {
+        let mut cells = vec![date(day), credits(total(day, TransferKind::Grant, None))];
+        cells.extend(
+            products
+                .iter()
+                .map(|p| credits(total(day, TransferKind::Capture, Some(p)))),
+        );
+        cells.push(credits(total(day, TransferKind::Refund, None)));
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        body.row(&cells);
+    }
+    body.raw("</tbody></table>");
+    if overview.daily_capped {
+        body.element(
+            "p",
+            &format!(
+                "Counted over the newest {} transfers: older days of the window are not complete.",
+                creditgate::OVERVIEW_TRANSFERS_MAX
+            ),
+        );
+    }
 }
 
 /// `GET /console/accounts`: accounts in creation order, and a form to
@@ -673,6 +890,306 @@ pub fn verify(ctx: &Ctx) -> Result<Answer, Error> {
     ctx.show("Ledger verification", Section::Ledger, &body)
 }
 
+/// `GET /console/agents`: agents waiting to be bound (with the form that
+/// binds one by the code it printed) and the latest bound.
+pub fn agents(ctx: &Ctx) -> Result<Answer, Error> {
+    let (pending, bound) = ctx.gate.agents_overview(PAGE_ROWS)?;
+    let mut body = Html::new();
+    if let Some(agent) = ctx.query.filled("bound") {
+        body.notice(&format!("Agent {agent} is bound."), false);
+    }
+    if let Some(revoked) = ctx.query.filled("revoked") {
+        body.notice(
+            &format!("Revoked {revoked} key(s) and their tokens."),
+            false,
+        );
+    }
+    body.element("h2", "Bind an agent")
+        .element(
+            "p",
+            "An agent that registered shows its owner a registration code: \
+             bind it to an account with the scopes it may use.",
+        )
+        .post_form("/console/agents", ctx.csrf())
+        .input("text", "code", "Registration code", "", true)
+        .input("text", "account", "Account", "", true)
+        .input(
+            "text",
+            "scopes",
+            "Allowed scopes (space-separated; blank: every product)",
+            "",
+            false,
+        )
+        .submit("Bind");
+    body.element("h2", "Waiting to be bound");
+    if pending.is_empty() {
+        body.element("p", "No agent is waiting.");
+    } else {
+        body.raw("<table>")
+            .head_row(&["agent", "name", "version", "registered", "code expires"])
+            .raw("<tbody>");
+        for agent in &pending {
+            body.row(&[
+                &agent.id,
+                &agent.name,
+                &agent.version,
+                &when(agent.created_at),
+                &when(agent.registration_expires_at),
+            ]);
+        }
+        body.raw("</tbody></table>");
+    }
+    body.element("h2", "Bound agents");
+    body.raw("<table>")
+        .head_row(&["agent", "name", "account", "scopes", "bound", ""])
+        .raw("<tbody>");
+    for agent in &bound {
+        let account = agent.account_id.as_deref().unwrap_or("");
+        body.raw("<tr>")
+            .element("td", &agent.id)
+            .element("td", &agent.name)
+            .raw("<td>")
+            .link(&format!("/console/accounts/{account}"), account)
+            .raw("</td>")
+            .element(
+                "td",
+                &agent
+                    .allowed_scopes
+                    .as_ref()
+                    .map(|scopes| scopes.join(" "))
+                    .unwrap_or_default(),
+            )
+            .element("td", &agent.bound_at.map(when).unwrap_or_default())
+            .raw("<td>")
+            .post_form(
+                &format!("/console/agents/{}/revoke-keys", agent.id),
+                ctx.csrf(),
+            )
+            .raw("<button type=\"submit\"")
+            .attr(
+                "aria-label",
+                &format!("Revoke every key of agent {}", agent.id),
+            )
+            .raw(">Revoke its keys</button></form></td></tr>");
+    }
+    body.raw("</tbody></table>");
+    ctx.show("Agents", Section::Agents, &body)
+}
+
+/// `POST /console/agents`: binds an agent by its registration code.
+pub fn bind_agent(ctx: &Ctx) -> Result<Answer, Error> {
+    let code = ctx
+        .form
+        .filled("code")
+        .ok_or_else(|| invalid("code", "is required"))?;
+    let account = ctx
+        .form
+        .filled("account")
+        .ok_or_else(|| invalid("account", "is required"))?;
+    let scopes: Vec<String> = ctx
+        .form
+        .get("scopes")
+        .unwrap_or("")
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    let scopes = (!scopes.is_empty()).then_some(scopes);
+    let agent = ctx.gate.bind_agent(code, account, scopes)?;
+    Ok(Answer::Redirect(format!(
+        "/console/agents?bound={}",
+        agent.id
+    )))
+}
+
+/// `POST /console/agents/{id}/revoke-keys`: revokes every key the agent
+/// created, and with them its tokens.
+pub fn revoke_agent_keys(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    let revoked = ctx.gate.revoke_agent_keys(id)?;
+    Ok(Answer::Redirect(format!(
+        "/console/agents?revoked={revoked}"
+    )))
+}
+
+/// `GET /console/prices`: the price versions (the active one marked) and
+/// the form that imports a catalog file.
+pub fn prices(ctx: &Ctx) -> Result<Answer, Error> {
+    let versions = ctx.gate.price_versions()?;
+    let mut body = Html::new();
+    body.element("h2", "Import a catalog")
+        .raw("<form method=\"post\" action=\"/console/prices\" enctype=\"multipart/form-data\">")
+        .hidden("csrf", ctx.csrf())
+        .raw("<p><label for=\"f-catalog\">Catalog file (JSON)</label> ")
+        .raw("<input type=\"file\" id=\"f-catalog\" name=\"catalog\" accept=\".json,application/json\" required></p>")
+        .submit("Import");
+    body.element("h2", "Versions");
+    body.raw("<table>")
+        .head_row(&["version", "state", "models", "imported", "digest"])
+        .raw("<tbody>");
+    for version in &versions {
+        let state = if version.active {
+            "active"
+        } else if version.retired {
+            "retired"
+        } else {
+            "imported"
+        };
+        body.raw("<tr><td>")
+            .link(
+                &format!("/console/prices/{}", encode(&version.version)),
+                &version.version,
+            )
+            .raw("</td>")
+            .element("td", state)
+            .element("td", &version.models.to_string())
+            .element("td", &when(version.imported_at))
+            .element("td", &version.digest.chars().take(16).collect::<String>())
+            .raw("</tr>");
+    }
+    body.raw("</tbody></table>");
+    ctx.show("Prices", Section::Prices, &body)
+}
+
+/// `POST /console/prices` (a multipart form): imports the catalog file.
+pub fn import_prices(ctx: &Ctx) -> Result<Answer, Error> {
+    let catalog = ctx
+        .form
+        .get("catalog")
+        .filter(|text| !text.trim().is_empty())
+        .ok_or_else(|| invalid("catalog", "choose a catalog file"))?;
+    let imported = ctx.gate.import_catalog(catalog)?;
+    Ok(Answer::Redirect(format!(
+        "/console/prices/{}?imported={}",
+        encode(&imported.version),
+        if imported.created { "new" } else { "again" }
+    )))
+}
+
+/// How a model of a version differs from the active version's.
+fn model_changes(
+    version: &creditgate::pricing::catalog::Catalog,
+    active: Option<&creditgate::pricing::catalog::Catalog>,
+) -> Vec<(String, &'static str, String)> {
+    let as_map = |catalog: &creditgate::pricing::catalog::Catalog| -> std::collections::BTreeMap<String, Value> {
+        catalog
+            .models
+            .iter()
+            .map(|m| (m.model.clone(), serde_json::to_value(m).unwrap_or(Value::Null)))
+            .collect()
+    };
+    let ours = as_map(version);
+    let theirs = active.map(as_map).unwrap_or_default();
+    let mut changes = Vec::new();
+    for (model, spec) in &ours {
+        match theirs.get(model) {
+            None => changes.push((model.clone(), "added", String::new())),
+            Some(old) if old == spec => changes.push((model.clone(), "same", String::new())),
+            Some(old) => {
+                let fields: Vec<&str> = spec
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(field, value)| old.get(field.as_str()) != Some(value))
+                    .map(|(field, _)| field.as_str())
+                    .collect();
+                changes.push((model.clone(), "changed", fields.join(", ")));
+            }
+        }
+    }
+    for model in theirs.keys().filter(|model| !ours.contains_key(*model)) {
+        changes.push((model.clone(), "removed", String::new()));
+    }
+    changes
+}
+
+/// `GET /console/prices/{version}`: the version against the active one,
+/// model by model, with activate and retire.
+pub fn price_version(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
+    let versions = ctx.gate.price_versions()?;
+    let info = versions
+        .iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| Error::NotFound {
+            what: "price version",
+            id: version.to_owned(),
+        })?;
+    let catalog = ctx.gate.catalog(Some(version))?;
+    let active = versions.iter().find(|v| v.active);
+    let active_catalog = match active {
+        Some(active) if active.version != version => Some(ctx.gate.catalog(Some(&active.version))?),
+        _ => None,
+    };
+    let mut body = Html::new();
+    match ctx.query.filled("imported") {
+        Some("new") => {
+            body.notice("Imported.", false);
+        }
+        Some(_) => {
+            body.notice("This catalog was imported before: nothing changed.", false);
+        }
+        None => {}
+    }
+    let state = if info.active {
+        "active"
+    } else if info.retired {
+        "retired"
+    } else {
+        "imported, not active"
+    };
+    body.raw("<p>State: <strong id=\"version-state\">")
+        .text(state)
+        .raw("</strong></p>");
+    let base = format!("/console/prices/{}", encode(version));
+    if !info.active && !info.retired {
+        body.post_form(&format!("{base}/activate"), ctx.csrf())
+            .submit("Activate this version");
+        body.post_form(&format!("{base}/retire"), ctx.csrf())
+            .raw("<p><input type=\"checkbox\" id=\"f-confirm\" name=\"confirm\" value=\"yes\" required> ")
+            .raw("<label for=\"f-confirm\">I understand that retiring a version cannot be undone: \
+                  it can never be activated again.</label></p>")
+            .submit("Retire this version");
+    }
+    let against = match (&active_catalog, active) {
+        (Some(_), Some(active)) => format!("Models against the active version {}", active.version),
+        _ => "Models".to_owned(),
+    };
+    body.element("h2", &against);
+    body.raw("<table>")
+        .head_row(&["model", "change", "fields that differ"])
+        .raw("<tbody>");
+    for (model, change, fields) in model_changes(&catalog, active_catalog.as_deref()) {
+        let change = if active_catalog.is_none() { "" } else { change };
+        body.row(&[&model, change, &fields]);
+    }
+    body.raw("</tbody></table>");
+    ctx.show(&format!("Price version {version}"), Section::Prices, &body)
+}
+
+/// `POST /console/prices/{version}/activate`.
+pub fn activate_prices(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
+    ctx.gate.activate_price_version(version)?;
+    Ok(Answer::Redirect(format!(
+        "/console/prices/{}",
+        encode(version)
+    )))
+}
+
+/// `POST /console/prices/{version}/retire`: only with the confirmation
+/// ticked.
+pub fn retire_prices(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
+    if ctx.form.get("confirm") != Some("yes") {
+        return Err(invalid(
+            "confirm",
+            "tick the box that says retiring cannot be undone",
+        ));
+    }
+    ctx.gate.retire_price_version(version)?;
+    Ok(Answer::Redirect(format!(
+        "/console/prices/{}",
+        encode(version)
+    )))
+}
+
 /// JSON text, indented (as stored if it does not parse).
 fn pretty(json: &str) -> String {
     serde_json::from_str::<Value>(json)
@@ -709,5 +1226,21 @@ mod tests {
         let many = vec!["a=1"; FORM_FIELDS_MAX + 1].join("&");
         assert!(Form::parse(many.as_bytes()).is_err());
         assert_eq!(encode("a b&c"), "a%20b%26c");
+        assert_eq!(
+            decode_segment("2026-02-02%2Bv1+x").expect("segment"),
+            "2026-02-02+v1+x"
+        );
+    }
+
+    #[test]
+    fn multipart_forms_give_their_fields_and_files_as_text() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\nt0k\r\n\
+--XyZ\r\nContent-Disposition: form-data; name=\"catalog\"; filename=\"c.json\"\r\n\
+Content-Type: application/json\r\n\r\n{\"a\":\r\n1}\r\n--XyZ--\r\n";
+        let form = Form::parse_multipart(body, "XyZ").expect("multipart");
+        assert_eq!(form.get("csrf"), Some("t0k"));
+        assert_eq!(form.get("catalog"), Some("{\"a\":\r\n1}"));
+        assert!(Form::parse_multipart(b"--XyZ\r\nno head", "XyZ").is_err());
+        assert!(Form::parse_multipart(b"garbage", "XyZ").is_err());
     }
 }
