@@ -568,6 +568,164 @@ pub(crate) fn recent_status_counts(
     Ok((counts, seen))
 }
 
+/// Micro-credits charged on one UTC day (whole days since the epoch) for
+/// one model.
+pub(crate) type DaySpend = (i64, String, i64);
+
+/// Micro-credits charged per UTC day since `since`, by model, from the
+/// usage events (one per charged job) of the newest `newest` at most; and
+/// whether that bound cut the window short.
+pub(crate) fn daily_spend(
+    conn: &ReadOnly<'_>,
+    since: UnixMillis,
+    newest: usize,
+) -> Result<(Vec<DaySpend>, bool)> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT created_at / 86400000 AS day, model, sum(amount), count(*), min(created_at)
+           FROM (SELECT created_at, model, amount FROM usage_events ORDER BY rowid DESC LIMIT ?2)
+          WHERE created_at >= ?1
+          GROUP BY day, model ORDER BY day, model",
+    )?;
+    let mut counted = 0;
+    let rows = stmt.query_map(params![since, newest as i64], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)?))
+    })?;
+    let mut spend = Vec::new();
+    for row in rows {
+        let (day, model, micros, count) = row?;
+        counted += count;
+        spend.push((day, model, micros));
+    }
+    // Every event read fell in the window and there may be more: capped.
+    let read: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM usage_events ORDER BY rowid DESC LIMIT ?1)",
+        )?
+        .query_row([newest as i64], |row| row.get(0))?;
+    Ok((spend, read as usize >= newest && counted == read))
+}
+
+/// Index entries one filtered page walks, at most: a filter that matches
+/// rarely answers a short page and where to go on, never a scan of the
+/// whole table.
+pub const JOBS_SCAN_MAX: usize = 5_000;
+
+/// One page of jobs and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsPage {
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+    /// Pass as [`JobFilter::before`] for the next (older) page; `None` at
+    /// the end.
+    pub next_before: Option<String>,
+    /// Whether the page stopped at [`JOBS_SCAN_MAX`] index entries before
+    /// it was full: older jobs were not searched yet.
+    pub scan_stopped: bool,
+}
+
+/// `SELECT` of a filtered page: `?1` account (or NULL for all), `?2`
+/// status, `?3` the page size, `?4` model, `?5` the cursor job, `?6` the
+/// scan bound. The scan walks the creation index alone; only the rows it
+/// walked are read and filtered.
+macro_rules! page_sql {
+    ($index:literal, $owner:literal) => {
+        concat!(
+            "WITH scanned AS (
+                 SELECT rowid AS r, created_at AS c FROM jobs INDEXED BY ",
+            $index,
+            " WHERE ",
+            $owner,
+            " AND (?5 IS NULL OR (created_at, rowid) <
+                           (SELECT created_at, rowid FROM jobs WHERE id = ?5))
+                  ORDER BY created_at DESC, rowid DESC LIMIT ?6)
+             SELECT ",
+            job_columns!(),
+            " FROM scanned JOIN jobs ON jobs.rowid = scanned.r
+              WHERE (?2 IS NULL OR status = ?2) AND (?4 IS NULL OR model = ?4)
+              ORDER BY scanned.c DESC, scanned.r DESC LIMIT ?3"
+        )
+    };
+}
+
+/// The id of the last index entry a page's scan walks and the one after
+/// it, if the scan walks its whole bound (`?6`) and more follow.
+macro_rules! scan_end_sql {
+    ($index:literal, $owner:literal) => {
+        concat!(
+            "SELECT id FROM jobs INDEXED BY ",
+            $index,
+            " WHERE ",
+            $owner,
+            " AND (?5 IS NULL OR (created_at, rowid) <
+                           (SELECT created_at, rowid FROM jobs WHERE id = ?5))
+              ORDER BY created_at DESC, rowid DESC LIMIT 2 OFFSET ?6 - 1"
+        )
+    };
+}
+
+/// A page of jobs, newest first, by `filter` (its `limit` capped at
+/// [`JOBS_LIST_MAX`]), walking at most `scan_max` ([`JOBS_SCAN_MAX`])
+/// index entries.
+pub(crate) fn page(conn: &ReadOnly<'_>, filter: &JobFilter, scan_max: usize) -> Result<JobsPage> {
+    let limit = filter.limit.clamp(1, JOBS_LIST_MAX);
+    let scan = scan_max.max(limit + 1);
+    let status = filter.status.map(JobStatus::as_str);
+    let (page_sql, end_sql) = match filter.account_id {
+        Some(_) => (
+            page_sql!("jobs_account_created", "account_id = ?1"),
+            scan_end_sql!("jobs_account_created", "account_id = ?1"),
+        ),
+        None => (
+            page_sql!("jobs_created", "?1 IS NULL"),
+            scan_end_sql!("jobs_created", "?1 IS NULL"),
+        ),
+    };
+    let mut jobs = conn
+        .prepare_cached(page_sql)?
+        .query_map(
+            params![
+                filter.account_id,
+                status,
+                limit as i64 + 1,
+                filter.model,
+                filter.before,
+                scan as i64
+            ],
+            from_row,
+        )?
+        .collect::<rusqlite::Result<Vec<Job>>>()?;
+    if jobs.len() > limit {
+        jobs.truncate(limit);
+        let next_before = jobs.last().map(|job| job.id.clone());
+        return Ok(JobsPage {
+            jobs,
+            next_before,
+            scan_stopped: false,
+        });
+    }
+    let mut end = conn.prepare_cached(end_sql)?;
+    let beyond: Vec<String> = end
+        .query_map(
+            params![
+                filter.account_id,
+                status,
+                limit as i64 + 1,
+                filter.model,
+                filter.before,
+                scan as i64
+            ],
+            |row| row.get(0),
+        )?
+        .collect::<rusqlite::Result<_>>()?;
+    // The last entry walked, when another follows it.
+    let scan_end = (beyond.len() == 2).then(|| beyond[0].clone());
+    Ok(JobsPage {
+        jobs,
+        scan_stopped: scan_end.is_some(),
+        next_before: scan_end,
+    })
+}
+
 /// What a status change records beside the status.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Change {

@@ -842,8 +842,18 @@ pub(crate) fn history(
         None => i64::MAX,
         Some(cursor) => decode_cursor(cursor)?,
     };
+    // Each side walks its own (account, seq) index from `before` down and
+    // stops after a page: a busy wallet's page costs a page, never a sort
+    // of its whole history (an `OR` over the two columns did).
     let mut stmt = conn.prepare_cached(&format!(
-        "{TRANSFER_SELECT} WHERE t.seq < ?2 AND (t.debit_account = ?1 OR t.credit_account = ?1)
+        "{TRANSFER_SELECT} WHERE t.seq IN (
+             SELECT seq FROM (SELECT seq FROM transfers INDEXED BY transfers_debit_account
+                               WHERE debit_account = ?1 AND seq < ?2
+                               ORDER BY seq DESC LIMIT ?3)
+             UNION
+             SELECT seq FROM (SELECT seq FROM transfers INDEXED BY transfers_credit_account
+                               WHERE credit_account = ?1 AND seq < ?2
+                               ORDER BY seq DESC LIMIT ?3))
          ORDER BY t.seq DESC LIMIT ?3"
     ))?;
     let transfers = stmt
@@ -892,10 +902,11 @@ pub(crate) fn recent(
     Ok(page_of(transfers, limit))
 }
 
-/// Credits moved per UTC day since `since`, by kind (grants, captures,
-/// refunds) and by the product of the job a capture or refund was for
-/// (`""` for grants and for transfers of no job), read over the newest
-/// `newest` transfers at most; and whether that bound cut the window short.
+/// Credits granted and refunded per UTC day since `since` (refunds by the
+/// product of the job they were for, `""` for grants and transfers of no
+/// job), read over the newest `newest` transfers at most; and whether that
+/// bound cut the window short. (What was spent is counted from the usage
+/// events, one per charged job, without a join: `jobs::daily_spend`.)
 pub(crate) fn daily_totals(
     conn: &ReadOnly<'_>,
     since: UnixMillis,
@@ -904,17 +915,13 @@ pub(crate) fn daily_totals(
     let mut stmt = conn.prepare_cached(
         "SELECT day, kind, product, sum(amount) FROM (
              SELECT t.created_at / 86400000 AS day, t.kind AS kind,
-                    coalesce(CASE t.kind
-                        WHEN 'capture' THEN
-                            (SELECT product FROM jobs WHERE id = substr(t.pending_id, 6))
-                        WHEN 'refund' THEN
-                            (SELECT product FROM jobs WHERE id = substr(t.refund_of, 9))
-                    END, '') AS product,
+                    CASE t.kind WHEN 'refund' THEN coalesce(
+                        (SELECT product FROM jobs WHERE id = substr(t.refund_of, 9)), '')
+                    ELSE '' END AS product,
                     t.amount AS amount
-               FROM (SELECT created_at, kind, pending_id, refund_of, amount
+               FROM (SELECT created_at, kind, refund_of, amount
                        FROM transfers ORDER BY seq DESC LIMIT ?2) t
-              WHERE t.created_at >= ?1
-                AND (t.kind = 'grant' OR t.kind = 'capture' OR t.kind = 'refund'))
+              WHERE t.created_at >= ?1 AND (t.kind = 'grant' OR t.kind = 'refund'))
           GROUP BY day, kind, product ORDER BY day, kind, product",
     )?;
     let rows = stmt.query_map(params![since, newest as i64], |row| {

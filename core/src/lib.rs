@@ -90,7 +90,7 @@ pub use identity::{
     VerifiedIdentity, Via,
 };
 pub use ids::{IdSource, OsIds, SeededIds};
-pub use jobs::{Job, JobFilter, JobStatus};
+pub use jobs::{Job, JobFilter, JobStatus, JobsPage};
 pub use ledger::{Balance, HistoryPage, PromoBucket, Transfer, TransferKind, TransferOutcome};
 pub use payments::{EventOutcome, TopUp, TopUpStatus};
 pub use plans::{Plan, PlanEdit, PlanUsage};

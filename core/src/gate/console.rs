@@ -10,8 +10,8 @@ use crate::identity::keys;
 use crate::identity::scopes::OPERATOR_SCOPE;
 use crate::identity::sessions::{self, ConsoleSession, SignedIn};
 use crate::identity::Via;
-use crate::jobs::{self, JobStatus};
-use crate::ledger::{self, DailyTotal, HistoryPage};
+use crate::jobs::{self, JobFilter, JobStatus, JobsPage};
+use crate::ledger::{self, DailyTotal, HistoryPage, TransferKind};
 
 /// The newest jobs the overview counts by status, at most: a bounded read
 /// whatever the table's size.
@@ -22,14 +22,15 @@ pub const OVERVIEW_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// The overview's money chart covers this many days, today included.
 pub const OVERVIEW_DAYS: i64 = 30;
 /// The newest transfers the money chart reads, at most.
-pub const OVERVIEW_TRANSFERS_MAX: usize = 20_000;
+pub const OVERVIEW_TRANSFERS_MAX: usize = 10_000;
 
 /// What the console's overview shows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Overview {
     /// Credits granted, spent and refunded per UTC day of the last
     /// [`OVERVIEW_DAYS`], by product (of the newest
-    /// [`OVERVIEW_TRANSFERS_MAX`] transfers at most).
+    /// [`OVERVIEW_TRANSFERS_MAX`] transfers and as many usage events at
+    /// most); spending is `Capture`.
     pub daily: Vec<DailyTotal>,
     /// Whether there were more transfers in the window than were read.
     pub daily_capped: bool,
@@ -98,13 +99,35 @@ impl Gate {
             .store
             .read(|conn| jobs::recent_status_counts(conn, since, OVERVIEW_JOBS_MAX))?;
         let first_day = now.div_euclid(crate::plans::DAY_MS) - (OVERVIEW_DAYS - 1);
-        let (daily, daily_capped) = self.store.read(|conn| {
-            ledger::daily_totals(
-                conn,
-                first_day * crate::plans::DAY_MS,
-                OVERVIEW_TRANSFERS_MAX,
-            )
-        })?;
+        let since = first_day * crate::plans::DAY_MS;
+        let (mut daily, transfers_capped) = self
+            .store
+            .read(|conn| ledger::daily_totals(conn, since, OVERVIEW_TRANSFERS_MAX))?;
+        let (spend, spend_capped) = self
+            .store
+            .read(|conn| jobs::daily_spend(conn, since, OVERVIEW_TRANSFERS_MAX))?;
+        // Spending by product: a model's product from the active catalog
+        // (a model it no longer prices counts under its own name).
+        let catalog = self.catalog(None).ok();
+        for (day, model, micros) in spend {
+            let product = catalog
+                .as_ref()
+                .and_then(|catalog| catalog.model(&model))
+                .map_or(model.clone(), |spec| spec.product.clone());
+            match daily
+                .iter_mut()
+                .find(|t| t.day == day && t.kind == TransferKind::Capture && t.product == product)
+            {
+                Some(total) => total.micros += micros,
+                None => daily.push(DailyTotal {
+                    day,
+                    kind: TransferKind::Capture,
+                    product,
+                    micros,
+                }),
+            }
+        }
+        let daily_capped = transfers_capped || spend_capped;
         Ok(Overview {
             daily,
             daily_capped,
@@ -152,6 +175,21 @@ impl Gate {
         })
     }
 
+    /// A page of jobs by `filter`, newest first, walking a bounded stretch
+    /// of the creation index (a rare filter answers a short page and where
+    /// to go on).
+    pub fn jobs_page(&self, filter: &JobFilter) -> Result<JobsPage> {
+        let mut page = self
+            .store
+            .read(|conn| jobs::page(conn, filter, jobs::JOBS_SCAN_MAX))?;
+        page.jobs = page
+            .jobs
+            .into_iter()
+            .map(|job| self.with_unwritten_polls(job))
+            .collect();
+        Ok(page)
+    }
+
     /// Ends the console session of `secret` (signing out). Idempotent.
     pub fn console_sign_out(&self, secret: &str) -> Result<()> {
         let now = self.clock.now();
@@ -159,5 +197,60 @@ impl Gate {
         self.store
             .write(move |tx| sessions::end(tx, &secret, now))
             .map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::test_support::funded_gate;
+    use serde_json::json;
+
+    /// A rare filter walks a bounded stretch of the index per page, says
+    /// where it stopped, and following the cursors finds every match once.
+    #[test]
+    fn a_filtered_page_walks_a_bounded_stretch_and_its_cursors_find_every_match() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (gate, clock, account) = funded_gate(dir.path(), "pages.db");
+        gate.grant("more", &account, 1_000.into(), "")
+            .expect("grant");
+        let mut canceled = Vec::new();
+        for i in 0..30 {
+            clock.advance(std::time::Duration::from_millis(5));
+            let body = json!({"request_id": format!("r{i}"), "model": "z-image", "prompt": "p"});
+            let job = gate.submit(&account, &body).expect("submit").job;
+            if i == 3 || i == 17 {
+                gate.cancel(&account, &job.id).expect("cancel");
+                canceled.push(job.id);
+            }
+        }
+        let mut found = Vec::new();
+        let mut filter = JobFilter {
+            account_id: Some(account.clone()),
+            status: Some(JobStatus::Canceled),
+            limit: 5,
+            ..JobFilter::default()
+        };
+        let mut pages = 0;
+        loop {
+            let page = gate
+                .store
+                .read(|conn| jobs::page(conn, &filter, 10))
+                .expect("page");
+            pages += 1;
+            assert!(page.jobs.iter().all(|j| j.status == JobStatus::Canceled));
+            found.extend(page.jobs.iter().map(|j| j.id.clone()));
+            match page.next_before {
+                Some(before) => {
+                    assert!(page.scan_stopped, "short pages stop at the bound");
+                    filter.before = Some(before);
+                }
+                None => break,
+            }
+            assert!(pages < 10, "the cursors move on");
+        }
+        canceled.reverse();
+        assert_eq!(found, canceled, "newest first, each once");
+        assert_eq!(pages, 3, "30 jobs walked 10 at a time");
     }
 }

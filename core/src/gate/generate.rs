@@ -320,7 +320,7 @@ impl Gate {
 
     /// A running job as its poll counters are, counting the polls the
     /// schedule holds that are not written yet.
-    fn with_unwritten_polls(&self, mut job: Job) -> Job {
+    pub(crate) fn with_unwritten_polls(&self, mut job: Job) -> Job {
         if job.status == JobStatus::Running {
             let unwritten = self.schedule.unwritten(&job.id);
             job.polls += unwritten.polls;

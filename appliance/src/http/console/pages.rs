@@ -625,9 +625,10 @@ pub fn jobs(ctx: &Ctx) -> Result<Answer, Error> {
         status,
         model: ctx.query.filled("model").map(str::to_owned),
         before: ctx.query.filled("before").map(str::to_owned),
-        limit: PAGE_ROWS + 1,
+        limit: PAGE_ROWS,
     };
-    let jobs = ctx.gate.jobs(&filter)?;
+    let page = ctx.gate.jobs_page(&filter)?;
+    let jobs = &page.jobs;
     let mut body = Html::new();
     let mut statuses = vec![(String::new(), "any".to_owned())];
     statuses.extend(
@@ -662,7 +663,7 @@ pub fn jobs(ctx: &Ctx) -> Result<Answer, Error> {
             "job", "status", "model", "account", "estimate", "charged", "created",
         ])
         .raw("<tbody>");
-    for job in jobs.iter().take(PAGE_ROWS) {
+    for job in jobs {
         body.raw("<tr><td>")
             .link(&format!("/console/jobs/{}", job.id), &job.id)
             .raw("</td>")
@@ -675,8 +676,17 @@ pub fn jobs(ctx: &Ctx) -> Result<Answer, Error> {
             .raw("</tr>");
     }
     body.raw("</tbody></table>");
-    if jobs.len() > PAGE_ROWS {
-        let mut next = format!("/console/jobs?before={}", jobs[PAGE_ROWS - 1].id);
+    if page.scan_stopped {
+        body.element(
+            "p",
+            &format!(
+                "Searched {} jobs for this filter; older jobs were not searched yet.",
+                creditgate::jobs::JOBS_SCAN_MAX
+            ),
+        );
+    }
+    if let Some(before) = &page.next_before {
+        let mut next = format!("/console/jobs?before={before}");
         for (name, value) in [
             ("account", filter.account_id.as_deref()),
             ("status", status.map(JobStatus::as_str)),
@@ -686,7 +696,12 @@ pub fn jobs(ctx: &Ctx) -> Result<Answer, Error> {
                 next.push_str(&format!("&{name}={}", encode(value)));
             }
         }
-        body.raw("<p>").link(&next, "Older jobs").raw("</p>");
+        let label = if page.scan_stopped {
+            "Search older jobs"
+        } else {
+            "Older jobs"
+        };
+        body.raw("<p>").link(&next, label).raw("</p>");
     }
     ctx.show("Jobs", Section::Jobs, &body)
 }
