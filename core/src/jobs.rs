@@ -680,19 +680,18 @@ pub(crate) fn page(conn: &ReadOnly<'_>, filter: &JobFilter, scan_max: usize) -> 
             scan_end_sql!("jobs_created", "?1 IS NULL"),
         ),
     };
+    // Both statements number their parameters alike.
+    let bound = params![
+        filter.account_id,
+        status,
+        limit as i64 + 1,
+        filter.model,
+        filter.before,
+        scan as i64
+    ];
     let mut jobs = conn
         .prepare_cached(page_sql)?
-        .query_map(
-            params![
-                filter.account_id,
-                status,
-                limit as i64 + 1,
-                filter.model,
-                filter.before,
-                scan as i64
-            ],
-            from_row,
-        )?
+        .query_map(bound, from_row)?
         .collect::<rusqlite::Result<Vec<Job>>>()?;
     if jobs.len() > limit {
         jobs.truncate(limit);
@@ -705,17 +704,7 @@ pub(crate) fn page(conn: &ReadOnly<'_>, filter: &JobFilter, scan_max: usize) -> 
     }
     let mut end = conn.prepare_cached(end_sql)?;
     let beyond: Vec<String> = end
-        .query_map(
-            params![
-                filter.account_id,
-                status,
-                limit as i64 + 1,
-                filter.model,
-                filter.before,
-                scan as i64
-            ],
-            |row| row.get(0),
-        )?
+        .query_map(bound, |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     // The last entry walked, when another follows it.
     let scan_end = (beyond.len() == 2).then(|| beyond[0].clone());

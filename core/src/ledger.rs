@@ -277,30 +277,19 @@ pub(crate) fn hold(
 /// is skipped, and the transfers' unique id still refuses a collision.
 pub(crate) fn hold_minted(
     tx: &Tx<'_>,
-    id: &str,
-    account_id: &str,
-    amount: i64,
-    deadline: Option<UnixMillis>,
-    memo: &str,
+    hold: &NewHold<'_>,
     now: UnixMillis,
 ) -> Result<TransferOutcome> {
-    let hold = NewHold {
-        id,
-        account_id,
-        amount,
-        deadline,
-        memo,
-    };
-    hold_checked(tx, &hold, now, false)
+    hold_checked(tx, hold, now, false)
 }
 
 /// A hold's arguments, as [`hold`] takes them.
-struct NewHold<'a> {
-    id: &'a str,
-    account_id: &'a str,
-    amount: i64,
-    deadline: Option<UnixMillis>,
-    memo: &'a str,
+pub(crate) struct NewHold<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) account_id: &'a str,
+    pub(crate) amount: i64,
+    pub(crate) deadline: Option<UnixMillis>,
+    pub(crate) memo: &'a str,
 }
 
 fn hold_checked(

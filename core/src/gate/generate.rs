@@ -188,15 +188,14 @@ impl Gate {
             let hold_id = (micros > 0).then(|| format!("hold:{job_id}"));
             if let Some(hold_id) = &hold_id {
                 let memo = format!("{} {}", prepared.estimate.model, request_id);
-                let held = ledger::hold_minted(
-                    tx,
-                    hold_id,
-                    &account_id,
-                    micros,
-                    Some(hold_deadline),
-                    &memo,
-                    now,
-                );
+                let hold = ledger::NewHold {
+                    id: hold_id,
+                    account_id: &account_id,
+                    amount: micros,
+                    deadline: Some(hold_deadline),
+                    memo: &memo,
+                };
+                let held = ledger::hold_minted(tx, &hold, now);
                 if let Err(Error::InsufficientCredits {
                     required_micros,
                     available_micros,

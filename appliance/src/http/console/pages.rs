@@ -107,6 +107,22 @@ impl Form {
     pub fn filled(&self, name: &str) -> Option<&str> {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
     }
+
+    /// [`Form::filled`], or `invalid_request` naming the field.
+    pub fn required(&self, name: &str) -> Result<&str, Error> {
+        self.filled(name)
+            .ok_or_else(|| invalid(name, "is required"))
+    }
+
+    /// The words of `name` (split at blanks and commas): scopes.
+    pub fn words(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .unwrap_or("")
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|word| !word.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 /// Where `needle` first occurs in `haystack`.
@@ -416,10 +432,7 @@ pub fn accounts(ctx: &Ctx) -> Result<Answer, Error> {
 
 /// `POST /console/accounts`: creates an account and shows it.
 pub fn create_account(ctx: &Ctx) -> Result<Answer, Error> {
-    let name = ctx
-        .form
-        .filled("name")
-        .ok_or_else(|| invalid("name", "is required"))?;
+    let name = ctx.form.required("name")?;
     let account = ctx.gate.create_account(&NewAccount::named(name))?;
     Ok(Answer::Redirect(format!(
         "/console/accounts/{}",
@@ -545,14 +558,8 @@ pub fn account(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
 
 /// `POST /console/accounts/{id}/grants`: grants credits, once per grant id.
 pub fn grant(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
-    let grant_id = ctx
-        .form
-        .filled("grant_id")
-        .ok_or_else(|| invalid("grant_id", "is required"))?;
-    let amount = ctx
-        .form
-        .filled("credits")
-        .ok_or_else(|| invalid("credits", "is required"))?;
+    let grant_id = ctx.form.required("grant_id")?;
+    let amount = ctx.form.required("credits")?;
     let amount = creditgate::money::parse_credits(amount).map_err(|_| {
         invalid(
             "credits",
@@ -571,14 +578,7 @@ pub fn grant(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
 /// once (a page, never a redirect: the secret must not be in a URL).
 pub fn create_key(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
     let name = ctx.form.filled("name").unwrap_or("console");
-    let scopes: Vec<String> = ctx
-        .form
-        .get("scopes")
-        .unwrap_or("")
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let scopes: Vec<String> = ctx.form.words("scopes");
     let expires_in_days = match ctx.form.filled("expires_in_days") {
         None => None,
         Some(days) => Some(
@@ -993,22 +993,9 @@ pub fn agents(ctx: &Ctx) -> Result<Answer, Error> {
 
 /// `POST /console/agents`: binds an agent by its registration code.
 pub fn bind_agent(ctx: &Ctx) -> Result<Answer, Error> {
-    let code = ctx
-        .form
-        .filled("code")
-        .ok_or_else(|| invalid("code", "is required"))?;
-    let account = ctx
-        .form
-        .filled("account")
-        .ok_or_else(|| invalid("account", "is required"))?;
-    let scopes: Vec<String> = ctx
-        .form
-        .get("scopes")
-        .unwrap_or("")
-        .split(|c: char| c.is_whitespace() || c == ',')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let code = ctx.form.required("code")?;
+    let account = ctx.form.required("account")?;
+    let scopes: Vec<String> = ctx.form.words("scopes");
     let scopes = (!scopes.is_empty()).then_some(scopes);
     let agent = ctx.gate.bind_agent(code, account, scopes)?;
     Ok(Answer::Redirect(format!(
@@ -1042,13 +1029,7 @@ pub fn prices(ctx: &Ctx) -> Result<Answer, Error> {
         .head_row(&["version", "state", "models", "imported", "digest"])
         .raw("<tbody>");
     for version in &versions {
-        let state = if version.active {
-            "active"
-        } else if version.retired {
-            "retired"
-        } else {
-            "imported"
-        };
+        let state = version_state(version, "imported");
         body.raw("<tr><td>")
             .link(
                 &format!("/console/prices/{}", encode(&version.version)),
@@ -1063,6 +1044,21 @@ pub fn prices(ctx: &Ctx) -> Result<Answer, Error> {
     }
     body.raw("</tbody></table>");
     ctx.show("Prices", Section::Prices, &body)
+}
+
+/// A price version's state in words (`pending` for one neither active
+/// nor retired).
+fn version_state(
+    version: &creditgate::pricing::versions::PriceVersionInfo,
+    pending: &'static str,
+) -> &'static str {
+    if version.active {
+        "active"
+    } else if version.retired {
+        "retired"
+    } else {
+        pending
+    }
 }
 
 /// `POST /console/prices` (a multipart form): imports the catalog file.
@@ -1144,13 +1140,7 @@ pub fn price_version(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
         }
         None => {}
     }
-    let state = if info.active {
-        "active"
-    } else if info.retired {
-        "retired"
-    } else {
-        "imported, not active"
-    };
+    let state = version_state(info, "imported, not active");
     body.raw("<p>State: <strong id=\"version-state\">")
         .text(state)
         .raw("</strong></p>");
