@@ -69,7 +69,9 @@ pub use codes::{Code, NewCode, Redemption};
 pub use error::{Error, Result, StorageError};
 pub use gate::autotopup::{AutoTopUpOutcome, AutoTopUpState};
 pub use gate::codes::Redeemed;
-pub use gate::console::{Overview, OVERVIEW_DAYS, OVERVIEW_TRANSFERS_MAX};
+pub use gate::console::{
+    Overview, OVERVIEW_DAYS, OVERVIEW_JOBS_MAX, OVERVIEW_TRANSFERS_MAX, OVERVIEW_WINDOW_MS,
+};
 pub use gate::generate::{OutputFile, Submitted};
 pub use gate::media::{
     KeptOutput, ServedOutput, MEDIA_RETENTION_MS_DEFAULT, MEDIA_RETENTION_MS_MAX,
