@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::gate::Gate;
-use crate::pricing::versions::{self, ImportOutcome, PriceVersionInfo};
+use crate::pricing::versions::{self, ImportOutcome, ModelChange, PriceVersionInfo};
 use crate::pricing::{self, parse_catalog, Catalog, Estimate, EstimateRequest, Listing};
 
 impl Gate {
@@ -139,5 +139,18 @@ impl Gate {
     /// The active price version, if any catalog was imported.
     pub fn active_price_version(&self) -> Result<Option<String>> {
         self.store.read(versions::active_version)
+    }
+
+    /// `version` against the active price version, model by model; `None`
+    /// when it is the active one or none is active.
+    pub fn compare_with_active(&self, version: &str) -> Result<Option<(String, Vec<ModelChange>)>> {
+        let catalog = self.catalog(Some(version))?;
+        match self.active_price_version()? {
+            Some(active) if active != version => {
+                let active_catalog = self.catalog(Some(&active))?;
+                Ok(Some((active, versions::compare(&catalog, &active_catalog))))
+            }
+            _ => Ok(None),
+        }
     }
 }

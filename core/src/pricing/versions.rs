@@ -8,6 +8,10 @@
 use rusqlite::{params, OptionalExtension};
 use sha2::{Digest, Sha256};
 
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
 use crate::clock::UnixMillis;
 use crate::error::{Error, Result};
 use crate::pricing::{parse_catalog, Catalog};
@@ -212,4 +216,118 @@ pub(crate) fn list(conn: &ReadOnly<'_>) -> Result<Vec<PriceVersionInfo>> {
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// How one model of a price version differs from another version's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelChangeKind {
+    /// Only in the compared version.
+    Added,
+    /// Only in the version it is compared against.
+    Removed,
+    /// In both, with fields that differ.
+    Changed,
+    /// In both, alike.
+    Same,
+}
+
+impl ModelChangeKind {
+    /// The change in a word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelChangeKind::Added => "added",
+            ModelChangeKind::Removed => "removed",
+            ModelChangeKind::Changed => "changed",
+            ModelChangeKind::Same => "same",
+        }
+    }
+}
+
+/// One model of a comparison of two price versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelChange {
+    /// The model's id.
+    pub model: String,
+    /// How it changed.
+    pub kind: ModelChangeKind,
+    /// For a change: the model's fields whose values differ.
+    pub fields: Vec<String>,
+}
+
+/// `version`'s models against `other`'s, model by model: those of
+/// `version` in id order, then those only `other` has.
+pub fn compare(version: &Catalog, other: &Catalog) -> Vec<ModelChange> {
+    let by_model = |catalog: &Catalog| -> BTreeMap<String, Value> {
+        catalog
+            .models
+            .iter()
+            .map(|m| {
+                (
+                    m.model.clone(),
+                    serde_json::to_value(m).unwrap_or(Value::Null),
+                )
+            })
+            .collect()
+    };
+    let (ours, theirs) = (by_model(version), by_model(other));
+    let change = |model: &str, kind, fields| ModelChange {
+        model: model.to_owned(),
+        kind,
+        fields,
+    };
+    let mut changes: Vec<ModelChange> = ours
+        .iter()
+        .map(|(model, spec)| match theirs.get(model) {
+            None => change(model, ModelChangeKind::Added, Vec::new()),
+            Some(old) if old == spec => change(model, ModelChangeKind::Same, Vec::new()),
+            Some(old) => {
+                let fields = spec
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .filter(|(field, value)| old.get(field.as_str()) != Some(value))
+                    .map(|(field, _)| field.clone())
+                    .collect();
+                change(model, ModelChangeKind::Changed, fields)
+            }
+        })
+        .collect();
+    changes.extend(
+        theirs
+            .keys()
+            .filter(|model| !ours.contains_key(*model))
+            .map(|model| change(model, ModelChangeKind::Removed, Vec::new())),
+    );
+    changes
+}
+
+#[cfg(test)]
+mod compare_tests {
+    use super::*;
+
+    #[test]
+    fn two_versions_compare_model_by_model() {
+        let shipped = include_str!("../../../fixtures/catalogs/rynjer.json");
+        let before = parse_catalog(shipped).expect("catalog");
+        let mut text: Value = serde_json::from_str(shipped).expect("json");
+        let models = text["models"].as_array_mut().expect("models");
+        let gone = models.remove(1)["model"].as_str().expect("id").to_owned();
+        let changed = models[0]["model"].as_str().expect("id").to_owned();
+        models[0]["base_price"] = serde_json::json!(33);
+        text["price_version"] = serde_json::json!("next");
+        let after = parse_catalog(&text.to_string()).expect("catalog");
+        let changes = compare(&after, &before);
+        let of = |model: &str| changes.iter().find(|c| c.model == model).expect("listed");
+        assert_eq!(of(&changed).kind, ModelChangeKind::Changed);
+        assert_eq!(of(&changed).fields, vec!["base_price".to_owned()]);
+        assert_eq!(of(&gone).kind, ModelChangeKind::Removed);
+        assert_eq!(changes.len(), before.models.len());
+        assert_eq!(
+            changes
+                .iter()
+                .filter(|c| c.kind == ModelChangeKind::Same)
+                .count(),
+            before.models.len() - 2
+        );
+    }
 }

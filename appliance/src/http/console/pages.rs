@@ -1076,43 +1076,6 @@ pub fn import_prices(ctx: &Ctx) -> Result<Answer, Error> {
     )))
 }
 
-/// How a model of a version differs from the active version's.
-fn model_changes(
-    version: &creditgate::pricing::catalog::Catalog,
-    active: Option<&creditgate::pricing::catalog::Catalog>,
-) -> Vec<(String, &'static str, String)> {
-    let as_map = |catalog: &creditgate::pricing::catalog::Catalog| -> std::collections::BTreeMap<String, Value> {
-        catalog
-            .models
-            .iter()
-            .map(|m| (m.model.clone(), serde_json::to_value(m).unwrap_or(Value::Null)))
-            .collect()
-    };
-    let ours = as_map(version);
-    let theirs = active.map(as_map).unwrap_or_default();
-    let mut changes = Vec::new();
-    for (model, spec) in &ours {
-        match theirs.get(model) {
-            None => changes.push((model.clone(), "added", String::new())),
-            Some(old) if old == spec => changes.push((model.clone(), "same", String::new())),
-            Some(old) => {
-                let fields: Vec<&str> = spec
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(field, value)| old.get(field.as_str()) != Some(value))
-                    .map(|(field, _)| field.as_str())
-                    .collect();
-                changes.push((model.clone(), "changed", fields.join(", ")));
-            }
-        }
-    }
-    for model in theirs.keys().filter(|model| !ours.contains_key(*model)) {
-        changes.push((model.clone(), "removed", String::new()));
-    }
-    changes
-}
-
 /// `GET /console/prices/{version}`: the version against the active one,
 /// model by model, with activate and retire.
 pub fn price_version(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
@@ -1124,12 +1087,14 @@ pub fn price_version(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
             what: "price version",
             id: version.to_owned(),
         })?;
-    let catalog = ctx.gate.catalog(Some(version))?;
-    let active = versions.iter().find(|v| v.active);
-    let active_catalog = match active {
-        Some(active) if active.version != version => Some(ctx.gate.catalog(Some(&active.version))?),
-        _ => None,
-    };
+    let compared = ctx.gate.compare_with_active(version)?;
+    let models: Vec<String> = ctx
+        .gate
+        .catalog(Some(version))?
+        .models
+        .iter()
+        .map(|m| m.model.clone())
+        .collect();
     let mut body = Html::new();
     match ctx.query.filled("imported") {
         Some("new") => {
@@ -1154,17 +1119,29 @@ pub fn price_version(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
                   it can never be activated again.</label></p>")
             .submit("Retire this version");
     }
-    let against = match (&active_catalog, active) {
-        (Some(_), Some(active)) => format!("Models against the active version {}", active.version),
-        _ => "Models".to_owned(),
+    let against = match &compared {
+        Some((active, _)) => format!("Models against the active version {active}"),
+        None => "Models".to_owned(),
     };
     body.element("h2", &against);
     body.raw("<table>")
         .head_row(&["model", "change", "fields that differ"])
         .raw("<tbody>");
-    for (model, change, fields) in model_changes(&catalog, active_catalog.as_deref()) {
-        let change = if active_catalog.is_none() { "" } else { change };
-        body.row(&[&model, change, &fields]);
+    match &compared {
+        Some((_, changes)) => {
+            for change in changes {
+                body.row(&[
+                    &change.model,
+                    change.kind.as_str(),
+                    &change.fields.join(", "),
+                ]);
+            }
+        }
+        None => {
+            for model in &models {
+                body.row(&[model, "", ""]);
+            }
+        }
     }
     body.raw("</tbody></table>");
     ctx.show(&format!("Price version {version}"), Section::Prices, &body)
