@@ -3,10 +3,11 @@
 //! an operator signs in, creates an account, grants it credits and makes
 //! a key; binds a registered agent's code to that account; an agent
 //! submits a job over the API with the key; the operator watches it finish
-//! on the jobs page, opens its ledger transfers, verifies the ledger,
-//! imports a price catalog file and activates it, and signs out. Every page is checked for a title,
-//! landmarks and labelled inputs, and a screenshot of each is written to
-//! `$CARGO_TARGET_TMPDIR/console-screenshots/`.
+//! on the jobs page, opens its ledger transfers, makes a redemption code
+//! the agent redeems, verifies the ledger, reads the overview, imports a
+//! price catalog file and activates it, and signs out. Every page is
+//! checked for a title, landmarks and labelled inputs, and a screenshot of
+//! each is written to `$CARGO_TARGET_TMPDIR/console-screenshots/`.
 
 use std::time::Duration;
 
@@ -258,6 +259,25 @@ fn an_operator_runs_the_box_from_the_console_in_a_real_browser() {
     assert_eq!(browser.count("main img"), 1, "the output's preview");
     console.checked("job");
 
+    // A redemption code made in the console, redeemed over the API.
+    console.go("/console/codes");
+    console.checked("codes");
+    console.fill("#f-credits", "5");
+    console.fill("#f-uses", "3");
+    console.fill("#f-memo", "launch");
+    console.press("form[action='/console/codes'] button");
+    let code = browser.text(&browser.find("#new-code"));
+    assert!(code.starts_with("cg_code_"), "{code}");
+    console.checked("code-created");
+    let redeemed = server.post("/v1/credits/redeem", &secret, &json!({ "code": code }));
+    assert_eq!(redeemed.status, 200, "{:?}", redeemed.json());
+    let balance = sb.ok(&["credits", "balance", "--account", &account]);
+    assert_eq!(
+        balance["available"],
+        json!(10),
+        "25 granted, 20 spent, 5 redeemed: {balance}"
+    );
+
     // The ledger verifies, on demand.
     console.go("/console/ledger");
     console.checked("ledger");
@@ -276,7 +296,7 @@ fn an_operator_runs_the_box_from_the_console_in_a_real_browser() {
          const row = [...table.tBodies[0].rows[0].cells].map(c => c.textContent);
          return Object.fromEntries(head.map((h, i) => [h, row[i]]));",
     );
-    assert_eq!(today["granted"], "25", "{today}");
+    assert_eq!(today["granted"], "30", "25 granted, 5 redeemed: {today}");
     assert_eq!(today["spent: image"], "20", "{today}");
     assert_eq!(
         browser.count("main svg rect"),

@@ -26,17 +26,20 @@ pub enum Section {
     Agents,
     /// `/console/prices`.
     Prices,
+    /// `/console/codes`.
+    Codes,
     /// Signing in: no navigation.
     SignIn,
 }
 
-const SECTIONS: [(Section, &str, &str); 6] = [
+const SECTIONS: [(Section, &str, &str); 7] = [
     (Section::Overview, "/console", "Overview"),
     (Section::Accounts, "/console/accounts", "Accounts"),
     (Section::Agents, "/console/agents", "Agents"),
     (Section::Jobs, "/console/jobs", "Jobs"),
     (Section::Ledger, "/console/ledger", "Ledger"),
     (Section::Prices, "/console/prices", "Prices"),
+    (Section::Codes, "/console/codes", "Codes"),
 ];
 
 impl Html {

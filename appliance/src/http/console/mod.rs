@@ -139,6 +139,10 @@ fn route(ctx: &Ctx, method: &str, path: &str) -> Option<Result<Answer, Error>> {
         }
         ("GET", ["console", "jobs"]) => pages::jobs(ctx),
         ("GET", ["console", "jobs", id]) => pages::job(ctx, id),
+        ("POST", ["console", "accounts", id, "plan"]) => pages::set_plan(ctx, id),
+        ("GET", ["console", "codes"]) => pages::codes(ctx),
+        ("POST", ["console", "codes"]) => pages::create_code(ctx),
+        ("POST", ["console", "codes", id, "revoke"]) => pages::revoke_code(ctx, id),
         ("GET", ["console", "agents"]) => pages::agents(ctx),
         ("POST", ["console", "agents"]) => pages::bind_agent(ctx),
         ("POST", ["console", "agents", id, "revoke-keys"]) => pages::revoke_agent_keys(ctx, id),

@@ -474,6 +474,20 @@ pub fn account(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
         ])
         .raw("</tbody></table>");
 
+    let mut plans: Vec<(String, String)> = ctx
+        .gate
+        .plans()?
+        .into_iter()
+        .map(|plan| (plan.name.clone(), plan.name))
+        .collect();
+    plans.push((
+        creditgate::plans::NO_PLAN.to_owned(),
+        "none (no caps)".to_owned(),
+    ));
+    body.post_form(&format!("{base}/plan"), ctx.csrf())
+        .select("plan", "Plan", &plans, &account.plan)
+        .submit("Change plan");
+
     body.element("h2", "Grant credits")
         .post_form(&format!("{base}/grants"), ctx.csrf())
         // Minted with the page: posting this form twice grants once.
@@ -1170,6 +1184,129 @@ pub fn retire_prices(ctx: &Ctx, version: &str) -> Result<Answer, Error> {
         "/console/prices/{}",
         encode(version)
     )))
+}
+
+/// `GET /console/codes`: redemption codes (the newest first), a form to
+/// create one and a revoke button on each live one.
+pub fn codes(ctx: &Ctx) -> Result<Answer, Error> {
+    let codes = ctx.gate.codes()?;
+    let mut body = Html::new();
+    if let Some(revoked) = ctx.query.filled("revoked") {
+        body.notice(&format!("Code {revoked} is revoked."), false);
+    }
+    body.element("h2", "Create a code")
+        .post_form("/console/codes", ctx.csrf())
+        .input("text", "credits", "Credits per redemption", "", true)
+        .input("number", "uses", "Redemptions in all", "1", true)
+        .input(
+            "number",
+            "expires_in_days",
+            "Expires in days (blank: never)",
+            "",
+            false,
+        )
+        .input("text", "memo", "Memo", "", false)
+        .raw("<p><input type=\"checkbox\" id=\"f-once\" name=\"once_per_account\" value=\"yes\"> ")
+        .raw("<label for=\"f-once\">Once per account</label></p>")
+        .submit("Create code");
+    body.element("h2", "Codes");
+    body.raw("<table>")
+        .head_row(&[
+            "code",
+            "credits",
+            "used",
+            "once per account",
+            "expires",
+            "memo",
+            "",
+        ])
+        .raw("<tbody>");
+    for code in &codes {
+        body.raw("<tr>")
+            .element("td", &code.id)
+            .element("td", &credits(code.amount_micros))
+            .element("td", &format!("{} of {}", code.uses, code.uses_max))
+            .element("td", if code.once_per_account { "yes" } else { "no" })
+            .element(
+                "td",
+                &code.expires_at.map(when).unwrap_or_else(|| "never".into()),
+            )
+            .element("td", &code.memo)
+            .raw("<td>");
+        match code.revoked_at {
+            Some(at) => {
+                body.text(&format!("revoked {}", when(at)));
+            }
+            None => {
+                body.post_form(&format!("/console/codes/{}/revoke", code.id), ctx.csrf())
+                    .raw("<button type=\"submit\"")
+                    .attr("aria-label", &format!("Revoke code {}", code.id))
+                    .raw(">Revoke</button></form>");
+            }
+        }
+        body.raw("</td></tr>");
+    }
+    body.raw("</tbody></table>");
+    ctx.show("Redemption codes", Section::Codes, &body)
+}
+
+/// `POST /console/codes`: creates a code and shows its secret, once.
+pub fn create_code(ctx: &Ctx) -> Result<Answer, Error> {
+    let amount = creditgate::money::parse_credits(ctx.form.required("credits")?)
+        .ok()
+        .and_then(|credits| creditgate::money::to_micros(credits).ok())
+        .ok_or_else(|| {
+            invalid(
+                "credits",
+                "must be a number of credits (at most 6 decimals)",
+            )
+        })?;
+    let uses_max = ctx
+        .form
+        .required("uses")?
+        .parse::<u32>()
+        .map_err(|_| invalid("uses", "must be a whole number"))?;
+    let expires_at = match ctx.form.filled("expires_in_days") {
+        None => None,
+        Some(days) => {
+            let days = days
+                .parse::<i64>()
+                .ok()
+                .filter(|days| (1..=3650).contains(days))
+                .ok_or_else(|| invalid("expires_in_days", "must be from 1 to 3650 days"))?;
+            Some(ctx.gate.clock().now() + days * creditgate::plans::DAY_MS)
+        }
+    };
+    let new = creditgate::NewCode {
+        amount_micros: amount,
+        uses_max,
+        once_per_account: ctx.form.get("once_per_account") == Some("yes"),
+        expires_at,
+        memo: ctx.form.get("memo").unwrap_or("").trim().to_owned(),
+    };
+    let (code, secret) = ctx.gate.create_code(&new)?;
+    let mut body = Html::new();
+    body.notice("Copy the code now: it is shown only once.", false)
+        .raw("<p><label for=\"new-code\">Code ")
+        .text(&code.id)
+        .raw("</label></p><p><output id=\"new-code\" class=\"secret\">")
+        .text(&secret)
+        .raw("</output></p><p>")
+        .link("/console/codes", "Back to the codes")
+        .raw("</p>");
+    ctx.show("Code created", Section::Codes, &body)
+}
+
+/// `POST /console/codes/{id}/revoke`.
+pub fn revoke_code(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    ctx.gate.revoke_code(id)?;
+    Ok(Answer::Redirect(format!("/console/codes?revoked={id}")))
+}
+
+/// `POST /console/accounts/{id}/plan`: puts the account on a plan.
+pub fn set_plan(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    ctx.gate.set_account_plan(id, ctx.form.required("plan")?)?;
+    Ok(Answer::Redirect(format!("/console/accounts/{id}")))
 }
 
 /// JSON text, indented (as stored if it does not parse).
