@@ -3,7 +3,8 @@
 //! strict `HttpOnly` cookie (`Secure` behind HTTPS); a form without its
 //! session's CSRF token changes nothing; a signed-out session, or one whose
 //! key the CLI revoked, is refused; failed sign-ins are throttled; every
-//! owner and agent string is escaped; `ledger verify` after.
+//! owner and agent string is escaped; webhook endpoints are added only
+//! with a signing key configured; `ledger verify` after.
 
 use creditgate_tests::{HttpResponse, Sandbox, Server};
 
@@ -237,4 +238,67 @@ fn owner_and_agent_strings_render_as_text() {
     let account = body(&server.page(&format!("/console/accounts/{house}"), Some(&session)));
     assert!(account.contains("&lt;script&gt;alert(&#39;owner&#39;)&lt;/script&gt;"));
     verified(&sb);
+}
+
+#[test]
+fn webhook_endpoints_are_added_and_removed_and_without_a_signing_key_not_configured() {
+    let sb = Sandbox::new(env!("CARGO_BIN_EXE_creditgate"));
+    let house = sb.account("house");
+    let (_, operator) = key(&sb, &house, "operator");
+    let unsigned = sb.serve(&[]);
+    let session = sign_in(&unsigned, &operator);
+    let csrf = csrf_of(&unsigned.page("/console/webhooks", Some(&session)));
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("url", "https://hooks.example/creditgate"),
+        ("events", "job.finished balance.low"),
+        ("low_balance", "5"),
+    ];
+    let refused = unsigned.form("/console/webhooks", Some(&session), &fields);
+    assert_eq!(refused.status, 403, "{}", body(&refused));
+    assert!(
+        body(&refused).contains("not configured"),
+        "{}",
+        body(&refused)
+    );
+    drop(unsigned);
+
+    let server = sb.serve_env(
+        &[],
+        &[(
+            "CREDITGATE_WEBHOOK_SIGNING_KEY",
+            "an-operator-signing-key-of-32-bytes!!",
+        )],
+    );
+    let session = sign_in(&server, &operator);
+    let csrf = csrf_of(&server.page("/console/webhooks", Some(&session)));
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("url", "https://hooks.example/creditgate"),
+        ("events", "job.finished balance.low"),
+        ("low_balance", "5"),
+    ];
+    let added = server.form("/console/webhooks", Some(&session), &fields);
+    assert_eq!(added.status, 200, "{}", body(&added));
+    assert!(body(&added).contains("id=\"new-secret\""));
+    let listed = sb.ok(&["webhooks", "list"]);
+    assert!(
+        listed
+            .to_string()
+            .contains("https://hooks.example/creditgate"),
+        "{listed}"
+    );
+    let page = body(&server.page("/console/webhooks", Some(&session)));
+    let at = page.find("whe_").expect("an endpoint id on the page");
+    let endpoint: String = page[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    let removed = server.form(
+        &format!("/console/webhooks/{endpoint}/remove"),
+        Some(&session),
+        &[("csrf", &csrf)],
+    );
+    assert_eq!(removed.status, 303, "{}", body(&removed));
+    assert!(body(&server.page("/console/webhooks", Some(&session))).contains("removed "));
 }

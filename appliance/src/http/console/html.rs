@@ -28,11 +28,13 @@ pub enum Section {
     Prices,
     /// `/console/codes`.
     Codes,
+    /// `/console/webhooks`.
+    Webhooks,
     /// Signing in: no navigation.
     SignIn,
 }
 
-const SECTIONS: [(Section, &str, &str); 7] = [
+const SECTIONS: [(Section, &str, &str); 8] = [
     (Section::Overview, "/console", "Overview"),
     (Section::Accounts, "/console/accounts", "Accounts"),
     (Section::Agents, "/console/agents", "Agents"),
@@ -40,6 +42,7 @@ const SECTIONS: [(Section, &str, &str); 7] = [
     (Section::Ledger, "/console/ledger", "Ledger"),
     (Section::Prices, "/console/prices", "Prices"),
     (Section::Codes, "/console/codes", "Codes"),
+    (Section::Webhooks, "/console/webhooks", "Webhooks"),
 ];
 
 impl Html {

@@ -143,6 +143,12 @@ fn route(ctx: &Ctx, method: &str, path: &str) -> Option<Result<Answer, Error>> {
         ("GET", ["console", "codes"]) => pages::codes(ctx),
         ("POST", ["console", "codes"]) => pages::create_code(ctx),
         ("POST", ["console", "codes", id, "revoke"]) => pages::revoke_code(ctx, id),
+        ("GET", ["console", "webhooks"]) => pages::webhooks(ctx),
+        ("POST", ["console", "webhooks"]) => pages::add_webhook(ctx),
+        ("POST", ["console", "webhooks", id, "remove"]) => pages::remove_webhook(ctx, id),
+        ("POST", ["console", "webhooks", "deliveries", id, "replay"]) => {
+            pages::replay_delivery(ctx, id)
+        }
         ("GET", ["console", "agents"]) => pages::agents(ctx),
         ("POST", ["console", "agents"]) => pages::bind_agent(ctx),
         ("POST", ["console", "agents", id, "revoke-keys"]) => pages::revoke_agent_keys(ctx, id),

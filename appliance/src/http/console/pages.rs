@@ -1309,6 +1309,174 @@ pub fn set_plan(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
     Ok(Answer::Redirect(format!("/console/accounts/{id}")))
 }
 
+/// `GET /console/webhooks`: outgoing webhook endpoints (add, remove) and
+/// their latest deliveries (by status; replay one).
+pub fn webhooks(ctx: &Ctx) -> Result<Answer, Error> {
+    let endpoints = ctx.gate.webhook_endpoints()?;
+    let status = ctx.query.filled("status");
+    let deliveries = ctx.gate.webhook_deliveries(status)?;
+    let mut body = Html::new();
+    for (field, said) in [
+        ("replayed", "Delivery {} will be sent again."),
+        ("removed", "Endpoint {} is removed."),
+    ] {
+        if let Some(id) = ctx.query.filled(field) {
+            body.notice(&said.replace("{}", id), false);
+        }
+    }
+    body.element("h2", "Add an endpoint")
+        .post_form("/console/webhooks", ctx.csrf())
+        .input("url", "url", "URL (https://...)", "", true)
+        .input(
+            "text",
+            "events",
+            &format!(
+                "Events (space-separated: {})",
+                creditgate::outbox::EVENT_TYPES.join(" ")
+            ),
+            &creditgate::outbox::EVENT_TYPES.join(" "),
+            true,
+        )
+        .input(
+            "text",
+            "low_balance",
+            "Low-balance threshold in credits (balance.low)",
+            "",
+            false,
+        )
+        .submit("Add endpoint");
+    body.element("h2", "Endpoints");
+    body.raw("<table>")
+        .head_row(&["endpoint", "URL", "events", "low balance", "created", ""])
+        .raw("<tbody>");
+    for endpoint in &endpoints {
+        body.raw("<tr>")
+            .element("td", &endpoint.id)
+            .element("td", &endpoint.url)
+            .element("td", &endpoint.events.join(" "))
+            .element(
+                "td",
+                &endpoint.low_balance_micros.map(credits).unwrap_or_default(),
+            )
+            .element("td", &when(endpoint.created_at))
+            .raw("<td>");
+        match endpoint.removed_at {
+            Some(at) => {
+                body.text(&format!("removed {}", when(at)));
+            }
+            None => {
+                body.post_form(
+                    &format!("/console/webhooks/{}/remove", endpoint.id),
+                    ctx.csrf(),
+                )
+                .raw("<button type=\"submit\"")
+                .attr("aria-label", &format!("Remove endpoint {}", endpoint.id))
+                .raw(">Remove</button></form>");
+            }
+        }
+        body.raw("</td></tr>");
+    }
+    body.raw("</tbody></table>");
+    body.element("h2", "Deliveries");
+    let statuses: Vec<(String, String)> = ["", "pending", "delivered", "failed"]
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                if s.is_empty() { "any" } else { s }.to_owned(),
+            )
+        })
+        .collect();
+    body.get_form("/console/webhooks")
+        .select("status", "Status", &statuses, status.unwrap_or(""))
+        .submit("Filter");
+    body.raw("<table>")
+        .head_row(&[
+            "delivery",
+            "event",
+            "URL",
+            "status",
+            "attempts",
+            "last answer",
+            "created",
+            "",
+        ])
+        .raw("<tbody>");
+    for delivery in deliveries.iter().take(PAGE_ROWS) {
+        let answer = match (&delivery.last_status, &delivery.last_error) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(error)) => error.clone(),
+            (None, None) => String::new(),
+        };
+        body.raw("<tr>")
+            .element("td", &delivery.id)
+            .element("td", &delivery.event_type)
+            .element("td", &delivery.url)
+            .element("td", &delivery.status)
+            .element("td", &delivery.attempts.to_string())
+            .element("td", &answer)
+            .element("td", &when(delivery.created_at))
+            .raw("<td>")
+            .post_form(
+                &format!("/console/webhooks/deliveries/{}/replay", delivery.id),
+                ctx.csrf(),
+            )
+            .raw("<button type=\"submit\"")
+            .attr(
+                "aria-label",
+                &format!("Send delivery {} again", delivery.id),
+            )
+            .raw(">Send again</button></form></td></tr>");
+    }
+    body.raw("</tbody></table>");
+    ctx.show("Webhooks", Section::Webhooks, &body)
+}
+
+/// `POST /console/webhooks`: adds an endpoint and shows its signing
+/// secret.
+pub fn add_webhook(ctx: &Ctx) -> Result<Answer, Error> {
+    let low_balance_micros = match ctx.form.filled("low_balance") {
+        None => None,
+        Some(text) => Some(
+            creditgate::money::parse_credits(text)
+                .ok()
+                .and_then(|credits| creditgate::money::to_micros(credits).ok())
+                .ok_or_else(|| invalid("low_balance", "must be a number of credits"))?,
+        ),
+    };
+    let new = creditgate::outbox::NewEndpoint {
+        url: ctx.form.required("url")?.to_owned(),
+        events: ctx.form.words("events"),
+        low_balance_micros,
+    };
+    let (endpoint, secret) = ctx.gate.add_webhook_endpoint(&new)?;
+    let mut body = Html::new();
+    body.notice(
+        "Keep the signing secret: the endpoint checks each delivery with it.",
+        false,
+    )
+    .raw("<p><label for=\"new-secret\">Signing secret of ")
+    .text(&endpoint.id)
+    .raw("</label></p><p><output id=\"new-secret\" class=\"secret\">")
+    .text(&secret)
+    .raw("</output></p><p>")
+    .link("/console/webhooks", "Back to the webhooks")
+    .raw("</p>");
+    ctx.show("Endpoint added", Section::Webhooks, &body)
+}
+
+/// `POST /console/webhooks/{id}/remove`.
+pub fn remove_webhook(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    ctx.gate.remove_webhook_endpoint(id)?;
+    Ok(Answer::Redirect(format!("/console/webhooks?removed={id}")))
+}
+
+/// `POST /console/webhooks/deliveries/{id}/replay`.
+pub fn replay_delivery(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
+    ctx.gate.replay_webhook_delivery(id)?;
+    Ok(Answer::Redirect(format!("/console/webhooks?replayed={id}")))
+}
+
 /// JSON text, indented (as stored if it does not parse).
 fn pretty(json: &str) -> String {
     serde_json::from_str::<Value>(json)
