@@ -539,33 +539,34 @@ pub(crate) fn list(conn: &ReadOnly<'_>, filter: &JobFilter) -> Result<Vec<Job>> 
 }
 
 /// How many of the newest jobs created at or after `since` (at most
-/// `newest`, walked through `jobs_created`) are in each status, and how
-/// many were looked at: a bounded count, whatever the table's size.
-pub(crate) fn recent_status_counts(
+/// `newest`, walked through `jobs_created`) each provider has in each
+/// status: a bounded count, whatever the table's size.
+pub(crate) fn recent_counts(
     conn: &ReadOnly<'_>,
     since: UnixMillis,
     newest: usize,
-) -> Result<(Vec<(JobStatus, u64)>, u64)> {
+) -> Result<Vec<(String, JobStatus, u64)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT status, count(*) FROM (
-             SELECT status FROM jobs INDEXED BY jobs_created
+        "SELECT provider, status, count(*) FROM (
+             SELECT provider, status FROM jobs INDEXED BY jobs_created
               WHERE created_at >= ?1 ORDER BY created_at DESC LIMIT ?2)
-          GROUP BY status ORDER BY status",
+          GROUP BY provider, status ORDER BY provider, status",
     )?;
     let rows = stmt.query_map(params![since, newest as i64], |row| {
-        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
     })?;
     let mut counts = Vec::new();
-    let mut seen = 0;
     for row in rows {
-        let (status, count) = row?;
+        let (provider, status, count) = row?;
         let status = JobStatus::parse(&status)
             .ok_or_else(|| Error::corrupt(format!("a job status {status:?}")))?;
-        let count = u64::try_from(count).unwrap_or(0);
-        seen += count;
-        counts.push((status, count));
+        counts.push((provider, status, u64::try_from(count).unwrap_or(0)));
     }
-    Ok((counts, seen))
+    Ok(counts)
 }
 
 /// Micro-credits charged on one UTC day (whole days since the epoch) for

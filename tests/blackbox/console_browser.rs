@@ -4,7 +4,8 @@
 //! a key; binds a registered agent's code to that account; an agent
 //! submits a job over the API with the key; the operator watches it finish
 //! on the jobs page, opens its ledger transfers, makes a redemption code
-//! the agent redeems, verifies the ledger, reads the overview, imports a
+//! the agent redeems, verifies the ledger, reads the overview, checks the
+//! providers, imports a
 //! price catalog file and activates it, and signs out. Every page is
 //! checked for a title, landmarks and labelled inputs, and a screenshot of
 //! each is written to `$CARGO_TARGET_TMPDIR/console-screenshots/`.
@@ -304,6 +305,25 @@ fn an_operator_runs_the_box_from_the_console_in_a_real_browser() {
         "a granted bar and a spent bar"
     );
     console.checked("overview-after");
+
+    // The providers: the fixture served the job, and answers a check.
+    console.go("/console/providers");
+    console.checked("providers");
+    let providers = browser.script(
+        "const row = [...document.querySelectorAll('main tbody tr')]
+             .find(r => r.cells[0].textContent === 'fixture');
+         const head = [...document.querySelector('main thead tr').cells].map(c => c.textContent);
+         return row ? row.cells[head.indexOf('succeeded')].textContent : null;",
+    );
+    assert_eq!(providers, json!("1"), "the fixture's one success");
+    console.press("form[action='/console/providers/check'] button");
+    let check = browser.script(
+        "const row = [...document.querySelectorAll('main tbody tr')]
+             .find(r => r.cells[0].textContent === 'fixture');
+         return row ? row.cells[1].textContent : null;",
+    );
+    assert_eq!(check, json!("yes"), "the fixture is reachable");
+    console.checked("providers-checked");
 
     // A new price version: imported from a file, compared, activated.
     let mut catalog: Value = serde_json::from_str(

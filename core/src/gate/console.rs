@@ -39,6 +39,9 @@ pub struct Overview {
     /// Jobs created in the last [`OVERVIEW_WINDOW_MS`] by status (of the
     /// newest [`OVERVIEW_JOBS_MAX`] at most), in status order.
     pub jobs_by_status: Vec<(JobStatus, u64)>,
+    /// The same jobs by provider instance and status: where failures
+    /// come from.
+    pub jobs_by_provider: Vec<(String, JobStatus, u64)>,
     /// How many jobs those counts cover.
     pub jobs_counted: u64,
     /// Whether there were more jobs in the window than were counted.
@@ -95,9 +98,18 @@ impl Gate {
     pub fn console_overview(&self) -> Result<Overview> {
         let now = self.clock.now();
         let since = now - OVERVIEW_WINDOW_MS;
-        let (jobs_by_status, jobs_counted) = self
+        let by_provider = self
             .store
-            .read(|conn| jobs::recent_status_counts(conn, since, OVERVIEW_JOBS_MAX))?;
+            .read(|conn| jobs::recent_counts(conn, since, OVERVIEW_JOBS_MAX))?;
+        let mut jobs_by_status: Vec<(JobStatus, u64)> = Vec::new();
+        for (_, status, count) in &by_provider {
+            match jobs_by_status.iter_mut().find(|(s, _)| s == status) {
+                Some((_, total)) => *total += count,
+                None => jobs_by_status.push((*status, *count)),
+            }
+        }
+        jobs_by_status.sort_by_key(|(status, _)| JobStatus::ALL.iter().position(|s| s == status));
+        let jobs_counted = jobs_by_status.iter().map(|(_, count)| count).sum();
         let first_day = now.div_euclid(crate::plans::DAY_MS) - (OVERVIEW_DAYS - 1);
         let since = first_day * crate::plans::DAY_MS;
         let (mut daily, transfers_capped) = self
@@ -129,6 +141,7 @@ impl Gate {
         }
         let daily_capped = transfers_capped || spend_capped;
         Ok(Overview {
+            jobs_by_provider: by_provider,
             daily,
             daily_capped,
             first_day,
@@ -188,6 +201,11 @@ impl Gate {
             .map(|job| self.with_unwritten_polls(job))
             .collect();
         Ok(page)
+    }
+
+    /// The provider instances this gate routes to.
+    pub fn providers(&self) -> &crate::providers::ProviderRegistry {
+        &self.providers
     }
 
     /// Ends the console session of `secret` (signing out). Idempotent.

@@ -30,11 +30,13 @@ pub enum Section {
     Codes,
     /// `/console/webhooks`.
     Webhooks,
+    /// `/console/providers`.
+    Providers,
     /// Signing in: no navigation.
     SignIn,
 }
 
-const SECTIONS: [(Section, &str, &str); 8] = [
+const SECTIONS: [(Section, &str, &str); 9] = [
     (Section::Overview, "/console", "Overview"),
     (Section::Accounts, "/console/accounts", "Accounts"),
     (Section::Agents, "/console/agents", "Agents"),
@@ -43,6 +45,7 @@ const SECTIONS: [(Section, &str, &str); 8] = [
     (Section::Prices, "/console/prices", "Prices"),
     (Section::Codes, "/console/codes", "Codes"),
     (Section::Webhooks, "/console/webhooks", "Webhooks"),
+    (Section::Providers, "/console/providers", "Providers"),
 ];
 
 impl Html {

@@ -143,6 +143,8 @@ fn route(ctx: &Ctx, method: &str, path: &str) -> Option<Result<Answer, Error>> {
         ("GET", ["console", "codes"]) => pages::codes(ctx),
         ("POST", ["console", "codes"]) => pages::create_code(ctx),
         ("POST", ["console", "codes", id, "revoke"]) => pages::revoke_code(ctx, id),
+        ("GET", ["console", "providers"]) => pages::providers(ctx),
+        ("POST", ["console", "providers", "check"]) => pages::check_providers(ctx),
         ("GET", ["console", "webhooks"]) => pages::webhooks(ctx),
         ("POST", ["console", "webhooks"]) => pages::add_webhook(ctx),
         ("POST", ["console", "webhooks", id, "remove"]) => pages::remove_webhook(ctx, id),

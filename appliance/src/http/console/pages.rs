@@ -233,6 +233,26 @@ pub fn overview(ctx: &Ctx) -> Result<Answer, Error> {
             );
         }
     }
+    let failing: Vec<(&str, u64)> = overview
+        .jobs_by_provider
+        .iter()
+        .filter(|(_, status, count)| *status == JobStatus::Failed && *count > 0)
+        .map(|(provider, _, count)| (provider.as_str(), *count))
+        .collect();
+    body.element("h2", "Failing providers");
+    if failing.is_empty() {
+        body.element("p", "No job failed in the last 24 hours.");
+    } else {
+        body.raw("<table><caption>Failed jobs of the last 24 hours by provider</caption>")
+            .head_row(&["provider", "failed jobs"])
+            .raw("<tbody>");
+        for (provider, count) in failing {
+            body.row(&[provider, &count.to_string()]);
+        }
+        body.raw("</tbody></table><p>")
+            .link("/console/providers", "The providers")
+            .raw("</p>");
+    }
     money_chart(&mut body, &overview);
     ctx.show("Overview", Section::Overview, &body)
 }
@@ -1475,6 +1495,89 @@ pub fn remove_webhook(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
 pub fn replay_delivery(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
     ctx.gate.replay_webhook_delivery(id)?;
     Ok(Answer::Redirect(format!("/console/webhooks?replayed={id}")))
+}
+
+/// `GET /console/providers`: each provider instance with the last day's
+/// jobs by status, the workers' health, and a check on demand.
+pub fn providers(ctx: &Ctx) -> Result<Answer, Error> {
+    let overview = ctx.gate.console_overview()?;
+    let health = ctx.gate.worker_health();
+    let mut body = Html::new();
+    if health.is_ok() {
+        body.notice("The workers are stepping normally.", false);
+    } else {
+        body.notice(
+            &format!(
+                "The workers failed their last {} steps: {}",
+                health.failing_steps,
+                health.last_failure.as_deref().unwrap_or("")
+            ),
+            true,
+        );
+    }
+    body.element("h2", "Instances and the last day's jobs");
+    let mut head = vec!["provider"];
+    head.extend(JobStatus::ALL.iter().map(|s| s.as_str()));
+    body.raw("<table>").head_row(&head).raw("<tbody>");
+    for name in ctx.gate.providers().names() {
+        let mut cells = vec![name.to_owned()];
+        cells.extend(JobStatus::ALL.iter().map(|status| {
+            overview
+                .jobs_by_provider
+                .iter()
+                .find(|(p, s, _)| p == name && s == status)
+                .map_or(0, |(_, _, count)| *count)
+                .to_string()
+        }));
+        let cells: Vec<&str> = cells.iter().map(String::as_str).collect();
+        body.row(&cells);
+    }
+    body.raw("</tbody></table>");
+    body.element("h2", "Check")
+        .element(
+            "p",
+            "Asks each provider its cheapest question (models, account or system \
+             stats): reachable, credential accepted, upstream credits where told.",
+        )
+        .post_form("/console/providers/check", ctx.csrf())
+        .submit("Check the providers now");
+    ctx.show("Providers", Section::Providers, &body)
+}
+
+/// `POST /console/providers/check`: what each provider answered (the calls
+/// are the appliance's, each bounded by its provider's timeout).
+pub fn check_providers(ctx: &Ctx) -> Result<Answer, Error> {
+    let checked = crate::providers::check(ctx.gate.providers());
+    let mut body = Html::new();
+    body.raw("<table><caption>Provider check</caption>")
+        .head_row(&[
+            "provider",
+            "reachable",
+            "credential",
+            "upstream credits",
+            "detail",
+        ])
+        .raw("<tbody>");
+    for check in &checked {
+        match &check.outcome {
+            Ok(report) => body.row(&[
+                &check.name,
+                if report.reachable { "yes" } else { "no" },
+                match report.auth_ok {
+                    Some(true) => "accepted",
+                    Some(false) => "refused",
+                    None => "none needed",
+                },
+                report.upstream_credits.as_deref().unwrap_or(""),
+                &report.detail,
+            ]),
+            Err(err) => body.row(&[&check.name, "no", "", "", &err.to_string()]),
+        };
+    }
+    body.raw("</tbody></table><p>")
+        .link("/console/providers", "Back to the providers")
+        .raw("</p>");
+    ctx.show("Provider check", Section::Providers, &body)
 }
 
 /// JSON text, indented (as stored if it does not parse).
