@@ -182,6 +182,27 @@ pub(crate) fn get(conn: &ReadOnly<'_>, account_id: &str) -> Result<Option<AutoTo
         .optional()?)
 }
 
+/// Accounts with auto top-up whose available balance is below their
+/// threshold, the furthest below first, at most `limit`: (account,
+/// available, threshold) in micro-credits. Reads every auto top-up
+/// setting (one row per account that turned it on).
+pub(crate) fn below_threshold(
+    conn: &ReadOnly<'_>,
+    limit: usize,
+) -> Result<Vec<(String, i64, i64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT a.account_id, l.credits_posted - l.debits_posted - l.debits_pending AS available,
+                a.threshold_micros
+           FROM auto_topups a JOIN ledger_accounts l ON l.account_id = a.account_id
+          WHERE l.credits_posted - l.debits_posted - l.debits_pending < a.threshold_micros
+          ORDER BY available - a.threshold_micros LIMIT ?1",
+    )?;
+    let rows = stmt.query_map([limit as i64], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Claims the account's charge window at `now`: `true` for the one write
 /// that finds it open (no charge within the window), which must then open
 /// the charge in the same transaction.

@@ -1,7 +1,8 @@
 //! Console sessions through the facade: only an operator key signs in;
 //! a session ends at sign-out, when idle, at its absolute expiry and when
 //! its key is revoked; failed sign-ins are throttled per address; its
-//! CSRF token is its own; no secret is stored.
+//! CSRF token is its own; no secret is stored. And the overview's wallets
+//! below their auto top-up threshold.
 
 mod common;
 
@@ -129,4 +130,23 @@ fn failed_sign_ins_are_throttled_per_address() {
     fx.gate
         .console_sign_in(&operator, "10.0.0.9")
         .expect("after the window");
+}
+
+#[test]
+fn the_overview_names_wallets_below_their_auto_top_up_threshold() {
+    let fx = fresh();
+    let low = account(&fx.gate, "low", Decimal::from(3));
+    let high = account(&fx.gate, "high", Decimal::from(50));
+    let off = account(&fx.gate, "off", Decimal::ZERO);
+    for acct in [&low, &high] {
+        fx.gate
+            .set_auto_topup(acct, Decimal::from(10), Decimal::from(20), 60_000)
+            .expect("auto top-up");
+    }
+    let below = fx.gate.wallets_below_threshold(50).expect("below");
+    assert_eq!(
+        below,
+        vec![(low, 3_000_000, 10_000_000)],
+        "not {high}, nor {off} (no top-up)"
+    );
 }

@@ -217,6 +217,11 @@ fn an_operator_runs_the_box_from_the_console_in_a_real_browser() {
         "bound to the account: {bound}"
     );
     console.checked("agent-bound");
+    console.go(&format!("/console/accounts/{account}"));
+    assert!(
+        browser.page_text().contains(&agent),
+        "the account's page lists its agent"
+    );
 
     // An agent spends with that key over the API.
     let submitted = server.post(

@@ -203,6 +203,20 @@ impl Gate {
         Ok(page)
     }
 
+    /// The agents bound to an account, at most `limit`.
+    pub fn agents_of(&self, account_id: &str, limit: usize) -> Result<Vec<Agent>> {
+        self.store
+            .read(|conn| agents::of_account(conn, account_id, limit))
+    }
+
+    /// Accounts with auto top-up below their threshold, the furthest below
+    /// first, at most `limit`: (account, available, threshold) in
+    /// micro-credits.
+    pub fn wallets_below_threshold(&self, limit: usize) -> Result<Vec<(String, i64, i64)>> {
+        self.store
+            .read(|conn| crate::autotopup::below_threshold(conn, limit))
+    }
+
     /// The provider instances this gate routes to.
     pub fn providers(&self) -> &crate::providers::ProviderRegistry {
         &self.providers

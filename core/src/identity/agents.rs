@@ -175,6 +175,21 @@ pub(crate) fn pending(conn: &ReadOnly<'_>, now: UnixMillis, limit: usize) -> Res
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+/// The agents bound to `account_id`, at most `limit` (through
+/// `agents_account`).
+pub(crate) fn of_account(
+    conn: &ReadOnly<'_>,
+    account_id: &str,
+    limit: usize,
+) -> Result<Vec<Agent>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents INDEXED BY agents_account
+          WHERE account_id = ?1 LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![account_id, limit as i64], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Bound agents, the most recently bound first, at most `limit` (through
 /// `agents_bound`).
 pub(crate) fn bound(conn: &ReadOnly<'_>, limit: usize) -> Result<Vec<Agent>> {

@@ -253,6 +253,24 @@ pub fn overview(ctx: &Ctx) -> Result<Answer, Error> {
             .link("/console/providers", "The providers")
             .raw("</p>");
     }
+    let below = ctx.gate.wallets_below_threshold(PAGE_ROWS)?;
+    body.element("h2", "Wallets below their auto top-up threshold");
+    if below.is_empty() {
+        body.element("p", "None.");
+    } else {
+        body.raw("<table>")
+            .head_row(&["account", "available", "threshold"])
+            .raw("<tbody>");
+        for (account, available, threshold) in &below {
+            body.raw("<tr><td>")
+                .link(&format!("/console/accounts/{account}"), account)
+                .raw("</td>")
+                .element("td", &credits(*available))
+                .element("td", &credits(*threshold))
+                .raw("</tr>");
+        }
+        body.raw("</tbody></table>");
+    }
     money_chart(&mut body, &overview);
     ctx.show("Overview", Section::Overview, &body)
 }
@@ -575,6 +593,29 @@ pub fn account(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
             false,
         )
         .submit("Create key");
+
+    body.element("h2", "Agents");
+    let agents = ctx.gate.agents_of(id, PAGE_ROWS)?;
+    if agents.is_empty() {
+        body.element("p", "No agent is bound to this account.");
+    } else {
+        body.raw("<table>")
+            .head_row(&["agent", "name", "scopes", "bound"])
+            .raw("<tbody>");
+        for agent in &agents {
+            body.row(&[
+                &agent.id,
+                &agent.name,
+                &agent
+                    .allowed_scopes
+                    .as_ref()
+                    .map(|scopes| scopes.join(" "))
+                    .unwrap_or_default(),
+                &agent.bound_at.map(when).unwrap_or_default(),
+            ]);
+        }
+        body.raw("</tbody></table>");
+    }
 
     body.element("h2", "Transfers");
     transfer_table(&mut body, &history.transfers);
