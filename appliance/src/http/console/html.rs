@@ -206,6 +206,31 @@ impl Html {
         self.raw("</select></p>")
     }
 
+    /// A one-button form that posts to `action` (a row's action: revoke,
+    /// remove, send again), the button named for screen readers by `label`.
+    pub fn action(&mut self, action: &str, csrf: &str, text: &str, label: &str) -> &mut Html {
+        self.post_form(action, csrf)
+            .raw("<button type=\"submit\"")
+            .attr("aria-label", label)
+            .raw(">")
+            .text(text)
+            .raw("</button></form>")
+    }
+
+    /// A secret shown once (a new key, code or signing secret): `what`
+    /// labels it, `id` is its element's id.
+    pub fn secret(&mut self, id: &'static str, what: &str, secret: &str) -> &mut Html {
+        self.raw("<p><label")
+            .attr("for", id)
+            .raw(">")
+            .text(what)
+            .raw("</label></p><p><output")
+            .attr("id", id)
+            .raw(" class=\"secret\">")
+            .text(secret)
+            .raw("</output></p>")
+    }
+
     /// `<button type="submit">text</button></form>`.
     pub fn submit(&mut self, text: &str) -> &mut Html {
         self.raw("<button type=\"submit\">")

@@ -566,10 +566,12 @@ pub fn account(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
                 body.text(&format!("revoked {}", when(at)));
             }
             None => {
-                body.post_form(&format!("{base}/keys/{}/revoke", key.id), ctx.csrf())
-                    .raw("<button type=\"submit\"")
-                    .attr("aria-label", &format!("Revoke key {}", key.id))
-                    .raw(">Revoke</button></form>");
+                body.action(
+                    &format!("{base}/keys/{}/revoke", key.id),
+                    ctx.csrf(),
+                    "Revoke",
+                    &format!("Revoke key {}", key.id),
+                );
             }
         }
         body.raw("</td></tr>");
@@ -666,11 +668,8 @@ pub fn create_key(ctx: &Ctx, id: &str) -> Result<Answer, Error> {
         .create_api_key(id, name, &scopes, expires_in_days)?;
     let mut body = Html::new();
     body.notice("Copy the key now: it is shown only once.", false)
-        .raw("<p><label for=\"new-key\">Key ")
-        .text(&info.id)
-        .raw("</label></p><p><output id=\"new-key\" class=\"secret\">")
-        .text(&secret)
-        .raw("</output></p><p>Scopes: ")
+        .secret("new-key", &format!("Key {}", info.id), &secret)
+        .raw("<p>Scopes: ")
         .text(&info.scopes.join(" "))
         .raw("</p><p>")
         .link(&format!("/console/accounts/{id}"), "Back to the account")
@@ -1051,16 +1050,13 @@ pub fn agents(ctx: &Ctx) -> Result<Answer, Error> {
             )
             .element("td", &agent.bound_at.map(when).unwrap_or_default())
             .raw("<td>")
-            .post_form(
+            .action(
                 &format!("/console/agents/{}/revoke-keys", agent.id),
                 ctx.csrf(),
-            )
-            .raw("<button type=\"submit\"")
-            .attr(
-                "aria-label",
+                "Revoke its keys",
                 &format!("Revoke every key of agent {}", agent.id),
             )
-            .raw(">Revoke its keys</button></form></td></tr>");
+            .raw("</td></tr>");
     }
     body.raw("</tbody></table>");
     ctx.show("Agents", Section::Agents, &body)
@@ -1299,10 +1295,12 @@ pub fn codes(ctx: &Ctx) -> Result<Answer, Error> {
                 body.text(&format!("revoked {}", when(at)));
             }
             None => {
-                body.post_form(&format!("/console/codes/{}/revoke", code.id), ctx.csrf())
-                    .raw("<button type=\"submit\"")
-                    .attr("aria-label", &format!("Revoke code {}", code.id))
-                    .raw(">Revoke</button></form>");
+                body.action(
+                    &format!("/console/codes/{}/revoke", code.id),
+                    ctx.csrf(),
+                    "Revoke",
+                    &format!("Revoke code {}", code.id),
+                );
             }
         }
         body.raw("</td></tr>");
@@ -1348,11 +1346,8 @@ pub fn create_code(ctx: &Ctx) -> Result<Answer, Error> {
     let (code, secret) = ctx.gate.create_code(&new)?;
     let mut body = Html::new();
     body.notice("Copy the code now: it is shown only once.", false)
-        .raw("<p><label for=\"new-code\">Code ")
-        .text(&code.id)
-        .raw("</label></p><p><output id=\"new-code\" class=\"secret\">")
-        .text(&secret)
-        .raw("</output></p><p>")
+        .secret("new-code", &format!("Code {}", code.id), &secret)
+        .raw("<p>")
         .link("/console/codes", "Back to the codes")
         .raw("</p>");
     ctx.show("Code created", Section::Codes, &body)
@@ -1426,13 +1421,12 @@ pub fn webhooks(ctx: &Ctx) -> Result<Answer, Error> {
                 body.text(&format!("removed {}", when(at)));
             }
             None => {
-                body.post_form(
+                body.action(
                     &format!("/console/webhooks/{}/remove", endpoint.id),
                     ctx.csrf(),
-                )
-                .raw("<button type=\"submit\"")
-                .attr("aria-label", &format!("Remove endpoint {}", endpoint.id))
-                .raw(">Remove</button></form>");
+                    "Remove",
+                    &format!("Remove endpoint {}", endpoint.id),
+                );
             }
         }
         body.raw("</td></tr>");
@@ -1478,16 +1472,13 @@ pub fn webhooks(ctx: &Ctx) -> Result<Answer, Error> {
             .element("td", &answer)
             .element("td", &when(delivery.created_at))
             .raw("<td>")
-            .post_form(
+            .action(
                 &format!("/console/webhooks/deliveries/{}/replay", delivery.id),
                 ctx.csrf(),
-            )
-            .raw("<button type=\"submit\"")
-            .attr(
-                "aria-label",
+                "Send again",
                 &format!("Send delivery {} again", delivery.id),
             )
-            .raw(">Send again</button></form></td></tr>");
+            .raw("</td></tr>");
     }
     body.raw("</tbody></table>");
     ctx.show("Webhooks", Section::Webhooks, &body)
@@ -1516,11 +1507,12 @@ pub fn add_webhook(ctx: &Ctx) -> Result<Answer, Error> {
         "Keep the signing secret: the endpoint checks each delivery with it.",
         false,
     )
-    .raw("<p><label for=\"new-secret\">Signing secret of ")
-    .text(&endpoint.id)
-    .raw("</label></p><p><output id=\"new-secret\" class=\"secret\">")
-    .text(&secret)
-    .raw("</output></p><p>")
+    .secret(
+        "new-secret",
+        &format!("Signing secret of {}", endpoint.id),
+        &secret,
+    )
+    .raw("<p>")
     .link("/console/webhooks", "Back to the webhooks")
     .raw("</p>");
     ctx.show("Endpoint added", Section::Webhooks, &body)
